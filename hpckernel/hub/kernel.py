@@ -1,0 +1,203 @@
+"""The hub: the Jupyter kernel the notebook talks to, fanning cells out to the ranks.
+
+An ``IPythonKernel`` subclass: ``%%local`` cells, comms/widgets, history and
+``is_complete`` are plain ipykernel; ``do_execute`` decides what goes to the ranks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from ipykernel.ipkernel import IPythonKernel
+from traitlets import Float, Instance, Type, Unicode
+
+from .. import __version__
+from ..plane import make_job_dir
+from ..targets import TargetError, format_ranks
+from .cells import MagicUsageError, route_cell
+from .launch import LaunchError, LocalLauncher, RankLauncher
+from .magics import PxMagics
+from .pool import PoolSettings, RankPool, RanksUnavailable
+from .px import PxController
+from .ranks import RankView
+
+
+class HubKernel(IPythonKernel):
+    implementation = "hpckernel"
+    implementation_version = __version__
+
+    launcher_class = Type(LocalLauncher, klass=RankLauncher,
+                          help="How ranks are started: LocalLauncher (mpiexec) or "
+                          "SrunLauncher (inside a Slurm allocation).").tag(config=True)
+    job_dir_parent = Unicode(
+        "", help="Where to create the kernel's 0700 job directory (default: the temp dir; "
+        "in a Slurm job, a directory every node can read).").tag(config=True)
+    flush_interval = Float(0.1, help="Seconds between merged output messages.").tag(config=True)
+    interrupt_grace = Float(1.0, help="Seconds a rank may take to stop after an interrupt "
+                            "before it is reported stuck.").tag(config=True)
+    start_timeout = Float(120.0, help="Seconds the ranks may take to start.").tag(config=True)
+
+    launcher = Instance(RankLauncher, allow_none=True)
+    pool = Instance(RankPool, allow_none=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.launcher = self.launcher_class(parent=self)
+        self.job_dir = make_job_dir(self.job_dir_parent or None)
+        settings = PoolSettings(flush_interval=self.flush_interval,
+                                interrupt_grace=self.interrupt_grace,
+                                start_timeout=self.start_timeout)
+        self.pool = RankPool(self.launcher, self.job_dir, self._publish, settings)
+        self.px = PxController(self.pool, lambda: self.get_parent("shell"), self._publish)
+        assert self.shell is not None
+        self.shell.register_magics(PxMagics(self.shell, self.px))
+        self.shell.user_ns["ranks"] = RankView(self.px)
+        self._local_running = False
+        self.pool.start()
+
+    @property
+    def banner(self) -> str:  # type: ignore[override]
+        return (f"hpckernel {__version__}: cells run on {self.pool.size if self.pool else '?'}"
+                " MPI ranks; %%local runs in the hub.\n" + super().banner)
+
+    def _publish(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any],
+                 parent: dict[str, Any] | None) -> None:
+        """Send one IOPub message; called from the plane thread as output arrives."""
+        self.session.send(self.iopub_socket, msg_type, content, parent=parent or {},
+                          metadata=metadata, ident=self._topic(msg_type))
+
+    # -- execute -------------------------------------------------------------------------
+
+    async def do_execute(self, code: str, silent: bool, store_history: bool = True,
+                         user_expressions: dict[str, Any] | None = None,
+                         allow_stdin: bool = False, *, cell_meta: Any = None,
+                         cell_id: Any = None) -> dict[str, Any]:
+        try:
+            route = route_cell(code)
+        except MagicUsageError as e:
+            return self._px_error("UsageError", str(e), [str(e)], silent)
+        if route.kind == "px":
+            return await self._execute_px(code, route.code, route.options.targets,
+                                          route.options.block, silent, store_history)
+        self._local_running = True
+        try:
+            return await super().do_execute(  # type: ignore[no-any-return]
+                route.code, silent, store_history, user_expressions, allow_stdin,
+                cell_meta=cell_meta, cell_id=cell_id)
+        finally:
+            self._local_running = False
+
+    async def _execute_px(self, cell: str, body: str, targets_spec: str | None,
+                          block: bool | None, silent: bool, store_history: bool
+                          ) -> dict[str, Any]:
+        assert self.shell is not None and self.pool is not None
+        count = self.shell.execution_count
+        if store_history and not silent:
+            self.shell.history_manager.store_inputs(count, cell)
+            self.shell.execution_count += 1
+        try:
+            targets = self.px.resolve(targets_spec)
+        except TargetError as e:
+            return self._px_error("TargetError", str(e), [str(e)], silent, count)
+        if not self.pool.ready.done():
+            self._publish("stream", {"name": "stderr", "text": "waiting for the ranks to "
+                                     "start...\n"}, {}, self.get_parent("shell"))
+        try:
+            await asyncio.wrap_future(self.pool.ready)
+        except LaunchError as e:
+            return self._px_error("LaunchError", str(e), [str(e), "Fix the cause, then run "
+                                  "%restart_ranks (or restart the kernel)."], silent, count)
+        block = self.px.block if block is None else block
+        handle = self.px.submit("execute", targets, {"code": body, "silent": silent},
+                                block=block, label=f"[{count}]", execution_count=count)
+        if not block:
+            self._publish("execute_result", {"data": {"text/plain": repr(handle)},
+                                             "metadata": {}, "execution_count": count},
+                          {}, self.get_parent("shell"))
+            self.shell.user_ns["_px"] = handle
+            return {"status": "ok", "execution_count": count, "user_expressions": {},
+                    "payload": []}
+        try:
+            request = await asyncio.wrap_future(handle.request.future)
+        except RanksUnavailable as e:
+            return self._px_error("RanksUnavailable", str(e), [str(e)], silent, count)
+        error = request.error_content()
+        if error is not None:
+            return self._px_error(error["ename"], error["evalue"], error["traceback"],
+                                  silent, count)
+        return {"status": "ok", "execution_count": count, "user_expressions": {},
+                "payload": [], "metadata": {"hpckernel": {"ranks": targets}}}
+
+    def _px_error(self, ename: str, evalue: str, traceback: list[str], silent: bool,
+                  count: int | None = None) -> dict[str, Any]:
+        content = {"ename": ename, "evalue": evalue, "traceback": traceback}
+        if not silent:
+            self._publish("error", content, {}, self.get_parent("shell"))
+        assert self.shell is not None
+        return {"status": "error", "execution_count": self.shell.execution_count - 1
+                if count is None else count, "user_expressions": {}, "payload": [], **content}
+
+    # -- interrupt, completion, shutdown ---------------------------------------------------
+
+    async def interrupt_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        """Interrupt busy ranks, and the hub's own code if a %%local cell is running.
+
+        Called on the control thread (the kernelspec uses ``interrupt_mode: message``,
+        since a remote hub cannot receive the client's SIGINT)."""
+        assert self.pool is not None
+        self.pool.interrupt()
+        if self._local_running:
+            await super().interrupt_request(stream, ident, parent)
+            return
+        self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
+
+    async def _ask_rank0(self, kind: str, header: dict[str, Any]) -> dict[str, Any] | None:
+        assert self.pool is not None
+        if not self.pool.ready.done() or self.pool.ready.exception():
+            return None
+        handle = self.px.submit(kind, [0], header, output="none")
+        try:
+            request = await asyncio.wait_for(asyncio.wrap_future(handle.request.future), 2.0)
+        except (asyncio.TimeoutError, RanksUnavailable):
+            return None
+        if request.errors:
+            return None
+        value = request.values.get(0)
+        return value if isinstance(value, dict) else None
+
+    async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:
+        """Completion in the namespace of rank 0 (of the hub for ``%%local`` cells)."""
+        cursor_pos = len(code) if cursor_pos is None else cursor_pos
+        if route_cell(code).kind == "px":
+            reply = await self._ask_rank0("complete", {"code": code, "cursor_pos": cursor_pos})
+            if reply is not None:
+                return reply
+        return super().do_complete(code, cursor_pos)  # type: ignore[no-any-return]
+
+    async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
+                         omit_sections: Any = ()) -> dict[str, Any]:
+        if route_cell(code).kind == "px":
+            reply = await self._ask_rank0("inspect", {"code": code, "cursor_pos": cursor_pos,
+                                                      "detail_level": detail_level})
+            if reply is not None:
+                return reply
+        return super().do_inspect(  # type: ignore[no-any-return]
+            code, cursor_pos, detail_level, omit_sections)
+
+    def do_shutdown(self, restart: bool) -> dict[str, Any]:
+        self.stop_ranks()
+        return super().do_shutdown(restart)  # type: ignore[no-any-return]
+
+    def stop_ranks(self) -> None:
+        """End the ranks and remove the job directory (also run at interpreter exit)."""
+        if self.pool is not None:
+            self.pool.shutdown()
+        shutil.rmtree(Path(self.job_dir), ignore_errors=True)
+
+    def describe_ranks(self) -> str:
+        assert self.pool is not None
+        return f"{self.pool.size} ranks ({format_ranks(range(self.pool.size))}) on {sys.platform}"

@@ -1,0 +1,86 @@
+"""The px magics as IPython magics of the hub's shell.
+
+The kernel routes a notebook cell that starts with one of these to the hub shell, and
+``%%local`` code can call them too. ``%%px`` cells typed in the notebook take the kernel's
+async path instead (``HubKernel.do_execute``); these are the synchronous twins.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from ..targets import format_ranks
+from .cells import PXCONFIG_PARSER, parse_px_options
+from .px import PxController
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+@magics_class
+class PxMagics(Magics):
+    def __init__(self, shell: Any, px: PxController) -> None:
+        super().__init__(shell)
+        self.px = px
+
+    @line_magic("px")
+    def px_line(self, line: str) -> Any:
+        """%px CODE: run one line of code on the default target ranks."""
+        return self._run(line, self.px.targets, self.px.block)
+
+    @cell_magic("px")
+    def px_cell(self, line: str, cell: str) -> Any:
+        """%%px [--targets SPEC] [--noblock]: run the cell on ranks."""
+        options = parse_px_options(line)
+        block = self.px.block if options.block is None else options.block
+        return self._run(cell, options.targets, block)
+
+    def _run(self, code: str, targets: str | None, block: bool) -> Any:
+        self.px.wait_ready()
+        handle = self.px.submit("execute", self.px.resolve(targets), {"code": code},
+                                block=block, label="%px")
+        if not block:
+            return handle
+        handle.wait()
+        handle.request.raise_for_errors()
+        return None
+
+    @line_magic
+    def pxconfig(self, line: str) -> None:
+        """%pxconfig [--targets SPEC] [--block|--noblock]: change the defaults of cells."""
+        options = parse_px_options(line, PXCONFIG_PARSER)
+        if options.targets is not None:
+            self.px.resolve(options.targets)  # fail now, not in the next cell
+            self.px.targets = options.targets
+        if options.block is not None:
+            self.px.block = options.block
+        targets = format_ranks(self.px.resolve(None))
+        print(f"cells run on ranks {targets}, {'blocking' if self.px.block else 'noblock'}")
+
+    @line_magic
+    def pxresult(self, line: str) -> None:
+        """%pxresult: wait for the last --noblock cell and show its output."""
+        handle = self.px.last
+        if handle is None:
+            raise RuntimeError("no %%px --noblock cell has run yet")
+        handle.display_outputs()
+        handle.request.raise_for_errors()
+
+    @line_magic
+    def ranks(self, line: str) -> None:
+        """%ranks: each rank's state, pid, host, CPU and memory."""
+        print(f"{'rank':>4}  {'state':<8} {'pid':>8}  {'host':<16} {'cpu%':>6} {'rss':>9}  note")
+        for info in self.px.pool.snapshot():
+            print(f"{info.rank:>4}  {info.state:<8} {info.pid or '-':>8}  "
+                  f"{info.host[:16]:<16} {info.cpu:>6.1f} {_size(info.rss):>9}  {info.reason}")
+
+    @line_magic
+    def restart_ranks(self, line: str) -> None:
+        """%restart_ranks: replace every rank by a fresh one (namespaces are lost)."""
+        t0 = time.monotonic()
+        self.px.pool.restart().result()
+        print(f"{self.px.size} fresh ranks ready in {time.monotonic() - t0:.1f} s")

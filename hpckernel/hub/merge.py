@@ -1,0 +1,224 @@
+"""Merging the output of many ranks into few, labelled IOPub messages.
+
+Rules (DESIGN.md): every output names its ranks; identical output from several ranks is
+shown once with a range label (``[stdout:0-3]``), differing output per rank in rank order;
+all ranks' text is coalesced into one message per stream per flush, and what exceeds the
+output budget is dropped with a visible notice, never silently.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..targets import format_ranks
+
+#: emit(msg_type, content, metadata) publishes one IOPub message for the cell.
+Emit = Callable[[str, dict[str, Any], dict[str, Any]], None]
+
+
+@dataclass
+class OutputBudget:
+    """Token bucket shared by all cells of a kernel, kept below jupyter_server's IOPub
+    limits (1 MB/s and 1000 msg/s averaged over 3 s) so the server never drops output."""
+
+    bytes_per_s: float = 500_000
+    msgs_per_s: float = 100
+    burst_s: float = 2.0
+    _bytes: float = field(default=0, init=False)
+    _msgs: float = field(default=0, init=False)
+    _last: float = field(default_factory=time.monotonic, init=False)
+
+    def __post_init__(self) -> None:
+        self._bytes = self.bytes_per_s * self.burst_s
+        self._msgs = self.msgs_per_s * self.burst_s
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        dt, self._last = now - self._last, now
+        self._bytes = min(self._bytes + dt * self.bytes_per_s, self.bytes_per_s * self.burst_s)
+        self._msgs = min(self._msgs + dt * self.msgs_per_s, self.msgs_per_s * self.burst_s)
+
+    def take(self, nbytes: int) -> int:
+        """Grant up to ``nbytes`` for one message; 0 means the message must be dropped."""
+        self._refill()
+        if self._msgs < 1 or self._bytes < 1:
+            return 0
+        self._msgs -= 1
+        granted = int(min(nbytes, self._bytes))
+        self._bytes -= granted
+        return granted
+
+
+@dataclass
+class _Pending:
+    text: str = ""
+    since: float = 0.0
+
+
+class OutputMerger:
+    """Collects one cell's output from its target ranks and emits merged messages.
+
+    Called from the hub's plane thread only: ``add_*`` as messages arrive, ``flush`` on a
+    timer while the cell runs and with ``final=True`` once every rank has replied.
+    """
+
+    def __init__(self, targets: list[int], emit: Emit, budget: OutputBudget,
+                 hold: float = 0.5) -> None:
+        self.targets = targets
+        self.emit = emit
+        self.budget = budget
+        self.hold = hold  # how long to wait for the other ranks' copy of a line
+        self.done: set[int] = set()
+        self.streams: dict[str, dict[int, _Pending]] = {}
+        self.results: dict[int, dict[str, Any]] = {}
+        self.dropped_bytes = 0
+        self.dropped_msgs = 0
+        self.dropped_ranks: set[int] = set()
+        self._notice_at = 0.0
+
+    # -- input ------------------------------------------------------------------------
+
+    def add_stream(self, rank: int, name: str, text: str) -> None:
+        pending = self.streams.setdefault(name, {}).setdefault(rank, _Pending())
+        if not pending.text:
+            pending.since = time.monotonic()
+        pending.text += text
+
+    def add_display(self, rank: int, msg_type: str, content: dict[str, Any]) -> None:
+        if msg_type == "execute_result":
+            self.results[rank] = content
+            return
+        self.flush(force=True)  # text printed before display() shows before it
+        if msg_type == "clear_output":
+            self._send("clear_output", content, [rank])
+            return
+        self._send_rich(msg_type, content, [rank], "display")
+
+    def rank_done(self, rank: int) -> None:
+        self.done.add(rank)
+
+    # -- output -----------------------------------------------------------------------
+
+    def flush(self, force: bool = False, final: bool = False) -> None:
+        for name in sorted(self.streams):
+            self._flush_stream(name, force or final)
+        if final:
+            self._flush_results()
+            self._notice(final=True)
+
+    def _flush_stream(self, name: str, force: bool) -> None:
+        pending = {r: p for r, p in self.streams[name].items() if p.text}
+        if not pending:
+            return
+        waiting = [r for r in self.targets if r not in self.done]
+        expired = time.monotonic() - min(p.since for p in pending.values()) >= self.hold
+        everyone = all(r in pending for r in waiting)
+        if not (force or expired or everyone):
+            return  # wait for the other ranks' copy, so identical lines collapse
+        chunks: dict[int, str] = {}
+        if force or expired:
+            for rank, p in pending.items():
+                chunks[rank], p.text = p.text, ""
+        else:
+            # Every busy rank has output: take the same number of whole lines from each.
+            counts = [p.text.count("\n") for p in pending.values()]
+            lines = min(counts)
+            if lines == 0:
+                return
+            for rank, p in pending.items():
+                cut = _nth_newline(p.text, lines) + 1
+                chunks[rank], p.text = p.text[:cut], p.text[cut:]
+        for p in pending.values():
+            if p.text:
+                p.since = time.monotonic()
+        text = "".join(f"[{name}:{format_ranks(ranks)}] {chunk}"
+                       + ("" if chunk.endswith("\n") else "\n")
+                       for chunk, ranks in _group(chunks))
+        self._send("stream", {"name": name, "text": text}, sorted(chunks))
+
+    def _flush_results(self) -> None:
+        for content, ranks in _group_json(self.results):
+            self._send_rich("execute_result", content, ranks, "out")
+        self.results.clear()
+
+    def _send_rich(self, msg_type: str, content: dict[str, Any], ranks: list[int],
+                   label: str) -> None:
+        data = dict(content.get("data", {}))
+        tag = f"[{label}:{format_ranks(ranks)}]"
+        if set(data) <= {"text/plain"}:
+            data["text/plain"] = f"{tag} {data.get('text/plain', '')}"
+        else:
+            self._send("stream", {"name": "stdout", "text": tag + "\n"}, ranks)
+        self._send(msg_type, {**content, "data": data}, ranks)
+
+    def _send(self, msg_type: str, content: dict[str, Any], ranks: list[int]) -> None:
+        size = len(content.get("text", "")) or sum(
+            len(str(v)) for v in content.get("data", {}).values())
+        granted = self.budget.take(size)
+        if granted == 0 or (msg_type != "stream" and granted < size):
+            self.dropped_msgs += 1
+            self.dropped_bytes += size
+            self.dropped_ranks.update(ranks)
+            self._notice()
+            return
+        if granted < size:
+            self.dropped_bytes += size - granted
+            self.dropped_ranks.update(ranks)
+            content = {**content, "text": content["text"][:granted]}
+        self.emit(msg_type, content, {"hpckernel": {"ranks": ranks}})
+        if granted < size:
+            self._notice()
+
+    def _notice(self, final: bool = False) -> None:
+        """Say what was dropped: at most once a second, and once more at the end."""
+        if not self.dropped_bytes and not self.dropped_msgs:
+            return
+        now = time.monotonic()
+        if not final and now - self._notice_at < 1.0:
+            return
+        self._notice_at = now
+        text = (f"\n[hpckernel] output truncated: {_size(self.dropped_bytes)} in "
+                f"{self.dropped_msgs} messages from ranks {format_ranks(self.dropped_ranks)} "
+                "not shown (over the output rate limit; write large output to files)\n")
+        self.emit("stream", {"name": "stderr", "text": text},
+                  {"hpckernel": {"ranks": sorted(self.dropped_ranks), "truncated": True}})
+        self.dropped_bytes = self.dropped_msgs = 0
+        self.dropped_ranks.clear()
+
+
+def _nth_newline(text: str, n: int) -> int:
+    pos = -1
+    for _ in range(n):
+        pos = text.index("\n", pos + 1)
+    return pos
+
+
+def _group(chunks: dict[int, str]) -> list[tuple[str, list[int]]]:
+    """Identical chunks together, groups in order of their lowest rank."""
+    groups: dict[str, list[int]] = {}
+    for rank in sorted(chunks):
+        groups.setdefault(chunks[rank], []).append(rank)
+    return list(groups.items())
+
+
+def _group_json(items: dict[int, dict[str, Any]]) -> list[tuple[dict[str, Any], list[int]]]:
+    groups: list[tuple[dict[str, Any], list[int]]] = []
+    for rank in sorted(items):
+        for content, ranks in groups:
+            if content.get("data") == items[rank].get("data"):
+                ranks.append(rank)
+                break
+        else:
+            groups.append((items[rank], [rank]))
+    return groups
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

@@ -1,0 +1,116 @@
+"""Running code on the ranks from the hub: the engine behind ``%%px`` and ``ranks``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from ..targets import format_ranks, parse_targets
+from .pool import RankPool
+from .requests import RemoteError, Request
+
+#: the IOPub parent of the cell that is running now (from the kernel)
+ParentGetter = Callable[[], "dict[str, Any] | None"]
+
+
+class PxHandle:
+    """A cell sent to the ranks; what ``%%px --noblock`` returns and ``%pxresult`` shows."""
+
+    def __init__(self, request: Request, replay: Callable[[Request], None]) -> None:
+        self.request = request
+        self._replay = replay
+
+    @property
+    def targets(self) -> list[int]:
+        return self.request.targets
+
+    def ready(self) -> bool:
+        return self.request.future.done()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds; True if the ranks are done."""
+        try:
+            self.request.future.result(timeout)
+        except FutureTimeout:
+            return False
+        return True
+
+    @property
+    def outputs(self) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """The merged IOPub messages (msg_type, content, metadata) kept so far."""
+        return list(self.request.captured or [])
+
+    def result(self, timeout: float | None = None) -> list[Any]:
+        """Wait, raise RemoteError if some rank failed, else each rank's reply value."""
+        self.request.future.result(timeout)
+        self.request.raise_for_errors()
+        return self.request.value_list()
+
+    def display_outputs(self) -> None:
+        """Publish the kept output into the current cell (what ``%pxresult`` does)."""
+        self.request.future.result()
+        self._replay(self.request)
+
+    def __await__(self) -> Generator[Any, None, list[Any]]:
+        yield from asyncio.wrap_future(self.request.future).__await__()
+        self.request.raise_for_errors()
+        return self.request.value_list()
+
+    def __repr__(self) -> str:
+        state = "done" if self.ready() else "running"
+        if self.ready() and self.request.errors:
+            state = f"failed on ranks {format_ranks(self.request.errors)}"
+        return f"<PxHandle {self.request.label} on ranks {format_ranks(self.targets)}: {state}>"
+
+
+class PxController:
+    """Default targets, the last non-blocking cell, and the calls both faces share."""
+
+    def __init__(self, pool: RankPool, parent: ParentGetter,
+                 publish: Callable[[str, dict[str, Any], dict[str, Any],
+                                    dict[str, Any] | None], None]) -> None:
+        self.pool = pool
+        self.parent = parent
+        self.publish = publish
+        self.targets = "all"
+        self.block = True
+        self.last: PxHandle | None = None
+
+    @property
+    def size(self) -> int:
+        return self.pool.size
+
+    def resolve(self, spec: Any) -> list[int]:
+        return parse_targets(self.targets if spec is None else spec, self.size)
+
+    def submit(self, kind: str, targets: list[int], header: dict[str, Any] | None = None,
+               value: Any = None, *, block: bool = True, label: str = "",
+               execution_count: int | None = None, output: str | None = None) -> PxHandle:
+        request = self.pool.submit(kind, targets, header, value, parent=self.parent(),
+                                   output=output or ("live" if block else "capture"),
+                                   label=label)
+        request.execution_count = execution_count
+        handle = PxHandle(request, self._replay)
+        if not block:
+            self.last = handle
+        return handle
+
+    def _replay(self, request: Request) -> None:
+        parent = self.parent()
+        for msg_type, content, metadata in request.captured or []:
+            self.publish(msg_type, content, metadata, parent)
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        self.pool.ready.result(timeout)
+
+    def run(self, kind: str, targets: list[int], header: dict[str, Any] | None = None,
+            value: Any = None) -> list[Any]:
+        """Synchronous round trip for the ``ranks`` API; raises RemoteError on failure."""
+        self.wait_ready()
+        handle = self.submit(kind, targets, header, value)
+        return handle.result()
+
+
+__all__ = ["PxController", "PxHandle", "RemoteError"]

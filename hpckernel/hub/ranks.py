@@ -1,0 +1,80 @@
+"""``ranks``: the programmatic twin of the px magics, in the hub's namespace.
+
+    ranks.execute("x = rank ** 2")        # like a %%px cell
+    ranks[0:2].apply(f, 1, y=2)           # [f(1, y=2) on rank 0, on rank 1]
+    ranks.push({"a": array})              # numpy arrays travel as raw frames
+    ranks.pull("x")                       # [x on rank 0, x on rank 1, ...]
+    ranks[0].pull("x")                    # x on rank 0 (an int index gives a single rank)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..targets import format_ranks
+from .px import PxController, PxHandle
+
+
+class RankView:
+    """A set of ranks; index or slice it to narrow the set."""
+
+    def __init__(self, px: PxController, targets: list[int] | None = None,
+                 single: bool = False) -> None:
+        self._px = px
+        self._targets = targets
+        self._single = single
+
+    @property
+    def targets(self) -> list[int]:
+        return self._targets if self._targets is not None else list(range(self._px.size))
+
+    def __getitem__(self, key: int | slice | str | list[int]) -> RankView:
+        chosen = self._px.resolve(key) if self._targets is None else _subset(self.targets, key)
+        return RankView(self._px, chosen, single=isinstance(key, int))
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __repr__(self) -> str:
+        return f"<ranks {format_ranks(self.targets)} of {self._px.size}>"
+
+    def _result(self, values: list[Any]) -> Any:
+        return values[0] if self._single else values
+
+    def execute(self, code: str, block: bool = True) -> PxHandle:
+        """Run ``code`` on these ranks; their output shows in the current cell."""
+        self._px.wait_ready()
+        handle = self._px.submit("execute", self.targets, {"code": code}, block=block,
+                                 label="ranks.execute", output="live")
+        if block:
+            handle.result()
+        return handle
+
+    def apply(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call ``f(*args, **kwargs)`` on each rank; the return values."""
+        return self._result(self._px.run("apply", self.targets, value=(f, args, kwargs)))
+
+    def push(self, namespace: dict[str, Any]) -> None:
+        """Assign each name in ``namespace`` on every rank."""
+        if not isinstance(namespace, dict):
+            raise TypeError("push takes a dict of names to values, e.g. ranks.push({'x': 1})")
+        self._px.run("push", self.targets, value=namespace)
+
+    def pull(self, names: str | list[str]) -> Any:
+        """The value of ``names`` (a name or a list of names) on each rank."""
+        many = not isinstance(names, str)
+        wanted = list(names) if many else [names]
+        values = [v if many else v[0] for v in
+                  self._px.run("pull", self.targets, {"names": wanted})]
+        return self._result(values)
+
+
+def _subset(targets: list[int], key: int | slice | str | list[int]) -> list[int]:
+    if isinstance(key, int):
+        return [targets[key]]
+    if isinstance(key, slice):
+        return targets[key]
+    if isinstance(key, str):
+        raise TypeError("narrow a view with an index or slice, e.g. ranks[0:2][1]")
+    return [targets[i] for i in key]

@@ -1,0 +1,90 @@
+"""Requests in flight from the hub to a set of ranks, and how their results read."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..targets import format_ranks
+from .merge import OutputMerger
+
+
+class RemoteError(RuntimeError):
+    """Raised in the hub by the ``ranks`` API when code failed on some ranks.
+
+    ``errors`` maps each failed rank to its ``ename``/``evalue``/``traceback``.
+    """
+
+    def __init__(self, message: str, errors: dict[int, dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+@dataclass
+class Request:
+    """One request sent to ``targets``; its future resolves to itself when every target has
+    replied, died, or been given up on after an interrupt."""
+
+    kind: str
+    targets: list[int]
+    parent: dict[str, Any] | None = None
+    label: str = ""
+    execution_count: int | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    merger: OutputMerger | None = None
+    #: IOPub messages kept for later display instead of being published (``--noblock``)
+    captured: list[tuple[str, dict[str, Any], dict[str, Any]]] | None = None
+    replies: dict[int, dict[str, Any]] = field(default_factory=dict)
+    values: dict[int, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    interrupted_at: float | None = None
+    future: Future[Request] = field(default_factory=Future)
+
+    @property
+    def done(self) -> bool:
+        return len(self.replies) >= len(self.targets)
+
+    @property
+    def errors(self) -> dict[int, dict[str, Any]]:
+        return {r: h for r, h in sorted(self.replies.items()) if h.get("status") != "ok"}
+
+    def error_content(self) -> dict[str, Any] | None:
+        """One error for the notebook naming the failed ranks, identical tracebacks
+        collapsed; None when every rank succeeded."""
+        errors = self.errors
+        if not errors:
+            return None
+        groups: list[tuple[dict[str, Any], list[int]]] = []
+        for rank, err in errors.items():
+            key = (err.get("ename"), err.get("evalue"), err.get("traceback"))
+            for first, ranks in groups:
+                if (first.get("ename"), first.get("evalue"), first.get("traceback")) == key:
+                    ranks.append(rank)
+                    break
+            else:
+                groups.append((err, [rank]))
+        names = {e.get("ename") for e, _ in groups}
+        ename = names.pop() if len(names) == 1 else "RemoteError"
+        summary = "; ".join(f"rank{'s' if len(r) > 1 else ''} {format_ranks(r)}: "
+                            f"{e.get('ename')}: {e.get('evalue')}" for e, r in groups)
+        traceback: list[str] = []
+        for err, ranks in groups:
+            traceback.append(f"[error:{format_ranks(ranks)}] {err.get('ename')}: "
+                             f"{err.get('evalue')}")
+            traceback.extend(err.get("traceback") or [])
+        ok = [r for r in self.targets if r not in errors]
+        if ok:
+            traceback.append(f"(ranks {format_ranks(ok)} succeeded)")
+        return {"ename": str(ename), "evalue": summary, "traceback": traceback}
+
+    def raise_for_errors(self) -> None:
+        content = self.error_content()
+        if content is not None:
+            raise RemoteError(content["evalue"], self.errors)
+
+    def value_list(self) -> list[Any]:
+        return [self.values.get(r) for r in self.targets]

@@ -1,0 +1,56 @@
+"""Job directory and the plane file that tells ranks how to reach the hub.
+
+Secrets (the CurveZMQ keys) are written only to a 0600 file in a 0700 directory — never
+on a command line or in the environment — and ranks are given the file's path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+PLANE_FILE = "plane.json"
+
+
+@dataclass
+class PlaneInfo:
+    """Where and how ranks connect to the hub."""
+
+    host: str  # the hub's node: ranks on it use ``ipc_url``, others ``tcp_url``
+    ipc_url: str
+    tcp_url: str
+    server_public: str  # CurveZMQ keys, z85 text
+    client_public: str
+    client_secret: str
+    size: int  # number of ranks expected
+
+
+def make_job_dir(parent: str | os.PathLike[str] | None = None) -> Path:
+    """Create a fresh 0700 directory for one kernel's files (plane file, sockets, exit codes)."""
+    old = os.umask(0o077)
+    try:
+        path = tempfile.mkdtemp(prefix="hpckernel-", dir=parent)
+    finally:
+        os.umask(old)
+    return Path(path)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file created 0600 before any byte of it is written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def write_plane_info(job_dir: Path, info: PlaneInfo) -> Path:
+    path = job_dir / PLANE_FILE
+    write_private(path, json.dumps(asdict(info)))
+    return path
+
+
+def read_plane_info(path: str | os.PathLike[str]) -> PlaneInfo:
+    with open(path) as f:
+        return PlaneInfo(**json.load(f))

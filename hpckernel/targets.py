@@ -1,0 +1,81 @@
+"""Rank target specifications (``%%px --targets 0:4``) and rank-range labels (``0-3,5``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+class TargetError(ValueError):
+    """A target specification that does not name valid ranks."""
+
+
+def parse_targets(spec: str | int | slice | Sequence[int] | None, size: int) -> list[int]:
+    """Ranks named by ``spec`` among ``size`` ranks, sorted, without duplicates.
+
+    ``spec`` is ``all``/None, an int (negative counts from the end), a ``start:stop[:step]``
+    slice, or a comma-separated mix of those (``"0,2:4,-1"``).
+    """
+    if spec is None:
+        return list(range(size))
+    if isinstance(spec, int):
+        return [_one(spec, size, str(spec))]
+    if isinstance(spec, slice):
+        return list(range(size))[spec] or _empty(str(spec))
+    if not isinstance(spec, str):
+        return sorted({_one(int(r), size, str(r)) for r in spec}) or _empty(str(spec))
+    text = spec.strip()
+    if text in ("all", "*", ""):
+        return list(range(size))
+    ranks: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if ":" in part:
+            ranks.update(_slice(part, size))
+        else:
+            ranks.add(_one(_int(part, spec), size, part))
+    return sorted(ranks)
+
+
+def _int(text: str, spec: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise TargetError(
+            f"bad targets {spec!r}: use a rank (0), a list (1,3), a slice (0:4), -1 or 'all'"
+        ) from None
+
+
+def _one(rank: int, size: int, text: str) -> int:
+    if not -size <= rank < size:
+        raise TargetError(f"rank {text} does not exist: this kernel has {size} ranks "
+                          f"(0-{size - 1})")
+    return rank % size
+
+
+def _slice(part: str, size: int) -> list[int]:
+    fields = part.split(":")
+    if len(fields) > 3:
+        raise TargetError(f"bad slice {part!r}: use start:stop[:step]")
+    values = [_int(f, part) if f.strip() else None for f in fields]
+    ranks = list(range(size))[slice(*values)]
+    if not ranks:
+        _empty(part)
+    return ranks
+
+
+def _empty(spec: str) -> list[int]:
+    raise TargetError(f"targets {spec!r} select no ranks")
+
+
+def format_ranks(ranks: Iterable[int]) -> str:
+    """``[0, 1, 2, 3, 5]`` → ``"0-3,5"``."""
+    ordered = sorted(set(ranks))
+    parts: list[str] = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)

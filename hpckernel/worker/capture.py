@@ -1,0 +1,116 @@
+"""Capture of a rank's stdout/stderr and rich display output.
+
+Text is buffered and handed to the I/O thread in chunks, so a rank printing in a tight loop
+costs one plane message per flush interval, not one per ``print``.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.displayhook import DisplayHook
+from IPython.core.displaypub import DisplayPublisher
+
+# Flush at once when this much text is waiting, so memory stays bounded during a flood.
+FLUSH_BYTES = 64 * 1024
+
+SendStream = Callable[[str, str], None]
+SendDisplay = Callable[[str, dict[str, Any]], None]
+
+
+class OutStream(io.TextIOBase):
+    """A text stream (``sys.stdout``/``sys.stderr``) whose writes go to the hub."""
+
+    def __init__(self, name: str, send: SendStream, fileno: int) -> None:
+        super().__init__()
+        self.name_ = name
+        self._send = send
+        self._fileno = fileno
+        self._lock = threading.Lock()
+        self._parts: list[str] = []
+        self._size = 0
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    @property
+    def name(self) -> str:
+        return f"<{self.name_}>"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        # Libraries that write to the file descriptor (faulthandler, subprocess) get the
+        # original one, whose output ends up in the launcher log.
+        return self._fileno
+
+    def write(self, text: str) -> int:  # type: ignore[override]
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if not text:
+            return 0
+        with self._lock:
+            self._parts.append(text)
+            self._size += len(text)
+            full = self._size >= FLUSH_BYTES
+        if full:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._parts:
+                return
+            text = "".join(self._parts)
+            self._parts.clear()
+            self._size = 0
+            # Sent under the lock so that chunks of one stream keep their order.
+            self._send(self.name_, text)
+
+
+class RankDisplayHook(DisplayHook):
+    """Turns a cell's last expression into an ``execute_result`` sent to the hub."""
+
+    send: SendDisplay | None = None
+
+    def write_output_prompt(self) -> None:
+        pass
+
+    def write_format_data(self, format_dict: dict[str, Any], md_dict: Any = None) -> None:
+        if self.send is not None:
+            content = {"data": format_dict, "metadata": md_dict or {},
+                       "execution_count": self.prompt_count}
+            self.send("execute_result", content)
+
+
+class RankDisplayPublisher(DisplayPublisher):
+    """Sends ``display()`` output (``display_data``, updates, ``clear_output``) to the hub."""
+
+    send: SendDisplay | None = None
+
+    def publish(  # type: ignore[override]
+        self,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+        source: Any = None,
+        *,
+        transient: dict[str, Any] | None = None,
+        update: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if self.send is None:
+            return
+        content = {"data": data, "metadata": metadata or {}, "transient": transient or {}}
+        self.send("update_display_data" if update else "display_data", content)
+
+    def clear_output(self, wait: bool = False) -> None:
+        if self.send is not None:
+            self.send("clear_output", {"wait": wait})

@@ -1,0 +1,177 @@
+"""The rank's I/O thread: sole owner of the ZMQ socket to the hub.
+
+Any thread may queue outgoing frames with :meth:`HubChannel.send` (a queue plus a wake-up
+pipe); only this thread touches the socket. Requests that must be answered while the main
+thread is busy — heartbeats, interrupts, completion — are served here; cells go to the
+main thread's inbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import zmq
+
+from ..plane import Message, PlaneInfo, pack, unpack
+
+log = logging.getLogger(__name__)
+
+#: Requests the I/O thread answers itself; a handler returns (msg_type, header, value).
+ControlHandler = Callable[[Message], "tuple[str, dict[str, Any], Any] | None"]
+
+
+def _is_local(host: str) -> bool:
+    return host in (socket.gethostname(), socket.getfqdn())
+
+
+class HubChannel:
+    """Connects to the hub and moves messages between it and the rank's threads."""
+
+    def __init__(self, info: PlaneInfo, rank: int, inbox: queue.SimpleQueue[Message],
+                 flush: Callable[[], None], hub_timeout: float = 30.0) -> None:
+        self.info = info
+        self.rank = rank
+        self.inbox = inbox
+        self._flush_streams = flush
+        self.hub_timeout = hub_timeout
+        self.control: dict[str, ControlHandler] = {}
+        self._outbox: queue.SimpleQueue[tuple[list[Any], Future[zmq.MessageTracker] | None]] = (
+            queue.SimpleQueue())
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._busy_lock = threading.Lock()
+        self._busy_id: str | None = None
+        self._main_ident = threading.main_thread().ident
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hpckernel-io", daemon=True)
+        self.ctx = zmq.Context()
+        self.sock = self._connect()
+
+    def _connect(self) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, str(self.rank).encode())
+        sock.setsockopt(zmq.LINGER, 2000)
+        if _is_local(self.info.host):
+            sock.connect(self.info.ipc_url)
+        else:
+            sock.curve_serverkey = self.info.server_public.encode()
+            sock.curve_publickey = self.info.client_public.encode()
+            sock.curve_secretkey = self.info.client_secret.encode()
+            sock.connect(self.info.tcp_url)
+        return sock
+
+    # -- used by any thread -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def send(self, frames: list[Any], track: bool = False) -> Future[zmq.MessageTracker] | None:
+        """Queue frames for the hub. With ``track``, the future gives the ZMQ tracker that
+        says when the buffers (user arrays sent without copying) may change again."""
+        done: Future[zmq.MessageTracker] | None = Future() if track else None
+        self._outbox.put((frames, done))
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+        return done
+
+    def set_busy(self, request_id: str | None) -> None:
+        """Called by the main thread around each request; guards interrupts."""
+        with self._busy_lock:
+            self._busy_id = request_id
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.send([])
+        self._thread.join(timeout=5)
+
+    # -- the I/O thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        last_heard = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                # While a cell runs, wake up to forward buffered output; idle ranks sleep.
+                busy = self._busy_id is not None
+                events = dict(poller.poll(100 if busy else 1000))
+                if self.sock in events:
+                    last_heard = time.monotonic()
+                    self._receive_all()
+                if self._wake_r in events:
+                    os.read(self._wake_r, 4096)
+                if busy:
+                    self._flush_streams()
+                self._send_all()
+                if time.monotonic() - last_heard > self.hub_timeout:
+                    log.error("rank %d: no word from the hub for %.0f s; exiting",
+                              self.rank, self.hub_timeout)
+                    os._exit(3)
+            self._send_all()
+        except Exception:  # pragma: no cover - a crash here would hang the rank silently
+            log.exception("rank %d: I/O thread failed", self.rank)
+            os._exit(4)
+
+    def _send_all(self) -> None:
+        while True:
+            try:
+                frames, done = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            if not frames:
+                continue
+            if done is None:
+                self.sock.send_multipart(frames, copy=False)
+            else:
+                done.set_result(self.sock.send_multipart(frames, copy=False, track=True))
+
+    def _receive_all(self) -> None:
+        while True:
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                msg = unpack(frames)
+            except ValueError as e:
+                log.warning("rank %d: dropped malformed message from hub: %s", self.rank, e)
+                continue
+            self._dispatch(msg)
+
+    def _dispatch(self, msg: Message) -> None:
+        if msg.msg_type == "interrupt":
+            self._interrupt()
+            return
+        handler = self.control.get(msg.msg_type)
+        if handler is None:
+            self.inbox.put(msg)
+            return
+        try:
+            answer = handler(msg)
+        except Exception as e:  # a control request must never take the I/O thread down
+            log.exception("rank %d: %s failed", self.rank, msg.msg_type)
+            answer = ("reply", {"id": msg.header.get("id"), "status": "error",
+                                "ename": type(e).__name__, "evalue": str(e)}, None)
+        if answer is not None:
+            msg_type, header, value = answer
+            self.sock.send_multipart(pack(msg_type, header, value), copy=False)
+
+    def _interrupt(self) -> None:
+        # Only a busy main thread is interrupted: a KeyboardInterrupt while idle would only
+        # land in the runner's loop. pthread_kill (not interrupt_main) so that time.sleep
+        # and other blocking system calls return EINTR at once.
+        with self._busy_lock:
+            if self._busy_id is not None and self._main_ident is not None:
+                signal.pthread_kill(self._main_ident, signal.SIGINT)

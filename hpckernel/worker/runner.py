@@ -1,0 +1,232 @@
+"""Main thread of a rank: connects to the hub, then runs requests one after another."""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+from ..plane import Message, pack, read_plane_info
+from .capture import OutStream
+from .channel import HubChannel
+from .shell import RankShell
+
+log = logging.getLogger("hpckernel.worker")
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this rank when its launcher process dies (no orphans)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _mpi_identity() -> tuple[int, int, str, str | None]:
+    """(rank, size, MPI library version, error): import mpi4py, falling back to the
+    launcher's environment so that a rank without a working MPI can still report."""
+    try:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        return comm.rank, comm.size, MPI.Get_library_version().strip(), None
+    except Exception as e:  # ImportError, or mpi4py's RuntimeError without an MPI library
+        rank = int(os.environ.get("PMI_RANK") or os.environ.get("SLURM_PROCID") or 0)
+        size = int(os.environ.get("PMI_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
+        return rank, size, "", f"{type(e).__name__}: {e}"
+
+
+class RankRunner:
+    """Executes the hub's requests in the rank's namespace, one at a time."""
+
+    def __init__(self, channel: HubChannel, shell: RankShell, rank: int) -> None:
+        self.channel = channel
+        self.shell = shell
+        self.rank = rank
+        self.request_id: str | None = None
+        self.handlers = {
+            "execute": self.execute,
+            "apply": self.apply,
+            "push": self.push,
+            "pull": self.pull,
+        }
+
+    # -- output, tagged with the request that produced it ----------------------------
+
+    def send_stream(self, name: str, text: str) -> None:
+        header = {"id": self.request_id, "rank": self.rank, "name": name, "text": text}
+        self.channel.send(pack("stream", header))
+
+    def send_display(self, msg_type: str, content: dict[str, Any]) -> None:
+        # Text printed before a display() call must reach the notebook before it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        header = {"id": self.request_id, "rank": self.rank, "msg_type": msg_type}
+        self.channel.send(pack("display", header, content))
+
+    # -- request handlers: each returns (status header fields, value) ------------------
+
+    def execute(self, msg: Message) -> tuple[dict[str, Any], Any]:
+        self.shell.last_error = None
+        result = self.shell.run_cell(msg.header["code"], store_history=True,
+                                     silent=msg.header.get("silent", False))
+        if result.success:
+            return {"status": "ok"}, None
+        err = self.shell.last_error or {"ename": "Error", "evalue": str(result.error_in_exec
+                                        or result.error_before_exec), "traceback": []}
+        return {"status": "error", **err}, None
+
+    def apply(self, msg: Message) -> tuple[dict[str, Any], Any]:
+        f, args, kwargs = msg.value()
+        return {"status": "ok"}, f(*args, **kwargs)
+
+    def push(self, msg: Message) -> tuple[dict[str, Any], Any]:
+        self.shell.user_ns.update(msg.value())
+        return {"status": "ok"}, None
+
+    def pull(self, msg: Message) -> tuple[dict[str, Any], Any]:
+        names: list[str] = msg.header["names"]
+        missing = [n for n in names if n not in self.shell.user_ns]
+        if missing:
+            raise NameError(f"name {missing[0]!r} is not defined on rank {self.rank}")
+        return {"status": "ok"}, [self.shell.user_ns[n] for n in names]
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def serve(self, inbox: queue.SimpleQueue[Message]) -> None:
+        while True:
+            try:
+                msg = inbox.get()
+                if msg.msg_type == "shutdown":
+                    return
+                self.handle(msg)
+            except KeyboardInterrupt:
+                # An interrupt that arrived just as a request finished: nothing to stop.
+                continue
+
+    def handle(self, msg: Message) -> None:
+        handler = self.handlers.get(msg.msg_type)
+        request_id = msg.header.get("id")
+        self.request_id = request_id
+        self.channel.set_busy(request_id)
+        value: Any = None
+        try:
+            if handler is None:
+                raise ValueError(f"unknown request {msg.msg_type!r}")
+            fields, value = handler(msg)
+        except BaseException as e:  # KeyboardInterrupt in apply/pull too
+            fields = {"status": "error", "ename": type(e).__name__, "evalue": str(e),
+                      "traceback": traceback.format_exception(e)}
+        finally:
+            self.channel.set_busy(None)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        header = {"id": request_id, "rank": self.rank, "request": msg.msg_type, **fields}
+        try:
+            frames = pack("reply", header, value, has_value=value is not None)
+        except Exception as e:
+            frames = pack("reply", {**header, "status": "error", "ename": type(e).__name__,
+                                    "evalue": f"result could not be serialised: {e}"})
+        sent = self.channel.send(frames, track=value is not None)
+        if sent is not None:
+            # The value's buffers are sent without copying: keep them unchanged until sent.
+            sent.result().wait()
+
+
+def _complete(shell: RankShell, msg: Message) -> tuple[str, dict[str, Any], Any]:
+    code, pos = msg.header["code"], msg.header["cursor_pos"]
+    line_start = code.rfind("\n", 0, pos) + 1
+    line = code[line_start:code.find("\n", pos) if "\n" in code[pos:] else len(code)]
+    text, matches = shell.complete("", line, pos - line_start)
+    content = {"matches": matches, "cursor_start": pos - len(text), "cursor_end": pos,
+               "metadata": {}, "status": "ok"}
+    return "reply", {"id": msg.header["id"], "status": "ok"}, content
+
+
+def _inspect(shell: RankShell, msg: Message) -> tuple[str, dict[str, Any], Any]:
+    from IPython.utils.tokenutil import token_at_cursor
+
+    name = token_at_cursor(msg.header["code"], msg.header["cursor_pos"])
+    content: dict[str, Any] = {"status": "ok", "data": {}, "metadata": {}, "found": False}
+    try:
+        bundle = shell.object_inspect_mime(name, detail_level=msg.header.get("detail_level", 0))
+        bundle.pop("text/html", None)
+        content.update(data=bundle, found=True)
+    except KeyError:
+        pass
+    return "reply", {"id": msg.header["id"], "status": "ok"}, content
+
+
+class _Heartbeat:
+    """Answers the hub's heartbeat with this rank's CPU and memory use."""
+
+    def __init__(self, rank: int) -> None:
+        import psutil
+
+        self.rank = rank
+        self.proc = psutil.Process()
+        self.proc.cpu_percent(None)  # the first call only starts the measurement
+
+    def __call__(self, msg: Message) -> tuple[str, dict[str, Any], Any]:
+        with self.proc.oneshot():
+            stats = {"cpu": self.proc.cpu_percent(None), "rss": self.proc.memory_info().rss}
+        return "hb", {"rank": self.rank, **stats}, None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m hpckernel.worker")
+    parser.add_argument("plane_file", help="the hub's 0600 plane file (in the job directory)")
+    parser.add_argument("--hub-timeout", type=float, default=30.0,
+                        help="exit when the hub has been silent this many seconds")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    _die_with_parent()
+    # The launcher may start ranks with SIGINT ignored; the hub's interrupts need it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    import faulthandler
+
+    faulthandler.enable()  # a segfault's Python stack goes to the launcher log
+    info = read_plane_info(args.plane_file)
+    rank, size, mpi_version, error = _mpi_identity()
+
+    inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+    streams: list[OutStream] = []
+    channel = HubChannel(info, rank, inbox, flush=lambda: [s.flush() for s in streams],
+                         hub_timeout=args.hub_timeout)
+    register = {"rank": rank, "size": size, "pid": os.getpid(), "host": socket.gethostname(),
+                "python": sys.version.split()[0], "mpi": mpi_version, "error": error}
+    channel.send(pack("register", register))
+    channel.start()
+    if error is not None:
+        channel.stop()
+        sys.exit(2)
+
+    shell = RankShell.instance()
+    runner = RankRunner(channel, shell, rank)
+    streams.extend([OutStream("stdout", runner.send_stream, 1),
+                    OutStream("stderr", runner.send_stream, 2)])
+    sys.stdout, sys.stderr = streams  # type: ignore[assignment]
+    shell.displayhook.send = runner.send_display  # type: ignore[attr-defined]
+    shell.display_pub.send = runner.send_display  # type: ignore[attr-defined]
+    shell.user_ns.update({"rank": rank, "size": size})
+
+    channel.control.update({
+        "hb": _Heartbeat(rank),
+        "complete": lambda m: _complete(shell, m),
+        "inspect": lambda m: _inspect(shell, m),
+    })
+    try:
+        runner.serve(inbox)
+    finally:
+        for s in streams:
+            s.flush()
+        channel.stop()
