@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+
 from ipykernel.kernelapp import IPKernelApp, kernel_aliases
 from traitlets import Type
 

@@ -112,7 +112,8 @@ class HubKernel(IPythonKernel):
             return self._px_error("LaunchError", str(e), [str(e), "Fix the cause, then run "
                                   "%restart_ranks (or restart the kernel)."], silent, count)
         block = self.px.block if block is None else block
-        handle = self.px.submit("execute", targets, {"code": body, "silent": silent},
+        handle = self.px.submit("execute", targets, {"code": body, "silent": silent,
+                                                     "execution_count": count},
                                 block=block, label=f"[{count}]", execution_count=count)
         if not block:
             self._publish("execute_result", {"data": {"text/plain": repr(handle)},

@@ -8,12 +8,15 @@ output budget is dropped with a visible notice, never silently.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..targets import format_ranks
+
+T = TypeVar("T")
 
 #: emit(msg_type, content, metadata) publishes one IOPub message for the cell.
 Emit = Callable[[str, dict[str, Any], dict[str, Any]], None]
@@ -74,6 +77,8 @@ class OutputMerger:
         self.done: set[int] = set()
         self.streams: dict[str, dict[int, _Pending]] = {}
         self.results: dict[int, dict[str, Any]] = {}
+        self.displays: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        self._display_since = 0.0
         self.dropped_bytes = 0
         self.dropped_msgs = 0
         self.dropped_ranks: set[int] = set()
@@ -91,11 +96,11 @@ class OutputMerger:
         if msg_type == "execute_result":
             self.results[rank] = content
             return
-        self.flush(force=True)  # text printed before display() shows before it
-        if msg_type == "clear_output":
-            self._send("clear_output", content, [rank])
-            return
-        self._send_rich(msg_type, content, [rank], "display")
+        for name in sorted(self.streams):
+            self._flush_stream(name, True)  # text printed before display() shows before it
+        if not any(self.displays.values()):
+            self._display_since = time.monotonic()
+        self.displays.setdefault(rank, []).append((msg_type, content))
 
     def rank_done(self, rank: int) -> None:
         self.done.add(rank)
@@ -103,6 +108,9 @@ class OutputMerger:
     # -- output -----------------------------------------------------------------------
 
     def flush(self, force: bool = False, final: bool = False) -> None:
+        held = self._flush_displays(force or final)
+        if held:
+            return  # text printed after a display() waits until that display is shown
         for name in sorted(self.streams):
             self._flush_stream(name, force or final)
         if final:
@@ -139,8 +147,34 @@ class OutputMerger:
                        for chunk, ranks in _group(chunks))
         self._send("stream", {"name": name, "text": text}, sorted(chunks))
 
+    def _flush_displays(self, force: bool) -> bool:
+        """Emit displays, identical ones across ranks collapsed (aligned by their order on
+        each rank); True while some are still held for the other ranks' copy."""
+        pending = {r: items for r, items in self.displays.items() if items}
+        if not pending:
+            return False
+        waiting = [r for r in self.targets if r not in self.done]
+        expired = time.monotonic() - self._display_since >= self.hold
+        if force or expired:
+            count = max(len(items) for items in pending.values())
+        elif all(r in pending for r in waiting):
+            count = min(len(items) for items in pending.values())
+        else:
+            return True
+        for i in range(count):
+            row = {r: items[i] for r, items in pending.items() if i < len(items)}
+            for (msg_type, content), ranks in _group(row, _json_key):
+                if msg_type == "clear_output":
+                    self._send("clear_output", content, ranks)
+                else:
+                    self._send_rich(msg_type, content, ranks, "display")
+        for items in pending.values():
+            del items[:count]
+        self._display_since = time.monotonic()
+        return any(self.displays.values())
+
     def _flush_results(self) -> None:
-        for content, ranks in _group_json(self.results):
+        for content, ranks in _group(self.results, lambda c: _json_key(c.get("data"))):
             self._send_rich("execute_result", content, ranks, "out")
         self.results.clear()
 
@@ -196,24 +230,17 @@ def _nth_newline(text: str, n: int) -> int:
     return pos
 
 
-def _group(chunks: dict[int, str]) -> list[tuple[str, list[int]]]:
-    """Identical chunks together, groups in order of their lowest rank."""
-    groups: dict[str, list[int]] = {}
-    for rank in sorted(chunks):
-        groups.setdefault(chunks[rank], []).append(rank)
-    return list(groups.items())
-
-
-def _group_json(items: dict[int, dict[str, Any]]) -> list[tuple[dict[str, Any], list[int]]]:
-    groups: list[tuple[dict[str, Any], list[int]]] = []
+def _group(items: dict[int, T], key: Callable[[T], Hashable] = lambda x: x
+           ) -> list[tuple[T, list[int]]]:
+    """Equal items together, groups in order of their lowest rank."""
+    groups: dict[Hashable, tuple[T, list[int]]] = {}
     for rank in sorted(items):
-        for content, ranks in groups:
-            if content.get("data") == items[rank].get("data"):
-                ranks.append(rank)
-                break
-        else:
-            groups.append((items[rank], [rank]))
-    return groups
+        groups.setdefault(key(items[rank]), (items[rank], []))[1].append(rank)
+    return list(groups.values())
+
+
+def _json_key(item: Any) -> str:
+    return json.dumps(item, sort_keys=True, default=str)
 
 
 def _size(n: float) -> str:

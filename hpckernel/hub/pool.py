@@ -357,9 +357,9 @@ class RankPool:
         info = self.ranks[rank]
         info.state, info.reason = "dead", reason
         tail = log_tail(self.job_dir, rank)
-        error = {"status": "error", "ename": "RankDied", "evalue": f"rank {rank} {reason}",
-                 "traceback": [f"rank {rank} on {info.host or '?'} {reason}",
-                               *([f"last output of rank {rank}:\n{tail}"] if tail else []),
+        # No rank number in the text, so that ranks that died alike collapse into one.
+        error = {"status": "error", "ename": "RankDied", "evalue": reason,
+                 "traceback": [*([f"last output of the rank:\n{tail}"] if tail else []),
                                "Run %restart_ranks to start fresh ranks."]}
         for request in list(self.requests.values()):
             if rank in request.targets and rank not in request.replies:
@@ -396,9 +396,9 @@ class RankPool:
             info.reason = (f"did not stop within {self.settings.interrupt_grace:g} s of the "
                            "interrupt (blocked in C code, e.g. an MPI receive?)")
             request.replies[rank] = {
-                "status": "error", "ename": "RankStuck", "evalue": f"rank {rank} {info.reason}",
-                "traceback": [f"rank {rank} {info.reason}; it is marked stuck.",
-                              "Run %restart_ranks to replace the ranks."]}
+                "status": "error", "ename": "RankStuck", "evalue": info.reason,
+                "traceback": ["The rank is marked stuck. Run %restart_ranks to replace the "
+                              "ranks."]}
             if request.merger is not None:
                 request.merger.rank_done(rank)
         self._maybe_finish(request)
@@ -443,15 +443,16 @@ class RankPool:
         if self._launch_task is not None:
             self._launch_task.cancel()
             self._launch_task = None
-        frames = pack("shutdown", {})
-        for info in self.ranks:
-            if info.state in ("idle", "busy"):
+        proc = self.launcher.proc
+        if proc is not None and all(i.state == "idle" for i in self.ranks):
+            # Idle ranks can leave on their own (MPI_Finalize); busy ones are terminated.
+            frames = pack("shutdown", {})
+            for info in self.ranks:
                 self._send_to(info.rank, frames)
-        if self.launcher.proc is not None:
             try:
-                await asyncio.wait_for(self.launcher.proc.wait(), 2.0)
+                await asyncio.wait_for(proc.wait(), 2.0)
             except asyncio.TimeoutError:
-                pass
+                log.warning("ranks did not exit after shutdown; terminating them")
         await self.launcher.stop()
 
     async def _shutdown(self) -> None:

@@ -18,9 +18,15 @@ class RemoteError(RuntimeError):
     ``errors`` maps each failed rank to its ``ename``/``evalue``/``traceback``.
     """
 
-    def __init__(self, message: str, errors: dict[int, dict[str, Any]]) -> None:
+    def __init__(self, message: str, errors: dict[int, dict[str, Any]],
+                 traceback: list[str] | None = None) -> None:
         super().__init__(message)
         self.errors = errors
+        self.traceback = traceback or []
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of the hub-side stack, which says nothing useful.
+        return [*self.traceback, f"RemoteError: {self}"]
 
 
 @dataclass
@@ -84,7 +90,7 @@ class Request:
     def raise_for_errors(self) -> None:
         content = self.error_content()
         if content is not None:
-            raise RemoteError(content["evalue"], self.errors)
+            raise RemoteError(content["evalue"], self.errors, content["traceback"])
 
     def value_list(self) -> list[Any]:
         return [self.values.get(r) for r in self.targets]

@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import traceback
+import types
 from typing import Any
 
 from ..plane import Message, pack, read_plane_info
@@ -76,6 +77,9 @@ class RankRunner:
 
     def execute(self, msg: Message) -> tuple[dict[str, Any], Any]:
         self.shell.last_error = None
+        if msg.header.get("execution_count") is not None:
+            # Tracebacks then name the notebook's cell (In[7]), the same on every rank.
+            self.shell.execution_count = msg.header["execution_count"]
         result = self.shell.run_cell(msg.header["code"], store_history=True,
                                      silent=msg.header.get("silent", False))
         if result.success:
@@ -86,6 +90,12 @@ class RankRunner:
 
     def apply(self, msg: Message) -> tuple[dict[str, Any], Any]:
         f, args, kwargs = msg.value()
+        if isinstance(f, types.FunctionType) and f.__module__ == "__main__":
+            # A function typed in the notebook sees the rank's namespace (rank, size, the
+            # variables of earlier cells), as if it had been defined on the rank.
+            scope = {**f.__globals__, **self.shell.user_ns}
+            f = types.FunctionType(f.__code__, scope, f.__name__, f.__defaults__,
+                                   f.__closure__)
         return {"status": "ok"}, f(*args, **kwargs)
 
     def push(self, msg: Message) -> tuple[dict[str, Any], Any]:

@@ -21,6 +21,11 @@ class RankShell(InteractiveShell):
     def init_io(self) -> None:
         pass  # sys.stdout/sys.stderr are the rank's OutStreams, set up by the runner
 
+    def init_completer(self) -> None:
+        super().init_completer()
+        # Jedi finds nothing in a shell without a frontend; the namespace completer does.
+        self.Completer.use_jedi = False
+
     def enable_gui(self, gui: str | None = None) -> None:
         pass  # ranks have no GUI event loop; matplotlib's inline backend still works
 

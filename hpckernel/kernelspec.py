@@ -1,0 +1,81 @@
+"""Kernelspecs for hpckernel: make the command, the kernel dict, write the spec, install it.
+
+Pure functions in the shape of ipykernel's ``kernelspec.py``; ``hpckernel install`` is a
+thin CLI over :func:`install`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager
+
+from .resources import template_dir
+
+LOCAL_NAME = "mpi-local"
+LOCAL_DISPLAY = "MPI (local)"
+
+
+class KernelSpecError(ValueError):
+    """Bad options for a kernelspec; the message says which and why."""
+
+
+def make_argv(ranks: int, python: str | None = None, extra: list[str] | None = None
+              ) -> list[str]:
+    """The command Jupyter runs to start the hub of a local MPI kernel."""
+    if ranks < 1:
+        raise KernelSpecError(f"--ranks must be at least 1, not {ranks}")
+    return [python or sys.executable, "-m", "hpckernel.hub", "-f", "{connection_file}",
+            f"--RankLauncher.ranks={ranks}", *(extra or [])]
+
+
+def get_kernel_dict(ranks: int, display_name: str | None = None, python: str | None = None,
+                    env: dict[str, str] | None = None, extra: list[str] | None = None
+                    ) -> dict[str, Any]:
+    """The ``kernel.json`` content of a local MPI kernel with ``ranks`` ranks."""
+    spec: dict[str, Any] = {
+        "argv": make_argv(ranks, python, extra),
+        "display_name": display_name or LOCAL_DISPLAY,
+        "language": "python",
+        # The hub turns interrupt messages into interrupts of every busy rank.
+        "interrupt_mode": "message",
+        "metadata": {"debugger": False, "hpckernel": {"backend": "local", "ranks": ranks}},
+    }
+    if env:
+        spec["env"] = env
+    return spec
+
+
+def write_kernel_spec(path: Path | None = None, **kernel: Any) -> Path:
+    """Write a kernelspec directory (``kernel.json`` plus the logos of the template)."""
+    path = Path(path or tempfile.mkdtemp(suffix="_kernels"))
+    path.mkdir(parents=True, exist_ok=True)
+    template = template_dir("kernelspec") / LOCAL_NAME
+    for item in template.iterdir():
+        if item.name != "kernel.json":
+            shutil.copy(item, path / item.name)
+    (path / "kernel.json").write_text(json.dumps(get_kernel_dict(**kernel), indent=2) + "\n")
+    return path
+
+
+def install(kernel_name: str = LOCAL_NAME, user: bool = False, prefix: str | None = None,
+            kernel_spec_manager: KernelSpecManager | None = None, **kernel: Any) -> str:
+    """Install a kernelspec where ``jupyter kernelspec install`` would; its directory."""
+    if user and prefix:
+        raise KernelSpecError("choose one of --user and --prefix/--sys-prefix")
+    ksm = kernel_spec_manager or KernelSpecManager()
+    with tempfile.TemporaryDirectory() as tmp:
+        source = write_kernel_spec(Path(tmp) / kernel_name, **kernel)
+        return str(ksm.install_kernel_spec(str(source), kernel_name, user=user,
+                                           prefix=prefix))
+
+
+def default_prefix(sys_prefix: bool, prefix: str | None) -> str | None:
+    """``--sys-prefix`` means this environment's prefix (as in ipykernel)."""
+    return sys.prefix if sys_prefix else (os.fspath(prefix) if prefix else None)

@@ -1,0 +1,32 @@
+"""Thin async wrapper over the Slurm command-line tools; the one place that parses them.
+
+Users: the Slurm kernel provisioner, the job magics (%squeue, %%sbatch, %scancel, %sacct)
+and the workflow module. Start from `Slurm` (in `jobs.py`); `parse.py` holds the parsers and
+`runner.py` the `CommandRunner` that actually runs commands.
+"""
+
+from .errors import ParseError, SlurmError, SlurmNotFoundError, SlurmTimeoutError, SubmitError
+from .jobs import Slurm, check_request
+from .models import ENDED_STATES, PENDING_STATES, RUNNING_STATES, JobInfo, PartitionInfo
+from .parse import format_duration, parse_duration
+from .runner import CommandResult, CommandRunner, LocalRunner
+
+__all__ = [
+    "ENDED_STATES",
+    "PENDING_STATES",
+    "RUNNING_STATES",
+    "CommandResult",
+    "CommandRunner",
+    "JobInfo",
+    "LocalRunner",
+    "ParseError",
+    "PartitionInfo",
+    "Slurm",
+    "SlurmError",
+    "SlurmNotFoundError",
+    "SlurmTimeoutError",
+    "SubmitError",
+    "check_request",
+    "format_duration",
+    "parse_duration",
+]

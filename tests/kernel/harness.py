@@ -1,0 +1,109 @@
+"""Start real hub kernels through jupyter_client and talk to them like a notebook does."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+
+from hpckernel.kernelspec import write_kernel_spec
+
+OUTPUT_TYPES = ("stream", "execute_result", "display_data", "error", "clear_output",
+                "update_display_data")
+
+
+@dataclass
+class Result:
+    reply: dict[str, Any]
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return str(self.reply["content"]["status"])
+
+    @property
+    def content(self) -> dict[str, Any]:
+        return dict(self.reply["content"])
+
+    def text(self, name: str | None = None) -> str:
+        """All stream text (of one stream if ``name``) in arrival order."""
+        return "".join(m["content"]["text"] for m in self.outputs
+                       if m["msg_type"] == "stream"
+                       and (name is None or m["content"]["name"] == name))
+
+    def of_type(self, msg_type: str) -> list[dict[str, Any]]:
+        return [m for m in self.outputs if m["msg_type"] == msg_type]
+
+    def plain(self) -> list[str]:
+        """text/plain of execute_result and display_data outputs."""
+        return [m["content"]["data"].get("text/plain", "") for m in self.outputs
+                if m["msg_type"] in ("execute_result", "display_data")]
+
+
+class Kernel:
+    """A hub kernel with ``ranks`` local ranks, driven through a blocking client."""
+
+    def __init__(self, tmp: Path, ranks: int = 4, extra: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        name = "hpckernel-test"
+        write_kernel_spec(tmp / "kernels" / name, ranks=ranks, extra=extra)
+        self.km = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(
+            kernel_dirs=[str(tmp / "kernels")]))
+        self.km.start_kernel(env={**os.environ, **(env or {})})
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+        self.ranks = ranks
+
+    def run(self, code: str, timeout: float = 60, **kwargs: Any) -> Result:
+        outputs: list[dict[str, Any]] = []
+
+        def keep(msg: dict[str, Any]) -> None:
+            if msg["msg_type"] in OUTPUT_TYPES:
+                outputs.append(msg)
+
+        reply = self.kc.execute_interactive(code, output_hook=keep, timeout=timeout, **kwargs)
+        return Result(reply, outputs)
+
+    def ok(self, code: str, timeout: float = 60) -> Result:
+        result = self.run(code, timeout)
+        assert result.status == "ok", (result.content, result.text())
+        return result
+
+    def rank_pids(self) -> list[int]:
+        text = self.ok("%%local\nprint(ranks.apply(__import__('os').getpid))").text()
+        return [int(p) for p in text.strip().strip("[]").split(",")]
+
+    @property
+    def hub_pid(self) -> int:
+        return int(self.km.provisioner.pid)  # type: ignore[union-attr]
+
+    def process_tree(self) -> list[int]:
+        """The hub and everything it started (mpiexec, proxies, ranks)."""
+        try:
+            hub = psutil.Process(self.hub_pid)
+            return [hub.pid, *(p.pid for p in hub.children(recursive=True))]
+        except psutil.NoSuchProcess:
+            return []
+
+    def shutdown(self) -> None:
+        self.kc.stop_channels()
+        if self.km.has_kernel:
+            self.km.shutdown_kernel(now=False)
+
+
+def wait_gone(pids: list[int], timeout: float = 15) -> list[int]:
+    """Wait for processes to end (ranks, hubs); the pids still alive after ``timeout``."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]
