@@ -74,3 +74,13 @@ def route_cell(code: str) -> Route:
         if name in HUB_LINE_MAGICS:
             return Route("hub", code, PxOptions())
     return Route("px", code, PxOptions())
+
+
+def strip_local_marker(lines: list[str]) -> list[str]:
+    """IPython input transformer: drop a leading ``%%local`` line."""
+    for i, line in enumerate(lines):
+        if line.strip():
+            if line.strip() == "%%local" or line.lstrip().startswith("%%local "):
+                return lines[:i] + lines[i + 1:]
+            break
+    return lines

@@ -18,7 +18,7 @@ from traitlets import Float, Instance, Type, Unicode
 from .. import __version__
 from ..plane import make_job_dir
 from ..targets import TargetError, format_ranks
-from .cells import MagicUsageError, route_cell
+from .cells import MagicUsageError, route_cell, strip_local_marker
 from .launch import LaunchError, LocalLauncher, RankLauncher
 from .magics import PxMagics
 from .pool import PoolSettings, RankPool, RanksUnavailable
@@ -56,6 +56,9 @@ class HubKernel(IPythonKernel):
         assert self.shell is not None
         self.shell.register_magics(PxMagics(self.shell, self.px))
         self.shell.user_ns["ranks"] = RankView(self.px)
+        # %%local cells reach IPython whole (so history keeps them as typed); this drops
+        # the marker line before IPython compiles them.
+        self.shell.input_transformers_cleanup.insert(0, strip_local_marker)
         self._local_running = False
         self.pool.start()
 
@@ -67,6 +70,7 @@ class HubKernel(IPythonKernel):
     def _publish(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any],
                  parent: dict[str, Any] | None) -> None:
         """Send one IOPub message; called from the plane thread as output arrives."""
+        assert self.session is not None
         self.session.send(self.iopub_socket, msg_type, content, parent=parent or {},
                           metadata=metadata, ident=self._topic(msg_type))
 
@@ -86,7 +90,7 @@ class HubKernel(IPythonKernel):
         self._local_running = True
         try:
             return await super().do_execute(  # type: ignore[no-any-return]
-                route.code, silent, store_history, user_expressions, allow_stdin,
+                code, silent, store_history, user_expressions, allow_stdin,
                 cell_meta=cell_meta, cell_id=cell_id)
         finally:
             self._local_running = False
@@ -154,6 +158,7 @@ class HubKernel(IPythonKernel):
         if self._local_running:
             await super().interrupt_request(stream, ident, parent)
             return
+        assert self.session is not None
         self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
 
     async def _ask_rank0(self, kind: str, header: dict[str, Any]) -> dict[str, Any] | None:
@@ -189,7 +194,20 @@ class HubKernel(IPythonKernel):
         return super().do_inspect(  # type: ignore[no-any-return]
             code, cursor_pos, detail_level, omit_sections)
 
-    def do_shutdown(self, restart: bool) -> dict[str, Any]:
+    def do_history(  # type: ignore[override]
+            self, hist_access_type: str, output: bool, raw: bool, session: int = 0,
+            start: int = 0, stop: int | None = None, n: int | None = None,
+            pattern: str | None = None, unique: bool = False) -> dict[str, Any]:
+        reply: dict[str, Any] = super().do_history(
+            hist_access_type, output, raw, session, start, stop, n, pattern, unique)
+        # IPython numbers the current session 0 in range queries, but absolutely in tail
+        # and search: answer with the absolute number, so a client can chain the two.
+        assert self.shell is not None
+        current = self.shell.history_manager.session_number
+        reply["history"] = [(current if s == 0 else s, *rest) for s, *rest in reply["history"]]
+        return reply
+
+    def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
         self.stop_ranks()
         return super().do_shutdown(restart)  # type: ignore[no-any-return]
 

@@ -27,12 +27,12 @@ class PxMagics(Magics):
         super().__init__(shell)
         self.px = px
 
-    @line_magic("px")
+    @line_magic("px")  # type: ignore[arg-type]
     def px_line(self, line: str) -> Any:
         """%px CODE: run one line of code on the default target ranks."""
         return self._run(line, self.px.targets, self.px.block)
 
-    @cell_magic("px")
+    @cell_magic("px")  # type: ignore[arg-type]
     def px_cell(self, line: str, cell: str) -> Any:
         """%%px [--targets SPEC] [--noblock]: run the cell on ranks."""
         options = parse_px_options(line)

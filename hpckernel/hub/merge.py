@@ -44,11 +44,11 @@ class OutputBudget:
         self._bytes = min(self._bytes + dt * self.bytes_per_s, self.bytes_per_s * self.burst_s)
         self._msgs = min(self._msgs + dt * self.msgs_per_s, self.msgs_per_s * self.burst_s)
 
-    def take(self, nbytes: int) -> int:
-        """Grant up to ``nbytes`` for one message; 0 means the message must be dropped."""
+    def take(self, nbytes: int) -> int | None:
+        """Grant up to ``nbytes`` for one message; None means the message must be dropped."""
         self._refill()
-        if self._msgs < 1 or self._bytes < 1:
-            return 0
+        if self._msgs < 1 or (nbytes and self._bytes < 1):
+            return None
         self._msgs -= 1
         granted = int(min(nbytes, self._bytes))
         self._bytes -= granted
@@ -192,7 +192,7 @@ class OutputMerger:
         size = len(content.get("text", "")) or sum(
             len(str(v)) for v in content.get("data", {}).values())
         granted = self.budget.take(size)
-        if granted == 0 or (msg_type != "stream" and granted < size):
+        if granted is None or (msg_type != "stream" and granted < size):
             self.dropped_msgs += 1
             self.dropped_bytes += size
             self.dropped_ranks.update(ranks)

@@ -325,9 +325,14 @@ class RankPool:
         try:
             if sock is None:
                 raise zmq.ZMQError(zmq.EHOSTUNREACH)
-            sent = sock.send_multipart([str(rank).encode(), *frames], copy=False)
-            sent.add_done_callback(lambda f: f.exception() and self._unreachable(rank))
+            sent = asyncio.ensure_future(
+                sock.send_multipart([str(rank).encode(), *frames], copy=False))
+            sent.add_done_callback(lambda f: self._sent(f, rank))
         except zmq.ZMQError:
+            self._unreachable(rank)
+
+    def _sent(self, sent: asyncio.Future[Any], rank: int) -> None:
+        if not sent.cancelled() and sent.exception() is not None:
             self._unreachable(rank)
 
     def _unreachable(self, rank: int) -> None:

@@ -135,7 +135,9 @@ class HubChannel:
             if done is None:
                 self.sock.send_multipart(frames, copy=False)
             else:
-                done.set_result(self.sock.send_multipart(frames, copy=False, track=True))
+                tracker = self.sock.send_multipart(frames, copy=False, track=True)
+                assert tracker is not None  # track=True always gives one
+                done.set_result(tracker)
 
     def _receive_all(self) -> None:
         while True:

@@ -210,8 +210,12 @@ def main(argv: list[str] | None = None) -> None:
 
     inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
     streams: list[OutStream] = []
-    channel = HubChannel(info, rank, inbox, flush=lambda: [s.flush() for s in streams],
-                         hub_timeout=args.hub_timeout)
+
+    def flush_streams() -> None:
+        for stream in streams:
+            stream.flush()
+
+    channel = HubChannel(info, rank, inbox, flush=flush_streams, hub_timeout=args.hub_timeout)
     register = {"rank": rank, "size": size, "pid": os.getpid(), "host": socket.gethostname(),
                 "python": sys.version.split()[0], "mpi": mpi_version, "error": error}
     channel.send(pack("register", register))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class Kernel:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
         self.ranks = ranks
+        self._pending: dict[str, list[dict[str, Any]]] = {}
 
     def run(self, code: str, timeout: float = 60, **kwargs: Any) -> Result:
         outputs: list[dict[str, Any]] = []
@@ -69,6 +71,28 @@ class Kernel:
 
         reply = self.kc.execute_interactive(code, output_hook=keep, timeout=timeout, **kwargs)
         return Result(reply, outputs)
+
+    def submit(self, code: str) -> str:
+        """Send a cell without waiting; collect it with :meth:`collect`."""
+        return str(self.kc.execute(code))
+
+    def collect(self, msg_id: str, timeout: float = 60, until: str | None = None
+                ) -> Result | None:
+        """Gather the cell's output until its reply — or, with ``until``, only until a
+        stream containing that text arrives (then None; call again for the rest)."""
+        outputs = self._pending.setdefault(msg_id, [])
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] in OUTPUT_TYPES:
+                outputs.append(msg)
+                if until and msg["msg_type"] == "stream" and until in msg["content"]["text"]:
+                    return None
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                reply = self.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+                return Result(reply, self._pending.pop(msg_id))
 
     def ok(self, code: str, timeout: float = 60) -> Result:
         result = self.run(code, timeout)
