@@ -73,9 +73,9 @@ class Slurm:
         self.command_timeout = command_timeout
         self.poll_interval = poll_interval
 
-    async def _run(self, *argv: str, input: bytes | None = None) -> CommandResult:
+    async def _run(self, *argv: str) -> CommandResult:
         """Run a command; raise `SlurmError` with Slurm's stderr if it fails."""
-        res = await self.runner.run(argv, input=input, timeout=self.command_timeout)
+        res = await self.runner.run(argv, timeout=self.command_timeout)
         if not res.ok:
             raise SlurmError(f"`{argv[0]}` failed with exit status {res.returncode}",
                              argv, res.stderr or res.stdout)
@@ -106,7 +106,8 @@ class Slurm:
         """The job's current state, or None if Slurm does not know it.
 
         Asks slurmctld (`scontrol show job`, which keeps ended jobs for MinJobAge, 5 min by
-        default), then the accounting database (`sacct`) for older jobs.
+        default), then the accounting database (`sacct`) for older jobs. Not squeue: on
+        Slurm 22.05 `squeue --json` ignores `--jobs` and returns every job in the system.
         """
         argv = ("scontrol", "show", "job", "-o", str(job_id))
         res = await self.runner.run(argv, timeout=self.command_timeout)
@@ -115,8 +116,8 @@ class Slurm:
             match = [j for j in found if j.job_id == str(job_id)] or found
             if match:
                 return (await self._with_nodes([match[0]]))[0]
-        elif "invalid job id" not in res.stderr.lower():
-            raise SlurmError("`scontrol show job` failed", argv, res.stderr)
+        elif "invalid job id" not in (res.stderr + res.stdout).lower():
+            raise SlurmError("`scontrol show job` failed", argv, res.stderr or res.stdout)
         try:
             return await self.accounting(job_id)
         except SlurmError as err:
@@ -155,7 +156,11 @@ class Slurm:
             log.info("scancel %s: %s", job_id, res.stderr.strip())
 
     async def accounting(self, job_id: str) -> JobInfo | None:
-        """The job's record in the accounting database (sacct), or None if it has none yet."""
+        """The job's record in the accounting database (sacct), or None if it has none yet.
+
+        slurmdbd lags slurmctld by a moment, and for a job that ends quickly it may first hold
+        a placeholder built from the batch step (name "allocation", no partition).
+        """
         res = await self._run("sacct", "-X", "--parsable2", "--noheader",
                               f"--format={','.join(parse.SACCT_FIELDS)}", f"--jobs={job_id}")
         found = [j for j in parse.parse_sacct(res.stdout) if j.job_id == str(job_id)]
@@ -216,10 +221,11 @@ class Slurm:
             argv.append(name)
         res = await self.runner.run(argv, timeout=self.command_timeout)
         if not res.ok:
-            if "not found" in res.stderr:
+            said = res.stderr or res.stdout  # scontrol prints "Partition x not found" on stdout
+            if "not found" in said:
                 raise SlurmError(f"partition {name!r} does not exist: sinfo lists the partitions",
-                                 argv, res.stderr)
-            raise SlurmError("`scontrol show partition` failed", argv, res.stderr)
+                                 argv, said)
+            raise SlurmError("`scontrol show partition` failed", argv, said)
         parts = parse.parse_scontrol_partition(res.stdout)
         chosen = [p for p in parts if p.name == name or (name is None and p.default)]
         if not chosen:

@@ -39,9 +39,11 @@ class JobInfo:
     partition: str = ""
     reason: str | None = None
     """Why a job is pending or ended the way it did ("Resources", "Priority", "TimeLimit",
-    "NonZeroExitCode"); None when Slurm says "None"."""
+    "NonZeroExitCode"); None when Slurm says "None". scontrol gives the long description
+    here instead of the code when there is one, with underscores for spaces."""
     reason_text: str | None = None
-    """Slurm's longer explanation, when it gives one (squeue's state_description)."""
+    """Slurm's longer explanation in plain words, when it gives one; show
+    `reason_text or reason` to people."""
     nodelist: str = ""
     """Compressed host list as Slurm prints it ("n[1-3]"); empty while pending."""
     nodes: tuple[str, ...] = ()

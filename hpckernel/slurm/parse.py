@@ -247,6 +247,9 @@ def parse_scontrol_job(text: str) -> list[JobInfo]:
         if "JobId" not in kv:
             continue
         exit_code, sig = parse_exit_code(kv.get("ExitCode") or "0:0")
+        # scontrol prints the long description instead of the reason code when there is one,
+        # with spaces turned into underscores.
+        reason = _reason(kv.get("Reason"))
         jobs.append(JobInfo(
             job_id=kv["JobId"],
             state=kv.get("JobState", "").upper(),
@@ -254,7 +257,8 @@ def parse_scontrol_job(text: str) -> list[JobInfo]:
             name=kv.get("JobName", ""),
             user=kv.get("UserId", "").split("(")[0],
             partition=_value(kv.get("Partition", "")),
-            reason=_reason(kv.get("Reason")),
+            reason=reason,
+            reason_text=reason.replace("_", " ") if reason and "_" in reason else None,
             nodelist=_value(kv.get("NodeList", "")),
             node_count=_int(kv.get("NumNodes", "")),
             exit_code=exit_code,

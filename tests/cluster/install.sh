@@ -19,6 +19,11 @@ for pkg in $PACKAGES; do
     fi
 done
 
+# testbed.py needs a python3; the project's own may come from elsewhere (pyenv, uv).
+if ! command -v python3 >/dev/null 2>&1; then
+    missing="$missing python3"
+fi
+
 if [ -z "$missing" ]; then
     exit 0
 fi

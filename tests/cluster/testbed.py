@@ -90,6 +90,19 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _ancestors() -> set[int]:
+    """This process and its parents: never ours to kill, even when run inside a job."""
+    found, pid = set(), os.getpid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat[stat.rindex(")") + 2 :].split()[1])
+    return found
+
+
 def _stray_slurm_processes(p: Paths) -> list[int]:
     """slurmstepd and job tasks of this test bed, found by the SLURM_CONF they inherited.
 
@@ -97,7 +110,7 @@ def _stray_slurm_processes(p: Paths) -> list[int]:
     SLURM_JOB_ID. The caller's own shell (which may have sourced env.sh) is never matched.
     """
     marker = f"SLURM_CONF={p.slurm_conf}".encode()
-    mine = {os.getpid(), os.getppid()}
+    mine = _ancestors()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in mine:
@@ -363,6 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="testbed: %(message)s")
     p = Paths(configs.state_dir())
+    if any(c.isspace() for c in str(p.root)):
+        log.error("HPCKERNEL_TESTBED=%r: the Slurm configs cannot hold paths with spaces", p.root)
+        return 1
+    # The daemons live in /usr/sbin, which a non-login root shell may not have on PATH.
+    path = os.environ.get("PATH", "").split(":")
+    os.environ["PATH"] = ":".join([*path, *(d for d in ("/usr/sbin", "/sbin") if d not in path)])
     if args.command == "env":
         if not p.env_sh.exists():
             log.warning("not running: start it with `python tests/cluster/testbed.py start`")
@@ -374,7 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("must run as root (it starts munged, mariadbd, Slurm daemons and sshd)")
         return 1
     try:
-        start(p) if args.command == "start" else stop(p)
+        if args.command == "start":
+            start(p)
+        else:
+            stop(p)
     except (TestbedError, subprocess.TimeoutExpired, OSError) as err:
         log.error("%s failed: %s", args.command, err)
         return 1

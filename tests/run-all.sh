@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine (as root): installs hpckernel and MPI into
+# .venv, Slurm, munge, MariaDB and sshd from Debian's packages, starts the 3-node virtual
+# Slurm cluster, runs lint, types and every test in parallel, then stops everything.
+# usage: bash tests/run-all.sh [PYTEST ARGS...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash setup.sh mpich,test
+bash tests/cluster/install.sh
+testbed() { .venv/bin/python tests/cluster/testbed.py "$@"; }
+trap 'testbed stop || true' EXIT
+testbed start
+eval "$(testbed env)"
+
+.venv/bin/ruff check .
+.venv/bin/mypy
+# Kernel tests start real MPI ranks: two workers keep the 2-core machine busy, not swamped.
+set +e
+.venv/bin/python -m pytest -n 2 -p no:cacheprovider "$@"
+rc=$?
+set -e
+# Tests must clean up after themselves: no rank, hub or job may outlive the suite.
+left=$(pgrep -af 'hpckernel\.(worker|hub)|hydra_pmi_proxy' || true)
+if [ -n "$left" ]; then
+    echo "processes left running after the tests:" >&2
+    echo "$left" >&2
+    rc=1
+fi
+jobs=$(squeue -h 2>/dev/null || true)
+if [ -n "$jobs" ]; then
+    echo "Slurm jobs left after the tests:" >&2
+    echo "$jobs" >&2
+    rc=1
+fi
+exit $rc
