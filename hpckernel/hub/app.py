@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import atexit
+import os
+import signal
 
 from ipykernel.kernelapp import IPKernelApp, kernel_aliases
 from traitlets import Type
 
+from ..plane.addresses import node_ip
 from .kernel import HubKernel
+from .lease import ClientLease
 
 
 class HubApp(IPKernelApp):
@@ -16,10 +20,46 @@ class HubApp(IPKernelApp):
 
     aliases = {**kernel_aliases, "ranks": "RankLauncher.ranks"}  # type: ignore[assignment]
 
+    def init_connection_file(self) -> None:
+        super().init_connection_file()
+        self.ip = node_ip(self.ip)  # "auto" in a batch job: bind this node's address
+
+    def init_sockets(self) -> None:
+        super().init_sockets()
+        # Monitors must be attached before the control and shell threads start.
+        self._lease_sockets = [self.control_socket, self.shell_socket]
+
+    def init_signal(self) -> None:
+        super().init_signal()
+        # In a batch job: USR1 is Slurm's walltime warning (--signal=B:USR1@...), TERM its
+        # scancel / end of walltime; the batch script passes both on to the hub.
+        signal.signal(signal.SIGUSR1, lambda *_: self._walltime_warning())
+        signal.signal(signal.SIGTERM, lambda *_: self._terminated())
+
     def init_kernel(self) -> None:
         super().init_kernel()
+        kernel: HubKernel = self.kernel
         # Ranks must not outlive the hub, however it ends.
-        atexit.register(self.kernel.stop_ranks)
+        atexit.register(kernel.stop_ranks)
+        if kernel.client_timeout > 0:
+            ClientLease(self._lease_sockets, kernel.client_timeout, self._lease_expired).start()
+
+    def _walltime_warning(self) -> None:
+        allocation = self.kernel.allocation
+        left = allocation.time_left() if allocation is not None else None
+        when = f"in {left / 60:.0f} min" if left is not None else "soon"
+        self.kernel.notify(f"this kernel's Slurm job reaches its walltime {when}: save your "
+                           "work; running cells will be stopped then")
+
+    def _terminated(self) -> None:
+        self.kernel.notify("Slurm is ending this kernel's job (scancel, walltime or a node "
+                           "failure); the kernel stops now")
+        self.kernel.stop_ranks()
+        os._exit(143)
+
+    def _lease_expired(self) -> None:
+        self.kernel.stop_ranks()
+        os._exit(0)
 
 
 def main() -> None:

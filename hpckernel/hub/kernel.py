@@ -17,7 +17,9 @@ from traitlets import Float, Instance, Type, Unicode
 
 from .. import __version__
 from ..plane import make_job_dir
+from ..plane.addresses import node_ip
 from ..targets import TargetError, format_ranks
+from .allocation import Allocation
 from .cells import MagicUsageError, route_cell, strip_local_marker
 from .launch import LaunchError, LocalLauncher, RankLauncher
 from .magics import PxMagics
@@ -40,6 +42,11 @@ class HubKernel(IPythonKernel):
     interrupt_grace = Float(1.0, help="Seconds a rank may take to stop after an interrupt "
                             "before it is reported stuck.").tag(config=True)
     start_timeout = Float(120.0, help="Seconds the ranks may take to start.").tag(config=True)
+    plane_ip = Unicode("127.0.0.1", help="Address the ranks of other nodes connect to "
+                       "(the node's interconnect); 'auto': the address of this node's name."
+                       ).tag(config=True)
+    client_timeout = Float(0.0, help="End the hub (and so its batch job) after this many "
+                           "seconds without a connected client; 0: never.").tag(config=True)
 
     launcher = Instance(RankLauncher, allow_none=True)
     pool = Instance(RankPool, allow_none=True)
@@ -50,7 +57,8 @@ class HubKernel(IPythonKernel):
         self.job_dir = make_job_dir(self.job_dir_parent or None)
         settings = PoolSettings(flush_interval=self.flush_interval,
                                 interrupt_grace=self.interrupt_grace,
-                                start_timeout=self.start_timeout)
+                                start_timeout=self.start_timeout,
+                                tcp_ip=node_ip(self.plane_ip))
         self.pool = RankPool(self.launcher, self.job_dir, self._publish, settings)
         self.px = PxController(self.pool, lambda: self.get_parent("shell"), self._publish)
         assert self.shell is not None
@@ -60,7 +68,11 @@ class HubKernel(IPythonKernel):
         # the marker line before IPython compiles them.
         self.shell.input_transformers_cleanup.insert(0, strip_local_marker)
         self._local_running = False
+        self._notices: list[str] = []
+        self.allocation = self.px.allocation = Allocation.from_environment()
         self.pool.start()
+        if self.allocation is not None:
+            asyncio.run_coroutine_threadsafe(self.allocation.refresh(), self.pool.loop)
 
     @property
     def banner(self) -> str:  # type: ignore[override]
@@ -74,12 +86,26 @@ class HubKernel(IPythonKernel):
         self.session.send(self.iopub_socket, msg_type, content, parent=parent or {},
                           metadata=metadata, ident=self._topic(msg_type))
 
+    def notify(self, text: str) -> None:
+        """Tell the user something that happened outside any cell (walltime warning): now,
+        in the last cell's output, and again at the top of the next cell's output."""
+        self._notices.append(text)
+        self._publish("stream", {"name": "stderr", "text": f"[hpckernel] {text}\n"},
+                      {"hpckernel": {"notice": True}}, self.get_parent("shell"))
+
+    def _flush_notices(self) -> None:
+        notices, self._notices = self._notices, []
+        for text in notices:
+            self._publish("stream", {"name": "stderr", "text": f"[hpckernel] {text}\n"},
+                          {"hpckernel": {"notice": True}}, self.get_parent("shell"))
+
     # -- execute -------------------------------------------------------------------------
 
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
                          user_expressions: dict[str, Any] | None = None,
                          allow_stdin: bool = False, *, cell_meta: Any = None,
                          cell_id: Any = None) -> dict[str, Any]:
+        self._flush_notices()
         try:
             route = route_cell(code)
         except MagicUsageError as e:

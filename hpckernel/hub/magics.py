@@ -72,7 +72,9 @@ class PxMagics(Magics):
 
     @line_magic
     def ranks(self, line: str) -> None:
-        """%ranks: each rank's state, pid, host, CPU and memory."""
+        """%ranks: each rank's state, pid, host, CPU and memory (and the Slurm job's)."""
+        if self.px.allocation is not None:
+            print(self.px.allocation.describe())
         print(f"{'rank':>4}  {'state':<8} {'pid':>8}  {'host':<16} {'cpu%':>6} {'rss':>9}  note")
         for info in self.px.pool.snapshot():
             print(f"{info.rank:>4}  {info.state:<8} {info.pid or '-':>8}  "

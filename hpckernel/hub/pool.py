@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 import time
 from collections import deque
@@ -25,6 +24,7 @@ import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from ..plane import Message, PlaneInfo, pack, unpack, write_plane_info
+from ..plane.addresses import node_name
 from ..targets import format_ranks
 from .launch import LaunchError, RankLauncher, describe_exit, exit_codes, log_tail
 from .merge import OutputBudget, OutputMerger
@@ -185,7 +185,7 @@ class RankPool:
         ipc_url = f"ipc://{self.job_dir}/plane.sock"
         ipc.bind(ipc_url)
         port = tcp.bind_to_random_port(f"tcp://{self.settings.tcp_ip}")
-        return PlaneInfo(host=socket.gethostname(), ipc_url=ipc_url,
+        return PlaneInfo(node=node_name(), ipc_url=ipc_url,
                          tcp_url=f"tcp://{self.settings.tcp_ip}:{port}",
                          server_public=server_public.decode(),
                          client_public=client_public.decode(),

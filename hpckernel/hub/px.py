@@ -8,6 +8,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from ..targets import format_ranks, parse_targets
+from .allocation import Allocation
 from .pool import RankPool
 from .requests import RemoteError, Request
 
@@ -77,6 +78,7 @@ class PxController:
         self.targets = "all"
         self.block = True
         self.last: PxHandle | None = None
+        self.allocation: Allocation | None = None  # the Slurm job the hub runs in, if any
 
     @property
     def size(self) -> int:

@@ -19,7 +19,7 @@ PLANE_FILE = "plane.json"
 class PlaneInfo:
     """Where and how ranks connect to the hub."""
 
-    host: str  # the hub's node: ranks on it use ``ipc_url``, others ``tcp_url``
+    node: str  # the hub's node (addresses.node_name): ranks on it use ``ipc_url``
     ipc_url: str
     tcp_url: str
     server_public: str  # CurveZMQ keys, z85 text

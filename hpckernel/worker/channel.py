@@ -12,7 +12,6 @@ import logging
 import os
 import queue
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,15 +21,12 @@ from typing import Any
 import zmq
 
 from ..plane import Message, PlaneInfo, pack, unpack
+from ..plane.addresses import node_name
 
 log = logging.getLogger(__name__)
 
 #: Requests the I/O thread answers itself; a handler returns (msg_type, header, value).
 ControlHandler = Callable[[Message], "tuple[str, dict[str, Any], Any] | None"]
-
-
-def _is_local(host: str) -> bool:
-    return host in (socket.gethostname(), socket.getfqdn())
 
 
 class HubChannel:
@@ -60,7 +56,7 @@ class HubChannel:
         sock: zmq.Socket[bytes] = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, str(self.rank).encode())
         sock.setsockopt(zmq.LINGER, 2000)
-        if _is_local(self.info.host):
+        if self.info.node == node_name():
             sock.connect(self.info.ipc_url)
         else:
             sock.curve_serverkey = self.info.server_public.encode()

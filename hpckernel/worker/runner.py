@@ -8,13 +8,13 @@ import logging
 import os
 import queue
 import signal
-import socket
 import sys
 import traceback
 import types
 from typing import Any
 
 from ..plane import Message, pack, read_plane_info
+from ..plane.addresses import node_name
 from .capture import OutStream
 from .channel import HubChannel
 from .shell import RankShell
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
             stream.flush()
 
     channel = HubChannel(info, rank, inbox, flush=flush_streams, hub_timeout=args.hub_timeout)
-    register = {"rank": rank, "size": size, "pid": os.getpid(), "host": socket.gethostname(),
+    register = {"rank": rank, "size": size, "pid": os.getpid(), "host": node_name(),
                 "python": sys.version.split()[0], "mpi": mpi_version, "error": error}
     channel.send(pack("register", register))
     channel.start()

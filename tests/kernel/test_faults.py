@@ -99,7 +99,8 @@ def test_killed_hub_takes_its_ranks_along(tmp_path: Path) -> None:
 
 
 def test_missing_mpiexec_is_a_clear_error(tmp_path: Path) -> None:
-    kernel = Kernel(tmp_path, ranks=2, extra=["--LocalLauncher.mpiexec=/nonexistent/mpiexec"])
+    kernel = Kernel(tmp_path, ranks=2, extra=["--LocalLauncher.mpiexec=/nonexistent/mpiexec"],
+                    wait_ranks=False)
     try:
         result = kernel.run("print(1)")
         assert result.status == "error"
@@ -111,7 +112,8 @@ def test_missing_mpiexec_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_mpi4py_without_an_mpi_library_is_a_clear_error(tmp_path: Path) -> None:
-    kernel = Kernel(tmp_path, ranks=2, env={"MPI4PY_LIBMPI": "/nonexistent/libmpi.so"})
+    kernel = Kernel(tmp_path, ranks=2, env={"MPI4PY_LIBMPI": "/nonexistent/libmpi.so"},
+                    wait_ranks=False)
     try:
         tree = kernel.process_tree()
         result = kernel.run("print(1)", timeout=120)

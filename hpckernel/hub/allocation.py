@@ -1,0 +1,54 @@
+"""What the hub knows of the Slurm job it runs in: id, nodes and when its walltime ends."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from ..slurm import Slurm, SlurmError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Allocation:
+    job_id: str
+    nodelist: str = ""
+    partition: str = ""
+    end: float | None = None  # epoch seconds when the walltime runs out
+
+    @classmethod
+    def from_environment(cls) -> Allocation | None:
+        """The allocation this process runs in, or None outside Slurm."""
+        job_id = os.environ.get("SLURM_JOB_ID")
+        if not job_id:
+            return None
+        return cls(job_id, os.environ.get("SLURM_JOB_NODELIST", ""),
+                   os.environ.get("SLURM_JOB_PARTITION", ""))
+
+    async def refresh(self) -> None:
+        """Ask Slurm for the end time (called once, from the plane thread's loop)."""
+        try:
+            info = await Slurm().job(self.job_id)
+        except SlurmError as e:
+            log.warning("cannot read Slurm job %s: %s", self.job_id, e)
+            return
+        if info is not None and info.end_time is not None and info.running:
+            self.end = info.end_time.timestamp()
+
+    def time_left(self) -> float | None:
+        return None if self.end is None else max(0.0, self.end - time.time())
+
+    def describe(self) -> str:
+        left = self.time_left()
+        when = "" if left is None else f", {_clock(left)} of walltime left"
+        where = f" on {self.nodelist}" if self.nodelist else ""
+        part = f" (partition {self.partition})" if self.partition else ""
+        return f"Slurm job {self.job_id}{part}{where}{when}"
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"

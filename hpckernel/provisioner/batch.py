@@ -1,0 +1,48 @@
+"""The hub's batch job: the script (from ``launcher/slurm-job.sh``) and sbatch's options."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from string import Template
+
+from ..resources import template_dir
+
+
+@dataclass
+class JobRequest:
+    """What to ask Slurm for; every field maps to one sbatch option."""
+
+    nodes: int
+    ntasks_per_node: int
+    time: str
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    job_name: str = "hpckernel"
+    walltime_warning: int = 0  # seconds before the end to send USR1 to the batch shell
+    extra: list[str] = field(default_factory=list)
+
+    def sbatch_options(self, output: str) -> list[str]:
+        options = [f"--job-name={self.job_name}", f"--nodes={self.nodes}",
+                   f"--ntasks-per-node={self.ntasks_per_node}", f"--time={self.time}",
+                   f"--output={output}"]
+        for flag, value in (("partition", self.partition), ("account", self.account),
+                            ("qos", self.qos), ("constraint", self.constraint)):
+            if value:
+                options.append(f"--{flag}={value}")
+        if self.walltime_warning > 0:
+            options.append(f"--signal=B:USR1@{self.walltime_warning}")
+        return [*options, *self.extra]
+
+
+def render_script(*, job_dir: str, python: str, hub_args: list[str], setup: str = "",
+                  workdir: str = "", relaunch_timeout: int = 300) -> str:
+    """The batch script; ``setup`` is shell code run first (``module load python``)."""
+    template = Template((template_dir("launcher") / "slurm-job.sh").read_text())
+    return template.substitute(
+        job_dir=shlex.quote(job_dir), python=shlex.quote(python),
+        hub_args=shlex.join(hub_args), setup=setup,
+        workdir=shlex.quote(workdir) if workdir else '"$HOME"',
+        relaunch_timeout=int(relaunch_timeout))
