@@ -63,7 +63,7 @@ def _fmt(x: float) -> str:
 def _ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or not b or math.isinf(a) or math.isinf(b):
         return "—"
-    return f"{a / b:.2f}×"
+    return f"{a / b:.2f}x"
 
 
 def _note(metric: Metric, system: str, e: dict[str, Any]) -> str:
@@ -142,20 +142,20 @@ def targets(data: Data) -> list[tuple[str, str, str]]:
 
     ipk1 = cost("ipykernel", 1, "M1")
     r = ratio(cost("hpckernel", 1, "M1"), ipk1)
-    check("M1 N=1 within 1.5× of ipykernel", r, lambda v: v <= 1.5, f"{r or 0:.2f}×")
+    check("M1 N=1 within 1.5x of ipykernel", r, lambda v: v <= 1.5, f"{r or 0:.2f}x")
     r = ratio(cost("ipyparallel", 16, "M1"), cost("hpckernel", 16, "M1"))
-    check("M1 N=16 ≥5× faster than ipyparallel", r, lambda v: v >= 5, f"{r or 0:.2f}×")
+    check("M1 N=16 ≥5x faster than ipyparallel", r, lambda v: v >= 5, f"{r or 0:.2f}x")
     r = ratio(cost("hpckernel", 16, "M1"), ipk1)
-    check("M1 N=16 within 3× of ipykernel N=1", r, lambda v: v <= 3, f"{r or 0:.2f}×")
+    check("M1 N=16 within 3x of ipykernel N=1", r, lambda v: v <= 3, f"{r or 0:.2f}x")
     m5 = entry(data, "hpckernel", 4, "M5")
     rate = 4 * ARRAY_BYTES / m5["median"] / 1e6 if m5 else None
     check("M5 N=4 ≥1 GB/s", rate, lambda v: v >= 1000, f"{rate or 0:.0f} MB/s")
     r = ratio(cost("ipyparallel", 4, "M5"), cost("hpckernel", 4, "M5"))
-    check("M5 N=4 ≥5× ipyparallel", r, lambda v: v >= 5, f"{r or 0:.2f}×")
+    check("M5 N=4 ≥5x ipyparallel", r, lambda v: v >= 5, f"{r or 0:.2f}x")
     m6 = cost("hpckernel", 16, "M6")
     check("M6 16 local ranks ready ≤2 s", m6, lambda v: v <= 2, f"{m6 or 0:.2f} s")
     r = ratio(cost("ipyparallel", 16, "M6"), m6)
-    check("M6 N=16 ≥6× faster than ipyparallel start", r, lambda v: v >= 6, f"{r or 0:.2f}×")
+    check("M6 N=16 ≥6x faster than ipyparallel start", r, lambda v: v >= 6, f"{r or 0:.2f}x")
     hpc = data["results"].get("hpckernel", {})
     floods = [e["M3"] for e in hpc.values() if isinstance(e.get("M3"), dict)
               and "error" not in e["M3"]]

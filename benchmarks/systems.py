@@ -70,6 +70,7 @@ class System(ABC):
     def cell(self, code: str, timeout: float = 300) -> Cell:
         """Run ``code`` on all ranks and wait until its output is complete."""
 
+    @abstractmethod
     def setup(self) -> None:
         """Define ``rank`` and numpy on the ranks (untimed)."""
 

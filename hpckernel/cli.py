@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from . import __version__
-from .kernelspec import LOCAL_DISPLAY, LOCAL_NAME, KernelSpecError, default_prefix, install
+from .kernelspec import (
+    LOCAL_DISPLAY,
+    LOCAL_NAME,
+    SLURM_DISPLAY,
+    SLURM_NAME,
+    KernelSpecError,
+    default_prefix,
+    install,
+)
+from .slurm import ParseError, parse_duration
 
 
 def _env_pair(text: str) -> tuple[str, str]:
@@ -32,13 +42,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     inst = sub.add_parser("install", help="install a kernelspec so Jupyter offers the kernel")
-    inst.add_argument("--local", action="store_true", default=True,
+    kind = inst.add_mutually_exclusive_group()
+    kind.add_argument("--local", action="store_true",
                       help="ranks on this machine, started by mpiexec (the default)")
-    inst.add_argument("--ranks", type=_positive, default=4, help="number of MPI ranks")
-    inst.add_argument("--name", default=LOCAL_NAME, help="kernelspec name")
+    kind.add_argument("--slurm", action="store_true",
+                      help="ranks in a Slurm allocation that the kernel submits")
+    inst.add_argument("--ranks", type=_positive, default=4,
+                      help="number of MPI ranks (--local)")
+    inst.add_argument("--name", default=None,
+                      help=f"kernelspec name (default: {LOCAL_NAME} or {SLURM_NAME})")
     inst.add_argument("--display-name", default=None,
-                      help=f"name shown in Jupyter (default: {LOCAL_DISPLAY!r}, "
-                      "with the rank count when not 4)")
+                      help=f"name shown in Jupyter (default: {LOCAL_DISPLAY!r} or "
+                      f"{SLURM_DISPLAY!r}, with the size when not the default)")
+    slurm = inst.add_argument_group("Slurm options (with --slurm; each sets the "
+                                    "SlurmProvisioner trait of the same name)")
+    slurm.add_argument("--partition", default="", help="partition")
+    slurm.add_argument("--nodes", type=_positive, default=1, help="nodes")
+    slurm.add_argument("--ntasks-per-node", type=_positive, default=1, help="ranks per node")
+    slurm.add_argument("--time", default="01:00:00", help="walltime, e.g. 00:30:00")
+    slurm.add_argument("--account", default="", help="account to charge")
+    slurm.add_argument("--qos", default="", help="quality of service")
+    slurm.add_argument("--constraint", default="", help="node features")
+    slurm.add_argument("--sbatch-arg", action="append", default=[], dest="sbatch_args",
+                       metavar="ARG", help="another sbatch option (repeatable), e.g. "
+                       "--sbatch-arg=--exclusive")
+    slurm.add_argument("--setup", default="", help="shell code run in the job before the "
+                       "kernel, e.g. 'module load python'")
+    slurm.add_argument("--launch-timeout", type=float, default=None,
+                       help="seconds the job may stay pending before the start fails")
     where = inst.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="install for the current user")
     where.add_argument("--sys-prefix", action="store_true",
@@ -56,22 +87,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _slurm_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The SlurmProvisioner traits the options set (defaults left out of the spec)."""
+    if parse_duration(args.time) is None:
+        raise KernelSpecError(f"--time {args.time!r} is not a walltime: use e.g. 00:30:00")
+    settings: dict[str, Any] = {"nodes": args.nodes, "ntasks_per_node": args.ntasks_per_node,
+                                "time": args.time}
+    for key in ("partition", "account", "qos", "constraint", "setup", "sbatch_args",
+                "launch_timeout"):
+        value = getattr(args, key)
+        if value not in ("", [], None):
+            settings[key] = value
+    return settings
+
+
+def _install(args: argparse.Namespace) -> int:
+    prefix = default_prefix(args.sys_prefix, args.prefix)
+    env = dict(args.env) or None
+    if args.slurm:
+        name = args.name or SLURM_NAME
+        display = args.display_name or SLURM_DISPLAY
+        path = install(name, user=args.user, prefix=prefix, slurm=_slurm_settings(args),
+                       display_name=display, env=env)
+    else:
+        name = args.name or LOCAL_NAME
+        display = args.display_name or (
+            LOCAL_DISPLAY if args.ranks == 4 else f"{LOCAL_DISPLAY}, {args.ranks} ranks")
+        path = install(name, user=args.user, prefix=prefix, ranks=args.ranks,
+                       display_name=display, env=env)
+    print(f"Installed kernelspec {name!r} ({display}) in {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "install":
-            display = args.display_name or (
-                LOCAL_DISPLAY if args.ranks == 4 else f"{LOCAL_DISPLAY}, {args.ranks} ranks")
-            path = install(args.name, user=args.user,
-                           prefix=default_prefix(args.sys_prefix, args.prefix),
-                           ranks=args.ranks, display_name=display, env=dict(args.env) or None)
-            print(f"Installed kernelspec {args.name!r} ({display}) in {path}")
-            return 0
+            return _install(args)
         if args.command == "demo":
             from .demo import run_demo
 
             return run_demo(args.ranks, args.notebook, args.output, args.timeout)
-    except KernelSpecError as e:
+    except (KernelSpecError, ParseError) as e:
         print(f"hpckernel: {e}", file=sys.stderr)
         return 2
     return 1

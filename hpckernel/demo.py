@@ -52,6 +52,8 @@ def run_demo(ranks: int, notebook: str | None, output: str | None, timeout: floa
             client.execute()
         except CellExecutionError as e:
             failed = e
+        finally:
+            km.shutdown_kernel()  # nbclient leaves a manager it was given running
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue

@@ -20,6 +20,8 @@ from .resources import template_dir
 
 LOCAL_NAME = "mpi-local"
 LOCAL_DISPLAY = "MPI (local)"
+SLURM_NAME = "slurm-mpi"
+SLURM_DISPLAY = "Slurm MPI"
 
 
 class KernelSpecError(ValueError):
@@ -52,15 +54,46 @@ def get_kernel_dict(ranks: int, display_name: str | None = None, python: str | N
     return spec
 
 
-def write_kernel_spec(path: Path | None = None, **kernel: Any) -> Path:
-    """Write a kernelspec directory (``kernel.json`` plus the logos of the template)."""
+def get_slurm_kernel_dict(provisioner: dict[str, Any], display_name: str | None = None,
+                          python: str | None = None, env: dict[str, str] | None = None
+                          ) -> dict[str, Any]:
+    """The ``kernel.json`` of a "Slurm MPI" kernel; ``provisioner`` holds the
+    SlurmProvisioner's trait values (partition, nodes, ntasks_per_node, time, …)."""
+    for key in ("nodes", "ntasks_per_node"):
+        if key in provisioner and provisioner[key] < 1:
+            raise KernelSpecError(f"--{key.replace('_', '-')} must be at least 1, "
+                                  f"not {provisioner[key]}")
+    spec: dict[str, Any] = {
+        "argv": [python or sys.executable, "-m", "hpckernel.hub", "-f", "{connection_file}"],
+        "display_name": display_name or SLURM_DISPLAY,
+        "language": "python",
+        "interrupt_mode": "message",
+        "metadata": {
+            "debugger": False,
+            # The channels cross the network: jupyter_client may encrypt them.
+            "supported_encryption": ["curve"],
+            "kernel_provisioner": {"provisioner_name": "slurm-provisioner",
+                                   "config": provisioner},
+        },
+    }
+    if env:
+        spec["env"] = env
+    return spec
+
+
+def write_kernel_spec(path: Path | None = None, slurm: dict[str, Any] | None = None,
+                      **kernel: Any) -> Path:
+    """Write a kernelspec directory: a local MPI kernel, or with ``slurm`` (the
+    provisioner's settings) a "Slurm MPI" one."""
     path = Path(path or tempfile.mkdtemp(suffix="_kernels"))
     path.mkdir(parents=True, exist_ok=True)
     template = template_dir("kernelspec") / LOCAL_NAME
     for item in template.iterdir():
         if item.name != "kernel.json":
             shutil.copy(item, path / item.name)
-    (path / "kernel.json").write_text(json.dumps(get_kernel_dict(**kernel), indent=2) + "\n")
+    spec = (get_kernel_dict(**kernel) if slurm is None
+            else get_slurm_kernel_dict(slurm, **kernel))
+    (path / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
     return path
 
 

@@ -15,8 +15,9 @@ eval "$(testbed env)"
 .venv/bin/ruff check .
 .venv/bin/mypy
 # Kernel tests start real MPI ranks: two workers keep the 2-core machine busy, not swamped.
+# The cluster tests form one xdist group (they fill and down nodes): one worker runs them.
 set +e
-.venv/bin/python -m pytest -n 2 -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -n 2 --dist loadgroup -p no:cacheprovider "$@"
 rc=$?
 set -e
 # Tests must clean up after themselves: no rank, hub or job may outlive the suite.

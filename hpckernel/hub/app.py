@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import signal
+import sys
 
 from ipykernel.kernelapp import IPKernelApp, kernel_aliases
-from traitlets import Type
+from traitlets import Type, Unicode
 
 from ..plane.addresses import node_ip
 from .kernel import HubKernel
@@ -19,6 +21,21 @@ class HubApp(IPKernelApp):
     kernel_class = Type(HubKernel, klass=HubKernel).tag(config=True)  # type: ignore[assignment]
 
     aliases = {**kernel_aliases, "ranks": "RankLauncher.ranks"}  # type: ignore[assignment]
+    ready_file = Unicode("", help="File to create once the kernel listens (the Slurm "
+                         "provisioner waits for it).").tag(config=True)
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        # hpckernel's own log goes to the kernel's real stderr (the server's log, the batch
+        # job's output), never into the notebook through ipykernel's captured sys.stderr.
+        handler = logging.StreamHandler(sys.__stderr__)
+        handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s | %(message)s"))
+        package_log = logging.getLogger("hpckernel")
+        package_log.addHandler(handler)
+        package_log.propagate = False
+        super().initialize(argv)
+        if self.ready_file:
+            with open(self.ready_file, "w") as f:
+                f.write(f"{os.getpid()}\n")
 
     def init_connection_file(self) -> None:
         super().init_connection_file()
@@ -42,7 +59,10 @@ class HubApp(IPKernelApp):
         # Ranks must not outlive the hub, however it ends.
         atexit.register(kernel.stop_ranks)
         if kernel.client_timeout > 0:
-            ClientLease(self._lease_sockets, kernel.client_timeout, self._lease_expired).start()
+            lease = ClientLease(self._lease_sockets, kernel.client_timeout,
+                                self._lease_expired)
+            lease.start()
+            atexit.register(lease.stop)  # runs before ipykernel's own close()
 
     def _walltime_warning(self) -> None:
         allocation = self.kernel.allocation
@@ -51,11 +71,18 @@ class HubApp(IPKernelApp):
         self.kernel.notify(f"this kernel's Slurm job reaches its walltime {when}: save your "
                            "work; running cells will be stopped then")
 
+    _terminating = False
+
     def _terminated(self) -> None:
+        if self._terminating:  # Slurm signals the hub and the batch script passes it on too
+            return
+        self._terminating = True
         self.kernel.notify("Slurm is ending this kernel's job (scancel, walltime or a node "
                            "failure); the kernel stops now")
         self.kernel.stop_ranks()
-        os._exit(143)
+        # A normal exit, so ipykernel's close() still delivers the notice (os._exit would
+        # drop what the IOPub thread has not sent yet).
+        self.io_loop.add_callback(self.io_loop.stop)
 
     def _lease_expired(self) -> None:
         self.kernel.stop_ranks()

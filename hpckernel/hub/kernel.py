@@ -69,6 +69,7 @@ class HubKernel(IPythonKernel):
         self.shell.input_transformers_cleanup.insert(0, strip_local_marker)
         self._local_running = False
         self._notices: list[str] = []
+        self._last_parent: dict[str, Any] | None = None
         self.allocation = self.px.allocation = Allocation.from_environment()
         self.pool.start()
         if self.allocation is not None:
@@ -90,8 +91,10 @@ class HubKernel(IPythonKernel):
         """Tell the user something that happened outside any cell (walltime warning): now,
         in the last cell's output, and again at the top of the next cell's output."""
         self._notices.append(text)
+        # Sent under the parent of the last cell, the only one a frontend shows outside
+        # a request (a signal handler has no parent of its own).
         self._publish("stream", {"name": "stderr", "text": f"[hpckernel] {text}\n"},
-                      {"hpckernel": {"notice": True}}, self.get_parent("shell"))
+                      {"hpckernel": {"notice": True}}, self._last_parent)
 
     def _flush_notices(self) -> None:
         notices, self._notices = self._notices, []
@@ -105,6 +108,7 @@ class HubKernel(IPythonKernel):
                          user_expressions: dict[str, Any] | None = None,
                          allow_stdin: bool = False, *, cell_meta: Any = None,
                          cell_id: Any = None) -> dict[str, Any]:
+        self._last_parent = self.get_parent("shell")
         self._flush_notices()
         try:
             route = route_cell(code)

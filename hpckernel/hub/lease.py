@@ -33,16 +33,30 @@ class ClientLease:
         self.connected = 0
         self.alone_since: float | None = time.monotonic()
         self._monitors = [s.get_monitor_socket(EVENTS) for s in sockets]
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hpckernel-lease", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def stop(self) -> None:
+        """End the watch; must run before the kernel's ZMQ context is terminated, which
+        would otherwise wait forever for the monitor sockets."""
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
     def _run(self) -> None:
+        try:
+            self._watch()
+        finally:
+            for monitor in self._monitors:
+                monitor.close(linger=0)
+
+    def _watch(self) -> None:
         poller = zmq.Poller()
         for monitor in self._monitors:
             poller.register(monitor, zmq.POLLIN)
-        while True:
+        while not self._stopping.is_set():
             for monitor, _ in poller.poll(1000):
                 event = parse_monitor_message(monitor.recv_multipart())["event"]
                 self.connected += 1 if event == zmq.EVENT_ACCEPTED else -1

@@ -465,9 +465,7 @@ class RankPool:
         for task in list(self._tasks):
             task.cancel()
         self.auth.stop()
-        for sock in self._sockets:
-            sock.close(linger=0)
-        self.ctx.term()
+        self.ctx.destroy(linger=0)
 
 
 def _unavailable(infos: list[RankInfo]) -> str:

@@ -25,7 +25,9 @@ class JobRequest:
     extra: list[str] = field(default_factory=list)
 
     def sbatch_options(self, output: str) -> list[str]:
-        options = [f"--job-name={self.job_name}", f"--nodes={self.nodes}",
+        # --no-requeue: a kernel's session dies with its job; a requeued job would only
+        # burn an allocation nobody is connected to.
+        options = [f"--job-name={self.job_name}", "--no-requeue", f"--nodes={self.nodes}",
                    f"--ntasks-per-node={self.ntasks_per_node}", f"--time={self.time}",
                    f"--output={output}"]
         for flag, value in (("partition", self.partition), ("account", self.account),

@@ -50,9 +50,14 @@ class Kernel:
     """A hub kernel with ``ranks`` local ranks, driven through a blocking client."""
 
     def __init__(self, tmp: Path, ranks: int = 4, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None, wait_ranks: bool = True) -> None:
+                 env: dict[str, str] | None = None, wait_ranks: bool = True,
+                 slurm: dict[str, Any] | None = None) -> None:
+        """A local MPI kernel, or with ``slurm`` (SlurmProvisioner settings) a Slurm one."""
         name = "hpckernel-test"
-        write_kernel_spec(tmp / "kernels" / name, ranks=ranks, extra=extra)
+        if slurm is None:
+            write_kernel_spec(tmp / "kernels" / name, ranks=ranks, extra=extra)
+        else:
+            write_kernel_spec(tmp / "kernels" / name, slurm=slurm)
         self.km = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(
             kernel_dirs=[str(tmp / "kernels")]))
         self.km.start_kernel(env={**os.environ, **(env or {})})

@@ -24,7 +24,8 @@ from hpckernel.slurm import (
 )
 from tests.cluster.fixtures import testbed_env
 
-pytestmark = pytest.mark.cluster
+# One xdist group for every cluster test: they fill nodes and must not overlap.
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
 
 NODES = {"n1", "n2", "n3"}
 SLEEP = "#!/bin/sh\nsleep 300\n"

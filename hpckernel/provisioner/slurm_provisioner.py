@@ -1,0 +1,374 @@
+"""``SlurmProvisioner``: starts the hub of a "Slurm MPI" kernel inside a Slurm batch job.
+
+jupyter_client's KernelManager calls the methods below in its usual order (pre_launch →
+launch_kernel → poll… → shutdown_requested → wait → cleanup); each docstring names its
+caller. The provisioner and the batch job meet in the kernel's job directory: the
+provisioner writes the connection file (key, ports 0) there as ``launch.json``; the batch
+script starts the hub on it; the hub binds its ports and rewrites it as
+``connection.json``, which the provisioner reads back. No secret is ever on a command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import zmq
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.provisioning import KernelProvisionerBase
+from traitlets import Bool, Float, Integer, List, TraitError, Unicode, validate
+
+from ..slurm import (
+    JobInfo,
+    ParseError,
+    Slurm,
+    SlurmError,
+    SubmitError,
+    check_request,
+    parse_duration,
+)
+from .batch import JobRequest, render_script
+from .jobdir import LocalJobDir
+
+PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+
+class KernelStartError(RuntimeError):
+    """The kernel's batch job could not start; the message carries Slurm's reason."""
+
+
+class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
+    """Runs the kernel's hub in a Slurm allocation; its ranks span the allocation."""
+
+    partition = Unicode("", help="Slurm partition (default: the cluster's default).").tag(
+        config=True)
+    nodes = Integer(1, help="Number of nodes.").tag(config=True)
+    ntasks_per_node = Integer(1, help="MPI ranks per node.").tag(config=True)
+    time = Unicode("01:00:00", help="Walltime, in any Slurm time format "
+                   "(minutes, HH:MM:SS, D-HH:MM:SS).").tag(config=True)
+    account = Unicode("", help="Slurm account to charge.").tag(config=True)
+    qos = Unicode("", help="Slurm quality of service.").tag(config=True)
+    constraint = Unicode("", help="Slurm node features (--constraint).").tag(config=True)
+    sbatch_args = List(Unicode(), help="More sbatch options, e.g. ['--exclusive'].").tag(
+        config=True)
+    setup = Unicode("", help="Shell lines run in the job before the hub starts, e.g. "
+                    "'module load python'.").tag(config=True)
+    python = Unicode(sys.executable, help="Python on the compute nodes that has hpckernel "
+                     "installed (default: this one, on a shared file system).").tag(config=True)
+    job_root = Unicode(str(Path.home() / ".hpckernel" / "jobs"),
+                       help="Where job directories are made; the compute nodes must see it."
+                       ).tag(config=True)
+    launch_timeout = Float(600.0, help="Seconds the job may stay pending before it is "
+                           "cancelled and the start fails; 0: wait forever.").tag(config=True)
+    walltime_warning = Integer(300, help="Warn in the notebook this many seconds before the "
+                               "walltime ends (0: no warning).").tag(config=True)
+    client_timeout = Float(600.0, help="The hub ends itself, releasing the allocation, after "
+                           "this many seconds without a client (the Jupyter server died)."
+                           ).tag(config=True)
+    relaunch_timeout = Integer(300, help="Seconds the job waits for the next hub after a "
+                               "restart before it ends.").tag(config=True)
+    poll_interval = Float(5.0, help="Seconds between checks of the job with Slurm while the "
+                          "kernel runs.").tag(config=True)
+    hub_ip = Unicode("auto", help="Address the hub binds on its node ('auto': the address of "
+                     "the node's name).").tag(config=True)
+    encryption = Bool(True, help="Encrypt the kernel's channels with CurveZMQ.").tag(
+        config=True)
+
+    @validate("nodes", "ntasks_per_node")
+    def _positive(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 1:
+            raise TraitError(f"{proposal['trait'].name} must be at least 1, "
+                             f"not {proposal['value']}")
+        return int(proposal["value"])
+
+    @validate("time")
+    def _check_time(self, proposal: dict[str, Any]) -> str:
+        try:
+            parse_duration(proposal["value"])
+        except ParseError as e:
+            raise TraitError(f"bad walltime {proposal['value']!r}: {e}; use e.g. 30, "
+                             "01:00:00 or 1-00:00:00") from None
+        return str(proposal["value"])
+
+    job_id: str | None = None
+    job_dir: LocalJobDir | None = None
+    _exit_code: int | None = None
+    _last_check = 0.0
+    _stop_launch = False
+
+    _slurm: Slurm | None = None
+
+    @property
+    def slurm(self) -> Slurm:
+        if self._slurm is None:
+            self._slurm = Slurm()
+        return self._slurm
+
+    @property
+    def has_process(self) -> bool:
+        return self.job_id is not None and self._exit_code is None
+
+    @property
+    def ranks(self) -> int:
+        return self.nodes * self.ntasks_per_node
+
+    # -- start ----------------------------------------------------------------------------
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Prepare the connection info (key, CurveZMQ keys) the hub will use.
+
+        Called from ``KernelManager.pre_start_kernel()``, at start and restart."""
+        km = self.parent
+        assert km is not None, "a provisioner is created by a KernelManager"
+        if self.encryption and zmq.has("curve") and km.curve_publickey is None:
+            km.curve_publickey, km.curve_secretkey = zmq.curve_keypair()
+        self.connection_info = km.get_connection_info()
+        self._stop_launch = False
+        kwargs.pop("extra_arguments", None)
+        return await super().pre_launch(cmd=list(self.kernel_spec.argv), **kwargs)
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        """Submit the batch job (or, on restart, ask the running job for a fresh hub) and
+        wait until the hub listens; its connection info.
+
+        Called from ``KernelManager.launch_kernel()``."""
+        if self.job_dir is None:
+            # Short: the hub's IPC socket path inside it must stay under 108 bytes.
+            name = (self.kernel_id or uuid.uuid4().hex)[:8]
+            self.job_dir = LocalJobDir(Path(self.job_root) / name)
+            await self.job_dir.create()
+        for stale in ("hub.exit", "hub.ready", "stop"):
+            await self.job_dir.remove(stale)
+        await self.job_dir.write_private("launch.json", json.dumps(self._launch_file()))
+        self._exit_code = None
+        if self.job_id is None:
+            self.job_id = await self._submit(kwargs.get("cwd"))
+        else:
+            self.log.info("Slurm job %s: restarting the hub in the same allocation",
+                          self.job_id)
+        try:
+            info = await self._wait_for_hub()
+        except BaseException:
+            # A failed or cancelled start (shutdown while pending) must not leave a job.
+            await asyncio.shield(self._cancel_job())
+            raise
+        self.connection_info.update(info)  # type: ignore[typeddict-item]
+        return self.connection_info
+
+    def _launch_file(self) -> dict[str, Any]:
+        info = {k: (v.decode() if isinstance(v, bytes) else v)
+                for k, v in self.connection_info.items()}
+        if self.job_id is None:
+            # A new job: the hub picks free ports. A restart in the same job keeps the
+            # ports, so that connected clients (and the server's websockets) carry on.
+            info.update({port: 0 for port in PORTS})
+        info.pop("ip", None)  # the hub binds its own node's address
+        return info
+
+    def _hub_args(self) -> list[str]:
+        assert self.job_dir is not None
+        return [f"--ip={self.hub_ip}",
+                "--HubKernel.launcher_class=hpckernel.hub.launch.SrunLauncher",
+                f"--RankLauncher.ranks={self.ranks}",
+                f"--HubKernel.job_dir_parent={self.job_dir}",
+                f"--HubKernel.plane_ip={self.hub_ip}",
+                f"--HubKernel.client_timeout={self.client_timeout:g}",
+                f"--HubApp.ready_file={self.job_dir}/hub.ready"]
+
+    async def _submit(self, cwd: str | None) -> str:
+        assert self.job_dir is not None
+        slurm = self.slurm
+        partition = await slurm.partition(self.partition or None)
+        check_request(partition, nodes=self.nodes, time_limit=parse_duration(self.time))
+        request = JobRequest(nodes=self.nodes, ntasks_per_node=self.ntasks_per_node,
+                             time=self.time, partition=self.partition, account=self.account,
+                             qos=self.qos, constraint=self.constraint,
+                             job_name=f"hpckernel-{(self.kernel_id or '')[:8]}",
+                             walltime_warning=self.walltime_warning,
+                             extra=list(self.sbatch_args))
+        script = render_script(job_dir=str(self.job_dir), python=self.python,
+                               hub_args=self._hub_args(), setup=self.setup,
+                               workdir=cwd or os.getcwd(),
+                               relaunch_timeout=self.relaunch_timeout)
+        job_id = await slurm.submit(script, request.sbatch_options(
+            f"{self.job_dir}/slurm-%j.out"))
+        self.log.info("Slurm job %s submitted: %d node(s) x %d rank(s), walltime %s",
+                      job_id, self.nodes, self.ntasks_per_node, self.time)
+        return job_id
+
+    async def _wait_for_hub(self) -> dict[str, Any]:
+        assert self.job_id is not None
+        started = time.monotonic()
+        info = await self._job_state(None)
+        checked = time.monotonic()
+        while not self._stop_launch:
+            if not info.running or time.monotonic() - checked > self.poll_interval:
+                info = await self._job_state(info)
+                checked = time.monotonic()
+            if info.running:
+                hub = await self._hub_connection()
+                if hub is not None:
+                    self.log.info("Slurm job %s: kernel ready on %s after %.1f s",
+                                  self.job_id, info.nodelist, time.monotonic() - started)
+                    return hub
+            elif self.launch_timeout and time.monotonic() - started > self.launch_timeout:
+                raise KernelStartError(
+                    f"Slurm job {self.job_id} did not start within {self.launch_timeout:g} s "
+                    f"(still {info.state}: {info.reason_text or info.reason}); it was "
+                    "cancelled. Ask for fewer nodes or less time, or raise "
+                    "SlurmProvisioner.launch_timeout.")
+            await asyncio.sleep(0.2 if info.running else 1.0)
+        raise KernelStartError(f"Slurm job {self.job_id}: the start was cancelled")
+
+    async def _job_state(self, before: JobInfo | None) -> JobInfo:
+        """The job's state, logged when it or its reason changed; raises if it ended."""
+        info = await self.slurm.job(self.job_id or "")
+        if info is None or info.ended:
+            raise KernelStartError(await self._ended_message(info))
+        reason = info.reason_text or info.reason
+        if before is None or (before.state, before.reason_text or before.reason) != (
+                info.state, reason):
+            self.log.info("Slurm job %s: %s%s", self.job_id, info.state,
+                          f" ({reason})" if reason else "")
+        return info
+
+    async def _hub_connection(self) -> dict[str, Any] | None:
+        """The hub's address and ports once it has bound them, else None."""
+        assert self.job_dir is not None
+        if await self.job_dir.read("hub.ready") is None:
+            return None  # the hub is not listening yet
+        text = await self.job_dir.read("connection.json")
+        try:
+            written = json.loads(text or "")
+        except ValueError:
+            return None  # not written yet, or half written
+        if not all(written.get(port) for port in PORTS) or not written.get("ip"):
+            return None
+        return {"ip": written["ip"], **{port: written[port] for port in PORTS}}
+
+    async def _ended_message(self, info: JobInfo | None) -> str:
+        assert self.job_dir is not None
+        if info is None:
+            info = await self.slurm.accounting(self.job_id or "")
+        what = "is gone" if info is None else (
+            f"ended: {info.state}" + (f" ({info.reason_text or info.reason})"
+                                      if info.reason_text or info.reason else "")
+            + (f", exit code {info.exit_code}:{info.signal}" if info.exit_code is not None
+               else ""))
+        out = await self.job_dir.read(f"slurm-{self.job_id}.out") or ""
+        tail = "\n".join(out.strip().splitlines()[-15:])
+        return (f"Slurm job {self.job_id} {what}" + (f"\njob output:\n{tail}" if tail else ""))
+
+    # -- running ----------------------------------------------------------------------
+
+    async def poll(self) -> int | None:
+        """None while the hub runs, else an exit code.
+
+        Called from ``KernelManager.is_alive()`` — by jupyter_server's restarter every few
+        seconds; Slurm itself is asked at most every ``poll_interval`` seconds."""
+        if self.job_id is None or self.job_dir is None:
+            return 0
+        if self._exit_code is not None:
+            return self._exit_code
+        hub_exit = await self.job_dir.read("hub.exit")
+        if hub_exit is not None:
+            return int(hub_exit.strip() or 1)
+        if time.monotonic() - self._last_check < self.poll_interval:
+            return None
+        self._last_check = time.monotonic()
+        try:
+            info = await self.slurm.job(self.job_id)
+        except SlurmError as e:
+            self.log.warning("cannot check Slurm job %s: %s", self.job_id, e)
+            return None
+        if info is not None and not info.ended:
+            return None
+        self.log.warning("%s", await self._ended_message(info))
+        self._exit_code = (info.exit_code or 1) if info is not None else 1
+        return self._exit_code
+
+    async def wait(self) -> int | None:
+        """Wait until the hub (or the job) has ended.
+
+        Called from ``KernelManager`` while it finishes a shutdown."""
+        # Slurm has no event to wait on: poll (poll() itself limits how often Slurm is asked).
+        while (code := await self.poll()) is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.5)
+        return code
+
+    async def send_signal(self, signum: int) -> None:
+        """Signal the batch job (which passes USR1/TERM on to the hub).
+
+        Called from ``KernelManager.signal_kernel()``; interrupts use messages instead."""
+        if self.job_id is not None and signum:
+            await self.slurm.cancel(self.job_id, signal=str(signum))
+
+    async def kill(self, restart: bool = False) -> None:
+        """End the job. Called from ``KernelManager`` when a hub did not stop by itself."""
+        await self._cancel_job()
+
+    async def terminate(self, restart: bool = False) -> None:
+        """End the job. Called from ``KernelManager`` when a hub did not stop by itself."""
+        await self._cancel_job()
+
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        """Tell the batch job whether a new hub follows this one.
+
+        Called from ``KernelManager.request_shutdown()`` before the shutdown message."""
+        self._stop_launch = not restart
+        if self.job_dir is not None:
+            await self.job_dir.touch("restart" if restart else "stop")
+
+    async def cleanup(self, restart: bool = False) -> None:
+        """On a real shutdown: cancel the job, wait until Slurm reports it gone, remove the
+        job directory's secrets. Called from ``KernelManager.cleanup_resources()``."""
+        if restart:
+            return
+        await self._cancel_job()
+        if self.job_dir is not None:
+            for name in ("launch.json", "connection.json"):
+                await self.job_dir.remove(name)
+
+    async def _cancel_job(self) -> None:
+        job_id, self.job_id = self.job_id, None
+        if job_id is None:
+            return
+        try:
+            await self.slurm.cancel(job_id)
+            info = await self.slurm.wait_gone(job_id, timeout=self.get_shutdown_wait_time())
+            self.log.info("Slurm job %s ended%s", job_id, f": {info.state}" if info else "")
+        except (SlurmError, TimeoutError) as e:
+            self.log.error("could not cancel Slurm job %s: %s — cancel it with scancel",
+                           job_id, e)
+
+    # -- persistence and timing ---------------------------------------------------------
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        """Called by servers that persist kernels, so a restarted one can re-attach."""
+        info: dict[str, Any] = await super().get_provisioner_info()
+        info.update({"job_id": self.job_id, "job_dir": str(self.job_dir or "")})
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        """The inverse of ``get_provisioner_info``: re-attach to a running job."""
+        await super().load_provisioner_info(provisioner_info)
+        self.job_id = provisioner_info.get("job_id")
+        job_dir = provisioner_info.get("job_dir")
+        self.job_dir = LocalJobDir(Path(job_dir)) if job_dir else None
+
+    def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
+        """Called from ``KernelManager.finish_shutdown()``: scancel takes a few seconds."""
+        return max(recommended, 30.0)
+
+    def get_stable_start_time(self, recommended: float = 10.0) -> float:
+        """A start includes the queue wait."""
+        return max(recommended, self.launch_timeout or 3600.0)
+
+
+__all__ = ["KernelStartError", "SlurmProvisioner", "SubmitError"]
