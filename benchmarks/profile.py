@@ -56,6 +56,14 @@ def top_functions(raw: Path, limit: int = 18) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _keep(tmp: Path, name: str) -> None:
+    """Keep py-spy's raw stacks in benchmarks/results/logs/ (not committed)."""
+    logs = RESULTS / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for raw in tmp.glob("*.txt"):
+        shutil.copy(raw, logs / f"{name}-{raw.name}")
+
+
 def spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return subprocess.Popen([py_spy, "record", "-p", str(pid), "-d", str(int(seconds)),
@@ -80,6 +88,7 @@ def profile_cells(n: int, code: str, seconds: float) -> str:
         wall = (time.perf_counter() - t0) / count
         for p in spies:
             p.wait(timeout=60)
+        _keep(tmp, f"cells-{n}")
         return (f"# {count} cells {code!r} on {n} ranks, {wall * 1e3:.1f} ms each\n"
                 f"## hub (pid {hub})\n{top_functions(tmp / 'hub.txt')}"
                 f"## rank 0 (pid {rank0})\n{top_functions(tmp / 'rank.txt')}")
@@ -176,6 +185,7 @@ def profile_sim(n: int, seconds: float) -> str:
             kernel.cell("pass")
             count += 1
         spier.wait(timeout=60)
+        _keep(tmp, f"sim-{n}")
         return (f"# hub with {n} simulated ranks, {count} no-op cells\n"
                 f"{top_functions(tmp / 'hub.txt')}")
     finally:
@@ -190,12 +200,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--sim-ranks", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=12)
+    parser.add_argument("--tag", default="", help="suffix of the profile-cells file name")
+    parser.add_argument("--code", default="pass", help="the cell that ``cells`` repeats; "
+                        "e.g. '%%%%local\\nranks.pull(\"b\")'")
     args = parser.parse_args(argv)
     mpich_env()
     os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="bench-ipython-")
     RESULTS.mkdir(exist_ok=True)
     jobs: dict[str, list[tuple[str, Callable[[], str]]]] = {
-        "cells": [(f"cells-{n}", lambda n=n: profile_cells(n, "pass", args.seconds))
+        "cells": [(f"cells-{n}{args.tag}", lambda n=n: profile_cells(n, args.code, args.seconds))
                   for n in args.ranks],
         "start": [("start", profile_start)],
         "transport": [("transport", profile_transport)],

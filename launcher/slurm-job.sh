@@ -13,9 +13,10 @@ cd ${workdir} 2>/dev/null || cd "$$HOME"
 
 hub_pid=
 # Slurm's walltime warning (--signal=B:USR1@...) and scancel's TERM go to this shell: pass
-# them to the hub, which tells the notebook.
+# them to the hub, which tells the notebook. On TERM no new hub follows; the shell stays
+# until the hub is gone, so that Slurm can still find (and SIGKILL) it.
 trap '[ -n "$$hub_pid" ] && kill -USR1 $$hub_pid 2>/dev/null' USR1
-trap '[ -n "$$hub_pid" ] && kill -TERM $$hub_pid 2>/dev/null; exit 143' TERM
+trap 'touch "$$job_dir/stop"; rm -f "$$job_dir/restart"; [ -n "$$hub_pid" ] && kill -TERM $$hub_pid 2>/dev/null' TERM
 
 while true; do
     # Each (re)start of the hub waits for the provisioner's launch file.

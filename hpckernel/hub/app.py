@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from ipykernel.kernelapp import IPKernelApp, kernel_aliases
 from traitlets import Type, Unicode
@@ -81,8 +82,10 @@ class HubApp(IPKernelApp):
                            "failure); the kernel stops now")
         self.kernel.stop_ranks()
         # A normal exit, so ipykernel's close() still delivers the notice (os._exit would
-        # drop what the IOPub thread has not sent yet).
+        # drop what the IOPub thread has not sent yet) — but exit for sure before Slurm's
+        # SIGKILL comes.
         self.io_loop.add_callback(self.io_loop.stop)
+        threading.Timer(3.0, os._exit, (143,)).start()
 
     def _lease_expired(self) -> None:
         self.kernel.stop_ranks()

@@ -39,7 +39,7 @@ class HubKernel(IPythonKernel):
         "", help="Where to create the kernel's 0700 job directory (default: the temp dir; "
         "in a Slurm job, a directory every node can read).").tag(config=True)
     flush_interval = Float(0.1, help="Seconds between merged output messages.").tag(config=True)
-    interrupt_grace = Float(1.0, help="Seconds a rank may take to stop after an interrupt "
+    interrupt_grace = Float(3.0, help="Seconds a rank may take to stop after an interrupt "
                             "before it is reported stuck.").tag(config=True)
     start_timeout = Float(120.0, help="Seconds the ranks may take to start.").tag(config=True)
     plane_ip = Unicode("127.0.0.1", help="Address the ranks of other nodes connect to "

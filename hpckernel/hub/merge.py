@@ -69,7 +69,7 @@ class OutputMerger:
     """
 
     def __init__(self, targets: list[int], emit: Emit, budget: OutputBudget,
-                 hold: float = 0.5) -> None:
+                 hold: float = 1.0) -> None:
         self.targets = targets
         self.emit = emit
         self.budget = budget

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import threading
 import time
 from collections import deque
@@ -23,7 +24,7 @@ import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from ..plane import Message, PlaneInfo, pack, unpack, write_plane_info
+from ..plane import Message, PlaneInfo, make_job_dir, pack, unpack, write_plane_info
 from ..plane.addresses import node_name
 from ..targets import format_ranks
 from .launch import LaunchError, RankLauncher, describe_exit, exit_codes, log_tail
@@ -63,7 +64,7 @@ class RankInfo:
 class PoolSettings:
     flush_interval: float = 0.1
     heartbeat_interval: float = 1.0
-    interrupt_grace: float = 1.0
+    interrupt_grace: float = 3.0
     start_timeout: float = 120.0
     tcp_ip: str = "127.0.0.1"
 
@@ -182,7 +183,10 @@ class RankPool:
             sock.setsockopt(zmq.LINGER, 0)
             self._sockets.append(sock)
             self._spawn(self._receive(sock))
-        ipc_url = f"ipc://{self.job_dir}/plane.sock"
+        # The IPC socket lives in a short private directory on this node: the job directory
+        # can be deeper than a socket path may be (107 bytes), and only local ranks use it.
+        self._ipc_dir = make_job_dir()
+        ipc_url = f"ipc://{self._ipc_dir}/plane.sock"
         ipc.bind(ipc_url)
         port = tcp.bind_to_random_port(f"tcp://{self.settings.tcp_ip}")
         return PlaneInfo(node=node_name(), ipc_url=ipc_url,
@@ -466,6 +470,7 @@ class RankPool:
             task.cancel()
         self.auth.stop()
         self.ctx.destroy(linger=0)
+        shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
 
 def _unavailable(infos: list[RankInfo]) -> str:

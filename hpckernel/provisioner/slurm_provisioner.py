@@ -101,6 +101,7 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     _exit_code: int | None = None
     _last_check = 0.0
     _stop_launch = False
+    _shutdown_asked = False  # the hub ends because the manager asked (shutdown/restart)
 
     _slurm: Slurm | None = None
 
@@ -129,7 +130,7 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if self.encryption and zmq.has("curve") and km.curve_publickey is None:
             km.curve_publickey, km.curve_secretkey = zmq.curve_keypair()
         self.connection_info = km.get_connection_info()
-        self._stop_launch = False
+        self._stop_launch = self._shutdown_asked = False
         kwargs.pop("extra_arguments", None)
         return await super().pre_launch(cmd=list(self.kernel_spec.argv), **kwargs)
 
@@ -278,7 +279,10 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             return self._exit_code
         hub_exit = await self.job_dir.read("hub.exit")
         if hub_exit is not None:
-            return int(hub_exit.strip() or 1)
+            code = int(hub_exit.strip() or 1)
+            if not self._shutdown_asked:
+                await self._report_death(f"the kernel's hub exited with code {code}")
+            return code
         if time.monotonic() - self._last_check < self.poll_interval:
             return None
         self._last_check = time.monotonic()
@@ -292,6 +296,17 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self.log.warning("%s", await self._ended_message(info))
         self._exit_code = (info.exit_code or 1) if info is not None else 1
         return self._exit_code
+
+    async def _report_death(self, what: str) -> None:
+        """Log why a hub ended that nobody asked to end: Slurm's account of the job
+        (cancelled, out of time, node failure), once it has ended."""
+        assert self.job_id is not None
+        try:
+            info = await self.slurm.wait_gone(self.job_id, timeout=15)
+        except (SlurmError, TimeoutError):
+            info = await self.slurm.job(self.job_id)
+        self.log.warning("%s; %s", what, await self._ended_message(info))
+        self._exit_code = 1
 
     async def wait(self) -> int | None:
         """Wait until the hub (or the job) has ended.
@@ -322,6 +337,7 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
         Called from ``KernelManager.request_shutdown()`` before the shutdown message."""
         self._stop_launch = not restart
+        self._shutdown_asked = True
         if self.job_dir is not None:
             await self.job_dir.touch("restart" if restart else "stop")
 

@@ -24,7 +24,8 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
 
 @pytest.fixture
 def fresh_kernel(tmp_path: Path) -> Iterator[Kernel]:
-    """A kernel of its own, for tests that kill or wedge ranks."""
-    k = Kernel(tmp_path, ranks=4)
+    """A kernel of its own, for tests that kill or wedge ranks. Its ranks get 5 s to obey
+    an interrupt: on a loaded 2-core machine the default can be too short."""
+    k = Kernel(tmp_path, ranks=4, extra=["--HubKernel.interrupt_grace=5"])
     yield k
     _close(k)
