@@ -195,8 +195,7 @@ def profile_sim(n: int, seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
-    parser.add_argument("what", nargs="*", default=["cells", "start", "transport", "sim"],
-                        choices=["cells", "start", "transport", "sim"])
+    parser.add_argument("what", nargs="*", help="of cells, start, transport, sim (default: all)")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--sim-ranks", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=12)
@@ -204,6 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--code", default="pass", help="the cell that ``cells`` repeats; "
                         "e.g. '%%%%local\\nranks.pull(\"b\")'")
     args = parser.parse_args(argv)
+    args.what = args.what or ["cells", "start", "transport", "sim"]
+    if set(args.what) - {"cells", "start", "transport", "sim"}:
+        parser.error("choose from cells, start, transport, sim")
     mpich_env()
     os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="bench-ipython-")
     RESULTS.mkdir(exist_ok=True)

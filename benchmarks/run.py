@@ -25,7 +25,7 @@ import numpy as np
 import psutil
 
 from . import report, simranks
-from .systems import ARRAY_BYTES, SYSTEMS, System, mpich_env
+from .systems import ARRAY_BYTES, SYSTEMS, Cell, IPyKernel, System, mpich_env
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -86,8 +86,10 @@ def guarded(result: dict[str, Any], key: str, fn: Callable[[], Any]) -> None:
         print(f"    {key} failed: {type(e).__name__}: {e}", flush=True)
 
 
-def measure(name: str, n: int, plan: Plan, full: bool) -> dict[str, Any]:
-    """All metrics of one system at one N (only M1, M2, M6 when not ``full``)."""
+def measure(name: str, n: int, plan: Plan, full: bool, ref: System | None = None
+            ) -> dict[str, Any]:
+    """All metrics of one system at one N (only M1, M2, M6 when not ``full``). With
+    ``ref`` (a running ipykernel), M1 and M2 cells alternate with the same cell on it."""
     res: dict[str, Any] = {}
     system = SYSTEMS[name](n)
     print(f"  {name} N={n}", flush=True)
@@ -97,8 +99,8 @@ def measure(name: str, n: int, plan: Plan, full: bool) -> dict[str, Any]:
         system.setup()
         ranks, hubs = system.rank_pids(), system.hub_pids()
         res["pids"] = {"ranks": ranks, "hub": hubs}
-        guarded(res, "M1", lambda: noop(system, plan.noop_reps, ranks, hubs))
-        guarded(res, "M2", lambda: print_rank(system, plan.print_reps))
+        guarded(res, "M1", lambda: noop(system, plan.noop_reps, ranks, hubs, ref))
+        guarded(res, "M2", lambda: print_rank(system, plan.print_reps, ref))
         if full:
             guarded(res, "M4", lambda: array(system, system.push, plan.array_reps))
             guarded(res, "M5", lambda: array(system, system.pull, plan.array_reps))
@@ -123,21 +125,33 @@ def measure(name: str, n: int, plan: Plan, full: bool) -> dict[str, Any]:
     return res
 
 
-def noop(system: System, reps: int, ranks: list[int], hubs: list[int]) -> dict[str, Any]:
-    system.cell("pass")  # warm-up
+def paired(system: System, code: str, reps: int, ref: System | None
+           ) -> tuple[list[Cell], dict[str, Any]]:
+    """``reps`` cells on ``system``, each followed by the same cell on ``ref``."""
+    system.cell(code)  # warm-up
+    cells, reference = [], []
+    for _ in range(reps):
+        cells.append(system.cell(code))
+        if ref is not None:
+            cell = ref.cell(code)
+            reference.append(cell.last_output if code != "pass" else cell.seconds)
+    return cells, ({"ipk_paired": stats(reference)} if reference else {})
+
+
+def noop(system: System, reps: int, ranks: list[int], hubs: list[int],
+         ref: System | None = None) -> dict[str, Any]:
     before = cpu_seconds(ranks + hubs)
-    samples = [system.cell("pass").seconds for _ in range(reps)]
+    cells, reference = paired(system, "pass", reps, ref)
     after = cpu_seconds(ranks + hubs)
     used = {pid: after[pid] - before[pid] for pid in before}
-    return {**stats(samples),
+    return {**stats([c.seconds for c in cells]), **reference,
             "hub_cpu_ms_per_cell": sum(used[p] for p in hubs) / reps * 1e3,
             "rank_cpu_ms_per_cell": sum(used[p] for p in ranks) / len(ranks) / reps * 1e3}
 
 
-def print_rank(system: System, reps: int) -> dict[str, Any]:
-    system.cell("print(rank)")
-    cells = [system.cell("print(rank)") for _ in range(reps)]
-    return {**stats([c.last_output for c in cells]),
+def print_rank(system: System, reps: int, ref: System | None = None) -> dict[str, Any]:
+    cells, reference = paired(system, "print(rank)", reps, ref)
+    return {**stats([c.last_output for c in cells]), **reference,
             "complete": all(system.print_complete(c.text) for c in cells)}
 
 
@@ -212,15 +226,26 @@ def main(argv: list[str] | None = None) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
 
+    bytecode_cache()
     data: dict[str, Any] = {"meta": meta(plan), "results": {}}
     started = time.monotonic()
-    for name in plan.systems:
-        ns = [1] if name == "ipykernel" else plan.ns
-        scale = [] if name == "ipykernel" else plan.scale_ns
-        data["results"][name] = {}
-        for n in ns + scale:
-            data["results"][name][str(n)] = measure(name, n, plan, full=n in ns)
-            _save(out, data)
+    ref: System | None = None
+    if "ipykernel" in plan.systems:
+        ref = IPyKernel(1)  # the reference cells interleaved with every M1/M2 loop
+        ref.start()
+        ref.setup()
+    try:
+        for name in plan.systems:
+            ns = [1] if name == "ipykernel" else plan.ns
+            scale = [] if name == "ipykernel" else plan.scale_ns
+            data["results"][name] = {}
+            for n in ns + scale:
+                data["results"][name][str(n)] = measure(
+                    name, n, plan, full=n in ns, ref=None if name == "ipykernel" else ref)
+                _save(out, data)
+    finally:
+        if ref is not None:
+            ref.stop()
     if plan.sim_ns:
         print("  simulated ranks", flush=True)
         data["simulated"] = simranks.measure_all(plan.sim_ns, plan.sim_reps)
@@ -236,6 +261,23 @@ def main(argv: list[str] | None = None) -> None:
     leftover = psutil.Process().children(recursive=True)
     if leftover:
         print(f"warning: processes left: {[p.pid for p in leftover]}", file=sys.stderr)
+
+
+def bytecode_cache() -> None:
+    """This sandbox sets PYTHONDONTWRITEBYTECODE, so every rank would compile hpckernel from
+    source at each start, which no installed hpckernel does. Let Python cache bytecode, in a
+    directory of its own (not in the source tree), and fill it for the common modules."""
+    if not os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+        return
+    os.environ.setdefault("PYTHONPYCACHEPREFIX",
+                          str(Path.home() / ".cache" / "hpckernel-bench" / "pycache"))
+    subprocess.run([sys.executable, "-c", WARM_IMPORTS], check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+WARM_IMPORTS = ("import ipykernel.kernelapp, ipyparallel, ipyparallel.engine.app, "
+                "ipyparallel.controller.app, hpckernel.hub.app, hpckernel.worker.runner, "
+                "numpy, mpi4py.MPI, cloudpickle, psutil, jupyter_client, matplotlib.pyplot")
 
 
 def _save(out: Path, data: dict[str, Any]) -> None:

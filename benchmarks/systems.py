@@ -136,6 +136,8 @@ def end_processes(procs: list[psutil.Process], timeout: float = 10) -> list[int]
 class JupyterKernel(System):
     """A kernel started by jupyter_client's KernelManager, driven by a blocking client."""
 
+    cwd: str | None = None  # the kernel's working directory (python -m imports from it)
+
     def _manager(self) -> Any:
         raise NotImplementedError
 
@@ -147,7 +149,7 @@ class JupyterKernel(System):
         t0 = time.perf_counter()
         self.km = self._manager()
         with open(LOGS / f"{self.name}-{self.n}.log", "ab") as log:
-            self.km.start_kernel(env=self._env(), stdout=log, stderr=log)
+            self.km.start_kernel(env=self._env(), stdout=log, stderr=log, cwd=self.cwd)
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=300)
@@ -245,8 +247,9 @@ class HpcKernel(JupyterKernel):
     name = "hpckernel"
 
     def __init__(self, n: int, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         super().__init__(n)
+        self.cwd = cwd
         self.extra = extra or []
         self.extra_env = env or {}
         self.spec_dir = Path(tempfile.mkdtemp(prefix="hpckernel-bench-"))
