@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "kernel, e.g. 'module load python'")
     slurm.add_argument("--launch-timeout", type=float, default=None,
                        help="seconds the job may stay pending before the start fails")
+    slurm.add_argument("--login", default="", help="reach the cluster through this login "
+                       "node: anything ssh accepts (user@host, a Host alias)")
+    slurm.add_argument("--ssh-arg", action="append", default=[], dest="ssh_args",
+                       metavar="ARG", help="another ssh option (repeatable)")
+    slurm.add_argument("--python", default="", help="Python with hpckernel on the compute "
+                       "nodes (default: this one)")
     where = inst.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="install for the current user")
     where.add_argument("--sys-prefix", action="store_true",
@@ -94,7 +100,7 @@ def _slurm_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {"nodes": args.nodes, "ntasks_per_node": args.ntasks_per_node,
                                 "time": args.time}
     for key in ("partition", "account", "qos", "constraint", "setup", "sbatch_args",
-                "launch_timeout"):
+                "launch_timeout", "login", "ssh_args", "python"):
         value = getattr(args, key)
         if value not in ("", [], None):
             settings[key] = value

@@ -34,7 +34,8 @@ from ..slurm import (
     parse_duration,
 )
 from .batch import JobRequest, render_script
-from .jobdir import LocalJobDir
+from .jobdir import JobDir, LocalJobDir, RemoteJobDir, remote_home
+from .ssh import LoginError, SSHConnection, SSHRunner
 
 PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
@@ -61,9 +62,16 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                     "'module load python'.").tag(config=True)
     python = Unicode(sys.executable, help="Python on the compute nodes that has hpckernel "
                      "installed (default: this one, on a shared file system).").tag(config=True)
-    job_root = Unicode(str(Path.home() / ".hpckernel" / "jobs"),
-                       help="Where job directories are made; the compute nodes must see it."
-                       ).tag(config=True)
+    job_root = Unicode("", help="Where job directories are made; the compute nodes must "
+                       "see it (default: ~/.hpckernel/jobs where sbatch runs).").tag(config=True)
+    login = Unicode("", help="Reach the cluster through this login node: anything `ssh` "
+                    "accepts (user@host, a Host alias of ~/.ssh/config).").tag(config=True)
+    ssh_args = List(Unicode(), help="More options for ssh, e.g. ['-F', 'my_config'].").tag(
+        config=True)
+    connect_timeout = Float(20.0, help="Seconds to wait for the login node to answer.").tag(
+        config=True)
+    login_timeout = Float(120.0, help="Seconds the login node may stay unreachable before "
+                          "the kernel is reported dead.").tag(config=True)
     launch_timeout = Float(600.0, help="Seconds the job may stay pending before it is "
                            "cancelled and the start fails; 0: wait forever.").tag(config=True)
     walltime_warning = Integer(300, help="Warn in the notebook this many seconds before the "
@@ -97,19 +105,36 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         return str(proposal["value"])
 
     job_id: str | None = None
-    job_dir: LocalJobDir | None = None
+    job_dir: JobDir | None = None
+    _hub_ip = ""
     _exit_code: int | None = None
     _last_check = 0.0
     _stop_launch = False
     _shutdown_asked = False  # the hub ends because the manager asked (shutdown/restart)
 
     _slurm: Slurm | None = None
+    _ssh: SSHConnection | None = None
+    _tunnels: dict[int, int] | None = None  # hub port -> local port
+    _login_lost_at: float | None = None
 
     @property
     def slurm(self) -> Slurm:
         if self._slurm is None:
-            self._slurm = Slurm()
+            self._slurm = Slurm(SSHRunner(self._ssh) if self._ssh is not None else None)
         return self._slurm
+
+    async def _connect(self) -> None:
+        """Open the SSH master connection to the login node, if there is one."""
+        if self.login and (self._ssh is None or not self._ssh.alive):
+            self._ssh = SSHConnection(self.login, self.ssh_args, self.connect_timeout)
+            await self._ssh.open()
+            self._slurm = None
+
+    async def _job_root(self) -> str:
+        if self.job_root:
+            return self.job_root
+        home = await remote_home(self._ssh) if self._ssh is not None else str(Path.home())
+        return f"{home}/.hpckernel/jobs"
 
     @property
     def has_process(self) -> bool:
@@ -139,17 +164,19 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         wait until the hub listens; its connection info.
 
         Called from ``KernelManager.launch_kernel()``."""
+        await self._connect()
         if self.job_dir is None:
-            # Short: the hub's IPC socket path inside it must stay under 108 bytes.
-            name = (self.kernel_id or uuid.uuid4().hex)[:8]
-            self.job_dir = LocalJobDir(Path(self.job_root) / name)
+            path = f"{await self._job_root()}/{(self.kernel_id or uuid.uuid4().hex)[:8]}"
+            self.job_dir = (RemoteJobDir(self._ssh, path) if self._ssh is not None
+                            else LocalJobDir(Path(path)))
             await self.job_dir.create()
         for stale in ("hub.exit", "hub.ready", "stop"):
             await self.job_dir.remove(stale)
         await self.job_dir.write_private("launch.json", json.dumps(self._launch_file()))
         self._exit_code = None
         if self.job_id is None:
-            self.job_id = await self._submit(kwargs.get("cwd"))
+            # A local working directory means nothing on the login node: use the home there.
+            self.job_id = await self._submit(None if self._ssh else kwargs.get("cwd"))
         else:
             self.log.info("Slurm job %s: restarting the hub in the same allocation",
                           self.job_id)
@@ -159,8 +186,51 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             # A failed or cancelled start (shutdown while pending) must not leave a job.
             await asyncio.shield(self._cancel_job())
             raise
+        if self._ssh is not None:
+            info = await self._tunnel(info)
         self.connection_info.update(info)  # type: ignore[typeddict-item]
         return self.connection_info
+
+    async def _tunnel(self, hub: dict[str, Any]) -> dict[str, Any]:
+        """Forward a loopback port here to each of the hub's ports (through the login node);
+        the connection info the client uses. Ports already forwarded are kept."""
+        assert self._ssh is not None
+        tunnels = self._tunnels or {}
+        local: dict[str, Any] = {"ip": "127.0.0.1"}
+        for name in PORTS:
+            remote = int(hub[name])
+            tunnels[remote] = await self._ssh.forward(hub["ip"], remote, tunnels.get(remote))
+            local[name] = tunnels[remote]
+        self._tunnels = tunnels
+        self._hub_ip = str(hub["ip"])
+        return local
+
+    async def _check_login(self) -> int | None:
+        """Rebuild a lost SSH master and its tunnels on the same local ports, so connected
+        clients just reconnect; None while fine, an exit code once the login node has been
+        gone for longer than ``login_timeout``."""
+        assert self._ssh is not None
+        if self._ssh.alive:
+            return None
+        now = time.monotonic()
+        if self._login_lost_at is None:
+            self._login_lost_at = now
+            self.log.warning("lost the SSH connection to %s; reconnecting", self.login)
+        try:
+            await self._connect()
+            for remote, local in (self._tunnels or {}).items():
+                await self._ssh.forward(self._hub_ip, remote, local)
+        except (LoginError, SlurmError) as e:
+            if now - self._login_lost_at > self.login_timeout:
+                self.log.error("the login node %s has been unreachable for %.0f s: %s",
+                               self.login, now - self._login_lost_at, e)
+                self._exit_code = 1
+                return 1
+            return None
+        self.log.warning("SSH connection to %s restored after %.1f s; the tunnels are back",
+                         self.login, time.monotonic() - self._login_lost_at)
+        self._login_lost_at = None
+        return None
 
     def _launch_file(self) -> dict[str, Any]:
         info = {k: (v.decode() if isinstance(v, bytes) else v)
@@ -277,6 +347,10 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             return 0
         if self._exit_code is not None:
             return self._exit_code
+        if self._ssh is not None and (lost := await self._check_login()) is not None:
+            return lost
+        if self._login_lost_at is not None:
+            return None  # still reconnecting: nothing can be read from the cluster
         hub_exit = await self.job_dir.read("hub.exit")
         if hub_exit is not None:
             code = int(hub_exit.strip() or 1)
@@ -347,9 +421,14 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if restart:
             return
         await self._cancel_job()
-        if self.job_dir is not None:
-            for name in ("launch.json", "connection.json"):
-                await self.job_dir.remove(name)
+        try:
+            if self.job_dir is not None:
+                for name in ("launch.json", "connection.json"):
+                    await self.job_dir.remove(name)
+        finally:
+            if self._ssh is not None:
+                await self._ssh.close()  # and with it every tunnel
+                self._ssh = None
 
     async def _cancel_job(self) -> None:
         job_id, self.job_id = self.job_id, None
@@ -368,7 +447,8 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     async def get_provisioner_info(self) -> dict[str, Any]:
         """Called by servers that persist kernels, so a restarted one can re-attach."""
         info: dict[str, Any] = await super().get_provisioner_info()
-        info.update({"job_id": self.job_id, "job_dir": str(self.job_dir or "")})
+        info.update({"job_id": self.job_id, "job_dir": str(self.job_dir or ""),
+                     "tunnels": self._tunnels, "hub_ip": getattr(self, "_hub_ip", None)})
         return info
 
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
@@ -376,7 +456,16 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         await super().load_provisioner_info(provisioner_info)
         self.job_id = provisioner_info.get("job_id")
         job_dir = provisioner_info.get("job_dir")
-        self.job_dir = LocalJobDir(Path(job_dir)) if job_dir else None
+        tunnels = provisioner_info.get("tunnels")
+        self._tunnels = {int(k): int(v) for k, v in tunnels.items()} if tunnels else None
+        self._hub_ip = provisioner_info.get("hub_ip") or ""
+        await self._connect()
+        if self._ssh is not None and self._tunnels:
+            for remote, local in self._tunnels.items():
+                await self._ssh.forward(self._hub_ip, remote, local)
+        if job_dir:
+            self.job_dir = (RemoteJobDir(self._ssh, job_dir) if self._ssh is not None
+                            else LocalJobDir(Path(job_dir)))
 
     def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
         """Called from ``KernelManager.finish_shutdown()``: scancel takes a few seconds."""

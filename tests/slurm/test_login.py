@@ -1,0 +1,256 @@
+"""The "Slurm MPI" kernel through an SSH login node (the test bed's real sshd), and the
+security promises: secrets off command lines, private files, authenticated sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from hpckernel.provisioner.ssh import LoginError
+from tests.cluster.fixtures import testbed_env
+from tests.kernel.harness import Kernel
+
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
+
+INTRUDER = "hpck-intruder"
+SITE = next(p for p in sys.path if p.endswith("site-packages"))
+
+
+@pytest.fixture(autouse=True)
+def login_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = testbed_env()
+    # Only the login node knows the cluster: no Slurm configuration on this side.
+    monkeypatch.delenv("SLURM_CONF", raising=False)
+    return env
+
+
+def ssh_config(tmp: Path, env: dict[str, str], known_hosts: str | None = None,
+               key: str | None = None, host: str | None = None) -> Path:
+    path = tmp / "ssh_config"
+    path.write_text(
+        "Host testlogin\n"
+        f"  HostName {host or env['HPCKERNEL_TEST_SSH_HOST']}\n"
+        f"  Port {env['HPCKERNEL_TEST_SSH_PORT']}\n"
+        f"  User {env['HPCKERNEL_TEST_SSH_USER']}\n"
+        f"  IdentityFile {key or env['HPCKERNEL_TEST_SSH_KEY']}\n"
+        f"  UserKnownHostsFile {known_hosts or env['HPCKERNEL_TEST_SSH_KNOWN_HOSTS']}\n"
+        "  IdentitiesOnly yes\n")
+    return path
+
+
+def settings(tmp: Path, config: Path, **extra: Any) -> dict[str, Any]:
+    return {"partition": "debug", "nodes": 2, "ntasks_per_node": 1, "time": "00:10:00",
+            "login": "testlogin", "ssh_args": ["-F", str(config)], "poll_interval": 1.0,
+            "connect_timeout": 5, **extra}
+
+
+def accepted_logins() -> int:
+    log = Path(os.environ.get("HPCKERNEL_TESTBED", "/tmp/hpckernel-testbed")) / "log/sshd.log"
+    return log.read_text().count("Accepted publickey")
+
+
+def ssh_masters() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"])
+            if p.info["cmdline"] and p.info["cmdline"][0] == "ssh" and "-M" in p.info["cmdline"]]
+
+
+def queued(job_id: str, env: dict[str, str]) -> bool:
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i"], capture_output=True,
+                         text=True, env={**os.environ, **env}).stdout
+    return job_id in out.split()
+
+
+@pytest.fixture
+def login_kernel(tmp_path: Path, login_env: dict[str, str]) -> Iterator[Kernel]:
+    before = accepted_logins()
+    kernel = Kernel(tmp_path, slurm=settings(tmp_path, ssh_config(tmp_path, login_env)))
+    kernel.handshakes = accepted_logins() - before  # type: ignore[attr-defined]
+    provisioner = kernel.km.provisioner
+    job_id, master = provisioner.job_id, provisioner._ssh.master  # type: ignore[union-attr]
+    yield kernel
+    kernel.shutdown()
+    assert not queued(job_id, login_env), "the job outlived the kernel"
+    assert provisioner._ssh is None, "the SSH connection was not closed"
+    assert not psutil.pid_exists(master.pid) or (
+        psutil.Process(master.pid).status() == psutil.STATUS_ZOMBIE), "the SSH master lives on"
+
+
+def test_kernel_through_the_login_node(login_kernel: Kernel) -> None:
+    result = login_kernel.ok("import os\nprint(rank, os.environ['SLURMD_NODENAME'])")
+    assert result.text() == "[stdout:0] 0 n1\n[stdout:1] 1 n2\n"
+    # One SSH handshake for the whole start: every command went through the master.
+    assert login_kernel.handshakes == 1  # type: ignore[attr-defined]
+    info = login_kernel.km.get_connection_info()
+    assert info["ip"] == "127.0.0.1"
+    master = login_kernel.km.provisioner._ssh.master  # type: ignore[union-attr]
+    listening = {c.laddr.ip for c in psutil.Process(master.pid).net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN}
+    assert listening == {"127.0.0.1"}, "a tunnel listens beyond loopback"
+    ports = {c.laddr.port for c in psutil.Process(master.pid).net_connections("tcp")
+             if c.status == psutil.CONN_LISTEN}
+    assert {info[p] for p in ("shell_port", "iopub_port", "stdin_port", "control_port",
+                              "hb_port")} <= ports
+
+
+def test_tunnel_loss_is_repaired_and_the_session_survives(login_kernel: Kernel) -> None:
+    login_kernel.ok("kept = 'namespace intact'")
+    provisioner = login_kernel.km.provisioner
+    old = provisioner._ssh.master  # type: ignore[union-attr]
+    old.kill()
+    assert login_kernel.km.is_alive()  # the manager's poll rebuilds master and tunnels
+    assert provisioner._ssh.master.pid != old.pid  # type: ignore[union-attr]
+    result = login_kernel.ok("print(kept)", timeout=60)
+    assert result.text() == "[stdout:0-1] namespace intact\n"
+
+
+@pytest.mark.parametrize("case", ["host", "key", "hostkey", "ssh"])
+def test_login_failures_are_clear_and_leave_nothing(
+        tmp_path: Path, login_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+        case: str) -> None:
+    config = ssh_config(tmp_path, login_env)
+    expect = {"host": "does not resolve", "key": "refused the login",
+              "hostkey": "host key of testlogin is unknown or has changed",
+              "ssh": "`ssh` not found"}[case]
+    if case == "host":
+        config = ssh_config(tmp_path, login_env, host="no-such-host.invalid")
+    elif case == "key":
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                        str(tmp_path / "stranger")], check=True)
+        config = ssh_config(tmp_path, login_env, key=str(tmp_path / "stranger"))
+    elif case == "hostkey":
+        (tmp_path / "empty_known_hosts").write_text("")
+        config = ssh_config(tmp_path, login_env, known_hosts=str(tmp_path / "empty_known_hosts"))
+    else:
+        monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    masters = {p.pid for p in ssh_masters()}
+    t0 = time.monotonic()
+    with pytest.raises(LoginError) as failure:
+        Kernel(tmp_path, slurm=settings(tmp_path, config))
+    assert expect in str(failure.value)
+    assert time.monotonic() - t0 < 30
+    assert {p.pid for p in ssh_masters()} <= masters, "a master connection was left behind"
+
+
+def _secrets(kernel: Kernel) -> list[str]:
+    info = kernel.km.get_connection_info()
+    return [v.decode() if isinstance(v, bytes) else str(v)
+            for v in (info["key"], info["curve_secretkey"])]
+
+
+def test_secrets_never_on_command_lines_or_in_environments(login_kernel: Kernel) -> None:
+    secrets = _secrets(login_kernel)
+    scanned = 0
+    for proc in psutil.process_iter(["cmdline", "environ", "name"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        assert not any(s in cmdline for s in secrets), f"secret on the command line of {proc}"
+        if any(w in cmdline for w in ("hpckernel", "srun", "ssh", "sbatch", "slurmstepd")):
+            scanned += 1
+            environ = " ".join(f"{k}={v}" for k, v in (proc.info["environ"] or {}).items())
+            assert not any(s in environ for s in secrets), f"secret in the environment of {proc}"
+    assert scanned >= 4  # hub, ranks, srun, ssh master at least
+
+
+def test_files_are_private_and_sockets_bind_narrowly(login_kernel: Kernel) -> None:
+    job_dir = str(login_kernel.km.provisioner.job_dir)  # type: ignore[union-attr]
+    assert oct(os.stat(job_dir).st_mode & 0o777) == "0o700"
+    for name in ("connection.json",):
+        assert oct(os.stat(f"{job_dir}/{name}").st_mode & 0o777) == "0o600"
+    plane = next(Path(job_dir).glob("hpckernel-*/plane.json"))
+    assert oct(plane.stat().st_mode & 0o777) == "0o600"
+    hub_pid = int(Path(job_dir, "hub.ready").read_text())
+    hub = psutil.Process(hub_pid)
+    # Our processes only: srun listens on every interface for its own step I/O, as Slurm
+    # always does (a site limits that with SrunPortRange and its firewall).
+    ours = [p for p in [hub, *hub.children(recursive=True)] if p.name().startswith("python")]
+    assert len(ours) >= 3  # the hub and two ranks
+    for proc in ours:
+        for conn in proc.net_connections("inet"):
+            if conn.status == psutil.CONN_LISTEN:
+                assert conn.laddr.ip not in ("0.0.0.0", "::"), f"{proc} listens everywhere"
+
+
+@pytest.fixture(scope="module")
+def intruder() -> str:
+    if subprocess.run(["id", INTRUDER], capture_output=True).returncode != 0:
+        subprocess.run(["/usr/sbin/useradd", "--no-create-home", "--shell", "/bin/sh", INTRUDER],
+                       check=True)
+    return INTRUDER
+
+
+def _as_intruder(user: str, code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["/usr/sbin/runuser", "-u", user, "--", "/usr/bin/python3", "-c", code],
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": SITE, "PATH": "/usr/bin:/bin"})
+
+
+def test_another_user_can_neither_read_nor_run_code(login_kernel: Kernel, intruder: str,
+                                                     tmp_path: Path) -> None:
+    job_dir = str(login_kernel.km.provisioner.job_dir)  # type: ignore[union-attr]
+    denied = subprocess.run(["/usr/sbin/runuser", "-u", intruder, "--", "cat",
+                             f"{job_dir}/connection.json"], capture_output=True, text=True)
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    info = json.loads(Path(job_dir, "connection.json").read_text())
+    marker = tmp_path / "pwned"
+    tmp_path.chmod(0o777)
+    code = f"""
+import json, uuid, zmq, hmac, hashlib, time
+ctx = zmq.Context()
+results = []
+for curve in (False, True):
+    s = ctx.socket(zmq.DEALER)
+    s.linger = 0
+    if curve:  # a CurveZMQ client with a made-up server key
+        pub, sec = zmq.curve_keypair()
+        s.curve_serverkey, s.curve_publickey, s.curve_secretkey = pub, pub, sec
+    s.connect("tcp://{info['ip']}:{info['shell_port']}")
+    header = {{"msg_id": uuid.uuid4().hex, "username": "x", "session": "x",
+              "msg_type": "execute_request", "version": "5.3", "date": ""}}
+    parts = [json.dumps(p).encode() for p in (header, {{}}, {{}},
+             {{"code": "open({str(marker)!r}, 'w').write('x')", "silent": False}})]
+    sig = hmac.new(b"guessed-key", b"".join(parts), hashlib.sha256).hexdigest().encode()
+    s.send_multipart([b"<IDS|MSG>", sig, *parts])
+    results.append(bool(s.poll(3000)))
+print(json.dumps(results))
+"""
+    attack = _as_intruder(intruder, code)
+    assert attack.returncode == 0, attack.stderr
+    assert json.loads(attack.stdout) == [False, False], "the kernel answered an intruder"
+    assert not marker.exists(), "an intruder ran code in the kernel"
+    assert login_kernel.ok("print('still serving')").text() == "[stdout:0-1] still serving\n"
+
+
+def test_plane_rejects_unknown_peers(login_kernel: Kernel, intruder: str) -> None:
+    job_dir = str(login_kernel.km.provisioner.job_dir)  # type: ignore[union-attr]
+    plane = json.loads(next(Path(job_dir).glob("hpckernel-*/plane.json")).read_text())
+    pids_before = login_kernel.ok("%ranks").text()
+    code = f"""
+import json, zmq, os
+ctx = zmq.Context()
+s = ctx.socket(zmq.DEALER)
+s.linger = 0
+pub, sec = zmq.curve_keypair()  # not the ranks' key
+s.curve_serverkey = {plane['server_public']!r}.encode()
+s.curve_publickey, s.curve_secretkey = pub, sec
+s.setsockopt(zmq.IDENTITY, b"0")
+s.connect({plane['tcp_url']!r})
+header = {{"rank": 0, "size": 2, "pid": os.getpid(), "host": "intruder", "python": "",
+          "mpi": "", "error": None}}
+s.send_multipart([b"register", json.dumps(header).encode(), b""])
+print(json.dumps(bool(s.poll(2000))))
+"""
+    attack = _as_intruder(intruder, code)
+    assert attack.returncode == 0, attack.stderr
+    assert json.loads(attack.stdout) is False
+    after = login_kernel.ok("%ranks").text()
+    assert "intruder" not in after
+    assert [line.split()[:4] for line in after.splitlines()[2:]] == [
+        line.split()[:4] for line in pids_before.splitlines()[2:]]  # same ranks, same pids
