@@ -53,6 +53,13 @@ def settings(tmp: Path, config: Path, **extra: Any) -> dict[str, Any]:
             "connect_timeout": 5, **extra}
 
 
+def wait_until(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
 def accepted_logins() -> int:
     log = Path(os.environ.get("HPCKERNEL_TESTBED", "/tmp/hpckernel-testbed")) / "log/sshd.log"
     return log.read_text().count("Accepted publickey")
@@ -106,6 +113,7 @@ def test_tunnel_loss_is_repaired_and_the_session_survives(login_kernel: Kernel) 
     provisioner = login_kernel.km.provisioner
     old = provisioner._ssh.master  # type: ignore[union-attr]
     old.kill()
+    wait_until(lambda: not provisioner._ssh.alive, 10)  # type: ignore[union-attr]
     assert login_kernel.km.is_alive()  # the manager's poll rebuilds master and tunnels
     assert provisioner._ssh.master.pid != old.pid  # type: ignore[union-attr]
     result = login_kernel.ok("print(kept)", timeout=60)
@@ -167,11 +175,9 @@ def test_files_are_private_and_sockets_bind_narrowly(login_kernel: Kernel) -> No
     plane = next(Path(job_dir).glob("hpckernel-*/plane.json"))
     assert oct(plane.stat().st_mode & 0o777) == "0o600"
     hub_pid = int(Path(job_dir, "hub.ready").read_text())
-    hub = psutil.Process(hub_pid)
     # Our processes only: srun listens on every interface for its own step I/O, as Slurm
     # always does (a site limits that with SrunPortRange and its firewall).
-    ours = [p for p in [hub, *hub.children(recursive=True)] if p.name().startswith("python")]
-    assert len(ours) >= 3  # the hub and two ranks
+    ours = [psutil.Process(pid) for pid in (hub_pid, *login_kernel.rank_pids())]
     for proc in ours:
         for conn in proc.net_connections("inet"):
             if conn.status == psutil.CONN_LISTEN:

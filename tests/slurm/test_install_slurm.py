@@ -1,0 +1,79 @@
+"""`hpckernel install --slurm`: every option reaches the kernelspec's provisioner config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.provisioning import KernelProvisionerFactory
+
+BIN = Path(sys.executable).parent
+
+
+def _install(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "hpckernel"), "install", "--slurm", "--prefix", str(tmp),
+                           *args], capture_output=True, text=True, timeout=120)
+
+
+def test_every_option_reaches_the_provisioner_config(tmp_path: Path) -> None:
+    done = _install(tmp_path, "--name", "slurm-mpi", "--display-name", "Slurm MPI",
+                    "--partition", "debug", "--nodes", "2", "--ntasks-per-node", "2",
+                    "--time", "00:30:00", "--account", "A", "--qos", "Q", "--constraint", "C",
+                    "--sbatch-arg=--exclusive", "--sbatch-arg=--mem=1G",
+                    "--setup", "module load python", "--launch-timeout", "60",
+                    "--login", "alice@login", "--ssh-arg=-F", "--ssh-arg=cfg",
+                    "--python", "/opt/py/bin/python")
+    assert done.returncode == 0, done.stderr
+    kernels = tmp_path / "share/jupyter/kernels"
+    spec = json.loads((kernels / "slurm-mpi/kernel.json").read_text())
+    assert spec["display_name"] == "Slurm MPI"
+    assert spec["interrupt_mode"] == "message"
+    provisioner = spec["metadata"]["kernel_provisioner"]
+    assert provisioner["provisioner_name"] == "slurm-provisioner"
+    assert provisioner["config"] == {
+        "nodes": 2, "ntasks_per_node": 2, "time": "00:30:00", "partition": "debug",
+        "account": "A", "qos": "Q", "constraint": "C",
+        "sbatch_args": ["--exclusive", "--mem=1G"], "setup": "module load python",
+        "launch_timeout": 60.0, "login": "alice@login", "ssh_args": ["-F", "cfg"],
+        "python": "/opt/py/bin/python"}
+    # jupyter_client finds the provisioner through its entry point and applies the config.
+    ksm = KernelSpecManager(kernel_dirs=[str(kernels)])
+    kernel_spec = ksm.get_kernel_spec("slurm-mpi")
+    instance = KernelProvisionerFactory.instance().create_provisioner_instance(
+        "k1", kernel_spec, parent=None)
+    assert type(instance).__name__ == "SlurmProvisioner"
+    assert (instance.partition, instance.nodes, instance.ntasks_per_node, instance.login) == (
+        "debug", 2, 2, "alice@login")
+    assert instance.ranks == 4
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--nodes", "0"], "must be at least 1, not 0"),
+    (["--time", "soon"], "not a Slurm time string"),
+    (["--ntasks-per-node", "-2"], "must be at least 1"),
+])
+def test_bad_options_are_refused_before_anything_is_written(
+        tmp_path: Path, args: list[str], message: str) -> None:
+    done = _install(tmp_path, *args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert not (tmp_path / "share").exists()
+
+
+def test_bad_trait_values_in_a_kernelspec_are_named(tmp_path: Path) -> None:
+    kernels = tmp_path / "kernels"
+    assert _install(tmp_path).returncode == 0
+    spec_file = tmp_path / "share/jupyter/kernels/slurm-mpi/kernel.json"
+    spec = json.loads(spec_file.read_text())
+    spec["metadata"]["kernel_provisioner"]["config"]["time"] = "whenever"
+    kernels.mkdir()
+    (kernels / "bad").mkdir()
+    (kernels / "bad/kernel.json").write_text(json.dumps(spec))
+    kernel_spec = KernelSpecManager(kernel_dirs=[str(kernels)]).get_kernel_spec("bad")
+    with pytest.raises(Exception, match="bad walltime 'whenever'"):
+        KernelProvisionerFactory.instance().create_provisioner_instance(
+            "k2", kernel_spec, parent=None)
