@@ -61,7 +61,7 @@ class RankLauncher(LoggingConfigurable):
         """Start the ranks (called by the hub's rank pool at start and on restart)."""
         argv = self.command(job_dir, plane_file)
         self.log.info("starting ranks: %s", " ".join(argv))
-        env = {**os.environ, **MPICH_YIELD, **self.env}
+        env = {**self.environment(), **MPICH_YIELD, **self.env}
         with _fresh_start(job_dir) as log:
             try:
                 # A session of its own: the hub's interrupts must not reach mpiexec, and
@@ -71,6 +71,10 @@ class RankLauncher(LoggingConfigurable):
                     stderr=log, env=env, start_new_session=True)
             except FileNotFoundError as e:
                 raise LaunchError(f"cannot start the ranks: {e.filename} not found") from e
+
+    def environment(self) -> dict[str, str]:
+        """The environment the launcher command starts from."""
+        return dict(os.environ)
 
     async def wait(self) -> int:
         """Wait until the launcher process ends; its exit code."""
@@ -122,8 +126,25 @@ class SrunLauncher(RankLauncher):
         config=True)
 
     def command(self, job_dir: Path, plane_file: Path) -> list[str]:
+        placement = []
+        if _in_step():
+            # The hub runs as a job step of an existing allocation (SlurmProvisioner.jobid):
+            # the ranks' step is a sibling in the whole allocation, sharing the hub's CPU.
+            placement = [f"--jobid={os.environ['SLURM_JOB_ID']}", "--overlap"]
         return [self.srun, f"--mpi={self.mpi}", "--label", "--kill-on-bad-exit=1",
-                "-n", str(self.ranks), *self.worker_command(job_dir, plane_file)]
+                *placement, "-n", str(self.ranks), *self.worker_command(job_dir, plane_file)]
+
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        if _in_step():
+            # A step's SLURM_* variables would confine srun to that step's one task.
+            env = {k: v for k, v in env.items() if not k.startswith("SLURM_")
+                   or k in ("SLURM_CONF", "SLURM_JOB_ID")}
+        return env
+
+
+def _in_step() -> bool:
+    return "SLURM_STEP_ID" in os.environ and os.environ.get("SLURM_STEP_ID") != "batch"
 
 
 def _fresh_start(job_dir: Path) -> BinaryIO:

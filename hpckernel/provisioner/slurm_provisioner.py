@@ -64,6 +64,9 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                      "installed (default: this one, on a shared file system).").tag(config=True)
     job_root = Unicode("", help="Where job directories are made; the compute nodes must "
                        "see it (default: ~/.hpckernel/jobs where sbatch runs).").tag(config=True)
+    jobid = Unicode("", help="Run in this existing allocation (e.g. from `salloc "
+                    "--no-shell`) as a job step, instead of submitting a job; the allocation "
+                    "is left running at shutdown.").tag(config=True)
     login = Unicode("", help="Reach the cluster through this login node: anything `ssh` "
                     "accepts (user@host, a Host alias of ~/.ssh/config).").tag(config=True)
     ssh_args = List(Unicode(), help="More options for ssh, e.g. ['-F', 'my_config'].").tag(
@@ -113,6 +116,7 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     _shutdown_asked = False  # the hub ends because the manager asked (shutdown/restart)
 
     _slurm: Slurm | None = None
+    _step: asyncio.subprocess.Process | None = None  # our srun, with ``jobid``
     _ssh: SSHConnection | None = None
     _tunnels: dict[int, int] | None = None  # hub port -> local port
     _login_lost_at: float | None = None
@@ -174,7 +178,9 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             await self.job_dir.remove(stale)
         await self.job_dir.write_private("launch.json", json.dumps(self._launch_file()))
         self._exit_code = None
-        if self.job_id is None:
+        if self.job_id is None and self.jobid:
+            self.job_id = await self._start_step()
+        elif self.job_id is None:
             # A local working directory means nothing on the login node: use the home there.
             self.job_id = await self._submit(None if self._ssh else kwargs.get("cwd"))
         else:
@@ -272,6 +278,34 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         self.log.info("Slurm job %s submitted: %d node(s) x %d rank(s), walltime %s",
                       job_id, self.nodes, self.ntasks_per_node, self.time)
         return job_id
+
+    async def _start_step(self) -> str:
+        """Start the batch script as a one-task step of the existing allocation ``jobid``;
+        the step lives as long as our ``srun`` (a child of this process, or of ssh)."""
+        assert self.job_dir is not None
+        info = await self.slurm.job(self.jobid)
+        if info is None or not info.running:
+            raise KernelStartError(
+                f"Slurm job {self.jobid} is {'unknown' if info is None else info.state}: "
+                "SlurmProvisioner.jobid must name a running allocation (salloc --no-shell)")
+        script = render_script(job_dir=str(self.job_dir), python=self.python,
+                               hub_args=self._hub_args(), setup=self.setup,
+                               relaunch_timeout=self.relaunch_timeout)
+        argv = ["srun", f"--jobid={self.jobid}", "--overlap", "--nodes=1", "--ntasks=1",
+                f"--output={self.job_dir}/slurm-{self.jobid}.out", "bash", "-s"]
+        if self._ssh is not None:
+            self._step = await self._ssh.spawn(argv, asyncio.subprocess.DEVNULL)
+        else:
+            self._step = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        assert self._step.stdin is not None
+        self._step.stdin.write(script.encode())
+        await self._step.stdin.drain()
+        self._step.stdin.close()
+        self.log.info("Slurm job %s: hub started as a job step on %s", self.jobid,
+                      info.nodelist)
+        return self.jobid
 
     async def _wait_for_hub(self) -> dict[str, Any]:
         assert self.job_id is not None
@@ -434,6 +468,9 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         job_id, self.job_id = self.job_id, None
         if job_id is None:
             return
+        if self._step is not None:
+            await self._end_step()
+            return
         try:
             await self.slurm.cancel(job_id)
             info = await self.slurm.wait_gone(job_id, timeout=self.get_shutdown_wait_time())
@@ -441,6 +478,21 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         except (SlurmError, TimeoutError) as e:
             self.log.error("could not cancel Slurm job %s: %s — cancel it with scancel",
                            job_id, e)
+
+    async def _end_step(self) -> None:
+        """Stop our step in the user's allocation; the allocation itself stays."""
+        step, self._step = self._step, None
+        if step is None or step.returncode is not None:
+            return
+        if self.job_dir is not None:
+            await self.job_dir.touch("stop")
+        step.terminate()  # srun passes it on to the step's processes
+        try:
+            await asyncio.wait_for(step.wait(), self.get_shutdown_wait_time())
+        except asyncio.TimeoutError:
+            step.kill()
+            await step.wait()
+        self.log.info("Slurm job %s: hub step ended; the allocation stays", self.jobid)
 
     # -- persistence and timing ---------------------------------------------------------
 

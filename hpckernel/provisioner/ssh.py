@@ -119,6 +119,13 @@ class SSHConnection:
         return await self._local.run([*self._base(), self.destination, "--", remote],
                                      input=input, timeout=timeout)
 
+    async def spawn(self, argv: Sequence[str], output: int | None = None
+                    ) -> asyncio.subprocess.Process:
+        """Start ``argv`` on the login node and leave it running (stdin is a pipe)."""
+        return await asyncio.create_subprocess_exec(
+            *self._base(), self.destination, "--", shlex.join(argv),
+            stdin=asyncio.subprocess.PIPE, stdout=output, stderr=output)
+
     async def forward(self, remote_host: str, remote_port: int,
                       local_port: int | None = None) -> int:
         """Forward a loopback port of this machine to ``remote_host:remote_port`` as seen

@@ -135,6 +135,25 @@ def test_restart_keeps_the_allocation(slurm_kernel: Kernel) -> None:
     assert set(slurm_kernel.rank_pids()).isdisjoint(old)
 
 
+def test_existing_allocation_is_used_and_left_running(tmp_path: Path) -> None:
+    granted = subprocess.run(["salloc", "--no-shell", "-N", "2", "-p", "debug", "-t", "10",
+                              "-J", "user-salloc"], capture_output=True, text=True, check=True)
+    job_id = granted.stderr.split("Granted job allocation")[1].split()[0]
+    try:
+        kernel = Kernel(tmp_path, slurm=settings(tmp_path, nodes=2, jobid=job_id))
+        result = kernel.ok("import os\n"
+                           "print(os.environ['SLURM_JOB_ID'], os.environ['SLURMD_NODENAME'])")
+        assert result.text() == f"[stdout:0] {job_id} n1\n[stdout:1] {job_id} n2\n"
+        kernel.shutdown()
+        assert job_state(job_id) == "RUNNING", "the user's allocation must stay"
+        steps = subprocess.run(["squeue", "-h", "-s", "-j", job_id, "-o", "%i"],
+                               capture_output=True, text=True).stdout.split()
+        assert not [s for s in steps if not s.endswith(".extern")], steps  # no step left
+    finally:
+        subprocess.run(["scancel", job_id], check=True)
+        wait_until(lambda: not queued(job_id), 30, "the allocation to end")
+
+
 def test_shutdown_cancels_the_job(tmp_path: Path) -> None:
     kernel = Kernel(tmp_path, slurm=settings(tmp_path))
     job_id = kernel.km.provisioner.job_id  # type: ignore[union-attr]
