@@ -143,7 +143,9 @@ def test_existing_allocation_is_used_and_left_running(tmp_path: Path) -> None:
         kernel = Kernel(tmp_path, slurm=settings(tmp_path, nodes=2, jobid=job_id))
         result = kernel.ok("import os\n"
                            "print(os.environ['SLURM_JOB_ID'], os.environ['SLURMD_NODENAME'])")
-        assert result.text() == f"[stdout:0] {job_id} n1\n[stdout:1] {job_id} n2\n"
+        nodes = asyncio.run(Slurm().job(job_id)).nodes  # type: ignore[union-attr]
+        assert result.text() == "".join(f"[stdout:{r}] {job_id} {node}\n"
+                                        for r, node in enumerate(nodes))
         kernel.shutdown()
         assert job_state(job_id) == "RUNNING", "the user's allocation must stay"
         steps = subprocess.run(["squeue", "-h", "-s", "-j", job_id, "-o", "%i"],
