@@ -91,6 +91,15 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     encryption = Bool(True, help="Encrypt the kernel's channels with CurveZMQ.").tag(
         config=True)
 
+    def __init__(self, **kwargs: Any) -> None:
+        # A typo in a kernelspec's provisioner config must not be silently ignored.
+        unknown = sorted(set(kwargs) - set(self.class_trait_names()) - {"parent", "config"})
+        if unknown:
+            settings = sorted(self.class_trait_names(config=True))
+            raise TraitError(f"unknown SlurmProvisioner setting {', '.join(unknown)} in the "
+                             f"kernelspec; the settings are: {', '.join(settings)}")
+        super().__init__(**kwargs)
+
     @validate("nodes", "ntasks_per_node")
     def _positive(self, proposal: dict[str, Any]) -> int:
         if proposal["value"] < 1:
