@@ -1,0 +1,146 @@
+"""Hostile and malformed input on the kernel's sockets and in kernelspecs: rejected, and the
+kernel keeps serving. Cells that misbehave on the ranks: the kernel survives or says why."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.provisioning import KernelProvisionerFactory
+from traitlets import TraitError
+
+from hpckernel.kernelspec import write_kernel_spec
+from tests.kernel.harness import Kernel
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
+    k = Kernel(tmp_path_factory.mktemp("hostile"), ranks=2,
+               extra=["--HubKernel.interrupt_grace=5"])
+    yield k
+    k.shutdown()
+
+
+def _message(key: bytes, msg_type: str, content: dict[str, Any]) -> list[bytes]:
+    header = {"msg_id": uuid.uuid4().hex, "username": "test", "session": uuid.uuid4().hex,
+              "msg_type": msg_type, "version": "5.3", "date": "2026-01-01T00:00:00Z"}
+    parts = [json.dumps(p).encode() for p in (header, {}, {}, content)]
+    signature = hmac.new(key, b"".join(parts), hashlib.sha256).hexdigest().encode()
+    return [b"<IDS|MSG>", signature, *parts]
+
+
+def _socket(kernel: Kernel, channel: str) -> zmq.Socket[bytes]:
+    info = kernel.km.get_connection_info()
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(f"tcp://{info['ip']}:{info[f'{channel}_port']}")
+    return sock
+
+
+MARK = "print('hostile code ran')"
+
+
+@pytest.mark.parametrize("channel", ["shell", "control", "stdin"])
+def test_bad_messages_are_rejected_and_the_kernel_serves_on(kernel: Kernel,
+                                                            channel: str) -> None:
+    key = kernel.km.session.key
+    sock = _socket(kernel, channel)
+    try:
+        good = _message(key, "execute_request", {"code": MARK, "silent": False})
+        forged = _message(b"not-the-key", "execute_request", {"code": MARK, "silent": False})
+        sock.send_multipart(forged)                                  # bad signature
+        sock.send_multipart([b"<IDS|MSG>", good[1], good[2]])        # truncated frames
+        sock.send_multipart([b"<IDS|MSG>", b"", *good[2:]])          # unsigned
+        sock.send_multipart(_message(key, "no_such_request", {}))    # unknown msg_type
+        sock.send_multipart([b"\xff" * 64])                          # junk
+        if channel == "shell":
+            sock.send_multipart(good)                                # a real request …
+            assert sock.poll(30000), "the kernel did not answer a valid request"
+            reply = sock.recv_multipart()
+            assert json.loads(reply[2])["msg_type"] == "execute_reply"
+            sock.send_multipart(good)                                # … replayed
+            assert not sock.poll(3000), "a replayed message was answered"
+    finally:
+        sock.close()
+    result = kernel.ok("print('still serving')")
+    assert result.text() == "[stdout:0-1] still serving\n"
+
+
+def test_huge_message_does_not_take_the_hub_down(kernel: Kernel) -> None:
+    sock = _socket(kernel, "shell")
+    try:
+        big = "x = '" + "y" * (64 * 2**20) + "'"
+        sock.send_multipart(_message(kernel.km.session.key, "execute_request",
+                                     {"code": f"%%local\n{big}\nprint(len(x))",
+                                      "silent": False}))
+        # Either answered or refused: what matters is that the hub lives and serves.
+        sock.poll(60000)
+    finally:
+        sock.close()
+    assert kernel.km.is_alive()
+    assert kernel.ok("print('after the big one')").text() == "[stdout:0-1] after the big one\n"
+
+
+def test_cells_that_misbehave_on_the_ranks(kernel: Kernel) -> None:
+    # Replacing or closing sys.stdout on a rank: the next cells still print.
+    kernel.ok("import sys, io\nsys.stdout = io.StringIO()")
+    kernel.run("import sys\nsys.stdout.close()")
+    assert kernel.ok("print('printing again')").text() == "[stdout:0-1] printing again\n"
+    # A rank that ignores SIGINT is named stuck after the grace period, not hung forever.
+    msg_id = kernel.submit("import signal, time\nsignal.signal(signal.SIGINT, lambda *a: None)\n"
+                           "print('armed', flush=True)\ntime.sleep(120)")
+    assert kernel.collect(msg_id, until="[stdout:0-1] armed") is None
+    kernel.km.interrupt_kernel()
+    result = kernel.collect(msg_id, timeout=60)
+    assert result is not None and result.status == "error"
+    assert "RankStuck" in result.content["evalue"]
+    assert "fresh ranks ready" in kernel.ok("%restart_ranks").text()
+    # A forking cell: the child must not take over the rank's connection.
+    forked = kernel.ok("import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\n"
+                       "os.waitpid(pid, 0)\nprint('parent goes on')")
+    assert forked.text() == "[stdout:0-1] parent goes on\n"
+    # MPI_Abort ends the MPI job: named, and the ranks come back on restart.
+    aborted = kernel.run("from mpi4py import MPI\nif rank == 1:\n    MPI.COMM_WORLD.Abort(4)\n"
+                         "import time\ntime.sleep(30)", timeout=90)
+    assert aborted.status == "error" and "RankDied" in aborted.content["evalue"]
+    kernel.ok("%restart_ranks")
+    assert kernel.ok("print('back')").text() == "[stdout:0-1] back\n"
+
+
+def test_bad_local_kernel_config_fails_clearly(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "hpckernel.hub", "--RankLauncher.ranks=-3",
+                           f"--IPKernelApp.connection_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "ranks must be at least 1, not -3" in done.stderr
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"nodes": -1}, "nodes must be at least 1, not -1"),
+    ({"time": "tomorrow"}, "bad walltime 'tomorrow'"),
+    ({"partitoin": "debug"}, "unknown SlurmProvisioner setting partitoin"),
+])
+def test_malformed_slurm_kernelspecs_fail_before_submission(tmp_path: Path,
+                                                             config: dict[str, Any],
+                                                             message: str) -> None:
+    spec_dir = tmp_path / "kernels" / "bad-slurm"
+    write_kernel_spec(spec_dir, slurm={"nodes": 1, "time": "10"})
+    spec = json.loads((spec_dir / "kernel.json").read_text())
+    spec["metadata"]["kernel_provisioner"]["config"].update(config)
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    kernel_spec = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]).get_kernel_spec(
+        "bad-slurm")
+    with pytest.raises(TraitError, match=message):
+        KernelProvisionerFactory.instance().create_provisioner_instance(
+            "k", kernel_spec, parent=None)
+    assert sys.executable  # nothing was submitted: no Slurm command ran before the error
