@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from . import __version__
+from . import __version__, notebook_cli
 from .kernelspec import (
     LOCAL_DISPLAY,
     LOCAL_NAME,
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "bundled examples/mpi_demo.ipynb)")
     demo.add_argument("--output", default=None, help="where to write the executed notebook")
     demo.add_argument("--timeout", type=float, default=120, help="seconds per cell")
+    notebook_cli.add_commands(sub)  # submit, provenance
     return parser
 
 
@@ -127,6 +128,9 @@ def _install(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handled = notebook_cli.run_command(args)
+    if handled is not None:
+        return handled
     try:
         if args.command == "install":
             return _install(args)

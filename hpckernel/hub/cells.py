@@ -1,6 +1,6 @@
 """Where a cell runs: on the ranks (default), in the hub (``%%local``), or as a hub magic.
 
-Parsing of the px options lives here too, so the kernel's ``do_execute`` and the
+Parsing of the magics' options lives here too, so the kernel's ``do_execute`` and the
 IPython magics registered in the hub share one definition.
 """
 
@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: Line magics that act on the ranks from the hub; a cell starting with one runs in the hub.
-HUB_LINE_MAGICS = frozenset({"px", "pxconfig", "pxresult", "ranks", "restart_ranks"})
+HUB_LINE_MAGICS = frozenset({"px", "pxconfig", "pxresult", "ranks", "restart_ranks", "peek",
+                             "where", "push", "pull", "provenance"})
 
 
 class MagicUsageError(ValueError):
     """Bad options to one of hpckernel's magics."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"UsageError: {self}"]  # IPython shows this, not the hub's own stack
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +38,33 @@ def _px_parser(prog: str) -> _Parser:
     return parser
 
 
-PX_PARSER = _px_parser("px")
+def _name(text: str) -> str:
+    if not text.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a variable name")
+    return text
+
+
+def _dotted(text: str) -> str:
+    if not all(part.isidentifier() for part in text.split(".")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a variable name (x or x.attr)")
+    return text
+
+
+def _cell_px_parser() -> _Parser:
+    parser = _px_parser("px")
+    parser.add_argument("--in", dest="ins", action="append", type=_name, default=[],
+                        metavar="NAME", help="send the hub's NAME to the ranks first")
+    parser.add_argument("--scatter", action="store_true",
+                        help="split each --in array across the ranks (numpy.array_split)")
+    parser.add_argument("--out", dest="outs", action="append", type=_name, default=[],
+                        metavar="NAME", help="then gather each rank's NAME into the hub "
+                        "as a list")
+    parser.add_argument("--concat", action="store_true",
+                        help="gather --out arrays as one concatenated array")
+    return parser
+
+
+PX_PARSER = _cell_px_parser()
 PXCONFIG_PARSER = _px_parser("pxconfig")
 
 
@@ -42,14 +72,71 @@ PXCONFIG_PARSER = _px_parser("pxconfig")
 class PxOptions:
     targets: str | None = None
     block: bool | None = None
+    ins: list[str] = field(default_factory=list)
+    outs: list[str] = field(default_factory=list)
+    scatter: bool = False
+    concat: bool = False
+
+
+def _parse(line: str, parser: _Parser) -> argparse.Namespace:
+    try:
+        return parser.parse_args(shlex.split(line))
+    except MagicUsageError:
+        raise
+    except (argparse.ArgumentError, ValueError) as e:  # ValueError: unbalanced quotes
+        raise MagicUsageError(f"%{parser.prog}: {e}\n{parser.format_usage().strip()}") from None
 
 
 def parse_px_options(line: str, parser: _Parser = PX_PARSER) -> PxOptions:
-    try:
-        args = parser.parse_args(shlex.split(line))
-    except argparse.ArgumentError as e:
-        raise MagicUsageError(f"%{parser.prog}: {e}\n{parser.format_usage().strip()}") from None
-    return PxOptions(targets=args.targets, block=args.block)
+    args = _parse(line, parser)
+    options = PxOptions(targets=args.targets, block=args.block)
+    if parser is PX_PARSER:
+        options.ins, options.outs = args.ins, args.outs
+        options.scatter, options.concat = args.scatter, args.concat
+        if options.scatter and not options.ins:
+            parser.error("--scatter splits the --in values: name them with --in NAME")
+        if options.concat and not options.outs:
+            parser.error("--concat joins the --out values: name them with --out NAME")
+        if options.outs and options.block is False:
+            parser.error("--out needs the cell's end: with --noblock, gather later with "
+                         "ranks.pull('NAME') or %pull NAME")
+    return options
+
+
+def _hub_parser(prog: str, names: str | None, targets: bool = True) -> _Parser:
+    parser = _Parser(prog=prog, add_help=False, exit_on_error=False)
+    if names is not None:
+        parser.add_argument("names", nargs="+", type=_dotted if prog == "peek" else _name,
+                            metavar="NAME", help=names)
+    if targets:
+        parser.add_argument("--targets", "-t", help="ranks: 0, 1,3, 0:4, -1 or all")
+    return parser
+
+
+def _magic_parsers() -> dict[str, _Parser]:
+    peek = _hub_parser("peek", "variables (x or x.attr) to read on the running ranks")
+    peek.add_argument("--timeout", type=float, default=10.0,
+                      help="seconds to wait for each rank's answer")
+    push = _hub_parser("push", "hub variables to send to the ranks")
+    push.add_argument("--scatter", action="store_true",
+                      help="split each array across the ranks (numpy.array_split)")
+    pull = _hub_parser("pull", "rank variables to gather into the hub, as lists")
+    pull.add_argument("--concat", action="store_true",
+                      help="concatenate the ranks' arrays into one")
+    provenance = _hub_parser("provenance", None, targets=False)
+    provenance.add_argument("last", nargs="?", type=int, default=None,
+                            help="show only the last N cells")
+    provenance.add_argument("--json", action="store_true", help="the full records as JSON")
+    return {"peek": peek, "where": _hub_parser("where", None), "push": push, "pull": pull,
+            "provenance": provenance}
+
+
+MAGIC_PARSERS = _magic_parsers()
+
+
+def parse_magic(magic: str, line: str) -> argparse.Namespace:
+    """Options of ``%peek``, ``%where``, ``%push``, ``%pull`` or ``%provenance``."""
+    return _parse(line, MAGIC_PARSERS[magic])
 
 
 @dataclass

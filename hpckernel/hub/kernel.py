@@ -7,25 +7,32 @@ An ``IPythonKernel`` subclass: ``%%local`` cells, comms/widgets, history and
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
 from traitlets import Float, Instance, Type, Unicode
 
-from .. import __version__
+from .. import __version__, provenance
 from ..plane import make_job_dir
 from ..plane.addresses import node_ip
 from ..targets import TargetError, format_ranks
+from . import transfer
 from .allocation import Allocation
-from .cells import MagicUsageError, route_cell, strip_local_marker
+from .cells import MagicUsageError, PxOptions, route_cell, strip_local_marker
 from .launch import LaunchError, LocalLauncher, RankLauncher
 from .magics import PxMagics
 from .pool import PoolSettings, RankPool, RanksUnavailable
-from .px import PxController
+from .px import PxController, finish_gather
 from .ranks import RankView
+from .recorder import Recorder
+from .requests import RemoteError, Request
+from .transfer import TransferError
 
 
 class HubKernel(IPythonKernel):
@@ -47,6 +54,10 @@ class HubKernel(IPythonKernel):
                        ).tag(config=True)
     client_timeout = Float(0.0, help="End the hub (and so its batch job) after this many "
                            "seconds without a connected client; 0: never.").tag(config=True)
+    provenance_log = Unicode(
+        "", help="JSON-lines file each cell's provenance record is appended to (default: "
+        "NOTEBOOK.provenance.jsonl beside the notebook named by JPY_SESSION_NAME, else "
+        "hpckernel-provenance.jsonl in the working directory).").tag(config=True)
 
     launcher = Instance(RankLauncher, allow_none=True)
     pool = Instance(RankPool, allow_none=True)
@@ -61,8 +72,13 @@ class HubKernel(IPythonKernel):
                                 tcp_ip=node_ip(self.plane_ip))
         self.pool = RankPool(self.launcher, self.job_dir, self._publish, settings)
         self.px = PxController(self.pool, lambda: self.get_parent("shell"), self._publish)
+        cwd = Path.cwd()
+        notebook = provenance.notebook_path(os.environ.get("JPY_SESSION_NAME"), cwd)
+        self.recorder = Recorder(Path(self.provenance_log) if self.provenance_log
+                                 else provenance.log_path(notebook, cwd),
+                                 self._context, notebook)
         assert self.shell is not None
-        self.shell.register_magics(PxMagics(self.shell, self.px))
+        self.shell.register_magics(PxMagics(self.shell, self.px, self.recorder))
         self.shell.user_ns["ranks"] = RankView(self.px)
         # %%local cells reach IPython whole (so history keeps them as typed); this drops
         # the marker line before IPython compiles them.
@@ -72,6 +88,9 @@ class HubKernel(IPythonKernel):
         self._last_parent: dict[str, Any] | None = None
         self.allocation = self.px.allocation = Allocation.from_environment()
         self.pool.start()
+        # Probed once, off the kernel's event loop (git may be slow on a network FS).
+        self._environment: Future[dict[str, Any]] = asyncio.run_coroutine_threadsafe(
+            provenance.probe_environment(cwd), self.pool.loop)
         if self.allocation is not None:
             asyncio.run_coroutine_threadsafe(self.allocation.refresh(), self.pool.loop)
 
@@ -108,35 +127,54 @@ class HubKernel(IPythonKernel):
                          user_expressions: dict[str, Any] | None = None,
                          allow_stdin: bool = False, *, cell_meta: Any = None,
                          cell_id: Any = None) -> dict[str, Any]:
-        self._last_parent = self.get_parent("shell")
+        parent = self.get_parent("shell") or {}
+        self._last_parent = parent
         self._flush_notices()
+        record = None if silent else self.recorder.begin(code, cell_id)
+        reply, request = await self._execute(code, silent, store_history, user_expressions,
+                                             allow_stdin, cell_meta, cell_id, record)
+        if record is not None:
+            self.recorder.end(record, reply, parent.get("header", {}).get("msg_id", ""),
+                              request)
+        return reply
+
+    async def _execute(self, code: str, silent: bool, store_history: bool,
+                       user_expressions: dict[str, Any] | None, allow_stdin: bool,
+                       cell_meta: Any, cell_id: Any, record: dict[str, Any] | None
+                       ) -> tuple[dict[str, Any], Request | None]:
+        record = record if record is not None else {}
         try:
             route = route_cell(code)
         except MagicUsageError as e:
-            return self._px_error("UsageError", str(e), [str(e)], silent)
+            return self._px_error("UsageError", str(e), [str(e)], silent), None
         if route.kind == "px":
-            return await self._execute_px(code, route.code, route.options.targets,
-                                          route.options.block, silent, store_history)
-        self._local_running = True
+            return await self._execute_px(code, route.code, route.options, silent,
+                                          store_history, record)
+        record["kind"] = "local" if route.kind == "local" else "magic"
+        # Only a cell of the main shell can be interrupted; subshells run in threads.
+        main = threading.current_thread() is threading.main_thread()
+        self._local_running = self._local_running or main
         try:
-            return await super().do_execute(  # type: ignore[no-any-return]
+            return await super().do_execute(
                 code, silent, store_history, user_expressions, allow_stdin,
-                cell_meta=cell_meta, cell_id=cell_id)
+                cell_meta=cell_meta, cell_id=cell_id), None
         finally:
-            self._local_running = False
+            if main:
+                self._local_running = False
 
-    async def _execute_px(self, cell: str, body: str, targets_spec: str | None,
-                          block: bool | None, silent: bool, store_history: bool
-                          ) -> dict[str, Any]:
+    async def _execute_px(self, cell: str, body: str, options: PxOptions, silent: bool,
+                          store_history: bool, record: dict[str, Any]
+                          ) -> tuple[dict[str, Any], Request | None]:
         assert self.shell is not None and self.pool is not None
         count = self.shell.execution_count
         if store_history and not silent:
             self.shell.history_manager.store_inputs(count, cell)
             self.shell.execution_count += 1
         try:
-            targets = self.px.resolve(targets_spec)
+            targets = self.px.resolve(options.targets)
         except TargetError as e:
-            return self._px_error("TargetError", str(e), [str(e)], silent, count)
+            return self._px_error("TargetError", str(e), [str(e)], silent, count), None
+        record["targets"] = targets
         if not self.pool.ready.done():
             self._publish("stream", {"name": "stderr", "text": "waiting for the ranks to "
                                      "start...\n"}, {}, self.get_parent("shell"))
@@ -144,8 +182,17 @@ class HubKernel(IPythonKernel):
             await asyncio.wrap_future(self.pool.ready)
         except LaunchError as e:
             return self._px_error("LaunchError", str(e), [str(e), "Fix the cause, then run "
-                                  "%restart_ranks (or restart the kernel)."], silent, count)
-        block = self.px.block if block is None else block
+                                  "%restart_ranks (or restart the kernel)."], silent,
+                                  count), None
+        block = self.px.block if options.block is None else options.block
+        record["block"] = block
+        try:
+            if options.ins:
+                values = transfer.hub_values(self.shell.user_ns, options.ins)
+                await self.px.push(targets, values, options.scatter)
+        except (TransferError, RemoteError, RanksUnavailable, TypeError) as e:
+            return self._px_error(type(e).__name__, f"--in: {e}", [f"--in: {e}",
+                                  "The cell did not run."], silent, count), None
         handle = self.px.submit("execute", targets, {"code": body, "silent": silent,
                                                      "execution_count": count},
                                 block=block, label=f"[{count}]", execution_count=count)
@@ -155,17 +202,52 @@ class HubKernel(IPythonKernel):
                           {}, self.get_parent("shell"))
             self.shell.user_ns["_px"] = handle
             return {"status": "ok", "execution_count": count, "user_expressions": {},
-                    "payload": []}
+                    "payload": []}, handle.request
         try:
             request = await asyncio.wrap_future(handle.request.future)
         except RanksUnavailable as e:
-            return self._px_error("RanksUnavailable", str(e), [str(e)], silent, count)
+            record["ranks"] = {str(i.rank): i.state if i.state in ("dead", "stuck")
+                               else "not run" for i in self.pool.snapshot()
+                               if i.rank in targets}
+            return self._px_error("RanksUnavailable", str(e), [str(e)], silent, count), None
         error = request.error_content()
         if error is not None:
             return self._px_error(error["ename"], error["evalue"], error["traceback"],
-                                  silent, count)
+                                  silent, count), request
+        if options.outs:
+            try:
+                pulled = self.px.pull(targets, options.outs)
+                await asyncio.wrap_future(pulled.request.future)
+                self.shell.user_ns.update(
+                    finish_gather(pulled.request, options.outs, options.concat))
+            except (TransferError, RemoteError, RanksUnavailable) as e:
+                return self._px_error(type(e).__name__, f"--out: {e}", [
+                    f"--out: {e}", "The cell itself ran; its output is above."],
+                    silent, count), request
         return {"status": "ok", "execution_count": count, "user_expressions": {},
-                "payload": [], "metadata": {"hpckernel": {"ranks": targets}}}
+                "payload": [], "metadata": {"hpckernel": {"ranks": targets}}}, request
+
+    def finish_metadata(self, parent: dict[str, Any], metadata: dict[str, Any],
+                        reply_content: dict[str, Any]) -> dict[str, Any]:
+        """Adds the cell's provenance record to the ``execute_reply`` metadata."""
+        metadata = super().finish_metadata(parent, metadata, reply_content)
+        record = self.recorder.reply_metadata(parent.get("header", {}).get("msg_id", ""))
+        if record is not None:
+            metadata["hpckernel"] = {"provenance": record}
+        return metadata
+
+    def _context(self) -> dict[str, Any]:
+        """Where cells run now: the provenance record's fields that are not the cell's."""
+        assert self.pool is not None and self.session is not None
+        env = self._environment
+        alloc = self.allocation
+        return {"size": self.pool.size,
+                "hosts": sorted({i.host for i in self.pool.snapshot() if i.host}),
+                "job": {"id": alloc.job_id, "nodes": alloc.nodelist,
+                        "partition": alloc.partition} if alloc else None,
+                "mpi": provenance.mpi_summary(self.pool.mpi_version),
+                "environment": env.result() if env.done() and not env.exception() else None,
+                "session": self.session.session}
 
     def _px_error(self, ename: str, evalue: str, traceback: list[str], silent: bool,
                   count: int | None = None) -> dict[str, Any]:
@@ -198,7 +280,10 @@ class HubKernel(IPythonKernel):
         handle = self.px.submit(kind, [0], header, output="none")
         try:
             request = await asyncio.wait_for(asyncio.wrap_future(handle.request.future), 2.0)
-        except (asyncio.TimeoutError, RanksUnavailable):
+        except asyncio.TimeoutError:
+            self.pool.expire(handle.request, "no answer within 2 s")
+            return None
+        except RanksUnavailable:
             return None
         if request.errors:
             return None
@@ -239,6 +324,7 @@ class HubKernel(IPythonKernel):
 
     def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
         self.stop_ranks()
+        self.recorder.close()
         return super().do_shutdown(restart)  # type: ignore[no-any-return]
 
     def stop_ranks(self) -> None:

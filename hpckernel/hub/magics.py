@@ -13,8 +13,11 @@ from typing import Any
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from ..targets import format_ranks
-from .cells import PXCONFIG_PARSER, parse_px_options
+from . import transfer
+from .cells import PXCONFIG_PARSER, PxOptions, parse_magic, parse_px_options
+from .introspect import format_peek, format_where
 from .px import PxController
+from .recorder import Recorder
 
 
 def _size(n: int) -> str:
@@ -23,31 +26,87 @@ def _size(n: int) -> str:
 
 @magics_class
 class PxMagics(Magics):
-    def __init__(self, shell: Any, px: PxController) -> None:
+    def __init__(self, shell: Any, px: PxController, recorder: Recorder) -> None:
         super().__init__(shell)
         self.px = px
+        self.recorder = recorder
+
+    @property
+    def _ns(self) -> dict[str, Any]:
+        assert self.shell is not None
+        return self.shell.user_ns  # type: ignore[no-any-return]
 
     @line_magic("px")  # type: ignore[arg-type]
     def px_line(self, line: str) -> Any:
         """%px CODE: run one line of code on the default target ranks."""
-        return self._run(line, self.px.targets, self.px.block)
+        return self._run(line, PxOptions(targets=self.px.targets), self.px.block)
 
     @cell_magic("px")  # type: ignore[arg-type]
     def px_cell(self, line: str, cell: str) -> Any:
-        """%%px [--targets SPEC] [--noblock]: run the cell on ranks."""
+        """%%px [--targets SPEC] [--noblock] [--in NAME [--scatter]] [--out NAME [--concat]]:
+        run the cell on ranks."""
         options = parse_px_options(line)
         block = self.px.block if options.block is None else options.block
-        return self._run(cell, options.targets, block)
+        return self._run(cell, options, block)
 
-    def _run(self, code: str, targets: str | None, block: bool) -> Any:
+    def _run(self, code: str, options: PxOptions, block: bool) -> Any:
         self.px.wait_ready()
-        handle = self.px.submit("execute", self.px.resolve(targets), {"code": code},
-                                block=block, label="%px")
+        targets = self.px.resolve(options.targets)
+        if options.ins:
+            values = transfer.hub_values(self._ns, options.ins)
+            self.px.push(targets, values, options.scatter).result()
+        handle = self.px.submit("execute", targets, {"code": code}, block=block, label="%px")
         if not block:
             return handle
         handle.wait()
         handle.request.raise_for_errors()
+        if options.outs:
+            self._ns.update(self.px.gather(targets, options.outs, options.concat))
         return None
+
+    @line_magic
+    def peek(self, line: str) -> None:
+        """%peek NAME... [--targets SPEC] [--timeout S]: the current value of variables on
+        the ranks, while they run a cell (answered without stopping them)."""
+        args = parse_magic("peek", line)
+        targets, note = self.px.live(self.px.resolve(args.targets))
+        if targets:
+            print(format_peek(self.px.ask("peek", targets, {"names": args.names},
+                                          args.timeout), args.names))
+        if note:
+            print(f"not asked: {note}")
+
+    @line_magic
+    def where(self, line: str) -> None:
+        """%where [--targets SPEC]: what each rank runs now (its Python stack)."""
+        args = parse_magic("where", line)
+        targets, note = self.px.live(self.px.resolve(args.targets))
+        if targets:
+            print(format_where(self.px.ask("where", targets, {})))
+        if note:
+            print(f"not asked: {note}")
+
+    @line_magic
+    def push(self, line: str) -> None:
+        """%push NAME... [--targets SPEC] [--scatter]: send hub variables to the ranks."""
+        args = parse_magic("push", line)
+        targets = self.px.resolve(args.targets)
+        self.px.wait_ready()
+        values = transfer.hub_values(self._ns, args.names)
+        self.px.push(targets, values, args.scatter).result()
+
+    @line_magic
+    def pull(self, line: str) -> None:
+        """%pull NAME... [--targets SPEC] [--concat]: gather rank variables into the hub."""
+        args = parse_magic("pull", line)
+        self._ns.update(
+            self.px.gather(self.px.resolve(args.targets), args.names, args.concat))
+
+    @line_magic
+    def provenance(self, line: str) -> None:
+        """%provenance [N] [--json]: what ran in this session, where, and how it ended."""
+        args = parse_magic("provenance", line)
+        print(self.recorder.show(args.last, args.json))
 
     @line_magic
     def pxconfig(self, line: str) -> None:

@@ -144,7 +144,7 @@ class OutputMerger:
                 p.since = time.monotonic()
         text = "".join(f"[{name}:{format_ranks(ranks)}] {chunk}"
                        + ("" if chunk.endswith("\n") else "\n")
-                       for chunk, ranks in _group(chunks))
+                       for chunk, ranks in group_equal(chunks))
         self._send("stream", {"name": name, "text": text}, sorted(chunks))
 
     def _flush_displays(self, force: bool) -> bool:
@@ -163,7 +163,7 @@ class OutputMerger:
             return True
         for i in range(count):
             row = {r: items[i] for r, items in pending.items() if i < len(items)}
-            for (msg_type, content), ranks in _group(row, _json_key):
+            for (msg_type, content), ranks in group_equal(row, _json_key):
                 if msg_type == "clear_output":
                     self._send("clear_output", content, ranks)
                 else:
@@ -174,7 +174,7 @@ class OutputMerger:
         return any(self.displays.values())
 
     def _flush_results(self) -> None:
-        for content, ranks in _group(self.results, lambda c: _json_key(c.get("data"))):
+        for content, ranks in group_equal(self.results, lambda c: _json_key(c.get("data"))):
             self._send_rich("execute_result", content, ranks, "out")
         self.results.clear()
 
@@ -230,7 +230,7 @@ def _nth_newline(text: str, n: int) -> int:
     return pos
 
 
-def _group(items: dict[int, T], key: Callable[[T], Hashable] = lambda x: x
+def group_equal(items: dict[int, T], key: Callable[[T], Hashable] = lambda x: x
            ) -> list[tuple[T, list[int]]]:
     """Equal items together, groups in order of their lowest rank."""
     groups: dict[Hashable, tuple[T, list[int]]] = {}

@@ -38,7 +38,7 @@ Publish = Callable[[str, dict[str, Any], dict[str, Any], dict[str, Any] | None],
 
 
 #: Requests a rank's I/O thread answers while the rank may be busy: no queueing, no state.
-CONTROL_KINDS = frozenset({"complete", "inspect"})
+CONTROL_KINDS = frozenset({"complete", "inspect", "peek", "where"})
 
 
 class RanksUnavailable(RuntimeError):
@@ -112,17 +112,24 @@ class RankPool:
 
     def submit(self, kind: str, targets: list[int], header: dict[str, Any] | None = None,
                value: Any = None, parent: dict[str, Any] | None = None, output: str = "live",
-               label: str = "") -> Request:
+               label: str = "", per_rank: dict[int, Any] | None = None) -> Request:
         """Send a request to ``targets``. ``output``: ``live`` publishes merged output to
-        IOPub under ``parent``, ``capture`` keeps it on the request, ``none`` drops it."""
+        IOPub under ``parent``, ``capture`` keeps it on the request, ``none`` drops it.
+        ``per_rank`` gives each target a value of its own instead of ``value``."""
         request = Request(kind, targets, parent=parent, label=label)
         if output != "none":
             if output == "capture":
                 request.captured = []
             request.merger = OutputMerger(targets, lambda *m: self._emit(request, *m),
                                           self.budget)
-        self.loop.call_soon_threadsafe(self._send_request, request, header or {}, value)
+        self.loop.call_soon_threadsafe(self._send_request, request, header or {}, value,
+                                       per_rank)
         return request
+
+    def expire(self, request: Request, reason: str) -> None:
+        """Stop waiting for the ranks that have not answered ``request`` (a control request
+        whose answer is overdue): they count as failed with ``reason``."""
+        self.loop.call_soon_threadsafe(self._expire, request, reason)
 
     def interrupt(self) -> None:
         self.loop.call_soon_threadsafe(self._interrupt)
@@ -306,23 +313,39 @@ class RankPool:
                                               "ename": type(e).__name__, "evalue": str(e)}
         self._maybe_finish(request)
 
-    def _send_request(self, request: Request, header: dict[str, Any], value: Any) -> None:
+    def _send_request(self, request: Request, header: dict[str, Any], value: Any,
+                      per_rank: dict[int, Any] | None = None) -> None:
         control = request.kind in CONTROL_KINDS
         unavailable = [self.ranks[r] for r in request.targets
                        if self.ranks[r].state in ("dead", "starting")
                        or (self.ranks[r].state == "stuck" and not control)]
         if unavailable:
-            request.future.set_exception(RanksUnavailable(_unavailable(unavailable)))
+            request.future.set_exception(RanksUnavailable(describe_unavailable(unavailable)))
+            return
+        header = {**header, "id": request.id}
+        try:
+            frames = ({r: pack(request.kind, header, per_rank[r], has_value=True)
+                       for r in request.targets} if per_rank is not None else
+                      dict.fromkeys(request.targets, pack(request.kind, header, value,
+                                                          has_value=value is not None)))
+        except Exception as e:  # an unpicklable value: the caller's error, not the plane's
+            request.future.set_exception(TypeError(
+                f"cannot send this value to the ranks: {type(e).__name__}: {e}"))
             return
         self.requests[request.id] = request
-        frames = pack(request.kind, {**header, "id": request.id}, value,
-                      has_value=value is not None)
         for rank in request.targets:
             info = self.ranks[rank]
             if not control:
                 info.queue.append(request.id)
                 info.state = "busy" if info.state == "idle" else info.state
-            self._send_to(rank, frames)
+            self._send_to(rank, frames[rank])
+
+    def _expire(self, request: Request, reason: str) -> None:
+        for rank in request.targets:
+            request.replies.setdefault(rank, {"status": "error", "ename": "RankTimeout",
+                                              "evalue": reason})
+        self._maybe_finish(request)
+        self.requests.pop(request.id, None)  # also when its waiter gave up (cancelled)
 
     def _send_to(self, rank: int, frames: list[Any]) -> None:
         sock = self._by_rank.get(rank)
@@ -473,16 +496,15 @@ class RankPool:
         shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
 
-def _unavailable(infos: list[RankInfo]) -> str:
-    states: dict[str, list[int]] = {}
+def describe_unavailable(infos: list[RankInfo]) -> str:
+    """``rank 2 is dead (exited with code 3); ranks 0-1,3 are dead (killed by SIGTERM …)``
+    and what to do about it."""
+    groups: dict[tuple[str, str], list[int]] = {}
     for info in infos:
-        states.setdefault(info.state, []).append(info.rank)
-    parts = []
-    for state, ranks in states.items():
-        reason = next((i.reason for i in infos if i.state == state and i.reason), "")
-        parts.append(f"rank{'s' if len(ranks) > 1 else ''} {format_ranks(ranks)} "
-                     f"{'are' if len(ranks) > 1 else 'is'} {state}"
-                     + (f" ({reason})" if reason and len(ranks) == 1 else ""))
-    hint = ("wait for them to start" if set(states) == {"starting"}
+        groups.setdefault((info.state, info.reason), []).append(info.rank)
+    parts = [f"rank{'s' if len(ranks) > 1 else ''} {format_ranks(ranks)} "
+             f"{'are' if len(ranks) > 1 else 'is'} {state}" + (f" ({reason})" if reason else "")
+             for (state, reason), ranks in groups.items()]
+    hint = ("wait for them to start" if {s for s, _ in groups} == {"starting"}
             else "run %restart_ranks to start fresh ranks")
     return "; ".join(parts) + f": {hint}"

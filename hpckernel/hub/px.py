@@ -8,8 +8,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from ..targets import format_ranks, parse_targets
+from . import transfer
 from .allocation import Allocation
-from .pool import RankPool
+from .pool import RankPool, describe_unavailable
 from .requests import RemoteError, Request
 
 #: the IOPub parent of the cell that is running now (from the kernel)
@@ -89,10 +90,11 @@ class PxController:
 
     def submit(self, kind: str, targets: list[int], header: dict[str, Any] | None = None,
                value: Any = None, *, block: bool = True, label: str = "",
-               execution_count: int | None = None, output: str | None = None) -> PxHandle:
+               execution_count: int | None = None, output: str | None = None,
+               per_rank: dict[int, Any] | None = None) -> PxHandle:
         request = self.pool.submit(kind, targets, header, value, parent=self.parent(),
                                    output=output or ("live" if block else "capture"),
-                                   label=label)
+                                   label=label, per_rank=per_rank)
         request.execution_count = execution_count
         handle = PxHandle(request, self._replay)
         if not block:
@@ -113,6 +115,54 @@ class PxController:
         self.wait_ready()
         handle = self.submit(kind, targets, header, value)
         return handle.result()
+
+    # -- data in and out (transfer.py says how) ----------------------------------------
+
+    def push(self, targets: list[int], values: dict[str, Any], scatter: bool = False
+             ) -> PxHandle:
+        """Assign ``values`` on ``targets``: the same everywhere, or split with ``scatter``."""
+        pieces = transfer.per_rank(values, targets, scatter)
+        return self.submit("push", targets, value=None if pieces else values,
+                           per_rank=pieces, output="none", label="push")
+
+    def pull(self, targets: list[int], names: list[str]) -> PxHandle:
+        """Read ``names`` on ``targets``; ``transfer.collect`` turns the reply into lists."""
+        return self.submit("pull", targets, {"names": names}, output="none", label="pull")
+
+    def gather(self, targets: list[int], names: list[str], concat: bool = False
+               ) -> dict[str, Any]:
+        """Synchronous pull: each name's values (a list, or one array with ``concat``)."""
+        self.wait_ready()
+        handle = self.pull(targets, names)
+        handle.wait()
+        return finish_gather(handle.request, names, concat)
+
+    # -- looking into running ranks ------------------------------------------------------
+
+    def live(self, targets: list[int]) -> tuple[list[int], str]:
+        """The targets that can answer (not dead or starting), and a note on the others."""
+        infos = self.pool.snapshot()
+        gone = [infos[r] for r in targets if infos[r].state in ("dead", "starting")]
+        live = [r for r in targets if infos[r].state not in ("dead", "starting")]
+        return live, describe_unavailable(gone) if gone else ""
+
+    def ask(self, kind: str, targets: list[int], header: dict[str, Any],
+            timeout: float = 10.0) -> Request:
+        """A request the ranks' I/O threads answer while the ranks run (``peek``,
+        ``where``); a rank silent for ``timeout`` s counts as failed."""
+        self.wait_ready()
+        handle = self.submit(kind, targets, header, output="none", label=kind)
+        if not handle.wait(timeout):
+            self.pool.expire(handle.request, f"did not answer within {timeout:g} s (is its "
+                             "main thread in C code that holds the GIL?)")
+            handle.wait()
+        return handle.request
+
+
+def finish_gather(request: Request, names: list[str], concat: bool) -> dict[str, Any]:
+    """The gathered values of a finished pull: lists, or arrays with ``concat``."""
+    values = transfer.collect(request, names)
+    return {n: transfer.concat(n, v) if concat else v for n, v in values.items()}
 
 
 __all__ = ["PxController", "PxHandle", "RemoteError"]

@@ -5,6 +5,10 @@
     ranks.push({"a": array})              # numpy arrays travel as raw frames
     ranks.pull("x")                       # [x on rank 0, x on rank 1, ...]
     ranks[0].pull("x")                    # x on rank 0 (an int index gives a single rank)
+    ranks.scatter("part", a)              # rank i gets numpy.array_split(a, n)[i] as `part`
+    ranks.gather("part")                  # their `part`s concatenated again
+    ranks.peek("i")                       # `i` now, while the ranks run a cell
+    ranks.where()                         # what each rank is running now (its stack)
 """
 
 from __future__ import annotations
@@ -68,6 +72,32 @@ class RankView:
         values = [v if many else v[0] for v in
                   self._px.run("pull", self.targets, {"names": wanted})]
         return self._result(values)
+
+    def scatter(self, name: str, array: Any) -> None:
+        """Split ``array`` along its first axis (``numpy.array_split``) and assign piece i
+        to ``name`` on the i-th of these ranks."""
+        self._px.wait_ready()
+        self._px.push(self.targets, {name: array}, scatter=True).result()
+
+    def gather(self, name: str) -> Any:
+        """``name`` from each rank, concatenated along the first axis in rank order."""
+        return self._px.gather(self.targets, [name], concat=True)[name]
+
+    def peek(self, names: str | list[str], timeout: float = 10.0) -> Any:
+        """The current value of ``names`` (``x`` or ``x.attr``; a name or a list) on each
+        rank, read while the ranks keep running their cell."""
+        many = not isinstance(names, str)
+        wanted = list(names) if many else [names]
+        request = self._px.ask("peek", self.targets, {"names": wanted}, timeout)
+        request.raise_for_errors()
+        return self._result([v if many else v[0] for v in request.value_list()])
+
+    def where(self, timeout: float = 10.0) -> Any:
+        """What each rank runs now: ``{"state": "busy"|"idle", "seconds", "stack": [{file,
+        line, function, code}, ...]}`` (innermost frame last)."""
+        request = self._px.ask("where", self.targets, {}, timeout)
+        request.raise_for_errors()
+        return self._result(request.value_list())
 
 
 def _subset(targets: list[int], key: int | slice | str | list[int]) -> list[int]:

@@ -7,6 +7,10 @@ A message is ``[msg_type, header, payload, *buffers]``:
 - ``payload``: a cloudpickle (protocol 5) of any Python value, or empty;
 - ``buffers``: the out-of-band buffers of that pickle — numpy arrays travel as raw
   frames here, so a 16 MB array is never copied into a pickle byte string.
+
+A snapshot of values that another thread keeps changing (``%peek`` of a running rank) is
+pickled ``inband`` instead: the bytes are copied when the pickle is made, not later when
+ZMQ sends the frames.
 """
 
 from __future__ import annotations
@@ -38,19 +42,21 @@ class Message:
         return pickle.loads(self.payload, buffers=self.buffers)
 
 
-def dumps(value: Any) -> list[bytes | pickle.PickleBuffer]:
-    """Serialise ``value`` into [pickle, *out-of-band buffers]."""
+def dumps(value: Any, inband: bool = False) -> list[bytes | pickle.PickleBuffer]:
+    """Serialise ``value`` into [pickle, *out-of-band buffers] (just [pickle] if ``inband``)."""
+    if inband:
+        return [cloudpickle.dumps(value, protocol=5)]
     buffers: list[pickle.PickleBuffer] = []
     data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     return [data, *buffers]
 
 
-def pack(msg_type: str, header: dict[str, Any], value: Any = None, *, has_value: bool = False
-         ) -> list[Any]:
+def pack(msg_type: str, header: dict[str, Any], value: Any = None, *, has_value: bool = False,
+         inband: bool = False) -> list[Any]:
     """Frames for one message; ``value`` is pickled when given (or ``has_value`` is set)."""
     frames: list[Any] = [msg_type.encode(), json.dumps(header).encode()]
     if value is not None or has_value:
-        frames.extend(dumps(value))
+        frames.extend(dumps(value, inband))
     else:
         frames.append(NO_PAYLOAD)
     return frames

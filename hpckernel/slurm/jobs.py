@@ -155,6 +155,35 @@ class Slurm:
         if res.stderr.strip():
             log.info("scancel %s: %s", job_id, res.stderr.strip())
 
+    async def hold(self, job_id: str) -> None:
+        """`scontrol hold`: keep a pending job from starting (reason JobHeldUser)."""
+        await self._run("scontrol", "hold", str(job_id))
+
+    async def release(self, job_id: str) -> None:
+        """`scontrol release`: let a held job start once its dependencies are met.
+
+        Raises `SlurmError` with Slurm's message ("Job has already finished") if the job
+        ended; releasing a pending job that is not held is not an error to Slurm.
+        """
+        await self._run("scontrol", "release", str(job_id))
+
+    async def jobs_by_id(self, job_ids: Collection[str]) -> dict[str, JobInfo | None]:
+        """The state of several jobs (None for those Slurm does not know) in few commands.
+
+        One `squeue --json` covers the jobs slurmctld still has (on 22.05 also those ended in
+        the last MinJobAge); only the others are asked for one by one (`job`: scontrol, then
+        sacct). Hosts are expanded for the requested jobs only.
+        """
+        wanted = {str(j) for j in job_ids}
+        if not wanted:
+            return {}
+        listed = parse.parse_squeue_json((await self._run("squeue", "--json")).stdout)
+        found: dict[str, JobInfo | None] = {
+            j.job_id: j for j in await self._with_nodes([j for j in listed if j.job_id in wanted])}
+        for job_id in sorted(wanted - set(found), key=int):
+            found[job_id] = await self.job(job_id)
+        return found
+
     async def accounting(self, job_id: str) -> JobInfo | None:
         """The job's record in the accounting database (sacct), or None if it has none yet.
 

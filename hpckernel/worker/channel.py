@@ -2,8 +2,8 @@
 
 Any thread may queue outgoing frames with :meth:`HubChannel.send` (a queue plus a wake-up
 pipe); only this thread touches the socket. Requests that must be answered while the main
-thread is busy — heartbeats, interrupts, completion — are served here; cells go to the
-main thread's inbox.
+thread is busy — heartbeats, interrupts, completion, ``peek`` and ``where`` — are served
+here; cells go to the main thread's inbox.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from ..plane.addresses import node_name
 
 log = logging.getLogger(__name__)
 
-#: Requests the I/O thread answers itself; a handler returns (msg_type, header, value).
-ControlHandler = Callable[[Message], "tuple[str, dict[str, Any], Any] | None"]
+#: Requests the I/O thread answers itself; a handler returns (msg_type, header, value), or
+#: the packed frames when it serialises the answer itself.
+ControlHandler = Callable[[Message], "tuple[str, dict[str, Any], Any] | list[Any] | None"]
 
 
 class HubChannel:
@@ -46,6 +47,7 @@ class HubChannel:
         os.set_blocking(self._wake_w, False)
         self._busy_lock = threading.Lock()
         self._busy_id: str | None = None
+        self.busy_since: float | None = None  # monotonic time the current request began
         self._main_ident = threading.main_thread().ident
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hpckernel-io", daemon=True)
@@ -85,6 +87,7 @@ class HubChannel:
         """Called by the main thread around each request; guards interrupts."""
         with self._busy_lock:
             self._busy_id = request_id
+            self.busy_since = None if request_id is None else time.monotonic()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -158,13 +161,17 @@ class HubChannel:
             return
         try:
             answer = handler(msg)
+            if isinstance(answer, tuple):
+                # In band: the main thread may change these values right after.
+                msg_type, header, value = answer
+                answer = pack(msg_type, header, value, inband=True)
         except Exception as e:  # a control request must never take the I/O thread down
-            log.exception("rank %d: %s failed", self.rank, msg.msg_type)
-            answer = ("reply", {"id": msg.header.get("id"), "status": "error",
-                                "ename": type(e).__name__, "evalue": str(e)}, None)
+            log.debug("rank %d: %s failed", self.rank, msg.msg_type, exc_info=True)
+            answer = pack("reply", {"id": msg.header.get("id"), "rank": self.rank,
+                                    "status": "error", "ename": type(e).__name__,
+                                    "evalue": str(e)})
         if answer is not None:
-            msg_type, header, value = answer
-            self.sock.send_multipart(pack(msg_type, header, value), copy=False)
+            self.sock.send_multipart(answer, copy=False)
 
     def _interrupt(self) -> None:
         # Only a busy main thread is interrupted: a KeyboardInterrupt while idle would only

@@ -17,6 +17,7 @@ from ..plane import Message, pack, read_plane_info
 from ..plane.addresses import node_name
 from .capture import OutStream
 from .channel import HubChannel
+from .introspect import peek, where
 from .shell import RankShell
 
 log = logging.getLogger("hpckernel.worker")
@@ -237,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         "hb": _Heartbeat(rank),
         "complete": lambda m: _complete(shell, m),
         "inspect": lambda m: _inspect(shell, m),
+        "peek": lambda m: peek(shell, rank, m),
+        "where": lambda m: where(channel, rank, m),
     })
     try:
         runner.serve(inbox)

@@ -285,21 +285,47 @@ def ssh_argv(p: Paths, *command: str) -> list[str]:
             f"{SSH_USER}@{SSH_HOST}", *command]
 
 
-def _idle_nodes(p: Paths) -> int:
+def _node_states(p: Paths) -> dict[str, str]:
     res = _run(["sinfo", "-h", "-N", "-o", "%N %t"], p, check=False, timeout=10)
-    states = dict(line.split() for line in res.stdout.splitlines() if line.strip())
+    return dict(line.split() for line in res.stdout.splitlines() if line.strip())
+
+
+def _idle_nodes(p: Paths) -> int:
+    states = _node_states(p)
     return sum(1 for n in NODES if states.get(n) == "idle")
 
 
 def _healthy(p: Paths) -> bool:
-    return (all(daemon_pid(p, d) is not None for d in DAEMONS) and _idle_nodes(p) == len(NODES)
+    """Every daemon up and every node in service; busy nodes are fine (others' jobs)."""
+    states = _node_states(p)
+    return (all(daemon_pid(p, d) is not None for d in DAEMONS)
+            and all(states.get(n, "down").rstrip("*") in ("idle", "mix", "alloc", "comp")
+                    for n in NODES)
             and _ok(["sacct", "-n", "-X", "-S", "now"], p)
             and _ok(ssh_argv(p, "squeue", "-h"), p))
+
+
+def _restart_lost_slurmds(p: Paths) -> bool:
+    """If only some slurmd are gone (a node-crash test), start just those: a restart of
+    the whole cluster would cancel everyone's jobs. True if that was the only problem."""
+    lost = [n for n in NODES if daemon_pid(p, f"slurmd-{n}") is None]
+    if not lost or any(daemon_pid(p, d) is None for d in DAEMONS
+                       if not d.startswith("slurmd-")):
+        return False
+    for node in lost:
+        log.info("restarting slurmd of %s", node)
+        _daemonize(f"slurmd-{node}", ["slurmd", "-N", node, "-f", str(p.slurm_conf)], p,
+                   lambda: True)
+    _wait(f"{', '.join(lost)} back in service", lambda: _healthy(p),
+          [p.root / "log" / f"slurmd-{n}.log" for n in lost])
+    return True
 
 
 def start(p: Paths) -> None:
     if p.env_sh.exists() and _healthy(p):
         log.info("already running (state in %s)", p.root)
+        return
+    if p.env_sh.exists() and _restart_lost_slurmds(p):
         return
     if any(daemon_pid(p, d) is not None for d in DAEMONS):
         log.info("partly running or unhealthy: restarting")

@@ -51,8 +51,10 @@ class Kernel:
 
     def __init__(self, tmp: Path, ranks: int = 4, extra: list[str] | None = None,
                  env: dict[str, str] | None = None, wait_ranks: bool = True,
-                 slurm: dict[str, Any] | None = None) -> None:
-        """A local MPI kernel, or with ``slurm`` (SlurmProvisioner settings) a Slurm one."""
+                 slurm: dict[str, Any] | None = None, cwd: Path | None = None) -> None:
+        """A local MPI kernel, or with ``slurm`` (SlurmProvisioner settings) a Slurm one;
+        ``cwd``: the hub's working directory (a notebook's directory; default ``tmp``, where
+        its provenance log goes)."""
         name = "hpckernel-test"
         if slurm is None:
             write_kernel_spec(tmp / "kernels" / name, ranks=ranks, extra=extra)
@@ -60,12 +62,14 @@ class Kernel:
             write_kernel_spec(tmp / "kernels" / name, slurm=slurm)
         self.km = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(
             kernel_dirs=[str(tmp / "kernels")]))
-        self.km.start_kernel(env={**os.environ, **(env or {})})
+        self.km.start_kernel(env={**os.environ, **(env or {})}, cwd=str(cwd or tmp))
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
         self.ranks = ranks
         self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._iopub_stash: dict[str | None, list[dict[str, Any]]] = {}
+        self._replies: dict[str | None, dict[str, Any]] = {}
         if wait_ranks:  # so that no test sees "waiting for the ranks to start..."
             self.ok("pass")
 
@@ -79,9 +83,45 @@ class Kernel:
         reply = self.kc.execute_interactive(code, output_hook=keep, timeout=timeout, **kwargs)
         return Result(reply, outputs)
 
-    def submit(self, code: str) -> str:
-        """Send a cell without waiting; collect it with :meth:`collect`."""
-        return str(self.kc.execute(code))
+    def submit(self, code: str, subshell: str | None = None,
+               metadata: dict[str, Any] | None = None) -> str:
+        """Send a cell without waiting (to a subshell, if given; with request ``metadata``
+        such as JupyterLab's ``cellId``); collect it with :meth:`collect`. Several cells
+        may be in flight: :meth:`collect` sorts the messages by the cell they belong to."""
+        if subshell is None and metadata is None:
+            return str(self.kc.execute(code))
+        msg = self.kc.session.msg("execute_request", {
+            "code": code, "silent": False, "store_history": True, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": True}, metadata=metadata)
+        if subshell is not None:
+            msg["header"]["subshell_id"] = subshell
+        self.kc.shell_channel.send(msg)
+        return str(msg["header"]["msg_id"])
+
+    def subshell(self) -> str:
+        """A new subshell (ipykernel 7): its cells run while the main shell is busy."""
+        msg = self.kc.session.msg("create_subshell_request", {})
+        self.kc.control_channel.send(msg)
+        while True:
+            reply = self.kc.get_control_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                assert reply["content"]["status"] == "ok", reply["content"]
+                return str(reply["content"]["subshell_id"])
+
+    def _iopub(self, msg_id: str, deadline: float) -> dict[str, Any]:
+        """The next IOPub message of cell ``msg_id``; others are kept for their cells."""
+        while True:
+            stashed = self._iopub_stash.get(msg_id)
+            if stashed:
+                return stashed.pop(0)
+            msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            self._iopub_stash.setdefault(msg["parent_header"].get("msg_id"), []).append(msg)
+
+    def _reply(self, msg_id: str, deadline: float) -> dict[str, Any]:
+        while msg_id not in self._replies:
+            msg = self.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            self._replies[msg["parent_header"].get("msg_id")] = msg
+        return self._replies.pop(msg_id)
 
     def collect(self, msg_id: str, timeout: float = 60, until: str | None = None
                 ) -> Result | None:
@@ -90,15 +130,13 @@ class Kernel:
         outputs = self._pending.setdefault(msg_id, [])
         deadline = time.monotonic() + timeout
         while True:
-            msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
+            msg = self._iopub(msg_id, deadline)
             if msg["msg_type"] in OUTPUT_TYPES:
                 outputs.append(msg)
                 if until and msg["msg_type"] == "stream" and until in msg["content"]["text"]:
                     return None
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                reply = self.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+                reply = self._reply(msg_id, deadline)
                 return Result(reply, self._pending.pop(msg_id))
 
     def ok(self, code: str, timeout: float = 60) -> Result:

@@ -1,0 +1,142 @@
+"""``hpckernel submit`` (a notebook as a batch job) and ``hpckernel provenance`` (what ran,
+where) — the notebook commands of the ``hpckernel`` CLI (``cli.py`` registers them)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from . import provenance
+from .slurm import ParseError, SlurmError, parse_duration
+from .submit.params import ParameterError, parse_assignment
+from .submit.spec import RunError, RunSpec, load_record, local_run_id, now, prepare, save_record
+
+# Options whose default is None, so that --resubmit can tell which ones were given.
+_SPEC_OPTIONS = ("output", "timeout", "ranks", "nodes", "ntasks_per_node", "time",
+                 "partition", "account", "qos", "constraint", "setup", "python")
+
+
+def _parameter(text: str) -> tuple[str, str]:
+    try:
+        return parse_assignment(text)
+    except ParameterError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``submit`` and ``provenance`` to the CLI's subparsers."""
+    from .cli import _positive  # the CLI's one check of counts (cli.py imports this module)
+
+    run = sub.add_parser("submit", help="run a notebook headless as a Slurm batch job "
+                         "(or --local) and write the executed notebook",
+                         description="Runs NOTEBOOK with nbclient inside a Slurm job (ranks "
+                         "across the allocation) and writes NOTEBOOK.run-<jobid>.ipynb beside "
+                         "it, with outputs and provenance; prints the job id. The settings "
+                         "are kept in NOTEBOOK.run-<jobid>.json for --resubmit.")
+    what = run.add_mutually_exclusive_group(required=True)
+    what.add_argument("notebook", nargs="?", help="the notebook to run")
+    what.add_argument("--resubmit", metavar="RUN", help="repeat an earlier run (its .json "
+                      "record or executed .ipynb) with the same settings, except those given")
+    run.add_argument("-p", "--parameter", type=_parameter, action="append", default=[],
+                     dest="parameters", metavar="NAME=VALUE",
+                     help="set a parameter: a cell NAME = VALUE is injected after the cell "
+                     "tagged 'parameters' (VALUE is a Python literal, else a string)")
+    run.add_argument("--output", help="executed notebook ({run_id} is replaced; default: "
+                     "NOTEBOOK.run-{run_id}.ipynb)")
+    run.add_argument("--timeout", type=float, help="seconds each cell may run (default: "
+                     "no limit but the walltime)")
+    run.add_argument("--wait", action="store_true",
+                     help="wait for the job to end; exit 1 if the notebook failed")
+    run.add_argument("--local", action="store_true",
+                     help="run here, on local MPI ranks (mpiexec), not in a Slurm job")
+    run.add_argument("--ranks", type=_positive, help="MPI ranks with --local (default 4)")
+    slurm = run.add_argument_group("Slurm options (sbatch's, on its command line)")
+    slurm.add_argument("--nodes", type=_positive, help="nodes (default 1)")
+    slurm.add_argument("--ntasks-per-node", type=_positive, help="ranks per node (default 1)")
+    slurm.add_argument("--time", help="walltime, e.g. 00:30:00 (default 01:00:00)")
+    slurm.add_argument("--partition", help="partition")
+    slurm.add_argument("--account", help="account to charge")
+    slurm.add_argument("--qos", help="quality of service")
+    slurm.add_argument("--constraint", help="node features")
+    slurm.add_argument("--sbatch-arg", action="append", default=None, dest="sbatch_args",
+                       metavar="ARG", help="another sbatch option (repeatable)")
+    slurm.add_argument("--setup", help="shell code run in the job first, e.g. "
+                       "'module load python'")
+    slurm.add_argument("--python", help="Python with hpckernel on the compute nodes "
+                       "(default: this one)")
+
+    prov = sub.add_parser("provenance", help="show the provenance records of a notebook",
+                          description="Prints what ran in each cell of NOTEBOOK, where and "
+                          "how it ended: the records kept in its cells (hpckernel submit), "
+                          "else those of its log NOTEBOOK.provenance.jsonl.")
+    prov.add_argument("notebook", help="a notebook run by hpckernel")
+    prov.add_argument("--json", action="store_true", help="the records as JSON lines")
+
+
+def run_command(args: argparse.Namespace) -> int | None:
+    """Run ``submit`` or ``provenance``; None for the CLI's other commands."""
+    try:
+        if args.command == "submit":
+            return _submit(args)
+        if args.command == "provenance":
+            print(provenance.show(Path(args.notebook), args.json))
+            return 0
+    except (RunError, ParseError, SlurmError, FileNotFoundError, ValueError) as e:
+        print(f"hpckernel {args.command}: {e}", file=sys.stderr)
+        return 2
+    return None
+
+
+def _spec(args: argparse.Namespace) -> RunSpec:
+    """The run's settings: an earlier run's (with --resubmit) or the defaults, then every
+    option given on this command line."""
+    base = (load_record(args.resubmit) if args.resubmit
+            else RunSpec(notebook=str(Path(args.notebook).resolve())))
+    given: dict[str, Any] = {k: getattr(args, k) for k in _SPEC_OPTIONS
+                             if getattr(args, k) is not None}
+    if args.sbatch_args is not None:
+        given["sbatch_args"] = args.sbatch_args
+    if args.local:
+        given["local"] = True
+    spec = replace(base, **given, parameters={**base.parameters, **dict(args.parameters)},
+                   run_id="", submitted=now())
+    if spec.output:
+        spec.output = str(Path(spec.output).absolute())
+    if not spec.local and parse_duration(spec.time) is None:
+        raise RunError("--time must be a limit such as 00:30:00, not unlimited")
+    return spec
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from .submit import batch, execute  # nbclient & co. only for this command
+
+    spec = _spec(args)
+    prepare(spec)  # a missing or broken notebook fails here, before anything is queued
+    if spec.local:
+        spec.run_id = local_run_id()
+        record = save_record(spec, status="running")
+        print(spec.run_id, flush=True)
+        code = execute.run(spec)
+        save_record(spec, status="ok" if code == 0 else "failed", ended=now())
+        print(f"run record: {record}", file=sys.stderr)
+        return code
+    spec.run_id = asyncio.run(batch.submit(spec))
+    record = save_record(spec, status="submitted")
+    print(spec.run_id, flush=True)
+    print(f"Slurm job {spec.run_id}: {spec.nodes} node(s) x {spec.ntasks_per_node} rank(s); "
+          f"executed notebook: {spec.output_path()}; run record: {record}", file=sys.stderr)
+    if not args.wait:
+        return 0
+    info = asyncio.run(batch.wait(spec.run_id))
+    state = info.state if info else "gone"
+    exit_code = info.exit_code if info else None
+    ok = state == "COMPLETED" and not exit_code
+    save_record(spec, status="ok" if ok else "failed", state=state, exit_code=exit_code)
+    print(f"Slurm job {spec.run_id} ended: {state} (exit code {exit_code}); log: "
+          f"{Path(spec.notebook).with_name(Path(spec.notebook).stem)}.run-{spec.run_id}.log",
+          file=sys.stderr)
+    return 0 if ok else 1

@@ -1,0 +1,47 @@
+"""The Slurm side of ``hpckernel submit``: the job script and sbatch's options.
+
+Requests are checked against the partition's limits first (as the kernel provisioner does),
+so a job that could never start fails now, with nothing queued.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from string import Template
+
+from ..provisioner.batch import JobRequest
+from ..resources import template_dir
+from ..slurm import JobInfo, Slurm, check_request, parse_duration
+from .spec import RunSpec
+
+
+def render_script(spec: RunSpec) -> str:
+    template = Template((template_dir("launcher") / "notebook-job.sh").read_text())
+    return template.substitute(setup=spec.setup, python=shlex.quote(spec.python),
+                               workdir=shlex.quote(str(Path(spec.notebook).parent)),
+                               spec=spec.to_json())
+
+
+def sbatch_options(spec: RunSpec) -> list[str]:
+    nb = Path(spec.notebook)
+    request = JobRequest(nodes=spec.nodes, ntasks_per_node=spec.ntasks_per_node,
+                         time=spec.time, partition=spec.partition, account=spec.account,
+                         qos=spec.qos, constraint=spec.constraint,
+                         job_name=f"hpckernel-run-{nb.stem}"[:60], extra=list(spec.sbatch_args))
+    return request.sbatch_options(str(nb.with_name(f"{nb.stem}.run-%j.log")))
+
+
+async def submit(spec: RunSpec, slurm: Slurm | None = None) -> str:
+    """Check the request, submit the job; its id. Raises SlurmError/SubmitError."""
+    slurm = slurm or Slurm()
+    partition = await slurm.partition(spec.partition or None)
+    check_request(partition, nodes=spec.nodes, time_limit=parse_duration(spec.time))
+    return await slurm.submit(render_script(spec), sbatch_options(spec),
+                              workdir=str(Path(spec.notebook).parent))
+
+
+async def wait(job_id: str, slurm: Slurm | None = None, poll: float = 2.0) -> JobInfo | None:
+    """Wait until the job has ended; its last state (None if Slurm forgot it)."""
+    slurm = slurm or Slurm(poll_interval=poll)
+    return await slurm.wait_gone(job_id, timeout=float("inf"))

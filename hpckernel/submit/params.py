@@ -1,0 +1,52 @@
+"""Notebook parameters, papermill-style: ``-p n=10`` becomes a cell ``n = 10`` placed right
+after the cell tagged ``parameters`` (or first, if none is), so it overrides its defaults."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from typing import Any
+
+import nbformat
+
+PARAMETERS_TAG = "parameters"
+INJECTED_TAG = "injected-parameters"
+
+
+class ParameterError(ValueError):
+    """A ``-p NAME=VALUE`` that cannot become an assignment."""
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """``"n=10"`` → ``("n", "10")``; the value is kept as typed (see :func:`value_of`)."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise ParameterError(f"-p takes NAME=VALUE with a Python name, not {text!r}")
+    return name, value
+
+
+def value_of(text: str) -> Any:
+    """A Python literal if the text is one (``10``, ``0.5``, ``True``, ``[1, 2]``, ``'a'``),
+    else the text itself as a string — as papermill's ``-p`` does."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def inject(nb: Any, parameters: Mapping[str, Any]) -> None:
+    """Put the cell assigning ``parameters`` (values, see :func:`value_of`) into ``nb``,
+    replacing one injected by an earlier run."""
+    nb.cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
+    if not parameters:
+        return
+    anchor = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                   and PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])), None)
+    # Parameters go where their defaults are: the hub if that cell is %%local, else the ranks.
+    local = anchor is not None and nb.cells[anchor].source.lstrip().startswith("%%local")
+    lines = ["%%local"] if local else []
+    lines += ["# Parameters (injected by hpckernel)"]
+    lines += [f"{name} = {value!r}" for name, value in parameters.items()]
+    cell = nbformat.v4.new_code_cell("\n".join(lines), metadata={"tags": [INJECTED_TAG]})
+    nb.cells.insert(0 if anchor is None else anchor + 1, cell)

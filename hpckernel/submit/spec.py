@@ -1,0 +1,124 @@
+"""A notebook run's settings (``RunSpec``) and its run record, ``NB.run-<id>.json`` beside
+the notebook: what ``hpckernel submit --resubmit`` reads to repeat the run."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from .params import inject, value_of
+
+
+class RunError(ValueError):
+    """A run that cannot be made as asked; the message says what to change."""
+
+
+@dataclass
+class RunSpec:
+    notebook: str  # absolute path of the notebook to run
+    parameters: dict[str, str] = field(default_factory=dict)  # as typed after -p NAME=
+    output: str = ""  # executed notebook; "{run_id}" is replaced; "": NB.run-<id>.ipynb
+    timeout: float | None = None  # seconds per cell; None: the walltime is the limit
+    local: bool = False  # on this machine's ranks instead of in a Slurm job
+    ranks: int = 4  # with local
+    nodes: int = 1
+    ntasks_per_node: int = 1
+    time: str = "01:00:00"
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    sbatch_args: list[str] = field(default_factory=list)
+    setup: str = ""  # shell code run in the job first, e.g. "module load python"
+    python: str = sys.executable  # the Python, with hpckernel, on the compute nodes
+    run_id: str = ""  # the Slurm job id, or local-<timestamp>
+    submitted: str = ""
+
+    @property
+    def size(self) -> int:
+        return self.ranks if self.local else self.nodes * self.ntasks_per_node
+
+    def output_path(self) -> Path:
+        nb = Path(self.notebook)
+        template = self.output or str(nb.with_name(f"{nb.stem}.run-{{run_id}}.ipynb"))
+        return Path(template.replace("{run_id}", self.run_id))
+
+    def record_path(self) -> Path:
+        nb = Path(self.notebook)
+        return nb.with_name(f"{nb.stem}.run-{self.run_id}.json")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def local_run_id() -> str:
+    return "local-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
+
+
+def read_notebook(path: Path) -> Any:
+    """The notebook at ``path``, checked: a clear RunError if it is missing or not one."""
+    if not path.is_file():
+        raise RunError(f"no notebook at {path}")
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except (ValueError, nbformat.ValidationError) as e:  # NotJSONError is a ValueError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunError(f"{path} is not a valid notebook: {first}") from None
+    if not any(c.cell_type == "code" and c.source.strip() for c in nb.cells):
+        raise RunError(f"{path} has no code cells to run")
+    return nb
+
+
+def prepare(spec: RunSpec) -> Any:
+    """The notebook of ``spec`` with its parameters injected, ready to run."""
+    nb = read_notebook(Path(spec.notebook))
+    bad = [name for name in spec.parameters if not name.isidentifier()]
+    if bad:
+        raise RunError(f"parameter {bad[0]!r} is not a Python name")
+    inject(nb, {name: value_of(text) for name, text in spec.parameters.items()})
+    return nb
+
+
+def save_record(spec: RunSpec, **status: Any) -> Path:
+    """Write (or update) the run record; ``status`` adds fields such as the run's state."""
+    path = spec.record_path()
+    record = {**asdict(spec), **status}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_record(run: str) -> RunSpec:
+    """The settings of an earlier run: its record (``NB.run-<id>.json``), or its executed
+    notebook (``NB.run-<id>.ipynb``), whose record sits beside it."""
+    path = Path(run)
+    if path.suffix == ".ipynb":
+        path = path.with_suffix(".json")
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"no run record at {path}: --resubmit takes the .json record (or the "
+                       "executed .ipynb) of an earlier hpckernel submit") from None
+    except ValueError as e:
+        raise RunError(f"{path} is not a run record: {e}") from None
+    if not isinstance(data, dict) or "notebook" not in data:
+        raise RunError(f"{path} is not a run record of hpckernel submit")
+    return RunSpec.from_dict(data)

@@ -1,0 +1,506 @@
+"""`Engine`: the async core of a workflow — submit, refresh from Slurm, gates, resubmit, wait.
+
+Runs on one event loop (the private loop of `background.py` behind the sync `Workflow`), and
+every operation takes `self._lock`, so a background refresh never interleaves with a
+submission. Slurm is reached only through `hpckernel.slurm.Slurm`; state comes from Slurm at
+each refresh and is written, with provenance, to the workflow file (`fileformat`).
+
+Submitting is all or nothing: the planned steps are checked (files, dependencies, partition
+limits) before the first `sbatch`, and if Slurm refuses a step, the steps queued before it
+in the same call are cancelled again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import shlex
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hpckernel.slurm import (
+    JobInfo,
+    ParseError,
+    PartitionInfo,
+    Slurm,
+    SlurmError,
+    SubmitError,
+    check_request,
+    parse_duration,
+)
+
+from . import call, fileformat, graph, jobscript
+from .errors import (
+    DefinitionError,
+    GateError,
+    StepFailed,
+    StepStateError,
+    SubmitFailed,
+    WorkflowTimeout,
+)
+from .fileformat import Document
+from .provenance import Run, now
+from .spec import Step, check_step, normalise_options
+from .states import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    HELD,
+    NOT_SUBMITTED,
+    PENDING,
+    RUNNING,
+    UNSUCCESSFUL,
+    WAITING,
+    StepStatus,
+    classify,
+    describe,
+)
+
+log = logging.getLogger(__name__)
+Listener = Callable[[], None]
+
+
+class Engine:
+    """Drives one workflow `doc` on Slurm. Create and call it on a single event loop."""
+
+    def __init__(self, doc: Document, slurm: Slurm, *, poll_interval: float = 1.0) -> None:
+        self.doc = doc
+        self.slurm = slurm
+        self.poll_interval = poll_interval
+        self.statuses: dict[str, StepStatus] = {}
+        self.listeners: list[Listener] = []
+        """Called on the engine's loop after every refresh (the widget redraws)."""
+        self._lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
+        self.refresh_error: str | None = None
+        """Why the last background refresh failed (None if it worked), for the views."""
+        for name in doc.steps:
+            self._set_unrefreshed(name)
+
+    # ---------------------------------------------------------------- definition
+
+    async def add(self, step: Step, call_data: bytes | None = None) -> Step:
+        """Add a checked step; `call_data` is a function step's pickled call, written to
+        its `step.call` file only once the name is known to be free."""
+        async with self._lock:
+            if step.name in self.doc.steps:
+                raise DefinitionError(f"workflow {self.doc.name!r} has a step named "
+                                      f"{step.name!r} already: choose another name")
+            base = self.doc.layout.base
+            if call_data is not None and step.call:
+                await asyncio.to_thread(_write_bytes, base / step.call, call_data)
+            check_step(step, list(self.doc.steps), base)
+            self.doc.steps[step.name] = step
+            self._set_unrefreshed(step.name)
+        self._notify()
+        return step
+
+    def _set_unrefreshed(self, name: str) -> None:
+        run, step = self.doc.current(name), self.doc.steps[name]
+        state = run.state if run and run.state else NOT_SUBMITTED
+        self.statuses[name] = StepStatus(name, step.kind, state, run.job_id if run else None)
+
+    def step(self, name: str) -> Step:
+        try:
+            return self.doc.steps[name]
+        except KeyError:
+            raise DefinitionError(f"workflow {self.doc.name!r} has no step {name!r}; its steps: "
+                                  f"{', '.join(self.doc.steps) or 'none'}") from None
+
+    # ---------------------------------------------------------------- state
+
+    async def refresh(self) -> dict[str, StepStatus]:
+        """Read every step's job from Slurm; save the file if anything changed."""
+        async with self._lock:
+            await self._refresh()
+        return dict(self.statuses)
+
+    async def _refresh(self) -> None:
+        runs = {name: run for name in self.doc.steps if (run := self.doc.current(name))}
+        infos = await self.slurm.jobs_by_id([run.job_id for run in runs.values()])
+        changed = False
+        for name in self.doc.steps:
+            run = runs.get(name)
+            changed |= self._classify(name, run, infos.get(run.job_id) if run else None)
+        for name in self._gates_that_cannot_open():
+            changed |= await self._release_dead_gate(name)
+        if changed:
+            await self._save()
+        self._notify()
+
+    def _classify(self, name: str, run: Run | None, info: JobInfo | None) -> bool:
+        step = self.doc.steps[name]
+        if run is None:
+            self.statuses[name] = StepStatus(name, step.kind, NOT_SUBMITTED)
+            return False
+        if info is not None and not run.matches(info):
+            log.warning("job %s is now %r, not step %s's %r: Slurm reused the id (its state "
+                        "was reset?); treating step %s's job as forgotten", run.job_id,
+                        info.name, name, run.job_name, name)
+            info = None
+        state = classify(info, run.state or None, run.slurm_state)
+        changed = run.update(state, info)
+        waiting_for = ", ".join(up for up in step.after if self.statuses.get(up) is None
+                                or self.statuses[up].state != COMPLETED)
+        detail = describe(state, info, note=step.note, waiting_for=waiting_for)
+        if run.rejected and state == CANCELLED:
+            detail = f"rejected {run.rejected}"
+        elif run.approved and state in (WAITING, PENDING):
+            detail = f"approved {run.approved}; {detail}"
+        self.statuses[name] = StepStatus(name, step.kind, state, run.job_id, info, detail)
+        return changed
+
+    def _gates_that_cannot_open(self) -> list[str]:
+        return [name for name, st in self.statuses.items()
+                if st.state == HELD and self.doc.steps[name].kind == "gate"
+                and any(self.statuses[up].state in UNSUCCESSFUL
+                        for up in self.doc.steps[name].after)]
+
+    async def _release_dead_gate(self, name: str) -> bool:
+        """A held job is not checked for failed dependencies: Slurm would keep a gate after a
+        failed step queued forever. Releasing it lets Slurm cancel it itself
+        (DependencyNeverSatisfied), and its state is read back from Slurm."""
+        run = self.doc.current(name)
+        assert run is not None
+        failed = [up for up in self.doc.steps[name].after
+                  if self.statuses[up].state in UNSUCCESSFUL]
+        log.info("gate %s (job %s) can never open (%s did not complete): releasing it so "
+                 "Slurm ends it", name, run.job_id, ", ".join(failed))
+        try:
+            await self.slurm.release(run.job_id)
+        except SlurmError as err:
+            log.warning("could not release gate %s (job %s): %s", name, run.job_id, err)
+            return False
+        run.note = f"released by hpckernel at {now()}: {', '.join(failed)} did not complete"
+        self._classify(name, run, await self.slurm.job(run.job_id))
+        return True
+
+    async def _save(self) -> None:
+        text = fileformat.dump(self.doc)
+        await asyncio.to_thread(fileformat.write, self.doc.path, text)
+
+    async def save(self, path: Path | None = None) -> Path:
+        async with self._lock:
+            if path is not None:
+                if path.parent != self.doc.path.parent:
+                    raise DefinitionError(
+                        f"save the workflow in {self.doc.path.parent} (its steps' paths and "
+                        f"its jobs' output are relative to it), not in {path.parent}; to start "
+                        f"elsewhere, create it there: Workflow({self.doc.name!r}, path=...)")
+                self.doc.path = path
+            await self._save()
+            return self.doc.path
+
+    def _notify(self) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener()
+            except Exception:  # a broken view must not stop the workflow
+                log.exception("workflow listener failed")
+
+    # ---------------------------------------------------------------- watching
+
+    def watch(self) -> None:
+        """Refresh every `poll_interval` while a step is active and someone listens; call on
+        the engine's loop. Stops by itself once every step has ended."""
+        if self.listeners and (self._watcher is None or self._watcher.done()):
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while self.listeners:
+            try:
+                await self.refresh()
+                self.refresh_error = None
+            except Exception as err:  # keep watching: slurmctld may be back in a moment
+                log.warning("workflow %s: refresh failed: %s", self.doc.name, err,
+                            exc_info=not isinstance(err, SlurmError))
+                self.refresh_error = f"{type(err).__name__}: {err}"
+                self._notify()
+            if not any(st.active for st in self.statuses.values()):
+                return
+            await asyncio.sleep(self.poll_interval)
+
+    async def stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+
+    # ---------------------------------------------------------------- submitting
+
+    async def submit(self) -> list[str]:
+        """Submit every step that was never submitted; returns their names."""
+        async with self._lock:
+            await self._refresh()
+            targets = [n for n in self.doc.steps if self.statuses[n].state == NOT_SUBMITTED]
+            if not targets:
+                raise StepStateError(
+                    f"every step of {self.doc.name!r} was submitted already: "
+                    "wf.resubmit(step) re-runs a step and the steps after it")
+            await self._submit(targets)
+            await self._refresh()
+        self.watch()
+        return targets
+
+    async def resubmit(self, names: Sequence[str]) -> list[str]:
+        """Run `names` again, and every step after them; returns the steps submitted.
+
+        Steps after them that are still held or queued are cancelled once the new jobs are
+        in (they wait for the old jobs); a running one is an error.
+        """
+        async with self._lock:
+            for name in names:
+                self.step(name)
+            await self._refresh()
+            for name in names:
+                st = self.statuses[name]
+                if st.active:
+                    raise StepStateError(f"step {name!r} is {st.state} (job {st.job_id}): only an "
+                                         f"ended step can be resubmitted; wf.cancel({name!r}) "
+                                         "first to re-run it")
+            after = graph.descendants(self.doc.steps, names)
+            for name in after:
+                if self.statuses[name].state == RUNNING:
+                    raise StepStateError(
+                        f"step {name!r}, which comes after {', '.join(names)}, is running (job "
+                        f"{self.statuses[name].job_id}): wait for it or wf.cancel({name!r})")
+            targets = [n for n in self.doc.steps if n in after or n in names]
+            superseded = [(n, self.statuses[n].job_id) for n in targets if self.statuses[n].active]
+            await self._submit(targets)
+            for name, job_id in superseded:
+                assert job_id is not None
+                log.info("cancelling job %s of step %s: superseded by the resubmit", job_id, name)
+                await self.slurm.cancel(job_id)
+            await self._refresh()
+        self.watch()
+        return targets
+
+    async def _submit(self, targets: list[str]) -> None:
+        plan = self._plan(targets)
+        await self._check_partitions(targets)
+        await self._save()  # an unwritable workflow file fails here, before any sbatch
+        layout = self.doc.layout
+        new: dict[str, str] = {}
+        runs: dict[str, Run] = {}
+        await asyncio.to_thread(layout.runs.mkdir, parents=True, exist_ok=True)
+        name = ""
+        try:
+            for name, external in plan:
+                step = self.doc.steps[name]
+                depends = [new[up] for up in step.after if up in new] + external
+                request = await asyncio.to_thread(
+                    jobscript.build, step, layout, self.doc.python, depends)
+                job_id = await self.slurm.submit(request.script, request.options)
+                new[name] = job_id
+                runs[name] = Run(
+                    job_id=job_id, attempt=len(self.doc.runs.get(name, [])) + 1,
+                    submitted=now(), script=request.script,
+                    command=shlex.join(["sbatch", "--parsable", *request.options]))
+                log.info("workflow %s: step %s is job %s", self.doc.name, name, job_id)
+        except BaseException as err:
+            await asyncio.shield(self._cancel_jobs(list(new.values())))
+            if isinstance(err, SlurmError):
+                undone = (f"; the {len(new)} step(s) queued before it were cancelled (jobs "
+                          f"{', '.join(new.values())})" if new else "")
+                raise SubmitFailed(f"step {name!r} of workflow {self.doc.name!r} was not "
+                                   f"submitted: {err}{undone}") from err
+            raise
+        for name, run in runs.items():
+            self.doc.runs.setdefault(name, []).append(run)
+        await self._save()
+
+    def _plan(self, targets: list[str]) -> list[tuple[str, list[str]]]:
+        """Submission order of `targets`, each with the job ids of the steps outside
+        `targets` it must wait for; raises before anything is submitted if it cannot run."""
+        steps = self.doc.steps
+        ordered = [n for n in graph.order(steps) if n in targets]
+        plan = []
+        for name in ordered:
+            check_step(steps[name], list(steps), self.doc.layout.base)
+            external = []
+            for up in steps[name].after:
+                st = self.statuses[up]
+                if up in targets or st.state == COMPLETED:
+                    continue
+                if st.state in ACTIVE:
+                    assert st.job_id is not None
+                    external.append(st.job_id)
+                else:
+                    raise StepStateError(
+                        f"step {name!r} comes after {up!r}, which is {st.state}: "
+                        f"wf.resubmit({up!r}) re-runs both")
+            plan.append((name, external))
+        return plan
+
+    async def _check_partitions(self, targets: Iterable[str]) -> None:
+        """Partition limits checked before submitting: a site without EnforcePartLimits
+        would accept an over-limit step and leave it pending forever."""
+        partitions: dict[str | None, PartitionInfo] = {}
+        for name in targets:
+            step = self.doc.steps[name]
+            options = normalise_options(step.options, name)
+            wanted = options.get("partition")
+            part_name = str(wanted) if wanted is not None else None
+            if (part_name and "," in part_name) or any(
+                    a == "-p" or a.startswith(("--partition", "-p")) for a in step.sbatch_args):
+                continue  # several partitions (Slurm picks one), or chosen in sbatch_args
+            try:
+                if part_name not in partitions:
+                    partitions[part_name] = await self.slurm.partition(part_name)
+                part = partitions[part_name]
+                limit = jobscript.GATE_TIME if step.kind == "gate" else options.get("time")
+                asked = parse_duration(str(limit)) if limit is not None else None
+                nodes = options.get("nodes")
+                check_request(part, nodes=int(str(nodes)) if str(nodes).isdigit() else None,
+                              time_limit=asked or part.default_time or part.max_time)
+            except (SubmitError, ParseError) as err:
+                raise DefinitionError(f"step {name!r}: {err}") from None
+            except SlurmError as err:
+                if "does not exist" in str(err):
+                    raise DefinitionError(f"step {name!r}: {err}") from None
+                raise
+
+    async def _cancel_jobs(self, job_ids: Sequence[str]) -> None:
+        results = await asyncio.gather(*(self.slurm.cancel(j) for j in job_ids),
+                                       return_exceptions=True)
+        for job_id, result in zip(job_ids, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("could not cancel job %s: %s", job_id, result)
+
+    # ---------------------------------------------------------------- gates and cancelling
+
+    def _gate(self, name: str) -> Step:
+        step = self.step(name)
+        if step.kind != "gate":
+            raise GateError(f"step {name!r} is a {step.kind} step, not a gate")
+        return step
+
+    async def approve(self, name: str) -> None:
+        """Release the held gate `name`: the steps after it run once it has ended."""
+        step = self._gate(name)
+        async with self._lock:
+            await self._refresh()
+            st, run = self.statuses[name], self.doc.current(name)
+            if st.state == NOT_SUBMITTED or run is None:
+                raise GateError(f"gate {name!r} is not submitted yet: wf.submit() first")
+            if st.state != HELD:
+                if run.approved:
+                    raise GateError(f"gate {name!r} was approved already ({run.approved}); it "
+                                    f"is {st.state} now")
+                if run.rejected:
+                    raise GateError(f"gate {name!r} was rejected ({run.rejected}): "
+                                    f"wf.resubmit({name!r}) asks again")
+                raise GateError(f"gate {name!r} is {st.state} ({st.detail}), not waiting for "
+                                "approval")
+            failed = [up for up in step.after if self.statuses[up].state in UNSUCCESSFUL]
+            if failed:
+                raise GateError(f"gate {name!r} can never open: {', '.join(failed)} did not "
+                                f"complete; wf.resubmit({failed[0]!r}) re-runs it and the gate")
+            await self.slurm.release(run.job_id)
+            run.approved = f"{now()} by {getpass.getuser()}"
+            log.info("workflow %s: gate %s approved (job %s released)", self.doc.name, name,
+                     run.job_id)
+            await self._refresh()
+            await self._save()
+        self.watch()
+
+    async def reject(self, name: str) -> list[str]:
+        """Cancel the gate `name` and every step after it; returns the steps cancelled."""
+        self._gate(name)
+        async with self._lock:
+            await self._refresh()
+            st, run = self.statuses[name], self.doc.current(name)
+            if run is None or st.state not in (HELD, WAITING):
+                raise GateError(f"gate {name!r} is {st.state}: only a gate that has not opened "
+                                "can be rejected")
+            after = graph.descendants(self.doc.steps, [name])
+            doomed = [n for n in self.doc.steps
+                      if (n == name or n in after) and self.statuses[n].active]
+            await self._cancel_jobs([j for n in doomed if (j := self.statuses[n].job_id)])
+            run.rejected = f"{now()} by {getpass.getuser()}"
+            await self._refresh()
+            await self._save()
+        return doomed
+
+    async def cancel(self, names: Sequence[str] = ()) -> list[str]:
+        """scancel the named steps (all active steps if none are named); the steps after a
+        cancelled step end too (Slurm's DependencyNeverSatisfied)."""
+        for name in names:
+            self.step(name)
+        async with self._lock:
+            await self._refresh()
+            chosen = [n for n in (names or self.doc.steps) if self.statuses[n].active]
+            await self._cancel_jobs([j for n in chosen if (j := self.statuses[n].job_id)])
+            await self._refresh()
+        self.watch()
+        return chosen
+
+    # ---------------------------------------------------------------- waiting and results
+
+    async def wait(self, names: Sequence[str] = (), timeout: float | None = None
+                   ) -> dict[str, StepStatus]:
+        """Refresh until the named steps (default: all) have ended; returns the statuses."""
+        for name in names:
+            self.step(name)
+        chosen = list(names or self.doc.steps)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            statuses = await self.refresh()
+            left = [statuses[n] for n in chosen if not statuses[n].ended]
+            if not left:
+                return statuses
+            unsubmitted = [st.name for st in left if st.state == NOT_SUBMITTED]
+            if unsubmitted:
+                raise StepStateError(f"steps not submitted: {', '.join(unsubmitted)}: "
+                                     "wf.submit() first")
+            if deadline is not None and time.monotonic() >= deadline:
+                held = [st.name for st in statuses.values() if st.state == HELD]
+                hint = "".join(f"; gate {g!r} waits for wf.approve({g!r})" for g in held)
+                states = ", ".join(f"{st.name}: {st.state}" for st in left)
+                raise WorkflowTimeout(f"after {timeout:g} s still not ended: {states}{hint}")
+            await asyncio.sleep(self.poll_interval)
+
+    async def result(self, name: str, timeout: float | None = None) -> Any:
+        """The return value of function step `name` (a list, one per rank, if it ran on
+        ranks); raises `StepFailed` with the remote traceback if it raised."""
+        step = self.step(name)
+        if step.kind != "function":
+            raise StepStateError(f"step {name!r} is a {step.kind} step: only function steps "
+                                 "have a result (wf.logs() shows the output of others)")
+        if timeout is not None:
+            await self.wait([name], timeout)
+        st = (await self.refresh())[name]
+        if not st.ended:
+            raise StepStateError(f"step {name!r} is {st.state}: no result yet; "
+                                 f"wf.result({name!r}, timeout=...) waits for it")
+        assert st.job_id is not None
+        ranks = step.ranks or 1
+        outcomes = await asyncio.to_thread(
+            call.read_results, self.doc.layout.result_prefix(name), st.job_id, ranks)
+        for outcome in outcomes:
+            if not outcome["ok"]:
+                on = f" on rank {outcome['rank']} of {ranks}" if step.ranks else ""
+                raise StepFailed(
+                    f"function step {name!r} (job {st.job_id}) failed{on} on host "
+                    f"{outcome['host']} ({st.detail}):\n{outcome['traceback']}"
+                ) from outcome.get("error")
+        if st.state != COMPLETED:
+            raise StepFailed(f"function step {name!r} (job {st.job_id}) is {st.state}: "
+                             f"{st.detail}")
+        values = [outcome["value"] for outcome in outcomes]
+        return values if step.ranks else values[0]
+
+    def log_path(self, name: str) -> Path | None:
+        """Where the current job of `name` writes its output (Slurm's StdOut if known)."""
+        self.step(name)
+        run = self.doc.current(name)
+        if run is None:
+            return None
+        return Path(run.stdout) if run.stdout else self.doc.layout.log(name, run.job_id)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)

@@ -1,0 +1,82 @@
+"""Notebook steps: run a notebook headless inside a Slurm job, papermill-style.
+
+    python -m hpckernel.workflow.nbrun IN.ipynb OUT.ipynb [--parameters JSON] [--kernel K]
+
+Injects a code cell assigning the parameters right after the cell tagged "parameters" (at
+the top if none is tagged), as papermill does, so the notebook's defaults are overridden;
+executes every cell with nbclient on kernel `K` (`python3`, i.e. ipykernel, by default) in
+the notebook's directory; writes the executed notebook to OUT even when a cell fails, then
+exits 1 so the job FAILS and the notebook shows where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+INJECTED_TAG = "injected-parameters"
+
+
+def parameters_source(parameters: Mapping[str, Any]) -> str:
+    """The injected cell's code: one assignment per parameter, JSON values as literals."""
+    lines = ["# Parameters (injected by hpckernel.workflow)"]
+    lines += [f"{name} = {value!r}" for name, value in parameters.items()]
+    return "\n".join(lines) + "\n"
+
+
+def inject_parameters(nb: nbformat.NotebookNode, parameters: Mapping[str, Any]) -> None:
+    """Insert the parameters cell after the "parameters"-tagged cell, replacing one injected
+    before (re-running an executed notebook must not stack them)."""
+    nb.cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
+    if not parameters:
+        return
+    tagged = [i for i, c in enumerate(nb.cells)
+              if "parameters" in c.get("metadata", {}).get("tags", [])]
+    cell = nbformat.v4.new_code_cell(parameters_source(parameters))
+    cell.metadata["tags"] = [INJECTED_TAG]
+    nb.cells.insert(tagged[0] + 1 if tagged else 0, cell)
+
+
+def run(source: Path, target: Path, parameters: Mapping[str, Any], kernel: str) -> bool:
+    """Execute `source` with `parameters` into `target`; False if a cell raised."""
+    nb = nbformat.read(source, as_version=4)
+    inject_parameters(nb, parameters)
+    nb.metadata["hpckernel"] = {"source": str(source), "parameters": dict(parameters),
+                                "job_id": os.environ.get("SLURM_JOB_ID")}
+    client = NotebookClient(nb, kernel_name=kernel, timeout=None,
+                            resources={"metadata": {"path": str(source.parent)}})
+    try:
+        client.execute()
+        return True
+    except CellExecutionError as err:
+        print(f"notebook {source} failed; executed notebook in {target}\n{err}", file=sys.stderr)
+        return False
+    finally:
+        tmp = target.with_name(target.name + ".tmp")
+        nbformat.write(nb, tmp)
+        os.replace(tmp, target)
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hpckernel.workflow.nbrun")
+    parser.add_argument("source", type=Path)
+    parser.add_argument("target", type=Path)
+    parser.add_argument("--parameters", default="{}", help="JSON object")
+    parser.add_argument("--kernel", default="python3")
+    args = parser.parse_args(argv)
+    ok = run(args.source, args.target, json.loads(args.parameters), args.kernel)
+    print(f"executed notebook: {args.target}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
