@@ -65,6 +65,10 @@ class OutStream(io.TextIOBase):
             self.flush()
         return len(text)
 
+    def close(self) -> None:
+        # The notebook's stream cannot be closed by a cell: flush, and stay usable.
+        self.flush()
+
     def flush(self) -> None:
         with self._lock:
             if not self._parts:

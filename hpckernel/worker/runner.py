@@ -54,6 +54,8 @@ class RankRunner:
         self.shell = shell
         self.rank = rank
         self.request_id: str | None = None
+        self.streams: tuple[OutStream, OutStream] | None = None  # set by main()
+        self.pid = os.getpid()
         self.handlers = {
             "execute": self.execute,
             "apply": self.apply,
@@ -124,6 +126,10 @@ class RankRunner:
                 continue
 
     def handle(self, msg: Message) -> None:
+        if self.streams is not None:
+            # A cell may have replaced sys.stdout/sys.stderr: each request writes to the
+            # notebook again.
+            sys.stdout, sys.stderr = self.streams  # type: ignore[assignment]
         handler = self.handlers.get(msg.msg_type)
         request_id = msg.header.get("id")
         self.request_id = request_id
@@ -138,6 +144,10 @@ class RankRunner:
                       "traceback": traceback.format_exception(e)}
         finally:
             self.channel.set_busy(None)
+        if os.getpid() != self.pid:
+            # A child forked by the cell came back here: only the rank itself may answer the
+            # hub (the child shares its sockets but has no I/O thread). End the child.
+            os._exit(0)
         sys.stdout.flush()
         sys.stderr.flush()
         header = {"id": request_id, "rank": self.rank, "request": msg.msg_type, **fields}
@@ -230,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     streams.extend([OutStream("stdout", runner.send_stream, 1),
                     OutStream("stderr", runner.send_stream, 2)])
     sys.stdout, sys.stderr = streams  # type: ignore[assignment]
+    runner.streams = (streams[0], streams[1])
     shell.displayhook.send = runner.send_display  # type: ignore[attr-defined]
     shell.display_pub.send = runner.send_display  # type: ignore[attr-defined]
     shell.user_ns.update({"rank": rank, "size": size})
