@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash setup.sh mpich,test
 bash tests/cluster/install.sh
+bash tests/ui/install.sh
 testbed() { .venv/bin/python tests/cluster/testbed.py "$@"; }
 trap 'testbed stop || true' EXIT
 testbed start

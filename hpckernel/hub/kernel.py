@@ -11,6 +11,8 @@ import os
 import shutil
 import sys
 import threading
+import time
+import uuid
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -175,11 +177,8 @@ class HubKernel(IPythonKernel):
         except TargetError as e:
             return self._px_error("TargetError", str(e), [str(e)], silent, count), None
         record["targets"] = targets
-        if not self.pool.ready.done():
-            self._publish("stream", {"name": "stderr", "text": "waiting for the ranks to "
-                                     "start...\n"}, {}, self.get_parent("shell"))
         try:
-            await asyncio.wrap_future(self.pool.ready)
+            await self._wait_for_ranks()
         except LaunchError as e:
             return self._px_error("LaunchError", str(e), [str(e), "Fix the cause, then run "
                                   "%restart_ranks (or restart the kernel)."], silent,
@@ -248,6 +247,27 @@ class HubKernel(IPythonKernel):
                 "mpi": provenance.mpi_summary(self.pool.mpi_version),
                 "environment": env.result() if env.done() and not env.exception() else None,
                 "session": self.session.session}
+
+    async def _wait_for_ranks(self) -> None:
+        """Wait for the ranks to register; while they start, the cell shows a line that
+        turns into the start time once they are up (a display, updated in place)."""
+        assert self.pool is not None
+        if self.pool.ready.done():
+            self.pool.ready.result()
+            return
+        parent = self.get_parent("shell")
+        display_id = uuid.uuid4().hex
+        t0 = time.monotonic()
+
+        def show(text: str, msg_type: str) -> None:
+            self._publish(msg_type, {"data": {"text/plain": f"[hpckernel] {text}"},
+                                     "metadata": {}, "transient": {"display_id": display_id}},
+                          {"hpckernel": {"notice": True}}, parent)
+
+        show(f"waiting for {self.pool.size} ranks to start...", "display_data")
+        await asyncio.wrap_future(self.pool.ready)
+        show(f"{self.pool.size} ranks started in {time.monotonic() - t0:.1f} s",
+             "update_display_data")
 
     def _px_error(self, ename: str, evalue: str, traceback: list[str], silent: bool,
                   count: int | None = None) -> dict[str, Any]:

@@ -100,6 +100,7 @@ class RankPool:
         self._launch_task: asyncio.Task[None] | None = None
         self._sockets: list[zmq.asyncio.Socket] = []
         self._by_rank: dict[int, zmq.asyncio.Socket] = {}
+        self._launches = 0
 
     # -- thread-safe API --------------------------------------------------------------
 
@@ -209,6 +210,7 @@ class RankPool:
             info.state, info.reason, info.pid = "starting", "", None
             info.queue.clear()
         self._started_at = time.monotonic()
+        self._launches += 1  # so that checks scheduled for earlier ranks are dropped
         try:
             await self.launcher.start(self.job_dir, self.plane_file)
         except LaunchError as e:
@@ -363,8 +365,15 @@ class RankPool:
             self._unreachable(rank)
 
     def _unreachable(self, rank: int) -> None:
-        self._check_exits()  # prefer the exit code, if the rank has one
+        # The socket can learn of a death before rank.sh has written the exit code: give it
+        # a moment, so the user reads "killed by SIGSEGV" rather than "unreachable".
+        self._check_exits()
         if self.ranks[rank].state != "dead":
+            self.loop.call_later(1.0, self._confirm_unreachable, rank, self._launches)
+
+    def _confirm_unreachable(self, rank: int, launch: int) -> None:
+        self._check_exits()
+        if launch == self._launches and self.ranks[rank].state != "dead":
             self._rank_died(rank, "is unreachable")
 
     def _emit(self, request: Request, msg_type: str, content: dict[str, Any],

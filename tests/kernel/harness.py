@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,19 @@ class Result:
                        if m["msg_type"] == "stream"
                        and (name is None or m["content"]["name"] == name))
 
+    def per_rank(self, name: str = "stdout") -> dict[int, list[str]]:
+        """The stream's lines per rank, undoing the merge labels (``[stdout:0,2] x``)."""
+        lines: dict[int, list[str]] = {}
+        ranks: list[int] = []
+        for line in self.text(name).splitlines():
+            match = re.match(rf"\[{name}:([0-9,-]+)\] ?(.*)", line)
+            if match:
+                ranks = expand_ranks(match[1])
+                line = match[2]
+            for rank in ranks:
+                lines.setdefault(rank, []).append(line)
+        return lines
+
     def of_type(self, msg_type: str) -> list[dict[str, Any]]:
         return [m for m in self.outputs if m["msg_type"] == msg_type]
 
@@ -44,6 +58,15 @@ class Result:
         """text/plain of execute_result and display_data outputs."""
         return [m["content"]["data"].get("text/plain", "") for m in self.outputs
                 if m["msg_type"] in ("execute_result", "display_data")]
+
+
+def expand_ranks(text: str) -> list[int]:
+    """``"0-2,5"`` → ``[0, 1, 2, 5]`` (the inverse of hpckernel.targets.format_ranks)."""
+    ranks: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        ranks.extend(range(int(first), int(last or first) + 1))
+    return ranks
 
 
 class Kernel:
@@ -70,7 +93,7 @@ class Kernel:
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._iopub_stash: dict[str | None, list[dict[str, Any]]] = {}
         self._replies: dict[str | None, dict[str, Any]] = {}
-        if wait_ranks:  # so that no test sees "waiting for the ranks to start..."
+        if wait_ranks:  # so that no test sees the "[hpckernel] waiting for ... ranks" line
             self.ok("pass")
 
     def run(self, code: str, timeout: float = 60, **kwargs: Any) -> Result:

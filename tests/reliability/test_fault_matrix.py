@@ -144,6 +144,9 @@ def test_two_clients_see_each_others_output(tmp_path: Path) -> None:
     other.start_channels()
     try:
         other.wait_for_ready(timeout=30)
+        # B's IOPub subscription is in place once B has seen output of its own.
+        warm = other.execute_interactive("print('B is listening')", timeout=60)
+        assert warm["content"]["status"] == "ok"
         mine = kernel.submit("print('from A')")
         theirs = other.execute("print('from B')")
         result_a = kernel.collect(mine, timeout=60)

@@ -269,7 +269,7 @@ def test_walltime_warning_then_expiry(tmp_path: Path,
         job_id = km.provisioner.job_id  # type: ignore[union-attr]
         msg_id = kernel.submit("import time\ntime.sleep(300)")
         # Slurm signals up to a minute early; the warning names the walltime.
-        assert kernel.collect(msg_id, timeout=90, until="reaches its walltime") is None
+        assert kernel.collect(msg_id, timeout=150, until="reaches its walltime") is None
         wait_until(lambda: not km.is_alive(), 150, "the job to hit its walltime")
         logged = " ".join(r.getMessage() for r in caplog.records)
         assert f"Slurm job {job_id} ended: TIMEOUT" in logged

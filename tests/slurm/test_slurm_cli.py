@@ -128,7 +128,8 @@ def test_cancelled_job_shows_in_sacct(tmp_path: Path) -> None:
         await slurm.wait_state(job_id, {"RUNNING"}, timeout=30)
         await slurm.cancel(job_id)
         info = await slurm.wait_gone(job_id, timeout=30)
-        assert info is not None and info.state == "CANCELLED" and info.signal == 15
+        # Slurm reports the TERM (0:15) unless the batch shell had already exited (0:0).
+        assert info is not None and info.state == "CANCELLED" and info.signal in (0, 15)
         await accounted(slurm, job_id, "CANCELLED")
         await slurm.cancel(job_id)  # cancelling an ended job is not an error
 

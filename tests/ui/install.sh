@@ -3,9 +3,10 @@
 # Playwright through executable_path="/usr/bin/chromium" (Playwright's own browser download
 # is not reachable from the test machines). The Python side (jupyterlab, playwright,
 # ipywidgets) comes with the project's `test` extra.
-# Idempotent: installs only if /usr/bin/chromium is missing, runs `apt-get update` only if
-# the package lists do not offer chromium yet. Must run as root on Debian 12. Quiet on
-# success; on failure prints apt's log and exits non-zero.
+# Idempotent: does nothing if /usr/bin/chromium is there; runs `apt-get update` only if the
+# package lists do not offer chromium or offer a version the mirror no longer has.
+# Must run as root on Debian 12. Quiet on success; on failure prints apt's log and exits
+# non-zero.
 set -eu
 
 if [ -x /usr/bin/chromium ]; then
@@ -27,12 +28,18 @@ fail() {
 
 echo "tests/ui/install.sh: installing chromium" >&2
 export DEBIAN_FRONTEND=noninteractive
-# An empty candidate means the package lists are missing or stale: update them once.
+install_chromium() {
+    apt-get install -y -q --no-install-recommends chromium >>"$log" 2>&1
+}
+# No candidate means no package lists yet: update them first. Lists that are there but stale
+# (their version is gone from the mirror) make the install fail: update, then try once more.
 candidate=$(apt-cache policy chromium 2>/dev/null | sed -n 's/^ *Candidate: *//p')
 if [ -z "$candidate" ] || [ "$candidate" = "(none)" ]; then
     apt-get update -q >"$log" 2>&1 || fail "apt-get update"
+    install_chromium || fail "apt-get install chromium"
+elif ! install_chromium; then
+    apt-get update -q >>"$log" 2>&1 || fail "apt-get update"
+    install_chromium || fail "apt-get install chromium"
 fi
-apt-get install -y -q --no-install-recommends chromium >>"$log" 2>&1 \
-    || fail "apt-get install chromium"
 [ -x /usr/bin/chromium ] || fail "apt-get install chromium (no /usr/bin/chromium)"
 rm -f "$log"

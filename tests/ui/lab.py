@@ -66,8 +66,8 @@ class Cell:
 class Notebook:
     """An open notebook: its panel in the main area of the page.
 
-    The kernel is idle before its ranks are up: the first cell that runs on the ranks may
-    show "waiting for the ranks to start..." (stderr) above its own output.
+    The kernel is idle before its ranks are up: the first cell that runs on the ranks shows
+    a "[hpckernel] ... ranks started in ... s" line above its own output.
     """
 
     def __init__(self, page: Page, path: str, kernel_display_name: str) -> None:
