@@ -10,9 +10,9 @@
 Modules, along the data path: `spec` (a step's definition and its checks), `graph` (order,
 depth, descendants), `jobscript` (step -> batch script and sbatch options), `engine` (the
 async core: submit, refresh from Slurm, gates, resubmit), `states` (Slurm job -> step state),
-`provenance` (what ran where), `fileformat` (the YAML file), `background` (the private event
-loop behind the sync API), `workflow` (the sync `Workflow`), `table` and `widget` (views),
-and the two programs that run inside jobs: `call` (function steps) and `nbrun` (notebooks).
+`provenance` (what ran where), `fileformat` (the YAML file), `workflow` (the sync `Workflow`,
+on the private loop of `hpckernel.slurm.sync`), `table` and `widget` (views), and
+the two programs that run inside jobs: `call` (function steps) and `nbrun` (notebooks).
 """
 
 from .engine import Engine

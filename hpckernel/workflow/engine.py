@@ -1,6 +1,6 @@
 """`Engine`: the async core of a workflow — submit, refresh from Slurm, gates, resubmit, wait.
 
-Runs on one event loop (the private loop of `background.py` behind the sync `Workflow`), and
+Runs on one event loop (the private loop of `hpckernel.slurm.sync` behind the sync `Workflow`), and
 every operation takes `self._lock`, so a background refresh never interleaves with a
 submission. Slurm is reached only through `hpckernel.slurm.Slurm`; state comes from Slurm at
 each refresh and is written, with provenance, to the workflow file (`fileformat`).

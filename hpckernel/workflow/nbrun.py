@@ -23,33 +23,13 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-INJECTED_TAG = "injected-parameters"
-
-
-def parameters_source(parameters: Mapping[str, Any]) -> str:
-    """The injected cell's code: one assignment per parameter, JSON values as literals."""
-    lines = ["# Parameters (injected by hpckernel.workflow)"]
-    lines += [f"{name} = {value!r}" for name, value in parameters.items()]
-    return "\n".join(lines) + "\n"
-
-
-def inject_parameters(nb: nbformat.NotebookNode, parameters: Mapping[str, Any]) -> None:
-    """Insert the parameters cell after the "parameters"-tagged cell, replacing one injected
-    before (re-running an executed notebook must not stack them)."""
-    nb.cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
-    if not parameters:
-        return
-    tagged = [i for i, c in enumerate(nb.cells)
-              if "parameters" in c.get("metadata", {}).get("tags", [])]
-    cell = nbformat.v4.new_code_cell(parameters_source(parameters))
-    cell.metadata["tags"] = [INJECTED_TAG]
-    nb.cells.insert(tagged[0] + 1 if tagged else 0, cell)
+from ..submit.params import inject
 
 
 def run(source: Path, target: Path, parameters: Mapping[str, Any], kernel: str) -> bool:
     """Execute `source` with `parameters` into `target`; False if a cell raised."""
     nb = nbformat.read(source, as_version=4)
-    inject_parameters(nb, parameters)
+    inject(nb, parameters)  # the same injection as `hpckernel submit -p`
     nb.metadata["hpckernel"] = {"source": str(source), "parameters": dict(parameters),
                                 "job_id": os.environ.get("SLURM_JOB_ID")}
     client = NotebookClient(nb, kernel_name=kernel, timeout=None,

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 import traitlets
 
-from . import background, graph
+from ..slurm import sync as background
+from . import graph
 from .states import CANCELLED, COLOURS, FAILED, HELD, NOT_SUBMITTED, StepStatus
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@
     wf.approve("inspect")                         # or its Continue button
 
 Each method is a thin sync wrapper that runs the matching `Engine` coroutine on the private
-loop of `background.py`; the widget's buttons call these same methods. Paths (scripts,
+loop of `hpckernel.slurm.sync`; the widget's buttons call these same methods. Paths (scripts,
 notebooks) are relative to the workflow file's directory, which must be visible to the
 compute nodes, as the jobs write their output and results there.
 """
@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hpckernel.slurm import Slurm
 
-from . import background, call, fileformat, table
+from ..slurm import sync as background
+from . import call, fileformat, table
 from .engine import Engine
 from .errors import DefinitionError
 from .fileformat import Document

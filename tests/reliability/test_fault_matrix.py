@@ -21,17 +21,8 @@ from jupyter_client.session import Session
 
 from hpckernel.kernelspec import write_kernel_spec
 from hpckernel.slurm import Slurm
-from tests.cluster.fixtures import testbed_env
 from tests.kernel.harness import Kernel
 from tests.slurm.test_provisioner import job_state, queued, settings, wait_until
-
-
-@pytest.fixture
-def cluster_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = testbed_env()
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
 
 
 @pytest.mark.cluster

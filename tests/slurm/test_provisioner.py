@@ -27,18 +27,10 @@ from nbclient import NotebookClient
 from hpckernel.kernelspec import write_kernel_spec
 from hpckernel.provisioner.slurm_provisioner import KernelStartError
 from hpckernel.slurm import Slurm, SlurmError, SlurmNotFoundError
-from tests.cluster.fixtures import testbed_env
 from tests.kernel.harness import Kernel
 
-pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
-
-
-@pytest.fixture(autouse=True)
-def cluster_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = testbed_env()  # fails with instructions if the cluster is not running
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"),
+              pytest.mark.usefixtures("cluster_env")]
 
 
 def settings(tmp: Path, **extra: Any) -> dict[str, Any]:

@@ -14,17 +14,14 @@ from typing import Any
 
 import pytest
 
-from hpckernel.workflow import Workflow, background
-from tests.cluster.fixtures import testbed_env
+from hpckernel.slurm import sync as background
+from hpckernel.workflow import Workflow
 
 
 @pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def cluster(cluster_env: dict[str, str]) -> dict[str, str]:
     """The test bed's variables (SLURM_CONF...) merged into os.environ."""
-    env = testbed_env()
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
+    return cluster_env
 
 
 def job_ids(wf: Workflow) -> list[str]:

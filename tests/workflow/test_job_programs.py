@@ -11,7 +11,8 @@ from pathlib import Path
 
 import nbformat
 
-from hpckernel.workflow import call, nbrun
+from hpckernel.submit.params import inject
+from hpckernel.workflow import call
 
 from .notebooks import analysis_notebook
 
@@ -21,18 +22,18 @@ def test_parameters_are_injected_after_the_tagged_cell_once() -> None:
     tagged = nbformat.v4.new_code_cell("a = 1")
     tagged.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_code_cell("import os"), tagged, nbformat.v4.new_code_cell("a")]
-    nbrun.inject_parameters(nb, {"a": 2, "name": "x", "xs": [1, None]})
+    inject(nb, {"a": 2, "name": "x", "xs": [1, None]})
     assert [c.source.splitlines()[0] for c in nb.cells] == [
-        "import os", "a = 1", "# Parameters (injected by hpckernel.workflow)", "a"]
+        "import os", "a = 1", "# Parameters (injected by hpckernel)", "a"]
     assert nb.cells[2].source.splitlines()[1:] == ["a = 2", "name = 'x'", "xs = [1, None]"]
-    nbrun.inject_parameters(nb, {"a": 3})  # re-running replaces, never stacks
+    inject(nb, {"a": 3})  # re-running replaces, never stacks
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "a = 3" in injected[0].source
 
     untagged = nbformat.v4.new_notebook()
     untagged.cells = [nbformat.v4.new_code_cell("print(a)")]
-    nbrun.inject_parameters(untagged, {"a": 1})
-    assert untagged.cells[0].source.endswith("a = 1\n")  # at the top, as papermill does
+    inject(untagged, {"a": 1})
+    assert untagged.cells[0].source.endswith("a = 1")  # at the top, as papermill does
 
 
 def test_notebook_runs_headless_with_parameters(tmp_path: Path) -> None:

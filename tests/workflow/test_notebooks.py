@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from hpckernel.slurm import Slurm
-from hpckernel.workflow import Workflow, background
+from hpckernel.slurm import sync as background
+from hpckernel.workflow import Workflow
 from tests.kernel.harness import Kernel, wait_gone
 
 from .conftest import clean_up

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 import hpckernel
+from hpckernel.slurm import sync as background
 from hpckernel.workflow import (
     DefinitionError,
     GateError,
@@ -26,7 +27,6 @@ from hpckernel.workflow import (
     StepStateError,
     SubmitFailed,
     Workflow,
-    background,
 )
 
 from .conftest import eventually

@@ -1,9 +1,10 @@
-"""A private event loop on a daemon thread: how the sync `Workflow` runs the async engine.
+"""A private event loop on a daemon thread: how sync code runs hpckernel's async Slurm calls.
 
 A notebook's code is sync, and inside a Jupyter kernel an event loop is already running in
 the main thread, so neither `asyncio.run` nor `loop.run_until_complete` works there. Every
-workflow's coroutines run instead on one loop in a background thread (`run` blocks the caller
-until the coroutine is done), which is also where the widget's once-a-second refresh runs.
+coroutine runs instead on one loop in a background thread (`run` blocks the caller until the
+coroutine is done), which is also where the widgets' refreshes run. Users: the sync `Workflow`
+and its widget, the job-control twins (`hpckernel.slurm.jobcontrol`) and the job widgets.
 Works the same in a plain script, in ipykernel and in the hpckernel hub's `%%local` cells.
 """
 
@@ -29,7 +30,7 @@ def loop() -> asyncio.AbstractEventLoop:
         if _loop is None or _thread is None or not _thread.is_alive():
             _loop = asyncio.new_event_loop()
             _thread = threading.Thread(target=_loop.run_forever, daemon=True,
-                                       name="hpckernel-workflow-loop")
+                                       name="hpckernel-sync-loop")
             _thread.start()
         return _loop
 
@@ -45,8 +46,8 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     """
     if in_loop_thread():
         coro.close()
-        raise RuntimeError("a sync workflow method was called on the workflow's own event loop "
-                           "(from a listener?): use the async `Engine` methods there")
+        raise RuntimeError("a sync hpckernel call was made on hpckernel's own event loop "
+                           "(from a listener?): use the async methods there")
     future = asyncio.run_coroutine_threadsafe(coro, loop())
     try:
         return future.result(timeout)
