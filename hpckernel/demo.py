@@ -41,7 +41,7 @@ def run_demo(ranks: int, notebook: str | None, output: str | None, timeout: floa
     nb = nbformat.read(source, as_version=4)
     with tempfile.TemporaryDirectory() as kernels:
         write_kernel_spec(Path(kernels) / DEMO_KERNEL, ranks=ranks)
-        km = KernelManager(kernel_name=DEMO_KERNEL,
+        km = KernelManager(kernel_name=DEMO_KERNEL, transport_encryption="auto",
                            kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels]))
         client = NotebookClient(nb, km=km, timeout=timeout, resources={
             "metadata": {"path": str(source.parent)}})

@@ -47,7 +47,9 @@ def get_kernel_dict(ranks: int, display_name: str | None = None, python: str | N
         "language": "python",
         # The hub turns interrupt messages into interrupts of every busy rank.
         "interrupt_mode": "message",
-        "metadata": {"debugger": False, "hpckernel": {"backend": "local", "ranks": ranks}},
+        "metadata": {"debugger": False, "hpckernel": {"backend": "local", "ranks": ranks},
+                     # Managers with transport_encryption="auto" give it CurveZMQ keys.
+                     "supported_encryption": ["curve"]},
     }
     if env:
         spec["env"] = env
