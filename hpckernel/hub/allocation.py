@@ -18,6 +18,7 @@ class Allocation:
     nodelist: str = ""
     partition: str = ""
     end: float | None = None  # epoch seconds when the walltime runs out
+    limit: float | None = None  # the job's walltime in seconds (the dashboard's bar)
 
     @classmethod
     def from_environment(cls) -> Allocation | None:
@@ -37,6 +38,7 @@ class Allocation:
             return
         if info is not None and info.end_time is not None and info.running:
             self.end = info.end_time.timestamp()
+            self.limit = info.time_limit.total_seconds() if info.time_limit else None
 
     def time_left(self) -> float | None:
         return None if self.end is None else max(0.0, self.end - time.time())

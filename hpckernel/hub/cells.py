@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 
 #: Line magics that act on the ranks from the hub; a cell starting with one runs in the hub.
 HUB_LINE_MAGICS = frozenset({"px", "pxconfig", "pxresult", "ranks", "restart_ranks", "peek",
-                             "where", "push", "pull", "provenance"})
+                             "where", "push", "pull", "provenance", "dashboard", "liveplot",
+                             "squeue", "scancel", "sacct"})
+#: Cell magics that run in the hub (the job magics of ``hpckernel.widgets``).
+HUB_CELL_MAGICS = frozenset({"sbatch"})
 
 
 class MagicUsageError(ValueError):
@@ -156,6 +159,9 @@ def route_cell(code: str) -> Route:
         return Route("local", rest, PxOptions())
     if head == "%%px" or head.startswith("%%px "):
         return Route("px", rest, parse_px_options(head[len("%%px"):]))
+    if head.startswith("%%") and head[2:].split(maxsplit=1)[0:1] in (
+            [m] for m in HUB_CELL_MAGICS):
+        return Route("hub", code, PxOptions())
     if head.startswith("%") and not head.startswith("%%"):
         name = head[1:].split(maxsplit=1)[0] if len(head) > 1 else ""
         if name in HUB_LINE_MAGICS:

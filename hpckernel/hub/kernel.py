@@ -24,6 +24,7 @@ from .. import __version__, provenance
 from ..plane import make_job_dir
 from ..plane.addresses import node_ip
 from ..targets import TargetError, format_ranks
+from ..widgets.magics import JobMagics, LiveMagics
 from . import transfer
 from .allocation import Allocation
 from .cells import MagicUsageError, PxOptions, route_cell, strip_local_marker
@@ -81,6 +82,7 @@ class HubKernel(IPythonKernel):
                                  self._context, notebook)
         assert self.shell is not None
         self.shell.register_magics(PxMagics(self.shell, self.px, self.recorder))
+        self.shell.register_magics(JobMagics, LiveMagics)
         self.shell.user_ns["ranks"] = RankView(self.px)
         # %%local cells reach IPython whole (so history keeps them as typed); this drops
         # the marker line before IPython compiles them.

@@ -28,6 +28,7 @@ from ..plane import Message, PlaneInfo, make_job_dir, pack, unpack, write_plane_
 from ..plane.addresses import node_name
 from ..targets import format_ranks
 from .launch import LaunchError, RankLauncher, describe_exit, exit_codes, log_tail
+from .live import LiveStore
 from .merge import OutputBudget, OutputMerger
 from .requests import Request
 
@@ -57,6 +58,7 @@ class RankInfo:
     rss: int = 0
     last_seen: float = field(default_factory=time.monotonic)
     reason: str = ""  # why it is dead or stuck
+    cell: str = ""  # label of the request it runs now ("[7]", "%px"), for the dashboard
     queue: deque[str] = field(default_factory=deque)  # request ids, oldest running
 
 
@@ -92,6 +94,7 @@ class RankPool:
         self.ranks = [RankInfo(r) for r in range(self.size)]
         self.requests: dict[str, Request] = {}
         self.budget = OutputBudget()
+        self.live = LiveStore()  # values the ranks publish mid-cell (hpckernel.publish)
         self.loop = asyncio.new_event_loop()
         self.ready: Future[None] = Future()
         self.mpi_version = ""
@@ -207,7 +210,7 @@ class RankPool:
         if self.ready.done():
             self.ready = Future()
         for info in self.ranks:
-            info.state, info.reason, info.pid = "starting", "", None
+            info.state, info.reason, info.pid, info.cell = "starting", "", None, ""
             info.queue.clear()
         self._started_at = time.monotonic()
         self._launches += 1  # so that checks scheduled for earlier ranks are dropped
@@ -274,6 +277,8 @@ class RankPool:
                 request.merger.add_display(rank, header["msg_type"], msg.value())
         elif msg.msg_type == "reply":
             self._reply(info, header, msg)
+        elif msg.msg_type == "live":
+            self.live.add(str(header.get("name")), info.rank, msg.value())
 
     def _register(self, info: RankInfo, header: dict[str, Any]) -> None:
         info.pid, info.host = header.get("pid"), header.get("host", "")
@@ -301,6 +306,7 @@ class RankPool:
         if info.state in ("busy", "stuck"):
             info.state = "busy" if info.queue else "idle"
             info.reason = ""
+        info.cell = self._label(info)
         request = self.requests.get(request_id)
         if request is None or info.rank in request.replies:
             return  # a reply after we gave up on it (stuck rank) or a duplicate
@@ -340,7 +346,12 @@ class RankPool:
             if not control:
                 info.queue.append(request.id)
                 info.state = "busy" if info.state == "idle" else info.state
+                info.cell = self._label(info)
             self._send_to(rank, frames[rank])
+
+    def _label(self, info: RankInfo) -> str:
+        request = self.requests.get(info.queue[0]) if info.queue else None
+        return request.label if request is not None else ""
 
     def _expire(self, request: Request, reason: str) -> None:
         for rank in request.targets:
@@ -409,6 +420,7 @@ class RankPool:
                     request.merger.rank_done(rank)
                 self._maybe_finish(request)
         info.queue.clear()
+        info.cell = ""
 
     def _check_exits(self) -> None:
         for rank, code in exit_codes(self.job_dir).items():
@@ -450,6 +462,7 @@ class RankPool:
         while True:
             await asyncio.sleep(self.settings.flush_interval)
             now = time.monotonic()
+            self.live.flush(now)
             for request in list(self.requests.values()):
                 if request.merger is not None:
                     request.merger.flush()

@@ -9,6 +9,7 @@
     ranks.gather("part")                  # their `part`s concatenated again
     ranks.peek("i")                       # `i` now, while the ranks run a cell
     ranks.where()                         # what each rank is running now (its stack)
+    ranks.live["loss"]                    # {rank: [values]} the ranks hpckernel.publish()ed
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..targets import format_ranks
+from .live import LiveStore
 from .px import PxController, PxHandle
 
 
@@ -45,6 +47,12 @@ class RankView:
 
     def _result(self, values: list[Any]) -> Any:
         return values[0] if self._single else values
+
+    @property
+    def live(self) -> LiveStore:
+        """What the ranks published (``hpckernel.publish``): ``ranks.live["loss"]`` is
+        ``{rank: [values, oldest first]}``, ``ranks.live.latest("loss")`` the last ones."""
+        return self._px.pool.live
 
     def execute(self, code: str, block: bool = True) -> PxHandle:
         """Run ``code`` on these ranks; their output shows in the current cell."""

@@ -2,10 +2,12 @@
 
 Users: the Slurm kernel provisioner, the job magics (%squeue, %%sbatch, %scancel, %sacct)
 and the workflow module. Start from `Slurm` (in `jobs.py`); `parse.py` holds the parsers and
-`runner.py` the `CommandRunner` that actually runs commands.
+`runner.py` the `CommandRunner` that actually runs commands. Sync code uses `jobcontrol`
+(`submit(script, *options) -> Job`) on the private loop of `sync`.
 """
 
 from .errors import ParseError, SlurmError, SlurmNotFoundError, SlurmTimeoutError, SubmitError
+from .jobcontrol import Job, submit
 from .jobs import Slurm, check_request
 from .models import ENDED_STATES, PENDING_STATES, RUNNING_STATES, JobInfo, PartitionInfo
 from .parse import format_duration, parse_duration
@@ -17,6 +19,7 @@ __all__ = [
     "RUNNING_STATES",
     "CommandResult",
     "CommandRunner",
+    "Job",
     "JobInfo",
     "LocalRunner",
     "ParseError",
@@ -29,4 +32,5 @@ __all__ = [
     "check_request",
     "format_duration",
     "parse_duration",
+    "submit",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..plane import Message, pack, read_plane_info
 from ..plane.addresses import node_name
+from . import publish
 from .capture import OutStream
 from .channel import HubChannel
 from .introspect import peek, where
@@ -230,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     register = {"rank": rank, "size": size, "pid": os.getpid(), "host": node_name(),
                 "python": sys.version.split()[0], "mpi": mpi_version, "error": error}
     channel.send(pack("register", register))
+    publish.install(channel.send, rank)
     channel.start()
     if error is not None:
         channel.stop()

@@ -1,0 +1,95 @@
+"""The hub's store of values the ranks publish mid-cell (``hpckernel.publish``).
+
+Per name and rank, the last ``maxlen`` values in arrival order. The plane thread adds values
+as they arrive and, from its tick, calls each name's listeners (the live plots) with the
+new series at most every ``interval`` seconds, so a rank publishing in a tight loop does
+not flood the notebook with widget updates. ``ranks.live`` reads it from ``%%local`` code.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: listener(name, {rank: [values...]}), called from the plane thread.
+Listener = Callable[[str, "dict[int, list[Any]]"], None]
+
+
+class LiveStore(Mapping[str, "dict[int, list[Any]]"]):
+    """``store[name]`` → ``{rank: [values, oldest first]}``; thread-safe."""
+
+    def __init__(self, maxlen: int = 1000, interval: float = 0.25) -> None:
+        self.maxlen = maxlen
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._series: dict[str, dict[int, deque[Any]]] = {}
+        self._dirty: set[str] = set()
+        self._listeners: dict[str, list[Listener]] = {}
+        self._last_push = 0.0
+
+    def add(self, name: str, rank: int, value: Any) -> None:
+        with self._lock:
+            per_rank = self._series.setdefault(name, {})
+            per_rank.setdefault(rank, deque(maxlen=self.maxlen)).append(value)
+            self._dirty.add(name)
+
+    def __getitem__(self, name: str) -> dict[int, list[Any]]:
+        with self._lock:
+            if name not in self._series:
+                known = ", ".join(sorted(self._series)) or "none yet"
+                raise KeyError(f"no rank has published {name!r} (published: {known})")
+            return {r: list(v) for r, v in sorted(self._series[name].items())}
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(sorted(self._series))
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def latest(self, name: str) -> dict[int, Any]:
+        """The last value of ``name`` from each rank that published it."""
+        return {r: v[-1] for r, v in self[name].items() if v}
+
+    def clear(self, name: str | None = None) -> None:
+        with self._lock:
+            if name is None:
+                self._series.clear()
+            else:
+                self._series.pop(name, None)
+
+    def listen(self, name: str, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` when ``name`` has new values; returns the unsubscribe."""
+        with self._lock:
+            self._listeners.setdefault(name, []).append(listener)
+
+        def stop() -> None:
+            with self._lock:
+                if listener in self._listeners.get(name, []):
+                    self._listeners[name].remove(listener)
+        return stop
+
+    def flush(self, now: float | None = None) -> None:
+        """Push new values to the listeners (the plane thread's tick calls this)."""
+        now = time.monotonic() if now is None else now
+        if not self._dirty or now - self._last_push < self.interval:
+            return
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            self._last_push = now
+            calls = [(name, list(self._listeners.get(name, []))) for name in dirty]
+        for name, listeners in calls:
+            if not listeners:
+                continue
+            series = self[name]
+            for listener in listeners:
+                try:
+                    listener(name, series)
+                except Exception:  # a broken plot must not stop the plane thread
+                    log.exception("live listener of %r failed", name)

@@ -1,0 +1,37 @@
+"""The notebook widgets: live plots, the dashboard and Slurm job control (ipywidgets).
+
+`svg` draws the live plot, `liveplot` is its widget, `panel` the ``%dashboard``,
+`jobviews` the widgets of ``%squeue`` and ``%%sbatch``, `magics` the magics. In a plain
+IPython kernel, ``%load_ext hpckernel.widgets`` adds the job magics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext hpckernel.widgets``: the job magics (and, in the hub, the live ones)."""
+    from .magics import JobMagics, LiveMagics
+
+    ipython.register_magics(JobMagics)
+    if getattr(getattr(ipython, "kernel", None), "pool", None) is not None:
+        ipython.register_magics(LiveMagics)
+
+
+def liveplot(name: str) -> Any:
+    """The live plot of what the ranks publish as ``name`` (``%liveplot name``)."""
+    from .hubref import hub_kernel
+    from .liveplot import LivePlot
+
+    pool = hub_kernel().pool
+    assert pool is not None
+    return LivePlot(pool.live, name)
+
+
+def dashboard() -> Any:
+    """The kernel's dashboard panel (``%dashboard``)."""
+    from .hubref import hub_kernel
+    from .panel import Dashboard
+
+    return Dashboard(hub_kernel())

@@ -1,0 +1,127 @@
+"""``%dashboard``: the kernel at a glance, refreshed about once a second.
+
+Job id, partition, nodes and state (from the hub's `Allocation`, "local" outside Slurm), a
+walltime bar, and one row per rank (state, the cell it runs, CPU %, RSS) read from
+``pool.snapshot()`` by a hub thread of the panel's own, never from the ranks' shells, so it
+keeps moving while cells run. Its buttons call what the interrupt request, ``%restart_ranks``
+and ``%sacct`` call.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+import traitlets
+
+from . import jobviews
+from .sacct import sacct_text
+
+if TYPE_CHECKING:
+    from ..hub.kernel import HubKernel
+    from ..hub.pool import RankInfo
+
+log = logging.getLogger(__name__)
+COLOURS = {"idle": "#2ca02c", "busy": "#1f77b4", "starting": "#999", "stuck": "#ff7f0e",
+           "dead": "#d62728"}
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def rank_table(infos: list[RankInfo]) -> str:
+    rows = "".join(
+        f"<tr><td>{i.rank}</td><td style='color:{COLOURS.get(i.state, '#000')}'>"
+        f"<b class='hpc-state'>{i.state}</b></td><td>{html.escape(i.cell) or '-'}</td>"
+        f"<td>{i.cpu:.1f}</td><td>{_size(i.rss)}</td><td>{html.escape(i.host)}</td>"
+        f"<td>{html.escape(i.reason)}</td></tr>" for i in infos)
+    return ("<table class='hpc-ranks'><tr><th>rank</th><th>state</th><th>cell</th>"
+            "<th>CPU %</th><th>RSS</th><th>host</th><th>note</th></tr>" + rows + "</table>")
+
+
+class Dashboard(w.VBox):
+    """The panel; ``close()`` (or the kernel's end) stops its refresh thread."""
+
+    states: traitlets.List[str] = traitlets.List(
+        help="each rank's state as last shown").tag(sync=True)
+
+    def __init__(self, kernel: HubKernel, interval: float = 1.0, **kwargs: Any) -> None:
+        assert kernel.pool is not None
+        self.kernel = kernel
+        self.pool = kernel.pool
+        self.interval = interval
+        self.job = w.HTML()
+        self.walltime = w.FloatProgress(min=0.0, max=1.0, value=0.0,
+                                        description="walltime", bar_style="info",
+                                        layout=w.Layout(display="none"))
+        self.table = w.HTML()
+        self.message = w.HTML()
+        buttons = []
+        for label, action in (("Interrupt", self._interrupt),
+                              ("Restart ranks", self._restart),
+                              ("sacct details", self._sacct)):
+            button = w.Button(description=label)
+            button.on_click(lambda _b, act=action: act())
+            buttons.append(button)
+        self.details = w.HTML()
+        super().__init__([self.job, self.walltime, self.table, w.HBox(buttons), self.message,
+                          self.details], **kwargs)
+        self.refresh()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hpckernel-dashboard",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed.wait(self.interval):  # the period, not a synchronisation
+            try:
+                self.refresh()
+            except Exception:  # the panel must outlive a bad refresh
+                log.exception("dashboard refresh failed")
+
+    def refresh(self) -> None:
+        alloc = self.kernel.allocation
+        if alloc is None:
+            self.job.value = f"<b>local</b> · {self.pool.size} ranks"
+        else:
+            self.job.value = (f"<b>Slurm job {html.escape(alloc.job_id)}</b> · partition "
+                              f"{html.escape(alloc.partition or '?')} · nodes "
+                              f"{html.escape(alloc.nodelist or '?')} · RUNNING")
+            left, limit = alloc.time_left(), alloc.limit
+            if left is not None:
+                self.walltime.layout.display = ""
+                self.walltime.max = limit or max(left, 1.0)
+                self.walltime.value = left
+                self.walltime.description = f"{int(left) // 60} min left"
+        infos = self.pool.snapshot()
+        self.table.value = rank_table(infos)
+        self.states = [i.state for i in infos]  # last: a client seeing it sees the table
+
+    def _interrupt(self) -> None:
+        self.pool.interrupt()
+        self.message.value = "interrupt sent to the busy ranks"
+
+    def _restart(self) -> None:
+        self.message.value = "restarting the ranks…"
+        done = self.pool.restart()
+
+        def finished(f: Any) -> None:
+            error = f.exception()
+            self.message.value = html.escape(f"restart failed: {error}" if error else
+                                             f"{self.pool.size} fresh ranks ready")
+        done.add_done_callback(finished)
+
+    def _sacct(self) -> None:
+        alloc = self.kernel.allocation
+        if alloc is None:
+            self.details.value = "<i>not in a Slurm job: no accounting</i>"
+            return
+        jobviews.show_async(self.details, sacct_text(alloc.job_id))
+
+    def close(self) -> None:
+        self._closed.set()
+        super().close()
