@@ -1,0 +1,54 @@
+"""The dashboard and the Slurm job table as a user sees them in JupyterLab."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from hpckernel.kernelspec import LOCAL_DISPLAY
+from tests.cluster.fixtures import testbed_env
+
+from .lab import CELL_TIMEOUT, Lab
+
+pytestmark = [pytest.mark.ui, pytest.mark.xdist_group("ui"), pytest.mark.timeout(900)]
+
+
+def test_dashboard_follows_a_running_cell(lab: Lab) -> None:
+    nb = lab.new_notebook("dashboard", LOCAL_DISPLAY)
+    nb.run("from mpi4py import MPI")
+    board = nb.run("%dashboard")
+    panel = board.outputs.first
+    expect(panel).to_contain_text("local", timeout=CELL_TIMEOUT)
+    expect(panel).to_contain_text("idle", timeout=CELL_TIMEOUT)
+    expect(panel.get_by_role("button", name="Interrupt")).to_be_visible()
+    # While a --noblock cell keeps the ranks busy, the table (fed by the hub, once a second)
+    # says so; afterwards it says idle again.
+    nb.run("%%px --noblock\nimport time\ntime.sleep(15)")
+    expect(panel).to_contain_text("busy", timeout=30_000)
+    nb.screenshot("dashboard-busy.png")
+    expect(panel).not_to_contain_text("busy", timeout=60_000)
+    expect(panel).to_contain_text("idle")
+
+
+@pytest.mark.cluster
+def test_squeue_table_in_the_browser(lab: Lab) -> None:
+    # The JupyterLab server's kernels inherit this environment (tests/run-all.sh exports
+    # the virtual cluster's); the job table then shows the cluster's jobs.
+    assert os.environ.get("SLURM_CONF") == testbed_env()["SLURM_CONF"], (
+        "run the UI tests with the cluster's environment: eval \"$(python3 "
+        "tests/cluster/testbed.py env)\"")
+    nb = lab.new_notebook("squeue", LOCAL_DISPLAY)
+    job = nb.run("%%sbatch --job-name=ui-sleeper --time=2\nsleep 120")
+    expect(job.outputs.first).to_contain_text(re.compile(r"job \d+: (PENDING|RUNNING)"),
+                                              timeout=CELL_TIMEOUT)
+    table = nb.run("%squeue")
+    expect(table.outputs.first).to_contain_text("ui-sleeper", timeout=CELL_TIMEOUT)
+    expect(table.outputs.first.get_by_role("button", name="Cancel").first).to_be_visible()
+    nb.screenshot("squeue.png")
+    done = nb.run("%%local\nimport subprocess\n"
+                  "subprocess.run(['scancel', '--name=ui-sleeper'], check=True)\n"
+                  "print('cancelled')")
+    expect(done.outputs.first).to_contain_text("cancelled", timeout=CELL_TIMEOUT)
