@@ -4,7 +4,7 @@
    functions with the most samples (own and inclusive) per process.
 2. ``start``: what one rank costs before it can register: CPU seconds of each start phase,
    measured in a fresh process per phase (imports, MPI init, the IPython shell).
-3. ``transport``: raw ZMQ throughput of one 16 MiB message over the plane's transports.
+3. ``transport``: raw ZMQ fan-in: K processes each send 16 MiB to one ROUTER (a pull, bare).
 4. ``sim``: py-spy on a hub driving N simulated ranks (benchmarks/simranks.py).
 
 Writes benchmarks/results/profile-*.txt. Needs py-spy (the ``bench`` extra) and ptrace.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import os
 import shutil
 import subprocess
@@ -23,8 +24,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .run import RESULTS
+from .run import RESULTS, bytecode_cache
 from .systems import HpcKernel, mpich_env
+
+#: sample only the thread holding the GIL (CPU attribution), set by --gil
+GIL_ONLY = False
 
 
 def top_functions(raw: Path, limit: int = 18) -> str:
@@ -66,8 +70,9 @@ def _keep(tmp: Path, name: str) -> None:
 
 def spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    gil = ["--gil"] if GIL_ONLY else []
     return subprocess.Popen([py_spy, "record", "-p", str(pid), "-d", str(int(seconds)),
-                             "-r", "250", "-f", "raw", "-o", str(out), "--nonblocking"],
+                             "-r", "250", *gil, "-f", "raw", "-o", str(out), "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -97,16 +102,24 @@ def profile_cells(n: int, code: str, seconds: float) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+_BASE = "import zmq, cloudpickle, psutil\nfrom mpi4py import MPI\n"
 START_PHASES = {
     "python -c pass": "pass",
-    "import zmq, cloudpickle, psutil": "import zmq, cloudpickle, psutil",
-    "+ from mpi4py import MPI (init)": "import zmq, cloudpickle, psutil\nfrom mpi4py import MPI",
-    "+ import IPython InteractiveShell": (
-        "import zmq, cloudpickle, psutil\nfrom mpi4py import MPI\n"
-        "from IPython.core.interactiveshell import InteractiveShell"),
-    "+ RankShell.instance() (hpckernel.worker)": (
-        "import zmq, cloudpickle, psutil\nfrom mpi4py import MPI\n"
+    "+ import zmq": "import zmq",
+    "+ import cloudpickle": "import zmq, cloudpickle",
+    "+ import psutil": "import zmq, cloudpickle, psutil",
+    "+ from mpi4py import MPI (MPI_Init, singleton)": _BASE,
+    "+ import IPython's InteractiveShell": (
+        _BASE + "from IPython.core.interactiveshell import InteractiveShell"),
+    "+ import hpckernel.worker.runner (all of a rank's imports)": (
+        _BASE + "import hpckernel.worker.runner"),
+    "+ RankShell.instance() — what a rank runs": (
+        _BASE + "import hpckernel.worker.runner\n"
         "from hpckernel.worker.shell import RankShell\nRankShell.instance()"),
+    "  (instead: RankShell.instance() with HistoryManager.enabled=False)": (
+        _BASE + "import hpckernel.worker.runner\n"
+        "from hpckernel.worker.shell import RankShell\nfrom traitlets.config import Config\n"
+        "RankShell.instance(config=Config(HistoryManager={'enabled': False}))"),
 }
 
 
@@ -129,44 +142,145 @@ def profile_start(repeat: int = 5) -> str:
 
 
 TRANSPORT = """
-import sys, time, threading, zmq, numpy as np
-url, size, bufsize = sys.argv[1], 16 * 2**20, int(sys.argv[2])
-ctx = zmq.Context()
-a, b = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
-for s in (a, b):
-    if bufsize:
-        s.setsockopt(zmq.SNDBUF, bufsize); s.setsockopt(zmq.RCVBUF, bufsize)
-if url.startswith("tcp"):
-    url = f"tcp://127.0.0.1:{a.bind_to_random_port('tcp://127.0.0.1')}"
+import os, sys, time, zmq, numpy as np
+url, senders, io_threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+size = 16 * 2**20
+ctx = zmq.Context(io_threads=io_threads)
+router = ctx.socket(zmq.ROUTER)
+if url == "tcp":
+    url = f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}"
 else:
-    a.bind(url)
-b.setsockopt(zmq.IDENTITY, b"0"); b.connect(url)
-b.send(b"hi"); a.recv_multipart()
-data = np.ones(size // 8)
+    router.bind(url)
+children = []
+for i in range(senders):  # one process per sender, like ranks
+    pid = os.fork()
+    if pid == 0:
+        c = zmq.Context()
+        d = c.socket(zmq.DEALER)
+        d.setsockopt(zmq.IDENTITY, str(i).encode())
+        d.connect(url)
+        data = np.ones(size // 8)
+        d.send(b"hi")
+        while d.recv() == b"go":
+            d.send(data, copy=False)
+        d.close(linger=0)
+        os._exit(0)
+    children.append(pid)
+peers = [router.recv_multipart()[0] for _ in range(senders)]
 times = []
-for _ in range(20):
+for _ in range(10):
     t = time.perf_counter()
-    b.send(data, copy=False)
-    a.recv_multipart(copy=False)
+    for peer in peers:
+        router.send_multipart([peer, b"go"])
+    for _ in peers:
+        router.recv_multipart(copy=False)
     times.append(time.perf_counter() - t)
+for peer in peers:
+    router.send_multipart([peer, b"stop"])
+for pid in children:
+    os.waitpid(pid, 0)
 times.sort()
-print(f"{size / times[len(times) // 2] / 1e6:.0f}")
+print(f"{senders * size / times[len(times) // 2] / 1e6:.0f}")
 """
 
 
 def profile_transport() -> str:
-    """One 16 MiB message per round, sender and receiver threads in one process (the I/O
-    threads of libzmq still move the bytes through the kernel's socket)."""
-    lines = ["# MB/s of 16 MiB messages, DEALER → ROUTER, median of 20"]
+    """Raw ZMQ: K sender processes each send one 16 MiB message to one ROUTER (what a pull
+    from K ranks is, without hpckernel), with 1 or 2 libzmq I/O threads at the receiver."""
+    lines = ["# aggregate MB/s, K senders x 16 MiB -> one ROUTER, median of 10 rounds"]
     tmp = tempfile.mkdtemp(prefix="bench-zmq-")
     for label, url in (("ipc", f"ipc://{tmp}/s"), ("tcp 127.0.0.1", "tcp")):
-        for buf in (0, 4 * 2**20):
-            out = subprocess.run([sys.executable, "-c", TRANSPORT, url, str(buf)],
-                                 capture_output=True, text=True, check=True).stdout.strip()
-            lines.append(f"  {out:>6} MB/s  {label}, SO_SNDBUF/RCVBUF "
-                         f"{'default' if not buf else f'{buf >> 20} MiB'}")
+        for senders in (1, 4, 16):
+            for io_threads in (1, 2):
+                out = subprocess.run([sys.executable, "-c", TRANSPORT, url, str(senders),
+                                      str(io_threads)], capture_output=True, text=True,
+                                     check=True).stdout.strip()
+                lines.append(f"  {out:>6} MB/s  {label}, K={senders:2d}, "
+                             f"receiver io_threads={io_threads}")
     shutil.rmtree(tmp, ignore_errors=True)
     return "\n".join(lines) + "\n"
+
+
+SEND_COST = """
+import asyncio, json, time, zmq, zmq.asyncio
+N = 20000
+frames = [b"execute", json.dumps({"code": "pass", "id": "x" * 32}).encode(), b""]
+async def main():
+    ctx = zmq.asyncio.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.SNDHWM, 0)
+    router.bind("inproc://plane")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.IDENTITY, b"7")
+    dealer.setsockopt(zmq.RCVHWM, 0)
+    dealer.connect("inproc://plane")
+    await dealer.send(b"hi")
+    await router.recv_multipart()
+    t = time.perf_counter()  # what RankPool._send_to does per rank
+    futures = [asyncio.ensure_future(router.send_multipart([b"7", *frames], copy=False))
+               for _ in range(N)]
+    await asyncio.gather(*futures)
+    send_async = (time.perf_counter() - t) / N
+    plain = zmq.Socket.shadow(router.underlying)
+    t = time.perf_counter()
+    for _ in range(N):
+        plain.send_multipart([b"7", *frames], copy=False, flags=zmq.NOBLOCK)
+    send_plain = (time.perf_counter() - t) / N
+    t = time.perf_counter()  # what RankPool._receive does per message
+    for _ in range(N):
+        await dealer.recv_multipart(copy=False)
+    recv_async = (time.perf_counter() - t) / N
+    drain = zmq.Socket.shadow(dealer.underlying)
+    t = time.perf_counter()
+    got = 0
+    while got < N:
+        try:
+            drain.recv_multipart(zmq.NOBLOCK, copy=False)
+            got += 1
+        except zmq.Again:
+            await asyncio.sleep(0)
+    recv_plain = (time.perf_counter() - t) / N
+    print(f"  send: {send_async * 1e6:5.1f} us as an asyncio future per message, "
+          f"{send_plain * 1e6:5.1f} us plain NOBLOCK")
+    print(f"  recv: {recv_async * 1e6:5.1f} us awaiting each message, "
+          f"{recv_plain * 1e6:5.1f} us draining with NOBLOCK")
+asyncio.run(main())
+"""
+
+
+def profile_send_cost() -> str:
+    """Python cost per plane message: pyzmq's asyncio socket vs the plain socket under it."""
+    out = subprocess.run([sys.executable, "-c", SEND_COST], capture_output=True, text=True,
+                         check=True).stdout
+    return f"# per message, {20000} messages of an execute request, one process\n{out}"
+
+
+SHELL_COST = """
+import sys, time
+from traitlets.config import Config
+from hpckernel.worker.shell import RankShell
+history = sys.argv[1] == "on"
+shell = RankShell.instance(config=Config(HistoryManager={"enabled": history}))
+shell.run_cell("x = 1", store_history=True)
+for code in ("pass", "raise KeyboardInterrupt"):
+    times = []
+    for _ in range(21):
+        t = time.process_time()
+        shell.run_cell(code, store_history=True)
+        times.append(time.process_time() - t)
+        time.sleep(0.02)
+    times.sort()
+    print(f"  {times[10] * 1e3:6.2f} ms CPU  run_cell({code!r}), history {sys.argv[1]}")
+"""
+
+
+def profile_shell() -> str:
+    """CPU of a rank's ``run_cell`` (all threads of the process), history on and off."""
+    env = {**os.environ, "IPYTHONDIR": tempfile.mkdtemp(prefix="bench-ipy-")}
+    out = [subprocess.run([sys.executable, "-c", SHELL_COST, history], capture_output=True,
+                          text=True, check=True, env=env).stdout for history in ("on", "off")]
+    shutil.rmtree(env["IPYTHONDIR"], ignore_errors=True)
+    return "# RankShell.run_cell, median of 21, one process\n" + "".join(out)
 
 
 def profile_sim(n: int, seconds: float) -> str:
@@ -199,28 +313,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--sim-ranks", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=12)
+    parser.add_argument("--gil", action="store_true",
+                        help="sample only the thread that holds the GIL")
     parser.add_argument("--tag", default="", help="suffix of the profile-cells file name")
     parser.add_argument("--code", default="pass", help="the cell that ``cells`` repeats; "
                         "e.g. '%%%%local\\nranks.pull(\"b\")'")
     args = parser.parse_args(argv)
+    global GIL_ONLY
+    GIL_ONLY = args.gil
     args.what = args.what or ["cells", "start", "transport", "sim"]
     if set(args.what) - {"cells", "start", "transport", "sim"}:
         parser.error("choose from cells, start, transport, sim")
     mpich_env()
     os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="bench-ipython-")
+    bytecode_cache()
     RESULTS.mkdir(exist_ok=True)
     jobs: dict[str, list[tuple[str, Callable[[], str]]]] = {
-        "cells": [(f"cells-{n}{args.tag}", lambda n=n: profile_cells(n, args.code, args.seconds))
+        "cells": [(f"cells-{n}{args.tag}", functools.partial(profile_cells, n, args.code,
+                                                             args.seconds))
                   for n in args.ranks],
-        "start": [("start", profile_start)],
-        "transport": [("transport", profile_transport)],
+        "start": [("start", profile_start), ("shell", profile_shell)],
+        "transport": [("transport", profile_transport), ("send-cost", profile_send_cost)],
         "sim": [(f"sim-{args.sim_ranks}", lambda: profile_sim(args.sim_ranks, args.seconds))],
     }
-    for what in args.what:
-        for name, job in jobs[what]:
-            text = job()
-            print(text, flush=True)
-            (RESULTS / f"profile-{name}.txt").write_text(text)
+    try:
+        for what in args.what:
+            for name, job in jobs[what]:
+                text = job()
+                print(text, flush=True)
+                (RESULTS / f"profile-{name}.txt").write_text(text)
+    finally:
+        shutil.rmtree(os.environ["IPYTHONDIR"], ignore_errors=True)
 
 
 if __name__ == "__main__":

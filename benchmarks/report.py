@@ -96,7 +96,8 @@ def _note(metric: Metric, system: str, e: dict[str, Any]) -> str:
                 f"{'with' if e['notice'] else 'without'} notice, "
                 f"unannounced loss {e['unannounced_lost'] / 1e6:.1f} MB")
     if metric.key == "M6" and e.get("ready"):
-        return f"{short} kernel_info answered at {statistics.median(e['ready']):.2f} s"
+        what = "engines registered" if system == "ipyparallel" else "kernel_info answered"
+        return f"{short} {what} at {statistics.median(e['ready']):.2f} s"
     if metric.key == "M7" and e.get("hub_pct"):
         return f"{short} hub/controller {e['hub_pct'][0]:.2f} %"
     return ""
@@ -127,14 +128,16 @@ def table(data: Data) -> str:
             ipk_cost = ipykernel_cost(data, metric, n)
             hpc = cells.get("hpckernel")
             ipp = cells.get("ipyparallel")
-            comparable = metric.key not in ("M3", "M4", "M5")
+            # CPU % (M7) is too coarse (10 ms clock ticks) for ratios; M3 is rate-limited.
+            comparable = metric.key in ("M1", "M2", "M6", "M8")
             row = [f"{metric.key} {metric.title} ({metric.unit})",
                    f"{n}{'*' if n > cpus else ''}"]
             for system in SYSTEM_ORDER:
                 med, p95, _ = cells.get(system, (math.nan, math.nan, 0))
                 row += [_fmt(med), _fmt(p95)]
             row.append(_ratio(hpc[2], ipk_cost) if hpc and comparable else "—")
-            row.append(_ratio(ipp[2], hpc[2]) if hpc and ipp and metric.key != "M3" else "—")
+            row.append(_ratio(ipp[2], hpc[2]) if hpc and ipp and metric.key not in ("M3", "M7")
+                       else "—")
             row.append("; ".join(notes))
             rows.append("| " + " | ".join(row) + " |")
     return "\n".join(rows)
@@ -197,8 +200,9 @@ def simulated(data: Data) -> str:
     sim = data.get("simulated") or {}
     if not sim:
         return ""
-    rows = ["| simulated ranks | start s | no-op wall ms | hub CPU ms/cell | hub CPU µs/rank"
-            " | print(rank) wall ms | hub CPU ms/cell | µs/output line | idle hub CPU % |",
+    rows = ["| simulated ranks | start s | no-op wall ms | no-op hub CPU ms | hub CPU µs/rank"
+            " | print(rank) wall ms | print(rank) hub CPU ms | hub µs/output line"
+            " | idle hub CPU % |",
             "|" + "---|" * 9]
     for n, e in sorted(sim.items(), key=lambda kv: int(kv[0])):
         if "error" in e:
@@ -239,6 +243,7 @@ def plot(data: Data, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     shown = [m for m in METRICS if m.key in ("M1", "M2", "M4", "M5", "M6", "M8")]
     fig, axes = plt.subplots(2, 3, figsize=(14, 8))
@@ -258,6 +263,10 @@ def plot(data: Data, path: Path) -> None:
                 ax.plot(xs, ys, style, label=system)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
+            lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
         ax.set_xlabel("ranks / engines N")
         ax.set_ylabel(metric.unit)
         ax.set_title(f"{metric.key} {metric.title}", fontsize=10)

@@ -1,7 +1,8 @@
 """``python -m benchmarks.run [--quick]``: every system, every N, one table.
 
-Runs hpckernel, plain ipykernel and ipyparallel one after the other on this machine, prints
-one table of medians, p95 and ratios from this run, and writes
+For each N, starts hpckernel and ipyparallel side by side (plus one reference ipykernel for
+the whole run) and lets them take turns, cell by cell (benchmarks/metrics.py); prints one
+table of medians, p95 and ratios from this run, and writes
 ``benchmarks/results/{full,quick}.json`` and ``.png``. It reports; it asserts no timing.
 """
 
@@ -12,22 +13,22 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 
-from . import report, simranks
-from .systems import ARRAY_BYTES, SYSTEMS, Cell, IPyKernel, System, mpich_env
+from . import metrics, report, systems
+from .systems import SYSTEMS, IPyKernel, System, mpich_env
 
 RESULTS = Path(__file__).parent / "results"
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -61,141 +62,95 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     return plan
 
 
-def stats(samples: list[float]) -> dict[str, Any]:
-    return {"samples": samples, "median": float(np.median(samples)),
-            "p95": float(np.percentile(samples, 95))}
-
-
-def cpu_seconds(pids: list[int]) -> dict[int, float]:
-    out = {}
-    for pid in pids:
-        try:
-            t = psutil.Process(pid).cpu_times()
-            out[pid] = t.user + t.system
-        except psutil.NoSuchProcess:
-            out[pid] = float("nan")
-    return out
-
-
-def guarded(result: dict[str, Any], key: str, fn: Callable[[], Any]) -> None:
-    """Run one metric; a failure is recorded, not fatal."""
+def measure_n(n: int, names: list[str], plan: Plan, full: bool, ref: System | None,
+              ref_start: dict[str, float] | None) -> dict[str, dict[str, Any]]:
+    """All metrics of the systems ``names`` at ``n`` ranks (only M1, M2, M6 unless
+    ``full``), their samples interleaved with each other and with the reference ipykernel
+    ``ref``. At N=1, ``ref`` is also measured as the ipykernel system (its start in
+    ``ref_start``)."""
+    print(f"  N={n}: {', '.join(names)}", flush=True)
+    res: dict[str, dict[str, Any]] = {name: {} for name in names}
+    first: dict[str, dict[str, float]] = {}
+    group: metrics.Group = {}
+    own_ipk = ref is not None and n == 1
     try:
-        result[key] = fn()
-    except Exception as e:  # a benchmark reports what broke and goes on
-        result[key] = {"error": f"{type(e).__name__}: {e}"}
-        print(f"    {key} failed: {type(e).__name__}: {e}", flush=True)
-
-
-def measure(name: str, n: int, plan: Plan, full: bool, ref: System | None = None
-            ) -> dict[str, Any]:
-    """All metrics of one system at one N (only M1, M2, M6 when not ``full``). With
-    ``ref`` (a running ipykernel), M1 and M2 cells alternate with the same cell on it."""
-    res: dict[str, Any] = {}
-    system = SYSTEMS[name](n)
-    print(f"  {name} N={n}", flush=True)
-    starts = []
-    try:
-        starts.append(system.start())
-        system.setup()
-        ranks, hubs = system.rank_pids(), system.hub_pids()
-        res["pids"] = {"ranks": ranks, "hub": hubs}
-        guarded(res, "M1", lambda: noop(system, plan.noop_reps, ranks, hubs, ref))
-        guarded(res, "M2", lambda: print_rank(system, plan.print_reps, ref))
+        for name in names:
+            system = SYSTEMS[name](n)
+            try:
+                first[name] = system.start()
+                system.setup()
+                group[name] = system
+            except Exception as e:
+                res[name]["error"] = f"{type(e).__name__}: {e}"
+                print(f"    {name} failed to start: {res[name]['error']}", flush=True)
+                system.stop()
+        if own_ipk and ref is not None and ref_start is not None:
+            res["ipykernel"] = {}
+            first["ipykernel"] = ref_start
+        turn: metrics.Group = {**group, **({"ipykernel": ref} if ref is not None else {})}
+        pids = {name: (s.rank_pids(), s.hub_pids()) for name, s in turn.items()}
+        for key, code, reps in (("M1", "pass", plan.noop_reps),
+                                ("M2", "print(rank)", plan.print_reps)):
+            got = metrics.cells(turn, code, reps, pids)
+            for name in group:
+                res[name][key] = got[name]
+                if "ipykernel" in got and "error" not in got["ipykernel"]:
+                    res[name][key]["ipk_paired"] = metrics.stats(got["ipykernel"]["samples"])
+            if own_ipk:
+                res["ipykernel"][key] = got["ipykernel"]
         if full:
-            guarded(res, "M4", lambda: array(system, system.push, plan.array_reps))
-            guarded(res, "M5", lambda: array(system, system.pull, plan.array_reps))
-            guarded(res, "M7", lambda: idle_cpu(ranks, hubs, plan.idle_seconds))
-            guarded(res, "M3", lambda: flood(system))
-            guarded(res, "M8", lambda: stats([system.interrupt_loop()
-                                              for _ in range(plan.interrupt_reps)]))
-    except Exception as e:
-        res["error"] = f"{type(e).__name__}: {e}"
-        print(f"    failed: {res['error']}", flush=True)
+            everyone = {**group, **({"ipykernel": ref} if own_ipk and ref else {})}
+            for key, kind in (("M4", "push"), ("M5", "pull")):
+                for name, value in metrics.arrays(group, kind, plan.array_reps).items():
+                    res[name][key] = value
+            time.sleep(1.0)
+            idle = metrics.idle({k: pids[k] for k in everyone}, plan.idle_seconds)
+            for name, value in idle.items():
+                res[name]["M7"] = value
+            for name, system in everyone.items():
+                try:
+                    res[name]["M3"] = metrics.flood(system)
+                except Exception as e:
+                    res[name]["M3"] = {"error": f"{type(e).__name__}: {e}"}
+            stops, errors = metrics.rotate(everyone, plan.interrupt_reps,
+                                           lambda s: s.interrupt_loop())
+            for name in everyone:
+                res[name]["M8"] = ({"error": errors[name]} if name in errors
+                                   else metrics.stats(stops[name]))
     finally:
-        system.stop()
-    for _ in range(plan.start_reps - 1 if starts else 0):
-        again = SYSTEMS[name](n)
-        try:
-            starts.append(again.start())
-        finally:
-            again.stop()
-    if starts:
-        res["M6"] = {**stats([s["first_cell"] for s in starts]),
-                     "ready": [s["ready"] for s in starts]}
+        for system in group.values():
+            system.stop()
+    again = metrics.starts(list(first), n, plan.start_reps - 1)
+    for name, start in first.items():
+        samples = [start, *again.get(name, [])]
+        res[name]["M6"] = {**metrics.stats([s["first_cell"] for s in samples]),
+                           "ready": [s["ready"] for s in samples]}
     return res
 
 
-def paired(system: System, code: str, reps: int, ref: System | None
-           ) -> tuple[list[Cell], dict[str, Any]]:
-    """``reps`` cells on ``system``, each followed by the same cell on ``ref``."""
-    system.cell(code)  # warm-up
-    cells, reference = [], []
-    for _ in range(reps):
-        cells.append(system.cell(code))
-        if ref is not None:
-            cell = ref.cell(code)
-            reference.append(cell.last_output if code != "pass" else cell.seconds)
-    return cells, ({"ipk_paired": stats(reference)} if reference else {})
+def snapshot(rev: str) -> Path:
+    """hpckernel/, launcher/ and kernelspec/ as of ``rev``, in a temporary directory."""
+    root = Path(tempfile.mkdtemp(prefix="hpckernel-at-"))
+    archive = subprocess.run(["git", "archive", rev, "hpckernel", "launcher", "kernelspec"],
+                             cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    return root
 
 
-def noop(system: System, reps: int, ranks: list[int], hubs: list[int],
-         ref: System | None = None) -> dict[str, Any]:
-    before = cpu_seconds(ranks + hubs)
-    cells, reference = paired(system, "pass", reps, ref)
-    after = cpu_seconds(ranks + hubs)
-    used = {pid: after[pid] - before[pid] for pid in before}
-    return {**stats([c.seconds for c in cells]), **reference,
-            "hub_cpu_ms_per_cell": sum(used[p] for p in hubs) / reps * 1e3,
-            "rank_cpu_ms_per_cell": sum(used[p] for p in ranks) / len(ranks) / reps * 1e3}
-
-
-def print_rank(system: System, reps: int, ref: System | None = None) -> dict[str, Any]:
-    cells, reference = paired(system, "print(rank)", reps, ref)
-    return {**stats([c.last_output for c in cells]), **reference,
-            "complete": all(system.print_complete(c.text) for c in cells)}
-
-
-def array(system: System, op: Callable[[], tuple[float, float] | None], reps: int
-          ) -> dict[str, Any] | None:
-    if op() is None:  # warm-up; None: the system has no ranks to move data to
-        return None
-    times = [op() for _ in range(reps)]
-    api = [t[0] for t in times if t is not None]
-    result = stats(api)
-    result["roundtrip"] = [t[1] for t in times if t is not None]
-    result["MB_per_s"] = system.n * ARRAY_BYTES / result["median"] / 1e6
-    return result
-
-
-def idle_cpu(ranks: list[int], hubs: list[int], seconds: float) -> dict[str, Any]:
-    time.sleep(1.0)
-    before = cpu_seconds(ranks + hubs)
-    time.sleep(seconds)
-    after = cpu_seconds(ranks + hubs)
-    pct = {pid: (after[pid] - before[pid]) / seconds * 100 for pid in before}
-    per_rank = [pct[p] for p in ranks]
-    return {"per_rank_pct": per_rank, "mean": float(np.mean(per_rank)),
-            "max": float(np.max(per_rank)), "hub_pct": [pct[p] for p in hubs]}
-
-
-def flood(system: System) -> dict[str, Any]:
-    from .systems import FLOOD_CODE
-
-    cell = system.cell(FLOOD_CODE, timeout=900)
-    check = system.flood_check(cell.text)
-    return {**check, "seconds": cell.seconds, "status": cell.status,
-            "delivered_MB_per_s": check["delivered"] / cell.seconds / 1e6}
-
-
-def meta(plan: Plan) -> dict[str, Any]:
+def meta(plan: Plan, rev: str | None = None) -> dict[str, Any]:
     def version(module: str) -> str:
         try:
             return str(__import__(module).__version__)
         except Exception:
             return "?"
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=Path(__file__).parent).stdout.strip()
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              cwd=REPO).stdout.strip()
+
+    commit = git("rev-parse", "--short", rev or "HEAD")
+    if not rev and git("status", "--porcelain", "hpckernel", "launcher"):
+        commit += " + uncommitted changes"
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(),
             "cpus": os.cpu_count(), "python": platform.python_version(), "commit": commit,
             "versions": {m: version(m) for m in ("hpckernel", "ipykernel", "ipyparallel",
@@ -215,49 +170,66 @@ def main(argv: list[str] | None = None) -> None:
                         help="simulated rank counts for the hub's scaling (default 256 1024 "
                         "4096; none in --quick)")
     parser.add_argument("--out", help="result name in benchmarks/results (default: full/quick)")
+    parser.add_argument("--at", metavar="REV",
+                        help="measure hpckernel as of this git revision (a snapshot made with "
+                        "git archive), not the work tree that others may be editing")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: redo the table and plot from the result's JSON")
     args = parser.parse_args(argv)
     plan = plan_from_args(args)
     out = RESULTS / (args.out or ("quick" if args.quick else "full"))
     RESULTS.mkdir(exist_ok=True)
+    if args.render:
+        publish(json.loads(out.with_suffix(".json").read_text()), out)
+        return
 
+    if args.at:
+        systems.HPCKERNEL_ROOT = snapshot(args.at)
+        sys.path.insert(0, str(systems.HPCKERNEL_ROOT))
     mpich_env()
     # History databases, ipyparallel profiles: in a throw-away IPython directory.
     os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="bench-ipython-")
+    try:
+        run(plan, out, args.at)
+    finally:
+        shutil.rmtree(os.environ["IPYTHONDIR"], ignore_errors=True)
+        if systems.HPCKERNEL_ROOT is not None:
+            shutil.rmtree(systems.HPCKERNEL_ROOT, ignore_errors=True)
+
+
+def run(plan: Plan, out: Path, rev: str | None) -> None:
+    """Measure everything in ``plan``; write and print the results."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
 
     bytecode_cache()
-    data: dict[str, Any] = {"meta": meta(plan), "results": {}}
+    data: dict[str, Any] = {"meta": meta(plan, rev), "results": {}}
     started = time.monotonic()
     ref: System | None = None
+    ref_start: dict[str, float] | None = None
     if "ipykernel" in plan.systems:
-        ref = IPyKernel(1)  # the reference cells interleaved with every M1/M2 loop
-        ref.start()
+        ref = IPyKernel(1)  # its cells take turns with the others' in every M1/M2 loop
+        ref_start = ref.start()
         ref.setup()
+    names = [name for name in plan.systems if name != "ipykernel"]
     try:
-        for name in plan.systems:
-            ns = [1] if name == "ipykernel" else plan.ns
-            scale = [] if name == "ipykernel" else plan.scale_ns
-            data["results"][name] = {}
-            for n in ns + scale:
-                data["results"][name][str(n)] = measure(
-                    name, n, plan, full=n in ns, ref=None if name == "ipykernel" else ref)
-                _save(out, data)
+        for n in plan.ns + plan.scale_ns:
+            got = measure_n(n, names, plan, n in plan.ns, ref, ref_start)
+            for name, result in got.items():
+                data["results"].setdefault(name, {})[str(n)] = result
+            _save(out, data)
     finally:
         if ref is not None:
             ref.stop()
     if plan.sim_ns:
+        from . import simranks
+
         print("  simulated ranks", flush=True)
         data["simulated"] = simranks.measure_all(plan.sim_ns, plan.sim_reps)
     data["meta"]["loadavg_end"] = os.getloadavg()
     data["meta"]["wall_seconds"] = time.monotonic() - started
     _save(out, data)
-    text = report.render(data)
-    print(text)
-    report.plot(data, out.with_suffix(".png"))
-    out.with_suffix(".txt").write_text(text + "\n")
-    print(f"wrote {out.with_suffix('.json')}, {out.with_suffix('.png')}, "
-          f"{out.with_suffix('.txt')}")
+    publish(data, out)
     leftover = psutil.Process().children(recursive=True)
     if leftover:
         print(f"warning: processes left: {[p.pid for p in leftover]}", file=sys.stderr)
@@ -271,13 +243,23 @@ def bytecode_cache() -> None:
         return
     os.environ.setdefault("PYTHONPYCACHEPREFIX",
                           str(Path.home() / ".cache" / "hpckernel-bench" / "pycache"))
-    subprocess.run([sys.executable, "-c", WARM_IMPORTS], check=False,
+    subprocess.run([sys.executable, "-c", WARM_IMPORTS], check=False, cwd=systems.HPCKERNEL_ROOT,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 WARM_IMPORTS = ("import ipykernel.kernelapp, ipyparallel, ipyparallel.engine.app, "
                 "ipyparallel.controller.app, hpckernel.hub.app, hpckernel.worker.runner, "
                 "numpy, mpi4py.MPI, cloudpickle, psutil, jupyter_client, matplotlib.pyplot")
+
+
+def publish(data: dict[str, Any], out: Path) -> None:
+    """Print the table and write it (.txt) and the plot (.png) beside the JSON."""
+    text = report.render(data)
+    print(text)
+    report.plot(data, out.with_suffix(".png"))
+    out.with_suffix(".txt").write_text(text + "\n")
+    print(f"wrote {out.with_suffix('.json')}, {out.with_suffix('.png')}, "
+          f"{out.with_suffix('.txt')}")
 
 
 def _save(out: Path, data: dict[str, Any]) -> None:

@@ -41,6 +41,8 @@ FLOOD_CODE = (
 OUTPUT_TYPES = ("stream", "execute_result", "display_data", "error")
 #: the kernels' own output (stderr), one file per system and N
 LOGS = Path(__file__).parent / "results" / "logs"
+#: a directory holding the hpckernel to measure (a snapshot of a commit), else the installed one
+HPCKERNEL_ROOT: Path | None = None
 
 
 @dataclass
@@ -249,9 +251,15 @@ class HpcKernel(JupyterKernel):
     def __init__(self, n: int, extra: list[str] | None = None,
                  env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         super().__init__(n)
-        self.cwd = cwd
         self.extra = extra or []
         self.extra_env = env or {}
+        if HPCKERNEL_ROOT is not None:  # python -m imports from the working directory first
+            self.cwd = cwd or str(HPCKERNEL_ROOT)
+            path = self.extra_env.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+            self.extra_env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(HPCKERNEL_ROOT), path) if p)
+        else:
+            self.cwd = cwd
         self.spec_dir = Path(tempfile.mkdtemp(prefix="hpckernel-bench-"))
 
     def _manager(self) -> Any:
@@ -321,7 +329,10 @@ class IPyParallel(System):
 
         before = {p.pid for p in _descendants()}
         t0 = time.perf_counter()
-        self.cluster = ipp.Cluster(engines="mpi", n=self.n, log_level=logging.WARNING)
+        # engine_timeout: ipyparallel gives up after 60 s by default, which 64 engines on 2
+        # busy cores can exceed; measure the start rather than fail it.
+        self.cluster = ipp.Cluster(engines="mpi", n=self.n, log_level=logging.WARNING,
+                                   engine_timeout=600)
         self.rc = self.cluster.start_and_connect_sync()
         ready = time.perf_counter() - t0
         self.view = self.rc[:]

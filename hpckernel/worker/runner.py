@@ -13,6 +13,8 @@ import traceback
 import types
 from typing import Any
 
+from traitlets.config import Config
+
 from ..plane import Message, pack, read_plane_info
 from ..plane.addresses import node_name
 from . import publish
@@ -237,7 +239,9 @@ def main(argv: list[str] | None = None) -> None:
         channel.stop()
         sys.exit(2)
 
-    shell = RankShell.instance()
+    # No SQLite history on the ranks: every rank (and the hub) would commit each cell to
+    # the same history file and queue behind its lock (benchmarks/README.md, M1 at N=16).
+    shell = RankShell.instance(config=Config(HistoryManager={"enabled": False}))
     runner = RankRunner(channel, shell, rank)
     streams.extend([OutStream("stdout", runner.send_stream, 1),
                     OutStream("stderr", runner.send_stream, 2)])

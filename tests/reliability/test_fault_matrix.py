@@ -92,7 +92,7 @@ km = KernelManager(kernel_name="slurm-reattach",
                    kernel_spec_manager=KernelSpecManager(kernel_dirs=[{str(kernels)!r}]))
 km.start_kernel()
 kc = km.client(); kc.start_channels(); kc.wait_for_ready(timeout=60)
-kc.execute_interactive("survivor = 42", timeout=60)
+kc.execute_interactive("survivor = 42", timeout=60, output_hook=lambda m: None)
 info = asyncio.run(km.provisioner.get_provisioner_info())
 print(json.dumps({{"connection_file": km.connection_file, "provisioner": info,
                    "kernel_id": km.kernel_id}}, default=str), flush=True)

@@ -333,9 +333,13 @@ def test_node_failure_ends_the_kernel_with_slurms_reason(
         assert f"Slurm job {job_id} ended: NODE_FAIL" in logged or (
             f"Slurm job {job_id} ended: CANCELLED" in logged), logged
     finally:
-        # n2's slurmd re-registers and may bring it back by itself (ReturnToService=2).
-        subprocess.run(["scontrol", "update", "NodeName=n2", "State=RESUME"],
-                       capture_output=True)
-        wait_until(lambda: not queued(job_id) and subprocess.run(
-            ["sinfo", "-h", "-n", "n2", "-o", "%T"], capture_output=True,
-            text=True).stdout.strip() == "idle", 90, "the job to leave and n2 to be idle")
+        # n2 comes back once Slurm has cleaned up the job; RESUME is refused until then (and
+        # unneeded if slurmd's registration returned it already), so ask until it is idle.
+        def n2_back() -> bool:
+            subprocess.run(["scontrol", "update", "NodeName=n2", "State=RESUME"],
+                           capture_output=True)
+            state = subprocess.run(["sinfo", "-h", "-n", "n2", "-o", "%T"],
+                                   capture_output=True, text=True).stdout.strip()
+            return not queued(job_id) and state == "idle"
+
+        wait_until(n2_back, 240, "the job to leave and n2 to be idle")
