@@ -147,13 +147,15 @@ def test_two_clients_see_each_others_output(tmp_path: Path) -> None:
         assert reply_b["parent_header"]["msg_id"] == theirs
         assert reply_b["content"]["status"] == "ok"
         seen_by_b = []
-        while True:
+        idle: set[str] = set()
+        while idle != {mine, theirs}:  # either cell may run first
             msg = other.get_iopub_msg(timeout=30)
+            parent = msg["parent_header"].get("msg_id")
             if msg["msg_type"] == "stream":
-                seen_by_b.append((msg["parent_header"]["msg_id"], msg["content"]["text"]))
-            if (msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
-                    and msg["parent_header"].get("msg_id") == theirs):
-                break
+                seen_by_b.append((parent, msg["content"]["text"]))
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle" and (
+                    parent in (mine, theirs)):
+                idle.add(parent)
         assert (mine, "[stdout:0-1] from A\n") in seen_by_b
         assert (theirs, "[stdout:0-1] from B\n") in seen_by_b
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +23,6 @@ from tests.kernel.harness import Kernel
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
 
 INTRUDER = "hpck-intruder"
-SITE = next(p for p in sys.path if p.endswith("site-packages"))
 
 
 @pytest.fixture(autouse=True)
@@ -185,6 +185,26 @@ def test_files_are_private_and_sockets_bind_narrowly(login_kernel: Kernel) -> No
 
 
 @pytest.fixture(scope="module")
+def intruder_site(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """pyzmq copied where the other user can read it (our venv may sit in a 0700 dir)."""
+    import zmq
+
+    site = tmp_path_factory.mktemp("intruder_site")
+    src = Path(zmq.__file__).parent
+    shutil.copytree(src, site / "zmq")
+    libs = src.parent / "pyzmq.libs"
+    if libs.exists():
+        shutil.copytree(libs, site / "pyzmq.libs")
+    for path in [site, *site.rglob("*")]:
+        path.chmod(0o755)
+    for parent in site.parents:
+        if str(parent) in ("/", "/tmp"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o755)
+    return str(site)
+
+
+@pytest.fixture(scope="module")
 def intruder() -> str:
     if subprocess.run(["id", INTRUDER], capture_output=True).returncode != 0:
         subprocess.run(["/usr/sbin/useradd", "--no-create-home", "--shell", "/bin/sh", INTRUDER],
@@ -192,13 +212,14 @@ def intruder() -> str:
     return INTRUDER
 
 
-def _as_intruder(user: str, code: str) -> subprocess.CompletedProcess[str]:
+def _as_intruder(user: str, code: str, site: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["/usr/sbin/runuser", "-u", user, "--", "/usr/bin/python3", "-c", code],
                           capture_output=True, text=True, timeout=60,
-                          env={"PYTHONPATH": SITE, "PATH": "/usr/bin:/bin"})
+                          env={"PYTHONPATH": site, "PATH": "/usr/bin:/bin"})
 
 
 def test_another_user_can_neither_read_nor_run_code(login_kernel: Kernel, intruder: str,
+                                                     intruder_site: str,
                                                      tmp_path: Path) -> None:
     job_dir = str(login_kernel.km.provisioner.job_dir)  # type: ignore[union-attr]
     denied = subprocess.run(["/usr/sbin/runuser", "-u", intruder, "--", "cat",
@@ -227,14 +248,15 @@ for curve in (False, True):
     results.append(bool(s.poll(3000)))
 print(json.dumps(results))
 """
-    attack = _as_intruder(intruder, code)
+    attack = _as_intruder(intruder, code, intruder_site)
     assert attack.returncode == 0, attack.stderr
     assert json.loads(attack.stdout) == [False, False], "the kernel answered an intruder"
     assert not marker.exists(), "an intruder ran code in the kernel"
     assert login_kernel.ok("print('still serving')").text() == "[stdout:0-1] still serving\n"
 
 
-def test_plane_rejects_unknown_peers(login_kernel: Kernel, intruder: str) -> None:
+def test_plane_rejects_unknown_peers(login_kernel: Kernel, intruder: str,
+                                     intruder_site: str) -> None:
     job_dir = str(login_kernel.km.provisioner.job_dir)  # type: ignore[union-attr]
     plane = json.loads(next(Path(job_dir).glob("hpckernel-*/plane.json")).read_text())
     pids_before = login_kernel.ok("%ranks").text()
@@ -253,7 +275,7 @@ header = {{"rank": 0, "size": 2, "pid": os.getpid(), "host": "intruder", "python
 s.send_multipart([b"register", json.dumps(header).encode(), b""])
 print(json.dumps(bool(s.poll(2000))))
 """
-    attack = _as_intruder(intruder, code)
+    attack = _as_intruder(intruder, code, intruder_site)
     assert attack.returncode == 0, attack.stderr
     assert json.loads(attack.stdout) is False
     after = login_kernel.ok("%ranks").text()

@@ -333,8 +333,15 @@ def test_node_failure_ends_the_kernel_with_slurms_reason(
         assert f"Slurm job {job_id} ended: NODE_FAIL" in logged or (
             f"Slurm job {job_id} ended: CANCELLED" in logged), logged
     finally:
-        # n2 comes back once Slurm has cleaned up the job; RESUME is refused until then (and
-        # unneeded if slurmd's registration returned it already), so ask until it is idle.
+        # A DOWN node returns when its slurmd registers again (ReturnToService=2): restart
+        # n2's slurmd (the test bed starts the missing one), as an admin would.
+        state = Path(os.environ.get("HPCKERNEL_TESTBED", "/tmp/hpckernel-testbed"))
+        slurmd = int(next(state.rglob("slurmd-n2.pid")).read_text())
+        os.kill(slurmd, signal.SIGTERM)
+        wait_until(lambda: not Path(f"/proc/{slurmd}").exists(), 30, "n2's slurmd to stop")
+        subprocess.run([sys.executable, "tests/cluster/testbed.py", "start"], check=True,
+                       cwd=Path(__file__).resolve().parents[2])
+
         def n2_back() -> bool:
             subprocess.run(["scontrol", "update", "NodeName=n2", "State=RESUME"],
                            capture_output=True)
