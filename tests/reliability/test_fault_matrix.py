@@ -75,6 +75,8 @@ def test_killed_node_daemon_gives_a_lost_rank_or_dead_kernel(
         wait_until(lambda: subprocess.run(["sinfo", "-h", "-n", "n3", "-o", "%T"],
                                           capture_output=True, text=True).stdout.strip()
                    == "idle", 90, "n3 to be idle again")
+        # Healthy again for the tests that follow: a step runs on every node.
+        subprocess.run(["srun", "-N3", "-n3", "-t", "1", "true"], check=True, timeout=180)
 
 
 @pytest.mark.cluster

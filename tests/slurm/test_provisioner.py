@@ -350,3 +350,5 @@ def test_node_failure_ends_the_kernel_with_slurms_reason(
             return not queued(job_id) and state == "idle"
 
         wait_until(n2_back, 240, "the job to leave and n2 to be idle")
+        # Healthy again for the tests that follow: a step runs on every node.
+        subprocess.run(["srun", "-N3", "-n3", "-t", "1", "true"], check=True, timeout=180)
