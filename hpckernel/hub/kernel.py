@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
-from traitlets import Float, Instance, Type, Unicode
+from traitlets import Float, Instance, TraitError, Type, Unicode, observe, validate
 
 from .. import __version__, provenance
 from ..plane import make_job_dir
@@ -29,6 +29,7 @@ from . import transfer
 from .allocation import Allocation
 from .cells import MagicUsageError, PxOptions, route_cell, strip_local_marker
 from .launch import LaunchError, LocalLauncher, RankLauncher
+from .limits import ReplyLimit
 from .magics import PxMagics
 from .pool import PoolSettings, RankPool, RanksUnavailable
 from .px import PxController, finish_gather
@@ -62,7 +63,27 @@ class HubKernel(IPythonKernel):
         "NOTEBOOK.provenance.jsonl beside the notebook named by JPY_SESSION_NAME, else "
         "hpckernel-provenance.jsonl in the working directory).").tag(config=True)
 
+    max_reply_size = Unicode(
+        "50%", help="Most bytes one request may bring into the hub from its ranks together "
+        "(ranks.pull/apply, %%px --out, %pull, %peek): a size ('2GB', '512MiB') or a share of "
+        "the memory available to the hub when the request is sent ('50%'). Each rank may "
+        "send an equal share; a larger value gives a size error, not a dead hub."
+    ).tag(config=True)
+
     launcher = Instance(RankLauncher, allow_none=True)
+
+    @validate("max_reply_size")
+    def _check_reply_size(self, proposal: dict[str, Any]) -> str:
+        try:
+            ReplyLimit.parse(proposal["value"])
+        except ValueError as e:
+            raise TraitError(str(e)) from None
+        return str(proposal["value"])
+
+    @observe("max_reply_size")
+    def _reply_size_changed(self, change: dict[str, Any]) -> None:
+        if getattr(self, "px", None) is not None:  # a change by %config, after __init__
+            self.px.reply_limit = ReplyLimit.parse(change["new"])
     pool = Instance(RankPool, allow_none=True)
 
     def __init__(self, **kwargs: Any) -> None:
@@ -75,12 +96,14 @@ class HubKernel(IPythonKernel):
                                 tcp_ip=node_ip(self.plane_ip))
         self.pool = RankPool(self.launcher, self.job_dir, self._publish, settings)
         self.px = PxController(self.pool, lambda: self.get_parent("shell"), self._publish)
+        self.px.reply_limit = ReplyLimit.parse(self.max_reply_size)
         cwd = Path.cwd()
         notebook = provenance.notebook_path(os.environ.get("JPY_SESSION_NAME"), cwd)
         self.recorder = Recorder(Path(self.provenance_log) if self.provenance_log
                                  else provenance.log_path(notebook, cwd),
                                  self._context, notebook)
         assert self.shell is not None
+        self.shell.configurables.append(self)  # %config HubKernel.max_reply_size = '8GB'
         self.shell.register_magics(PxMagics(self.shell, self.px, self.recorder))
         self.shell.register_magics(JobMagics, LiveMagics)
         self.shell.user_ns["ranks"] = RankView(self.px)

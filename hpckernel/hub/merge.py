@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..sizes import format_size
 from ..targets import format_ranks
 
 T = TypeVar("T")
@@ -214,7 +215,7 @@ class OutputMerger:
         if not final and now - self._notice_at < 1.0:
             return
         self._notice_at = now
-        text = (f"\n[hpckernel] output truncated: {_size(self.dropped_bytes)} in "
+        text = (f"\n[hpckernel] output truncated: {format_size(self.dropped_bytes)} in "
                 f"{self.dropped_msgs} messages from ranks {format_ranks(self.dropped_ranks)} "
                 "not shown (over the output rate limit; write large output to files)\n")
         self.emit("stream", {"name": "stderr", "text": text},
@@ -242,10 +243,3 @@ def group_equal(items: dict[int, T], key: Callable[[T], Hashable] = lambda x: x
 def _json_key(item: Any) -> str:
     return json.dumps(item, sort_keys=True, default=str)
 
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"

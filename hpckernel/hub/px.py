@@ -10,6 +10,7 @@ from typing import Any
 from ..targets import format_ranks, parse_targets
 from . import transfer
 from .allocation import Allocation
+from .limits import ReplyLimit
 from .pool import RankPool, describe_unavailable
 from .requests import RemoteError, Request
 
@@ -80,6 +81,8 @@ class PxController:
         self.block = True
         self.last: PxHandle | None = None
         self.allocation: Allocation | None = None  # the Slurm job the hub runs in, if any
+        #: the bytes one request may bring into the hub (HubKernel.max_reply_size)
+        self.reply_limit = ReplyLimit.parse("50%")
 
     @property
     def size(self) -> int:
@@ -92,6 +95,7 @@ class PxController:
                value: Any = None, *, block: bool = True, label: str = "",
                execution_count: int | None = None, output: str | None = None,
                per_rank: dict[int, Any] | None = None) -> PxHandle:
+        header = {**(header or {}), **self.reply_limit.header(len(targets))}
         request = self.pool.submit(kind, targets, header, value, parent=self.parent(),
                                    output=output or ("live" if block else "capture"),
                                    label=label, per_rank=per_rank)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 import traitlets
 
+from ..sizes import format_memory
 from . import jobviews
 from .sacct import sacct_text
 
@@ -29,15 +30,12 @@ COLOURS = {"idle": "#2ca02c", "busy": "#1f77b4", "starting": "#999", "stuck": "#
            "dead": "#d62728"}
 
 
-def _size(n: int) -> str:
-    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
-
 
 def rank_table(infos: list[RankInfo]) -> str:
     rows = "".join(
         f"<tr><td>{i.rank}</td><td style='color:{COLOURS.get(i.state, '#000')}'>"
         f"<b class='hpc-state'>{i.state}</b></td><td>{html.escape(i.cell) or '-'}</td>"
-        f"<td>{i.cpu:.1f}</td><td>{_size(i.rss)}</td><td>{html.escape(i.host)}</td>"
+        f"<td>{i.cpu:.1f}</td><td>{format_memory(i.rss)}</td><td>{html.escape(i.host)}</td>"
         f"<td>{html.escape(i.reason)}</td></tr>" for i in infos)
     return ("<table class='hpc-ranks'><tr><th>rank</th><th>state</th><th>cell</th>"
             "<th>CPU %</th><th>RSS</th><th>host</th><th>note</th></tr>" + rows + "</table>")

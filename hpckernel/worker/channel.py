@@ -22,6 +22,7 @@ import zmq
 
 from ..plane import Message, PlaneInfo, pack, unpack
 from ..plane.addresses import node_name
+from .limit import ReplyTooLarge, over_limit
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,9 @@ class HubChannel:
                 # In band: the main thread may change these values right after.
                 msg_type, header, value = answer
                 answer = pack(msg_type, header, value, inband=True)
+            too_large = answer is not None and over_limit(answer, msg.header)
+            if too_large:
+                raise ReplyTooLarge(too_large)
         except Exception as e:  # a control request must never take the I/O thread down
             log.debug("rank %d: %s failed", self.rank, msg.msg_type, exc_info=True)
             answer = pack("reply", {"id": msg.header.get("id"), "rank": self.rank,

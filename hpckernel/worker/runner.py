@@ -21,6 +21,7 @@ from . import publish
 from .capture import OutStream
 from .channel import HubChannel
 from .introspect import peek, where
+from .limit import ReplyTooLarge, over_limit
 from .shell import RankShell
 
 log = logging.getLogger("hpckernel.worker")
@@ -159,6 +160,11 @@ class RankRunner:
         except Exception as e:
             frames = pack("reply", {**header, "status": "error", "ename": type(e).__name__,
                                     "evalue": f"result could not be serialised: {e}"})
+        too_large = over_limit(frames, msg.header)
+        if too_large:
+            value = None
+            frames = pack("reply", {**header, "status": "error", "ename": ReplyTooLarge.__name__,
+                                    "evalue": too_large, "traceback": []})
         sent = self.channel.send(frames, track=value is not None)
         if sent is not None:
             # The value's buffers are sent without copying: keep them unchanged until sent.
