@@ -20,7 +20,9 @@ from .resources import template_dir
 DEMO_KERNEL = "hpckernel-demo"
 
 
-def _cell_text(cell: Any) -> str:
+def cell_text(cell: Any) -> str:
+    """A code cell's outputs as the text a reader sees: streams, text/plain results, and
+    errors as `ename: evalue`."""
     parts = []
     for out in cell.get("outputs", []):
         if out["output_type"] == "stream":
@@ -59,7 +61,7 @@ def run_demo(ranks: int, notebook: str | None, output: str | None, timeout: floa
             continue
         count = cell.get("execution_count") or " "
         print(f"\nIn [{count}]: " + cell.source.replace("\n", "\n         "))
-        text = _cell_text(cell)
+        text = cell_text(cell)
         if text:
             print(text.rstrip("\n"))
     nbformat.write(nb, target)

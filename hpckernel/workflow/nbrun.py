@@ -32,7 +32,8 @@ def run(source: Path, target: Path, parameters: Mapping[str, Any], kernel: str) 
     inject(nb, parameters)  # the same injection as `hpckernel submit -p`
     nb.metadata["hpckernel"] = {"source": str(source), "parameters": dict(parameters),
                                 "job_id": os.environ.get("SLURM_JOB_ID")}
-    client = NotebookClient(nb, kernel_name=kernel, timeout=None,
+    # A kernel on a busy compute node may take longer than nbclient's 60 s to start.
+    client = NotebookClient(nb, kernel_name=kernel, timeout=None, startup_timeout=300,
                             resources={"metadata": {"path": str(source.parent)}})
     try:
         client.execute()

@@ -60,9 +60,16 @@ def wait_until(predicate: Any, timeout: float) -> None:
         time.sleep(0.1)
 
 
-def accepted_logins() -> int:
+def accepted_logins() -> list[str]:
+    """sshd's "Accepted publickey for USER from IP port PORT" lines so far."""
     log = Path(os.environ.get("HPCKERNEL_TESTBED", "/tmp/hpckernel-testbed")) / "log/sshd.log"
-    return log.read_text().count("Accepted publickey")
+    return [line for line in log.read_text().splitlines() if "Accepted publickey" in line]
+
+
+def client_port(master: psutil.Process, sshd_port: int) -> int:
+    """The local port of the SSH master's connection to sshd."""
+    return next(c.laddr.port for c in master.net_connections("tcp")
+                if c.raddr and c.raddr.port == sshd_port)
 
 
 def ssh_masters() -> list[psutil.Process]:
@@ -78,9 +85,9 @@ def queued(job_id: str, env: dict[str, str]) -> bool:
 
 @pytest.fixture
 def login_kernel(tmp_path: Path, login_env: dict[str, str]) -> Iterator[Kernel]:
-    before = accepted_logins()
+    before = len(accepted_logins())
     kernel = Kernel(tmp_path, slurm=settings(tmp_path, ssh_config(tmp_path, login_env)))
-    kernel.handshakes = accepted_logins() - before  # type: ignore[attr-defined]
+    kernel.logins = accepted_logins()[before:]  # type: ignore[attr-defined]
     provisioner = kernel.km.provisioner
     job_id, master = provisioner.job_id, provisioner._ssh.master  # type: ignore[union-attr]
     yield kernel
@@ -91,12 +98,16 @@ def login_kernel(tmp_path: Path, login_env: dict[str, str]) -> Iterator[Kernel]:
         psutil.Process(master.pid).status() == psutil.STATUS_ZOMBIE), "the SSH master lives on"
 
 
-def test_kernel_through_the_login_node(login_kernel: Kernel) -> None:
+def test_kernel_through_the_login_node(login_kernel: Kernel, login_env: dict[str, str]
+                                       ) -> None:
     result = login_kernel.ok("import os\nprint(rank, os.environ['SLURMD_NODENAME'])")
     assert result.text() == "[stdout:0] 0 n1\n[stdout:1] 1 n2\n"
-    # Every command went through the master (other tests' ssh may log in meanwhile, so the
-    # count is a bound: the master's own login is among them).
-    assert login_kernel.handshakes >= 1  # type: ignore[attr-defined]
+    # Every command went through the master: one login while the kernel started, the
+    # master's own (cluster tests run one at a time, so no other test's ssh logs in).
+    master = psutil.Process(login_kernel.km.provisioner._ssh.master.pid)  # type: ignore
+    logins = login_kernel.logins  # type: ignore[attr-defined]
+    port = client_port(master, int(login_env["HPCKERNEL_TEST_SSH_PORT"]))
+    assert len(logins) == 1 and f" port {port} " in logins[0], logins
     info = login_kernel.km.get_connection_info()
     assert info["ip"] == "127.0.0.1"
     master = login_kernel.km.provisioner._ssh.master  # type: ignore[union-attr]

@@ -43,14 +43,3 @@ def execute(path: Path, timeout: float = 600) -> nbformat.NotebookNode:
     finally:
         nbformat.write(nb, path.with_suffix(".out.ipynb"))
     return nb
-
-
-def cell_text(cell: nbformat.NotebookNode) -> str:
-    """A code cell's stream output and text/plain results, as one string."""
-    parts = []
-    for out in cell.get("outputs", []):
-        if out["output_type"] == "stream":
-            parts.append(out["text"])
-        elif out["output_type"] in ("execute_result", "display_data"):
-            parts.append(out["data"].get("text/plain", "") + "\n")
-    return "".join(parts)

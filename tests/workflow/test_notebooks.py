@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from hpckernel.demo import cell_text
 from hpckernel.slurm import Slurm
 from hpckernel.slurm import sync as background
 from hpckernel.workflow import Workflow
 from tests.kernel.harness import Kernel, wait_gone
 
 from .conftest import clean_up
-from .notebooks import cell_text, execute
+from .notebooks import execute
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
 EXAMPLES = Path(__file__).parents[2] / "examples"

@@ -64,8 +64,9 @@ def test_four_steps_with_a_gate_run_to_completion_after_approve(
     wf.approve("inspect")
     with pytest.raises(GateError, match="'inspect' was approved already"):
         wf.approve("inspect")
-    assert wf.wait(timeout=120) == dict.fromkeys(["mesh", "sim", "inspect", "post"],
-                                                 "completed")
+    ended = wf.wait(timeout=120)
+    assert ended == dict.fromkeys(["mesh", "sim", "inspect", "post"], "completed"), (
+        ended, wf.logs("post", lines=60))
 
     assert "meshing on n" in wf.logs("mesh")
     executed = nbformat.read(tmp_path / "droplet.post.ipynb", as_version=4)
