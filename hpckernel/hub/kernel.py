@@ -240,7 +240,7 @@ class HubKernel(IPythonKernel):
                                   silent, count), request
         if options.outs:
             try:
-                pulled = self.px.pull(targets, options.outs)
+                pulled = self.px.pull(targets, options.outs, options.concat)
                 await asyncio.wrap_future(pulled.request.future)
                 self.shell.user_ns.update(
                     finish_gather(pulled.request, options.outs, options.concat))

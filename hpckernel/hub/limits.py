@@ -51,12 +51,15 @@ class ReplyLimit:
         assert self.fraction is not None
         return int(psutil.virtual_memory().available * self.fraction)
 
-    def header(self, targets: int) -> dict[str, int | str]:
+    def header(self, targets: int, copies: int = 1) -> dict[str, int | str]:
         """What a request tells each of its ``targets`` ranks: its share, and a note for
-        the error it gives when its reply would be larger."""
+        the error it gives when its reply would be larger. ``copies``: how many copies of
+        the values the hub makes (2 when it concatenates them)."""
         total = self.total()
         note = (f"HubKernel.max_reply_size = {self.text!r}"
                 + (f" of the hub's available memory = {format_size(total)}"
                    if self.fraction is not None else "")
-                + (f", shared by {targets} ranks" if targets > 1 else ""))
-        return {"max_bytes": max(total // max(targets, 1), 1), "max_bytes_note": note}
+                + (f", shared by {targets} ranks" if targets > 1 else "")
+                + (", halved to concatenate" if copies == 2 else ""))
+        share = total // (max(targets, 1) * copies)
+        return {"max_bytes": max(share, 1), "max_bytes_note": note}

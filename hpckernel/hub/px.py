@@ -95,7 +95,7 @@ class PxController:
                value: Any = None, *, block: bool = True, label: str = "",
                execution_count: int | None = None, output: str | None = None,
                per_rank: dict[int, Any] | None = None) -> PxHandle:
-        header = {**(header or {}), **self.reply_limit.header(len(targets))}
+        header = {**self.reply_limit.header(len(targets)), **(header or {})}
         request = self.pool.submit(kind, targets, header, value, parent=self.parent(),
                                    output=output or ("live" if block else "capture"),
                                    label=label, per_rank=per_rank)
@@ -129,15 +129,19 @@ class PxController:
         return self.submit("push", targets, value=None if pieces else values,
                            per_rank=pieces, output="none", label="push")
 
-    def pull(self, targets: list[int], names: list[str]) -> PxHandle:
-        """Read ``names`` on ``targets``; ``transfer.collect`` turns the reply into lists."""
-        return self.submit("pull", targets, {"names": names}, output="none", label="pull")
+    def pull(self, targets: list[int], names: list[str], concat: bool = False) -> PxHandle:
+        """Read ``names`` on ``targets``; ``transfer.collect`` turns the reply into lists.
+        With ``concat`` the hub briefly holds the parts and their concatenation: each rank
+        may send half as much."""
+        limit = self.reply_limit.header(len(targets), copies=2 if concat else 1)
+        return self.submit("pull", targets, {"names": names, **limit}, output="none",
+                           label="pull")
 
     def gather(self, targets: list[int], names: list[str], concat: bool = False
                ) -> dict[str, Any]:
         """Synchronous pull: each name's values (a list, or one array with ``concat``)."""
         self.wait_ready()
-        handle = self.pull(targets, names)
+        handle = self.pull(targets, names, concat)
         handle.wait()
         return finish_gather(handle.request, names, concat)
 

@@ -57,6 +57,10 @@ def test_the_other_ways_into_the_hub_are_limited_too(kernel: Kernel) -> None:
         assert result.status == "error", cell
         text = result.content["evalue"] + result.text()
         assert "ReplyTooLarge" in text and "more than the 50.0 MB" in text, (cell, text)
+    # Concatenating needs the parts and the whole in the hub at once: half the share.
+    result = kernel.run("%pull big --concat")
+    assert "more than the 25.0 MB this rank may send to the hub" in result.content["evalue"]
+    assert "shared by 2 ranks, halved to concatenate" in result.content["evalue"]
 
 
 def test_the_default_limit_is_a_share_of_the_hubs_memory(kernel: Kernel) -> None:
