@@ -11,6 +11,10 @@ A message is ``[msg_type, header, payload, *buffers]``:
 A snapshot of values that another thread keeps changing (``%peek`` of a running rank) is
 pickled ``inband`` instead: the bytes are copied when the pickle is made, not later when
 ZMQ sends the frames.
+
+A reply from a rank on the hub's node carries each buffer of at least ``shm.MIN_SIZE``
+bytes in a shared-memory segment instead of a frame (:func:`to_shm`); the header's ``shm``
+field names the segments, and :func:`unpack` maps them in place of the frames.
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ from typing import Any
 import cloudpickle
 import zmq
 
+from . import shm
+
 NO_PAYLOAD = b""
+#: Header field of a message whose buffers are (partly) in shared memory: a list of
+#: ``[buffer index, segment name, size]``; the other buffers are the frames, in order.
+SHM = "shm"
+#: More segments than this in one message is malformed (a numpy array needs one).
+MAX_SEGMENTS = 4096
 
 
 @dataclass
@@ -62,13 +73,78 @@ def pack(msg_type: str, header: dict[str, Any], value: Any = None, *, has_value:
     return frames
 
 
+def to_shm(frames: list[Any], prefix: str) -> list[Any]:
+    """The message ``frames`` (of :func:`pack`) for a hub on this node: each out-of-band
+    buffer of at least ``shm.MIN_SIZE`` bytes is copied into a shared-memory segment under
+    ``prefix`` and named in the header instead of sent. A buffer whose segment cannot be made
+    stays a frame. Moved buffers are copies: their owner may change them once this returns."""
+    if len(frames) <= 3:
+        return frames
+    segments: list[list[Any]] = []
+    rest: list[Any] = []
+    for index, buf in enumerate(frames[3:]):
+        name = None
+        if isinstance(buf, pickle.PickleBuffer) and len(segments) < MAX_SEGMENTS:
+            try:
+                flat = buf.raw()
+            except BufferError:  # not contiguous: cannot be one segment
+                flat = memoryview(b"")
+            if flat.nbytes >= shm.MIN_SIZE:
+                name = shm.create(prefix, flat)
+        if name is None:
+            rest.append(buf)
+        else:
+            segments.append([index, name, flat.nbytes])
+    if not segments:
+        return frames
+    header = json.loads(frames[1])
+    header[SHM] = segments
+    return [frames[0], json.dumps(header).encode(), frames[2], *rest]
+
+
+def _attach(msg_type: str, segments: Any, frames: list[memoryview],
+            prefix: str | None) -> list[memoryview]:
+    """``frames`` with the header's shared-memory segments mapped in at their indices."""
+    named = ([e[1] for e in segments if isinstance(e, list) and len(e) == 3
+              and isinstance(e[1], str)] if isinstance(segments, list) else [])
+    try:
+        if msg_type != "reply":
+            raise ValueError(f"a {msg_type!r} message may not name shared-memory segments")
+        if not isinstance(segments, list) or not 0 < len(segments) <= MAX_SEGMENTS:
+            raise ValueError("bad shared-memory segment list")
+        total = len(frames) + len(segments)
+        wanted: dict[int, tuple[str, int]] = {}
+        for entry in segments:
+            if not (isinstance(entry, list) and len(entry) == 3):
+                raise ValueError("bad shared-memory segment entry")
+            index, name, size = entry
+            if (type(index) is not int or type(size) is not int or not isinstance(name, str)
+                    or not 0 <= index < total or index in wanted or size <= 0):
+                raise ValueError("bad shared-memory segment entry")
+            match = shm.NAME.match(name)
+            if not match or (prefix is not None and match[1] != prefix):
+                raise ValueError(f"bad shared-memory segment name {name[:80]!r}")
+            wanted[index] = (name, size)
+        rest = iter(frames)
+        return [shm.attach(*wanted[i]) if i in wanted else next(rest) for i in range(total)]
+    except ValueError:
+        for name in named:  # those not mapped yet: nobody else will remove them
+            match = shm.NAME.match(name)
+            if match and (prefix is None or match[1] == prefix):
+                shm.discard(name)
+        raise
+
+
 def _view(frame: zmq.Frame | bytes) -> memoryview:
     return frame.buffer if isinstance(frame, zmq.Frame) else memoryview(frame)
 
 
-def unpack(frames: list[zmq.Frame] | list[bytes]) -> Message:
+def unpack(frames: list[zmq.Frame] | list[bytes], shm_prefix: str | None = None) -> Message:
     """Decode frames received with ``copy=False`` (or plain bytes, in tests).
 
+    Buffers in shared-memory segments (see :func:`to_shm`) are mapped, and their names
+    removed, here; with ``shm_prefix``, only segments of that kernel are accepted (with
+    ``""``, none: for messages from other nodes).
     Raises ``ValueError`` on a malformed message, so a receiver can log and drop it.
     """
     if len(frames) < 3:
@@ -77,4 +153,8 @@ def unpack(frames: list[zmq.Frame] | list[bytes]) -> Message:
     header = json.loads(bytes(_view(frames[1])))
     if not isinstance(header, dict):
         raise ValueError("plane message header is not a JSON object")
-    return Message(msg_type, header, _view(frames[2]), [_view(f) for f in frames[3:]])
+    buffers = [_view(f) for f in frames[3:]]
+    segments = header.pop(SHM, None)
+    if segments is not None:
+        buffers = _attach(msg_type, segments, buffers, shm_prefix)
+    return Message(msg_type, header, _view(frames[2]), buffers)

@@ -22,6 +22,8 @@ import zmq
 
 from ..plane import Message, PlaneInfo, pack, unpack
 from ..plane.addresses import node_name
+from ..plane.shm import prefix_for
+from ..plane.wire import to_shm
 from .limit import ReplyTooLarge, over_limit
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ class HubChannel:
         self.inbox = inbox
         self._flush_streams = flush
         self.hub_timeout = hub_timeout
+        # A hub on this node (the IPC case) takes large reply buffers in shared memory.
+        self.shm_prefix = prefix_for(info) if info.node == node_name() else None
         self.control: dict[str, ControlHandler] = {}
         self._outbox: queue.SimpleQueue[tuple[list[Any], Future[zmq.MessageTracker] | None]] = (
             queue.SimpleQueue())
@@ -76,6 +80,9 @@ class HubChannel:
     def send(self, frames: list[Any], track: bool = False) -> Future[zmq.MessageTracker] | None:
         """Queue frames for the hub. With ``track``, the future gives the ZMQ tracker that
         says when the buffers (user arrays sent without copying) may change again."""
+        if self.shm_prefix is not None and frames and frames[0] == b"reply":
+            frames = to_shm(frames, self.shm_prefix)  # copies the large buffers
+            track = track and len(frames) > 3  # only buffers still sent without copying
         done: Future[zmq.MessageTracker] | None = Future() if track else None
         self._outbox.put((frames, done))
         try:
