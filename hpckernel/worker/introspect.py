@@ -7,27 +7,35 @@ the GIL — without stopping it.
 
 from __future__ import annotations
 
+import functools
 import re
-import runpy
 import sys
 import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
-
-import IPython
+from typing import TYPE_CHECKING, Any
 
 import hpckernel
 
 from ..plane import Message, pack
-from .channel import HubChannel
-from .shell import RankShell
 
-# Frames of these files are the rank's machinery, not the user's code.
-_MACHINERY = (str(Path(IPython.__file__ or "?").parent),
-              str(Path(hpckernel.__file__ or "?").parent), runpy.__file__ or "?")
+if TYPE_CHECKING:  # the rank imports IPython after it has registered with the hub
+    from .channel import HubChannel
+    from .shell import RankShell
+
 _CELL = re.compile(r"<ipython-input-(\d+)-[0-9a-f]+>")
+
+
+@functools.cache
+def _machinery() -> tuple[str, ...]:
+    """Frames of these files are the rank's machinery, not the user's code."""
+    import runpy
+
+    import IPython
+
+    return (str(Path(IPython.__file__ or "?").parent),
+            str(Path(hpckernel.__file__ or "?").parent), runpy.__file__ or "?")
 
 
 class PeekError(RuntimeError):
@@ -94,7 +102,7 @@ def _user_frames(stack: traceback.StackSummary) -> list[dict[str, Any]]:
     machinery), with cell file names shown as ``In[7]``."""
     cells = [i for i, f in enumerate(stack) if _CELL.fullmatch(f.filename)]
     frames = list(stack)[cells[0]:] if cells else [
-        f for f in stack if not f.filename.startswith(_MACHINERY)]
+        f for f in stack if not f.filename.startswith(_machinery())]
     out = []
     for f in frames:
         cell = _CELL.fullmatch(f.filename)

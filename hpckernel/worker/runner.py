@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import logging
 import os
 import queue
 import signal
 import sys
+import time
 import traceback
 import types
-from typing import Any
-
-from traitlets.config import Config
+from typing import TYPE_CHECKING, Any
 
 from ..plane import Message, pack, read_plane_info
 from ..plane.addresses import node_name
 from . import publish
-from .capture import OutStream
 from .channel import HubChannel
 from .introspect import peek, where
 from .limit import ReplyTooLarge, over_limit
-from .shell import RankShell
+
+if TYPE_CHECKING:  # main() imports IPython once the rank has registered with the hub
+    from .capture import OutStream
+    from .shell import RankShell
 
 log = logging.getLogger("hpckernel.worker")
 
@@ -196,22 +198,50 @@ def _inspect(shell: RankShell, msg: Message) -> tuple[str, dict[str, Any], Any]:
 
 
 class _Heartbeat:
-    """Answers the hub's heartbeat with this rank's CPU and memory use."""
+    """Answers the hub's heartbeat with this rank's CPU and memory use.
+
+    What psutil's ``cpu_percent``/``memory_info().rss`` give, read from ``os.times()`` and
+    ``/proc/self/statm``: importing psutil would be ≈20 ms of every rank's start. Without
+    ``/proc`` (not Linux), psutil is imported at the first heartbeat."""
 
     def __init__(self, rank: int) -> None:
-        import psutil
-
         self.rank = rank
-        self.proc = psutil.Process()
-        self.proc.cpu_percent(None)  # the first call only starts the measurement
+        self.proc: Any = None  # a psutil.Process where /proc is missing
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._last = self._cpu()  # the first heartbeat reports the CPU use since now
+
+    @staticmethod
+    def _cpu() -> tuple[float, float]:
+        t = os.times()  # this process, all its threads
+        return time.monotonic(), t.user + t.system
+
+    def _stats(self) -> dict[str, Any]:
+        if self.proc is None:
+            try:
+                with open("/proc/self/statm", "rb") as f:
+                    rss = int(f.read().split()[1]) * self._page
+            except (OSError, IndexError, ValueError):
+                import psutil
+
+                self.proc = psutil.Process()
+                self.proc.cpu_percent(None)
+            else:
+                (then, before), self._last = self._last, self._cpu()
+                wall = self._last[0] - then
+                cpu = round((self._last[1] - before) / wall * 100, 1) if wall > 0 else 0.0
+                return {"cpu": cpu, "rss": rss}
+        with self.proc.oneshot():
+            return {"cpu": self.proc.cpu_percent(None), "rss": self.proc.memory_info().rss}
 
     def __call__(self, msg: Message) -> tuple[str, dict[str, Any], Any]:
-        with self.proc.oneshot():
-            stats = {"cpu": self.proc.cpu_percent(None), "rss": self.proc.memory_info().rss}
-        return "hb", {"rank": self.rank, **stats}, None
+        return "hb", {"rank": self.rank, **self._stats()}, None
 
 
 def main(argv: list[str] | None = None) -> None:
+    # No cyclic garbage collection during the start: MPI, IPython's imports and the shell
+    # make ≈10,000 long-lived objects, and collecting them as they appear is ≈10 ms of each
+    # rank's CPU. They are frozen (kept out of later collections) once the shell is ready.
+    gc.disable()
     parser = argparse.ArgumentParser(prog="python -m hpckernel.worker")
     parser.add_argument("plane_file", help="the hub's 0600 plane file (in the job directory)")
     parser.add_argument("--hub-timeout", type=float, default=30.0,
@@ -240,10 +270,18 @@ def main(argv: list[str] | None = None) -> None:
                 "python": sys.version.split()[0], "mpi": mpi_version, "error": error}
     channel.send(pack("register", register))
     publish.install(channel.send, rank)
+    # Heartbeats are answered by the I/O thread from the start, while the shell is built.
+    channel.control["hb"] = _Heartbeat(rank)
     channel.start()
     if error is not None:
         channel.stop()
         sys.exit(2)
+
+    # IPython only now: the hub knows the rank while it builds its shell.
+    from traitlets.config import Config
+
+    from .capture import OutStream
+    from .shell import RankShell
 
     # No SQLite history on the ranks: every rank (and the hub) would commit each cell to
     # the same history file and queue behind its lock (benchmarks/README.md, M1 at N=16).
@@ -258,12 +296,13 @@ def main(argv: list[str] | None = None) -> None:
     shell.user_ns.update({"rank": rank, "size": size})
 
     channel.control.update({
-        "hb": _Heartbeat(rank),
         "complete": lambda m: _complete(shell, m),
         "inspect": lambda m: _inspect(shell, m),
         "peek": lambda m: peek(shell, rank, m),
         "where": lambda m: where(channel, rank, m),
     })
+    gc.freeze()
+    gc.enable()
     try:
         runner.serve(inbox)
     finally:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import linecache
+import re
+from types import TracebackType
 from typing import Any
 
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Type
 
 from .capture import RankDisplayHook, RankDisplayPublisher
+
+# The file name IPython gives the code of cell In[7].
+_CELL = re.compile(r"<ipython-input-(\d+)-[0-9a-f]+>")
 
 
 class RankShell(InteractiveShell):
@@ -18,16 +24,109 @@ class RankShell(InteractiveShell):
 
     last_error: dict[str, Any] | None = None
 
+    # Built at first use: IPython's completer module is ≈10 ms of CPU of every rank's start,
+    # and most ranks never complete anything.
+    _completer: Any = None
+    _ready = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ready = True
+
     def init_io(self) -> None:
         pass  # sys.stdout/sys.stderr are the rank's OutStreams, set up by the runner
 
     def init_completer(self) -> None:
-        super().init_completer()
-        # Jedi finds nothing in a shell without a frontend; the namespace completer does.
-        self.Completer.use_jedi = False
+        pass  # the Completer property builds it when first asked for
+
+    @property  # type: ignore[override]
+    def Completer(self) -> Any:
+        if self._completer is None:
+            super().init_completer()  # sets self.Completer, then adds it to configurables
+            completer: Any = self._completer
+            # Jedi finds nothing in a shell without a frontend; the namespace completer does.
+            completer.use_jedi = False
+        return self._completer
+
+    @Completer.setter
+    def Completer(self, value: Any) -> None:
+        self._completer = value
+
+    @property  # type: ignore[override]
+    def configurables(self) -> list[Any]:
+        # %config lists and sets these: the completer is one of them once the shell is up.
+        if self._ready and self._completer is None:
+            self.Completer  # noqa: B018 (builds it)
+        return self._configurables
+
+    @configurables.setter
+    def configurables(self, value: list[Any]) -> None:
+        self._configurables = value
 
     def enable_gui(self, gui: str | None = None) -> None:
         pass  # ranks have no GUI event loop; matplotlib's inline backend still works
+
+    def showtraceback(self, exc_tuple: Any = None, filename: str | None = None,
+                      tb_offset: int | None = None, exception_only: bool = False,
+                      running_compiled_code: bool = False) -> None:
+        # The user interrupted and knows where: a KeyboardInterrupt gets a short traceback,
+        # <1 ms of CPU on every rank instead of IPython's verbose formatter (run twice, see
+        # below: ≈20-35 ms per interrupt, ≈110-170 ms the first time, which sets up pygments).
+        try:
+            etype, value, tb = self._get_exc_info(exc_tuple)  # also sets sys.last_* (%tb)
+        except ValueError:
+            etype = value = tb = None
+        if (isinstance(etype, type) and issubclass(etype, KeyboardInterrupt)
+                and not exception_only and not self.call_pdb
+                and not hasattr(value, "_render_traceback_")):
+            self._showtraceback(etype, value, self._short_traceback(etype, value, tb))
+            return
+        super().showtraceback(exc_tuple, filename, tb_offset, exception_only,
+                              running_compiled_code)
+
+    def _format_exception_for_storage(self, exception: Any, *args: Any, **kwargs: Any
+                                      ) -> dict[str, Any]:
+        # IPython ≥ 9 formats each error a second time for its in-memory history.
+        if isinstance(exception, KeyboardInterrupt):
+            return {"ename": type(exception).__name__, "evalue": str(exception),
+                    "traceback": self._short_traceback(type(exception), exception,
+                                                       exception.__traceback__)}
+        result: dict[str, Any] = super()._format_exception_for_storage(exception, *args,
+                                                                       **kwargs)
+        return result
+
+    def _short_traceback(self, etype: type[BaseException], value: BaseException,
+                         tb: TracebackType | None) -> list[str]:
+        """The cell's line and the innermost frame, in the layout of IPython's tracebacks."""
+        frames: list[tuple[str, int, str]] = []
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            frames.append((code.co_filename, tb.tb_lineno, code.co_name))
+            tb = tb.tb_next
+        cells = [i for i, (name, _, _) in enumerate(frames) if _CELL.fullmatch(name)]
+        shown = sorted({cells[0], len(frames) - 1} if cells else
+                       ({len(frames) - 1} if frames else set()))
+        if self.colors.lower() == "nocolor":
+            red = cyan = green = end = ""
+        else:
+            red, cyan, green, end = "\x1b[31m", "\x1b[36m", "\x1b[32m", "\x1b[39m"
+        name = etype.__name__
+        stb = [f"{red}{'-' * 75}{end}",
+               f"{red}{name}{end}{' ' * max(1, 42 - len(name))}Traceback (most recent call last)"]
+        for n, i in enumerate(shown):
+            if n and i > shown[n - 1] + 1:
+                stb.append("   [... frames in between not shown]")
+            filename, lineno, function = frames[i]
+            cell = _CELL.fullmatch(filename)
+            where = (f"{cyan}Cell{end} {green}In[{cell[1]}], line {lineno}{end}" if cell else
+                     f"{cyan}File{end} {green}{filename}:{lineno}{end}")
+            if function != "<module>":
+                where += f", in {cyan}{function}{end}()"
+            line = linecache.getline(filename, lineno).rstrip()
+            arrow = f"{'-' * max(1, 5 - len(str(lineno)))}> "
+            stb.append(f"{where}\n{green}{arrow}{lineno}{end} {line}\n" if line else f"{where}\n")
+        stb.append(f"{red}{name}{end}: {value}")
+        return stb
 
     def _showtraceback(self, etype: Any, evalue: Any, stb: list[str]) -> None:
         # Called by IPython for every error in a cell: keep it for the reply.
