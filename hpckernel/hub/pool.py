@@ -187,6 +187,7 @@ class RankPool:
 
     async def _restart(self) -> None:
         await self._stop_ranks()
+        self.transport.remove_segments()
         self.inflight.fail_all({"status": "error", "ename": "RanksRestarted",
                                 "evalue": "the ranks were restarted while this ran"})
         await self._launch()

@@ -21,7 +21,7 @@ import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from ..plane import Message, PlaneInfo, make_job_dir, unpack
+from ..plane import Message, PlaneInfo, make_job_dir, shm, unpack
 from ..plane.addresses import node_name
 
 log = logging.getLogger(__name__)
@@ -52,12 +52,14 @@ class _KeyCheck:
 class _Router:
     """One ROUTER socket, and the event that wakes its receiver."""
 
-    __slots__ = ("fd", "sock", "wake")
+    __slots__ = ("fd", "shm_prefix", "sock", "wake")
 
     def __init__(self, sock: zmq.Socket[bytes]) -> None:
         self.sock = sock
         self.fd: int = sock.FD
         self.wake = asyncio.Event()
+        #: shared-memory segments its messages may name ("": none, for other nodes' ranks)
+        self.shm_prefix = ""
 
 
 class Transport:
@@ -97,22 +99,28 @@ class Transport:
         ipc_url = f"ipc://{self._ipc_dir}/plane.sock"
         ipc.bind(ipc_url)
         port = tcp.bind_to_random_port(f"tcp://{self.tcp_ip}")
-        return PlaneInfo(node=node_name(), ipc_url=ipc_url,
+        info = PlaneInfo(node=node_name(), ipc_url=ipc_url,
                          tcp_url=f"tcp://{self.tcp_ip}:{port}",
                          server_public=server_public.decode(),
                          client_public=client_public.decode(),
                          client_secret=client_secret.decode(), size=self.size)
+        # Ranks on this node (the IPC socket) may hand over large buffers in /dev/shm.
+        self.shm_prefix = self.routers[0].shm_prefix = shm.prefix_for(info)
+        return info
 
     def _router(self) -> zmq.Socket[bytes]:
         # A plain socket of the asyncio context (which the ZAP handler needs); pyzmq's type
         # hints allow only the context's own socket class here.
         sock = self.ctx.socket(zmq.ROUTER, socket_class=zmq.Socket)  # type: ignore[arg-type]
+        # No send queue limit: a rank whose I/O thread waits for the GIL behind a long C call
+        # must not be declared unreachable because its heartbeats piled up (EAGAIN).
+        sock.setsockopt(zmq.SNDHWM, 0)
         return cast("zmq.Socket[bytes]", sock)
 
     def send(self, rank: int, frames: list[Any]) -> bool:
         """Queue ``frames`` for ``rank`` without waiting (zero-copy for large frames). False
         when the rank cannot be reached: it never spoke, it is gone (``EHOSTUNREACH``, from
-        ``ROUTER_MANDATORY``), or its queue is full (``EAGAIN``)."""
+        ``ROUTER_MANDATORY``)."""
         router = self._routes.get(rank)
         if router is None:
             return False
@@ -157,7 +165,7 @@ class Transport:
                 frames.append(recv(_LAST, copy=False))
             try:
                 rank = int(frames[0].bytes)
-                msg = unpack(frames[1:])
+                msg = unpack(frames[1:], router.shm_prefix)
                 if not 0 <= rank < self.size:
                     raise ValueError(f"unknown rank {rank}")
             except (ValueError, UnicodeDecodeError) as e:
@@ -178,3 +186,10 @@ class Transport:
             router.sock.close(linger=0)
         self.auth.stop()
         shutil.rmtree(self._ipc_dir, ignore_errors=True)
+        self.remove_segments()
+
+    def remove_segments(self) -> None:
+        """Remove shared-memory segments that ranks made but the hub never received (a rank
+        killed mid-reply, a message dropped at shutdown)."""
+        if getattr(self, "shm_prefix", None):
+            shm.remove_leftovers(self.shm_prefix)
