@@ -12,7 +12,6 @@ from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from ..sizes import format_memory
 from ..targets import format_ranks
 from . import transfer
 from .cells import PXCONFIG_PARSER, PxOptions, parse_magic, parse_px_options
@@ -133,9 +132,9 @@ class PxMagics(Magics):
             print(self.px.allocation.describe())
         print(f"{'rank':>4}  {'state':<8} {'pid':>8}  {'host':<16} {'cpu%':>6} {'rss':>9}  note")
         for info in self.px.pool.snapshot():
+            cpu, rss = info.usage()
             print(f"{info.rank:>4}  {info.state:<8} {info.pid or '-':>8}  "
-                  f"{info.host[:16]:<16} {info.cpu:>6.1f} {format_memory(info.rss):>9}  "
-                  f"{info.reason}")
+                  f"{info.host[:16]:<16} {cpu:>6} {rss:>9}  {info.reason}")
 
     @line_magic
     def restart_ranks(self, line: str) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..sizes import format_memory
 from ..targets import format_ranks
 from .launch import describe_exit, exit_codes, log_tail
 
@@ -30,6 +31,12 @@ class RankInfo:
     reason: str = ""  # why it is dead or stuck
     cell: str = ""  # label of the request it runs now ("[7]", "%px"), for the dashboard
     queue: deque[str] = field(default_factory=deque)  # request ids, oldest running
+
+    def usage(self) -> tuple[str, str]:
+        """CPU % and memory as shown; ``-`` before the rank's first heartbeat."""
+        if not self.rss:
+            return "-", "-"
+        return f"{self.cpu:.1f}", format_memory(self.rss)
 
 
 class RankTable:

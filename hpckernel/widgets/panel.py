@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 import traitlets
 
-from ..sizes import format_memory
 from . import jobviews
 from .sacct import sacct_text
 
@@ -35,7 +34,7 @@ def rank_table(infos: list[RankInfo]) -> str:
     rows = "".join(
         f"<tr><td>{i.rank}</td><td style='color:{COLOURS.get(i.state, '#000')}'>"
         f"<b class='hpc-state'>{i.state}</b></td><td>{html.escape(i.cell) or '-'}</td>"
-        f"<td>{i.cpu:.1f}</td><td>{format_memory(i.rss)}</td><td>{html.escape(i.host)}</td>"
+        f"<td>{i.usage()[0]}</td><td>{i.usage()[1]}</td><td>{html.escape(i.host)}</td>"
         f"<td>{html.escape(i.reason)}</td></tr>" for i in infos)
     return ("<table class='hpc-ranks'><tr><th>rank</th><th>state</th><th>cell</th>"
             "<th>CPU %</th><th>RSS</th><th>host</th><th>note</th></tr>" + rows + "</table>")
