@@ -204,7 +204,8 @@ class RankPool:
             for info in self.table:
                 self._send_to(info.rank, frames)
             try:
-                await asyncio.wait_for(proc.wait(), 2.0)
+                # MPI_Finalize of many ranks sharing few cores takes a while (64 on 2: ≈4 s).
+                await asyncio.wait_for(proc.wait(), 2.0 + 0.05 * len(self.table))
             except asyncio.TimeoutError:
                 log.warning("ranks did not exit after shutdown; terminating them")
         await self.launcher.stop()
