@@ -4,8 +4,21 @@
 # usage: rank.sh JOB_DIR COMMAND...      (started once per rank by mpiexec or srun)
 job_dir=$1
 shift
+# SIGTERM to the ranks' process group (the hub stopping them) ends the rank; this shell
+# outlives it to record how it ended (a trap, unlike an ignored signal, is not inherited).
+trap ':' TERM
 "$@"
 rc=$?
 rank=${PMI_RANK:-${SLURM_PROCID:-unknown}}
+# A rank that did not end normally leaves MPI's shared-memory files in /dev/shm (MPICH removes
+# them in MPI_Finalize only): remove those the rank listed after MPI_Init (worker/segments.py).
+if [ "$rc" -ne 0 ] && [ -f "$job_dir/shm.$rank" ]; then
+    while IFS= read -r segment; do
+        case $segment in
+            /dev/shm/*/* | *..*) ;;  # only plain names directly in /dev/shm
+            /dev/shm/?*) rm -f -- "$segment" ;;
+        esac
+    done < "$job_dir/shm.$rank"
+fi
 printf '%s\n' "$rc" > "$job_dir/exit.$rank.tmp" && mv "$job_dir/exit.$rank.tmp" "$job_dir/exit.$rank"
 exit "$rc"

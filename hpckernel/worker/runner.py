@@ -13,9 +13,10 @@ import sys
 import time
 import traceback
 import types
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..plane import Message, pack, read_plane_info
+from ..plane import Message, pack, read_plane_info, segments
 from ..plane.addresses import node_name
 from . import publish
 from .channel import HubChannel
@@ -257,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     faulthandler.enable()  # a segfault's Python stack goes to the launcher log
     info = read_plane_info(args.plane_file)
     rank, size, mpi_version, error = _mpi_identity()
+    segments.record(Path(args.plane_file).parent, rank)
 
     inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
     streams: list[OutStream] = []
