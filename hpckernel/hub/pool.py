@@ -245,7 +245,6 @@ class RankPool:
 
     def _handle(self, rank: int, msg: Message) -> None:
         info = self.table[rank]
-        info.last_seen = time.monotonic()
         header = msg.header
         if msg.msg_type == "register":
             self._register(info, header)

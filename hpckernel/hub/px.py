@@ -14,6 +14,10 @@ from .limits import ReplyLimit
 from .pool import RankPool, describe_unavailable
 from .requests import RemoteError, Request
 
+#: Requests whose replies carry no value, so no share of HubKernel.max_reply_size is worked
+#: out for them (reading the available memory costs ≈50 µs, and every cell is one).
+_NO_VALUE_KINDS = frozenset({"execute", "push"})
+
 #: the IOPub parent of the cell that is running now (from the kernel)
 ParentGetter = Callable[[], "dict[str, Any] | None"]
 
@@ -95,7 +99,9 @@ class PxController:
                value: Any = None, *, block: bool = True, label: str = "",
                execution_count: int | None = None, output: str | None = None,
                per_rank: dict[int, Any] | None = None) -> PxHandle:
-        header = {**self.reply_limit.header(len(targets)), **(header or {})}
+        header = header or {}
+        if kind not in _NO_VALUE_KINDS and "max_bytes" not in header:
+            header = {**header, **self.reply_limit.header(len(targets))}
         request = self.pool.submit(kind, targets, header, value, parent=self.parent(),
                                    output=output or ("live" if block else "capture"),
                                    label=label, per_rank=per_rank)

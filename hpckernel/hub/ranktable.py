@@ -5,7 +5,6 @@ Only the plane thread changes the table; other threads read copies (``RankPool.s
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ class RankInfo:
     host: str = ""
     cpu: float = 0.0
     rss: int = 0
-    last_seen: float = field(default_factory=time.monotonic)
     reason: str = ""  # why it is dead or stuck
     cell: str = ""  # label of the request it runs now ("[7]", "%px"), for the dashboard
     queue: deque[str] = field(default_factory=deque)  # request ids, oldest running

@@ -73,6 +73,7 @@ class Transport:
         self.routers: list[_Router] = []
         self._routes: dict[int, _Router] = {}
         self._identities = [str(r).encode() for r in range(size)]
+        self.shm_prefix = ""  # this kernel's shared-memory segments, once bound
 
     def bind(self) -> PlaneInfo:
         """Bind both sockets (on the plane thread); returns what ranks need to connect."""
@@ -191,5 +192,5 @@ class Transport:
     def remove_segments(self) -> None:
         """Remove shared-memory segments that ranks made but the hub never received (a rank
         killed mid-reply, a message dropped at shutdown)."""
-        if getattr(self, "shm_prefix", None):
+        if self.shm_prefix:
             shm.remove_leftovers(self.shm_prefix)
