@@ -1,6 +1,6 @@
 """The notebook widgets: live plots, the dashboard and Slurm job control (ipywidgets).
 
-`svg` draws the live plot, `liveplot` is its widget, `panel` the ``%dashboard``,
+`svg` draws the live plot, `plot` is its widget, `panel` the ``%dashboard``,
 `jobviews` the widgets of ``%squeue`` and ``%%sbatch``, `magics` the magics. In a plain
 IPython kernel, ``%load_ext hpckernel.widgets`` adds the job magics.
 """
@@ -22,7 +22,7 @@ def load_ipython_extension(ipython: Any) -> None:
 def liveplot(name: str) -> Any:
     """The live plot of what the ranks publish as ``name`` (``%liveplot name``)."""
     from .hubref import hub_kernel
-    from .liveplot import LivePlot
+    from .plot import LivePlot
 
     pool = hub_kernel().pool
     assert pool is not None

@@ -9,21 +9,11 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 from hpckernel.slurm import Job, SlurmError, SlurmNotFoundError, SubmitError, submit
-from tests.cluster.fixtures import testbed_env
 from tests.kernel.harness import Kernel, wait_gone
 
 from .widgets import Comms
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
-
-
-@pytest.fixture
-def slurm_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
-    env = testbed_env()  # fails, not skips, when the cluster is down
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.chdir(tmp_path)  # the jobs' output files go here
-    return env
 
 
 def test_submit_wait_output_resubmit_cancel(slurm_env: dict[str, str]) -> None:
