@@ -14,9 +14,10 @@ import traitlets
 
 from ..hub.live import LiveStore
 from . import svg
+from .fallback import TextFallback
 
 
-class LivePlot(w.VBox):
+class LivePlot(TextFallback, w.VBox):
     """The live plot of one published name."""
 
     published = traitlets.Unicode(help="the published name plotted").tag(sync=True)
@@ -24,6 +25,7 @@ class LivePlot(w.VBox):
 
     def __init__(self, store: LiveStore, name: str, **kwargs: Any) -> None:
         self.store = store
+        self.summary = f"live plot of {name!r}"
         self.chart = w.HTML()
         super().__init__([self.chart], published=name, **kwargs)
         self.update(name, store[name] if name in store else {})
