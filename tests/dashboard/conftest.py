@@ -28,3 +28,13 @@ def slurm_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     return env
+
+
+@pytest.fixture
+def hub(tmp_path: Path, slurm_env: dict[str, str]) -> Iterator[Kernel]:
+    """A 2-rank hub that reaches the virtual Slurm cluster."""
+    k = Kernel(tmp_path, ranks=2, env=slurm_env)
+    yield k
+    pids = k.process_tree()
+    k.shutdown()
+    assert wait_gone(pids) == []

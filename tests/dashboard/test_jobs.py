@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from jupyter_client.manager import start_new_kernel
 
 from hpckernel.slurm import Job, SlurmError, SlurmNotFoundError, SubmitError, submit
-from tests.kernel.harness import Kernel, wait_gone
+from tests.kernel.harness import Kernel
 
 from .widgets import Comms
 
@@ -42,15 +39,6 @@ def test_clear_errors(slurm_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SlurmNotFoundError):
         submit("echo x")
-
-
-@pytest.fixture
-def hub(tmp_path: Path, slurm_env: dict[str, str]) -> Iterator[Kernel]:
-    k = Kernel(tmp_path, ranks=2, env=slurm_env)
-    yield k
-    pids = k.process_tree()
-    k.shutdown()
-    assert wait_gone(pids) == []
 
 
 def test_sbatch_squeue_scancel_sacct_magics_in_the_hub(hub: Kernel) -> None:

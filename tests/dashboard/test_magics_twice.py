@@ -7,28 +7,18 @@ like the function it sits beside replaced ``%liveplot``'s function by the module
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from hpckernel.slurm import Job
-from tests.kernel.harness import Kernel, Result, wait_gone
+from tests.kernel.harness import Kernel, Result
 
 from .widgets import Comms
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
 
 PUBLISH = "import hpckernel\nfor i in range(3):\n    hpckernel.publish('loss', rank + i)\n"
-
-
-@pytest.fixture
-def hub(tmp_path: Path, slurm_env: dict[str, str]) -> Iterator[Kernel]:
-    k = Kernel(tmp_path, ranks=2, env=slurm_env)
-    yield k
-    pids = k.process_tree()
-    k.shutdown()
-    assert wait_gone(pids) == []
 
 
 def _magics_of_hpckernel(hub: Kernel) -> set[str]:
