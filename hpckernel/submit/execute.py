@@ -93,6 +93,12 @@ def run(spec: RunSpec) -> int:
                 status="failed" if failure else "ok",
                 error=_first_lines(failure) if failure else None)
     nb.metadata["hpckernel"] = {"run": meta}
+    # Where papermill-aware tools (scrapbook, papermill's own readers) look for them.
+    nb.metadata["papermill"] = {
+        "parameters": json.loads(json.dumps(spec.parameter_values(), default=repr)),
+        "input_path": str(source), "output_path": str(target),
+        "start_time": meta["started"], "end_time": meta["ended"],
+        "duration": meta["seconds"], "exception": failure is not None}
     _write(nb, target)
     print(f"[hpckernel] {meta['status']} after {meta['seconds']} s; executed notebook: "
           f"{target}", flush=True)
