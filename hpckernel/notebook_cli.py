@@ -13,7 +13,8 @@ from typing import Any
 from . import provenance
 from .slurm import ParseError, SlurmError, parse_duration
 from .submit.params import ParameterError, parse_assignment, parse_yaml, read_yaml_file
-from .submit.spec import RunError, RunSpec, load_record, local_run_id, now, prepare, save_record
+from .submit.spec import RunError, RunSpec, load_record, local_run_id, prepare, save_record
+from .timestamps import now
 
 # Options whose default is None, so that --resubmit can tell which ones were given.
 _SPEC_OPTIONS = ("output", "timeout", "ranks", "nodes", "ntasks_per_node", "time",

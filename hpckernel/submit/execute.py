@@ -25,7 +25,8 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 from ..kernelspec import write_kernel_spec
 from ..provenance import keep_in_cell
-from .spec import RunError, RunSpec, now, prepare
+from ..timestamps import now
+from .spec import RunError, RunSpec, prepare
 
 KERNEL_NAME = "hpckernel-run"
 

@@ -67,10 +67,6 @@ class RunSpec:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
 def local_run_id() -> str:
     return "local-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
 
