@@ -19,7 +19,12 @@ class TextFallback:
 
     summary = "hpckernel widget"
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle: dict[str, Any] = super()._repr_mimebundle_(**kwargs)  # type: ignore[misc]
-        bundle["text/plain"] = f"{self.summary} ({NO_WIDGETS})"
+    def fallbacks(self) -> dict[str, Any]:
+        """The bundle's entries for front ends that cannot show the widget."""
+        return {"text/plain": f"{self.summary} ({NO_WIDGETS})"}
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)  # type: ignore[misc]
+        # ipywidgets gives the data; anywidget gives (data, metadata).
+        (bundle[0] if isinstance(bundle, tuple) else bundle).update(self.fallbacks())
         return bundle
