@@ -79,3 +79,33 @@ def format_ranks(ranks: Iterable[int]) -> str:
         parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+def parse_ranks(text: str) -> list[int]:
+    """``"0-3,5"`` → ``[0, 1, 2, 3, 5]``: the inverse of :func:`format_ranks` (how requests
+    carry their targets to node agents). ``ValueError`` on anything else."""
+    ranks: list[int] = []
+    for lo, hi in rank_intervals(text):
+        ranks.extend(range(lo, hi + 1))
+    return ranks
+
+
+def rank_intervals(text: str) -> list[tuple[int, int]]:
+    """``"0-3,5"`` → ``[(0, 3), (5, 5)]``, without making a list of every rank."""
+    intervals: list[tuple[int, int]] = []
+    if not text:
+        return intervals
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        lo, hi = int(first), int(last or first)
+        if lo < 0 or hi < lo:
+            raise ValueError(f"bad rank range {part!r}")
+        intervals.append((lo, hi))
+    return intervals
+
+
+def format_all(ranks: list[int], size: int) -> str:
+    """:func:`format_ranks` with a shortcut for the common case, every rank in order."""
+    if len(ranks) == size and size and ranks[0] == 0 and ranks[-1] == size - 1:
+        return f"0-{size - 1}" if size > 1 else "0"
+    return format_ranks(ranks)

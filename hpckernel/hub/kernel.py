@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
-from traitlets import Float, Instance, TraitError, Type, Unicode, observe, validate
+from traitlets import (
+    CaselessStrEnum,
+    Float,
+    Instance,
+    TraitError,
+    Type,
+    Unicode,
+    default,
+    observe,
+    validate,
+)
 
 from .. import __version__, provenance
 from ..plane import make_job_dir
@@ -70,6 +80,23 @@ class HubKernel(IPythonKernel):
         "send an equal share; a larger value gives a size error, not a dead hub."
     ).tag(config=True)
 
+    fanin = CaselessStrEnum(
+        ["auto", "direct", "agents"], help="How the hub reaches the ranks: 'direct' (each "
+        "rank talks to the hub), 'agents' (one agent per node talks to the node's ranks, "
+        "the hub to the agents: the hub's work grows with nodes, not ranks), 'auto' "
+        "(agents when the ranks span more than one node). Default from $HPCKERNEL_FANIN."
+    ).tag(config=True)
+
+    @default("fanin")
+    def _default_fanin(self) -> str:
+        value = os.environ.get("HPCKERNEL_FANIN", "auto").strip().lower() or "auto"
+        if value not in ("auto", "direct", "agents"):
+            raise TraitError(f"HPCKERNEL_FANIN={value!r}: use auto, direct or agents")
+        return value
+
+    agent_timeout = Float(4.0, help="Seconds a node agent may stay silent before its node's "
+                          "ranks are reported lost.").tag(config=True)
+
     launcher = Instance(RankLauncher, allow_none=True)
 
     @validate("max_reply_size")
@@ -93,7 +120,8 @@ class HubKernel(IPythonKernel):
         settings = PoolSettings(flush_interval=self.flush_interval,
                                 interrupt_grace=self.interrupt_grace,
                                 start_timeout=self.start_timeout,
-                                tcp_ip=node_ip(self.plane_ip))
+                                tcp_ip=node_ip(self.plane_ip), fanin=self.fanin,
+                                agent_timeout=self.agent_timeout)
         self.pool = RankPool(self.launcher, self.job_dir, self._publish, settings)
         self.px = PxController(self.pool, lambda: self.get_parent("shell"), self._publish)
         self.px.reply_limit = ReplyLimit.parse(self.max_reply_size)

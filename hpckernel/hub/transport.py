@@ -37,6 +37,10 @@ _LAST = int(zmq.NOBLOCK)
 
 #: on_message(rank, message), for every well-formed message from a rank.
 OnMessage = Callable[[int, Message], None]
+#: on_agent(node, message), for every well-formed message from a node agent.
+OnAgent = Callable[[str, Message], None]
+#: A node agent's identity on the plane starts with this byte (a rank's is its number).
+AGENT_PREFIX = b"@"
 
 
 class _KeyCheck:
@@ -72,6 +76,9 @@ class Transport:
         self.tcp_ip = tcp_ip
         self.routers: list[_Router] = []
         self._routes: dict[int, _Router] = {}
+        self._agent_routes: dict[str, _Router] = {}
+        #: where messages from node agents go (HubKernel.fanin); dropped while None
+        self.on_agent: OnAgent | None = None
         self._identities = [str(r).encode() for r in range(size)]
         self.shm_prefix = ""  # this kernel's shared-memory segments, once bound
 
@@ -143,6 +150,23 @@ class Transport:
             router.wake.set()
         return True
 
+    def send_agent(self, node: str, frames: list[Any]) -> bool:
+        """As :meth:`send`, to the agent of ``node``."""
+        router = self._agent_routes.get(node)
+        if router is None:
+            return False
+        send = router.sock.send
+        try:
+            send(AGENT_PREFIX + node.encode(), _MORE, copy=False)
+            for frame in frames[:-1]:
+                send(frame, _MORE, copy=False)
+            send(frames[-1], _LAST, copy=False)
+        except zmq.ZMQError:
+            return False
+        finally:
+            router.wake.set()
+        return True
+
     async def receive(self, router: _Router, on_message: OnMessage) -> None:
         """Hand every message arriving on ``router`` to ``on_message``, until cancelled."""
         while True:
@@ -164,8 +188,12 @@ class Transport:
                 return False
             while frames[-1].more:  # the rest of a message arrives with its first frame
                 frames.append(recv(_LAST, copy=False))
+            ident = frames[0].bytes
+            if ident[:1] == AGENT_PREFIX:
+                self._from_agent(router, ident, frames)
+                continue
             try:
-                rank = int(frames[0].bytes)
+                rank = int(ident)
                 msg = unpack(frames[1:], router.shm_prefix)
                 if not 0 <= rank < self.size:
                     raise ValueError(f"unknown rank {rank}")
@@ -179,9 +207,25 @@ class Transport:
                 log.exception("error handling %s from rank %d", msg.msg_type, rank)
         return True
 
+    def _from_agent(self, router: _Router, ident: bytes, frames: list[zmq.Frame]) -> None:
+        try:
+            node = ident[1:].decode()
+            msg = unpack(frames[1:], "")  # agents hand over no shared memory
+        except (ValueError, UnicodeDecodeError) as e:
+            log.warning("dropped a malformed plane message from an agent: %s", e)
+            return
+        self._agent_routes[node] = router
+        if self.on_agent is None:
+            return
+        try:
+            self.on_agent(node, msg)
+        except Exception:
+            log.exception("error handling %s from the agent of node %s", msg.msg_type, node)
+
     def close(self) -> None:
         """Stop watching and close the sockets; later sends find no route (unreachable)."""
         self._routes.clear()
+        self._agent_routes.clear()
         for router in self.routers:
             self._loop.remove_reader(router.fd)
             router.sock.close(linger=0)

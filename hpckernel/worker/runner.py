@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..plane import Message, pack, read_plane_info, segments
 from ..plane.addresses import node_name
+from ..plane.nodes import agent_plane_file, rank_node, wait_for_plane_info
 from . import publish
 from .channel import HubChannel
 from .introspect import peek, where
@@ -256,9 +257,13 @@ def main(argv: list[str] | None = None) -> None:
     import faulthandler
 
     faulthandler.enable()  # a segfault's Python stack goes to the launcher log
-    info = read_plane_info(args.plane_file)
+    job_dir = Path(args.plane_file).parent
+    node = rank_node()
+    # With node agents the rank talks to its node's agent, which starts beside it.
+    info = (read_plane_info(args.plane_file) if node is None
+            else wait_for_plane_info(agent_plane_file(job_dir, node), args.hub_timeout))
     rank, size, mpi_version, error = _mpi_identity()
-    segments.record(Path(args.plane_file).parent, rank)
+    segments.record(job_dir, rank)
 
     inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
     streams: list[OutStream] = []

@@ -1,0 +1,40 @@
+"""``python -m hpckernel.agent JOB_DIR NODE``: started by ``launcher/rank.sh`` in the first
+rank of each node when the hub uses node agents."""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import signal
+from pathlib import Path
+
+from ..plane import read_plane_info
+from ..plane.credentials import PLANE_FILE
+from .agent import NodeAgent
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill the agent when ``rank.sh`` (its parent) dies: no orphans."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m hpckernel.agent")
+    parser.add_argument("job_dir", type=Path, help="the kernel's job directory")
+    parser.add_argument("node", help="this node's key (rank.sh: HPCKERNEL_NODE)")
+    parser.add_argument("--hub-timeout", type=float, default=30.0,
+                        help="exit when the hub has been silent this many seconds")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the ranks
+    hub = read_plane_info(args.job_dir / PLANE_FILE)
+    NodeAgent(hub, args.job_dir, args.node, args.hub_timeout).run()
+
+
+if __name__ == "__main__":
+    main()

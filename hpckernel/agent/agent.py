@@ -1,0 +1,217 @@
+"""The agent's loop: requests from the hub fan out to the node's ranks; their replies,
+output, registrations and load go up once per node.
+
+Single-threaded: one ``zmq_poll`` over both sockets, and a tick every ``FLUSH`` seconds that
+sends the batched output and registrations up, flushes what interrupted requests have, and
+notices ranks that died (their ``exit.<rank>`` file, written by ``rank.sh``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from ..plane import Message, PlaneInfo, pack
+from ..plane.addresses import node_name
+from ..plane.headers import PlaneHeader
+from ..targets import rank_intervals
+from .link import Link
+from .output import NodeOutput
+from .replies import NodeRequest, local_targets
+
+log = logging.getLogger("hpckernel.agent")
+
+#: Seconds between sends of batched output and registrations (half the hub's flush).
+FLUSH = 0.05
+#: Requests a rank's I/O thread answers while busy (as hub/pool.CONTROL_KINDS).
+CONTROL_KINDS = frozenset({"complete", "inspect", "peek", "where"})
+
+
+class NodeAgent:
+    """One node's agent (see the package docstring)."""
+
+    def __init__(self, hub: PlaneInfo, job_dir: Path, node: str,
+                 hub_timeout: float = 30.0) -> None:
+        self.job_dir = job_dir
+        self.node = node
+        self.hub_timeout = hub_timeout
+        self.link = Link(hub, job_dir, node)
+        self.ranks: list[int] = []  # registered here, sorted
+        self.load: dict[int, list[float]] = {}  # rank -> [cpu, rss]
+        self.requests: dict[str, NodeRequest] = {}
+        self.output = NodeOutput()
+        self.registered: list[dict[str, Any]] = []  # not yet sent up
+        self.gone: set[int] = set()
+        self.stopping = False
+        self._heard = time.monotonic()
+        self._to_hub(pack("nregister", {"node": node, "host": node_name(),
+                                        "pid": os.getpid(), "registered": []}))
+
+    def _to_hub(self, frames: list[Any]) -> None:
+        self.link.to_hub(frames)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.link.up, zmq.POLLIN)
+        poller.register(self.link.down, zmq.POLLIN)
+        next_tick = time.monotonic() + FLUSH
+        while not self.stopping:
+            wait = max(0.0, next_tick - time.monotonic())
+            events = dict(poller.poll(int(wait * 1000)))
+            if self.link.up in events:
+                self._heard = time.monotonic()
+                while (frames := self.link.from_hub()) is not None:
+                    self._from_hub(frames)
+                    if self.stopping:
+                        break
+            if self.link.down in events:
+                while (got := self.link.from_rank()) is not None:
+                    if got is False:
+                        log.warning("node %s: dropped a malformed message from a rank",
+                                    self.node)
+                    elif isinstance(got, tuple):
+                        self._from_rank(got[0], got[1], got[2])
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + FLUSH
+                self._tick()
+            if now - self._heard > self.hub_timeout:
+                log.error("node %s: no word from the hub for %.0f s; exiting", self.node,
+                          self.hub_timeout)
+                break
+        self.link.close()
+
+    def _tick(self) -> None:
+        if self.registered:
+            self._to_hub(pack("nregister", {"node": self.node, "registered": self.registered}))
+            self.registered = []
+        for frames in self.output.take():
+            self._to_hub(frames)
+        if self.requests:
+            self._check_exits()
+        for request in list(self.requests.values()):
+            if request.interrupted:
+                self._send_reply(request)  # what the ranks that stopped said, so far
+
+    # -- from the hub -------------------------------------------------------------------
+
+    def _from_hub(self, frames: list[zmq.Frame]) -> None:
+        kind = frames[0].bytes.decode("ascii", "replace")
+        try:
+            header: PlaneHeader = json.loads(frames[1].bytes)
+        except ValueError:
+            log.warning("node %s: dropped a malformed message from the hub", self.node)
+            return
+        if kind == "hb":
+            self._beat()
+        elif kind == "interrupt":
+            busy = {r for q in self.requests.values() if not q.control for r in q.pending}
+            for request in self.requests.values():
+                request.interrupted = True
+            for rank in sorted(busy):
+                self._to_rank(rank, frames)
+        elif kind == "shutdown":
+            for rank in self.ranks:
+                self._to_rank(rank, frames)
+            self.stopping = True
+        else:
+            self._request(kind, header, frames)
+
+    def _beat(self) -> None:
+        """The node's summary for the hub; and a heartbeat to every rank, whose answer
+        (CPU, memory) goes into the next summary."""
+        known = [r for r in self.ranks if r in self.load]
+        summary: PlaneHeader = {"node": self.node, "ranks": ",".join(map(str, known)),
+                                "load": [self.load[r] for r in known]}
+        self._to_hub(pack("nsummary", dict(summary)))
+        beat = pack("hb", {})
+        for rank in self.ranks:
+            if rank not in self.gone:
+                self._to_rank(rank, beat)
+
+    def _request(self, kind: str, header: PlaneHeader, frames: list[zmq.Frame]) -> None:
+        request_id = header.get("id") or ""
+        request = self.requests.get(request_id)
+        if request is None:
+            try:
+                intervals = rank_intervals(header.get("targets", ""))
+            except ValueError:
+                log.warning("node %s: request with bad targets dropped", self.node)
+                return
+            request = NodeRequest(request_id, kind, local_targets(intervals, self.ranks),
+                                  kind in CONTROL_KINDS)
+            self.requests[request_id] = request
+        only = header.get("only")
+        for rank in [only] if only is not None else request.targets:
+            if rank in self.gone or not self._to_rank(rank, frames):
+                request.lose(rank)
+        self._maybe_done(request)
+
+    def _to_rank(self, rank: int, frames: list[Any]) -> bool:
+        if self.link.to_rank(rank, frames):
+            return True
+        self._lost(rank)
+        return False
+
+    # -- from the ranks -----------------------------------------------------------------
+
+    def _from_rank(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
+        header = msg.header
+        kind = msg.msg_type
+        if kind == "reply":
+            request = self.requests.get(header.get("id") or "")
+            if request is not None:
+                request.reply(rank, header, [msg.payload, *msg.buffers])
+                self._maybe_done(request)
+        elif kind == "stream":
+            self.output.add_stream(rank, header.get("id") or "", header["name"], header["text"])
+        elif kind == "display":
+            for before in self.output.add_display(rank, header.get("id") or "",
+                                                  header["msg_type"], frames[2:]):
+                self._to_hub(before)
+        elif kind == "hb":
+            self.load[rank] = [header.get("cpu", 0.0), header.get("rss", 0)]
+        elif kind == "register":
+            if rank not in self.ranks:
+                self.ranks.append(rank)
+                self.ranks.sort()
+            self.gone.discard(rank)
+            self.registered.append(header)
+        else:  # live values and anything newer: the hub knows the rank from the header
+            self._to_hub([frames[0], frames[1], *frames[2:]])
+
+    def _maybe_done(self, request: NodeRequest) -> None:
+        if request.done:
+            self._send_reply(request)
+            del self.requests[request.id]
+
+    def _send_reply(self, request: NodeRequest) -> None:
+        for frames in self.output.take(request.id):  # output before the reply that ends it
+            self._to_hub(frames)
+        reply = request.take()
+        if reply is not None:
+            self._to_hub(reply)
+
+    # -- deaths -------------------------------------------------------------------------
+
+    def _lost(self, rank: int) -> None:
+        """A rank that cannot be reached or has ended: no request waits for it any more
+        (the hub finds out how it ended)."""
+        self.gone.add(rank)
+        for request in list(self.requests.values()):
+            request.lose(rank)
+            self._maybe_done(request)
+
+    def _check_exits(self) -> None:
+        waiting = {r for q in self.requests.values() for r in q.pending} - self.gone
+        for rank in waiting:
+            if os.path.exists(self.job_dir / f"exit.{rank}"):
+                self._lost(rank)

@@ -1,0 +1,201 @@
+"""The hub's side of node agents (``HubKernel.fanin``): one peer per node instead of one per
+rank. A request goes once to each node with its targets as a range string; each agent
+answers once for its node (``nreply``), sends its ranks' output merged (``nstream``,
+``display`` with a rank range) and one summary per heartbeat (``nsummary``). The rank
+table, the requests in flight and the output merger stay as without agents; only their
+per-rank bookkeeping is done in bulk.
+
+An agent that stops answering (its process or its node died) takes its node's ranks with
+it: they are reported dead, naming the node, within ``agent_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..plane import Message, pack
+from ..plane.headers import PlaneHeader
+from ..targets import format_all, parse_ranks
+from .ranktable import RankInfo
+
+if TYPE_CHECKING:
+    from .pool import RankPool
+    from .requests import Request
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeInfo:
+    """What the hub knows of one node's agent."""
+
+    key: str
+    host: str = ""
+    pid: int | None = None
+    ranks: list[int] = field(default_factory=list)
+    heard: float = 0.0  # monotonic time of its last message
+    unreachable_since: float | None = None
+    dead: bool = False
+    load: tuple[list[int], list[list[float]]] = ((), ())  # type: ignore[assignment]
+
+
+class Agents:
+    """Node agents of one launch: their table, and the plane operations that go through
+    them. Runs on the plane thread."""
+
+    def __init__(self, pool: RankPool, timeout: float = 4.0) -> None:
+        self.pool = pool
+        self.timeout = timeout
+        self.nodes: dict[str, NodeInfo] = {}
+        self.node_of: dict[int, str] = {}
+        self._handlers: dict[str, Callable[[NodeInfo, Message], None]] = {
+            "nregister": self._register, "nsummary": self._summary, "nstream": self._stream,
+            "display": self._display, "nreply": self._reply, "live": self._live}
+
+    def reset(self) -> None:
+        self.nodes.clear()
+        self.node_of.clear()
+
+    # -- to the agents --------------------------------------------------------------------
+
+    def pack_request(self, request: Request, header: dict[str, Any], value: Any,
+                     per_rank: dict[int, Any] | None) -> list[tuple[str, list[Any]]]:
+        """``request`` packed once for each node that has a target (once per target rank,
+        when each gets a value of its own), as (node, frames) for :meth:`send`."""
+        header = {**header, "targets": format_all(request.targets, self.pool.size)}
+        if per_rank is not None:
+            return [(self.node_of.get(rank, ""),
+                     pack(request.kind, {**header, "only": rank}, per_rank[rank],
+                          has_value=True)) for rank in request.targets]
+        frames = pack(request.kind, header, value, has_value=value is not None)
+        if len(request.targets) == self.pool.size:
+            return [(node, frames) for node in self.nodes]
+        return [(node, frames) for node in {self.node_of.get(r, "") for r in request.targets}]
+
+    def broadcast(self, msg_type: str) -> None:
+        """``interrupt``, ``shutdown``: to every live agent."""
+        frames = pack(msg_type, {})
+        for node in list(self.nodes):
+            self.send(node, frames)
+
+    def heartbeat(self, now: float) -> None:
+        """Ping every agent (each answers with its node's summary); agents silent for
+        ``timeout`` seconds, or unreachable for a second, are dead."""
+        beat = pack("hb", {"interval": self.pool.settings.heartbeat_interval})
+        for info in list(self.nodes.values()):
+            if info.dead:
+                continue
+            self.send(info.key, beat)
+            if now - info.heard > self.timeout:
+                self.died(info, f"no word from it for {now - info.heard:.0f} s")
+            elif info.unreachable_since is not None and now - info.unreachable_since >= 1.0:
+                self.died(info, "it is unreachable (its process ended)")
+
+    def send(self, node: str, frames: list[Any]) -> None:
+        info = self.nodes.get(node)
+        if info is None or info.dead:
+            return
+        if self.pool.transport.send_agent(node, frames):
+            return
+        if info.unreachable_since is None:
+            info.unreachable_since = time.monotonic()
+
+    # -- from the agents ------------------------------------------------------------------
+
+    def handle(self, node: str, msg: Message) -> None:
+        info = self.nodes.get(node)
+        if info is None:
+            if msg.msg_type != "nregister":
+                return
+            info = self.nodes[node] = NodeInfo(node)
+        if info.dead:
+            return  # an agent given up on does not come back until the next launch
+        info.heard = time.monotonic()
+        info.unreachable_since = None
+        handler = self._handlers.get(msg.msg_type)
+        if handler is not None:
+            handler(info, msg)
+
+    def _register(self, info: NodeInfo, msg: Message) -> None:
+        header: PlaneHeader = msg.header  # type: ignore[assignment]
+        info.host = header.get("host") or info.host
+        info.pid = header.get("pid") or info.pid
+        for rank_header in header.get("registered", []):
+            rank = rank_header.get("rank")
+            if not isinstance(rank, int) or not 0 <= rank < self.pool.size:
+                continue
+            self.node_of[rank] = info.key
+            info.ranks.append(rank)
+            self.pool.register(self.pool.table[rank], rank_header)
+
+    def _summary(self, info: NodeInfo, msg: Message) -> None:
+        ranks = msg.header.get("ranks") or ""
+        info.load = ([int(r) for r in ranks.split(",")] if ranks else [],
+                     msg.header.get("load") or [])
+
+    def _stream(self, info: NodeInfo, msg: Message) -> None:
+        request = self.pool.inflight.get(msg.header.get("id") or "")
+        if request is None or request.merger is None:
+            return
+        add, name = request.merger.add_stream, msg.header["name"]
+        for ranks, text in msg.header["parts"]:
+            for rank in parse_ranks(ranks):
+                add(rank, name, text)
+
+    def _display(self, info: NodeInfo, msg: Message) -> None:
+        request = self.pool.inflight.get(msg.header.get("id") or "")
+        if request is None or request.merger is None:
+            return
+        content = msg.value()
+        for rank in parse_ranks(msg.header["ranks"]):
+            request.merger.add_display(rank, msg.header["msg_type"], content)
+
+    def _live(self, info: NodeInfo, msg: Message) -> None:
+        rank = msg.header.get("rank")
+        if isinstance(rank, int):
+            self.pool.live.add(str(msg.header.get("name")), rank, msg.value())
+
+    def _reply(self, info: NodeInfo, msg: Message) -> None:
+        header: PlaneHeader = msg.header  # type: ignore[assignment]
+        request_id = header.get("id") or ""
+        groups = [(parse_ranks(ranks), {**common, "id": request_id})
+                  for ranks, common in header.get("groups", [])]
+        values: dict[int, Message] = {}
+        at = 0
+        for rank, count in header.get("values", []):
+            frames = msg.buffers[at:at + count]
+            at += count
+            if frames:
+                values[rank] = Message("reply", {}, frames[0], frames[1:])
+        self.pool.inflight.node_reply(request_id, groups, values)
+        lost = parse_ranks(header.get("lost") or "")
+        for rank in lost:  # dead or unreachable at the node: the hub finds out how
+            self.pool.unreachable(rank)
+
+    # -- deaths and %ranks ----------------------------------------------------------------
+
+    def died(self, info: NodeInfo, why: str) -> None:
+        """The agent of ``info`` is gone: so, for the hub, are its node's ranks."""
+        info.dead = True
+        where = f"node {info.host} ({info.key})" if info.host else f"node {info.key}"
+        log.warning("the agent of %s died: %s", where, why)
+        reason = f"lost with the agent of {where}: {why}"
+        for rank in info.ranks:
+            if self.pool.table[rank].state != "dead":
+                error = self.pool.table.mark_dead(rank, reason, tail=False)
+                self.pool.inflight.fail_rank(rank, error)
+
+    def fill(self, infos: list[RankInfo]) -> None:
+        """Put what agents keep (busy ranks, load) into a snapshot of the rank table."""
+        for rank, label in self.pool.inflight.busy().items():
+            info = infos[rank]
+            if info.state == "idle":
+                info.state, info.cell = "busy", label
+        for node in self.nodes.values():
+            for rank, (cpu, rss) in zip(node.load[0], node.load[1], strict=False):
+                if 0 <= rank < len(infos):
+                    infos[rank].cpu, infos[rank].rss = cpu, int(rss)
