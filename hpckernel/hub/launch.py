@@ -181,8 +181,9 @@ def _in_step() -> bool:
 
 
 def _fresh_start(job_dir: Path) -> BinaryIO:
-    """Forget the exit codes of earlier ranks; open the launcher log for appending."""
-    for old in job_dir.glob("exit.*"):
+    """Forget the exit codes of earlier ranks and the addresses of earlier node agents (new
+    ranks must wait for their new agent); open the launcher log for appending."""
+    for old in [*job_dir.glob("exit.*"), *job_dir.glob("agent-*.json")]:
         old.unlink()
     return open(job_dir / LOG_NAME, "ab")
 
