@@ -92,3 +92,14 @@ def test_bad_pxoutput_requests_are_clear(kernel8: Kernel, tmp_path: Path) -> Non
     assert outside.status == "ok"
     wrong = kernel8.run(f"%pxoutput 5 --cell {_count(outside)}")
     assert wrong.status == "error" and "not on 5" in wrong.content["evalue"]
+
+
+def test_the_px_magic_in_hub_code_takes_the_cells_path(kernel8: Kernel) -> None:
+    line = kernel8.ok("%px print('via magic', rank % 2)")
+    assert line.text("stdout") == ("[stdout:0,2,4,6] via magic 0\n"
+                                   "[stdout:1,3,5,7] via magic 1\n")
+    failed = kernel8.run("%%local\nget_ipython().run_cell_magic('px', '--targets 1:3', "
+                         "'1 / rank if rank == 2 else 1 / 0')")
+    assert failed.status == "error" and failed.content["ename"] == "CellError"
+    assert "[error:1] ZeroDivisionError: division by zero" in failed.content["traceback"]
+    assert kernel8.ok("%%local\nprint(_px.targets, _px.ready())").text() == "[1, 2] True\n"
