@@ -67,18 +67,25 @@ def _empty(spec: str) -> list[int]:
     raise TargetError(f"targets {spec!r} select no ranks")
 
 
+def _runs(ranks: Iterable[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of ``ranks``: ``[0, 1, 2, 5]`` → ``[(0, 2), (5, 5)]``."""
+    runs: list[tuple[int, int]] = []
+    for rank in sorted(set(ranks)):
+        if runs and rank == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], rank)
+        else:
+            runs.append((rank, rank))
+    return runs
+
+
 def format_ranks(ranks: Iterable[int]) -> str:
     """``[0, 1, 2, 3, 5]`` → ``"0-3,5"``."""
-    ordered = sorted(set(ranks))
-    parts: list[str] = []
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in _runs(ranks))
+
+
+def format_targets(ranks: Iterable[int]) -> str:
+    """``[0, 1, 2, 3, 5]`` → ``"0:4,5"``: a spec ``parse_targets`` reads back."""
+    return ",".join(str(a) if a == b else f"{a}:{b + 1}" for a, b in _runs(ranks))
 
 
 def parse_ranks(text: str) -> list[int]:

@@ -28,6 +28,7 @@ from .inflight import InFlight, Publish
 from .launch import LaunchError, RankLauncher, log_tail
 from .live import LiveStore
 from .merge import OutputBudget, OutputMerger
+from .outputs import RankOutputs
 from .ranktable import RankInfo, RankTable, describe_unavailable
 from .requests import Request
 from .transport import Transport
@@ -91,17 +92,19 @@ class RankPool:
 
     def submit(self, kind: str, targets: list[int], header: dict[str, Any] | None = None,
                value: Any = None, parent: dict[str, Any] | None = None, output: str = "live",
-               label: str = "", per_rank: dict[int, Any] | None = None) -> Request:
+               label: str = "", per_rank: dict[int, Any] | None = None,
+               keep: RankOutputs | None = None) -> Request:
         """Send a request to ``targets``. ``output``: ``live`` publishes merged output to
         IOPub under ``parent``, ``capture`` keeps it on the request, ``none`` drops it.
-        ``per_rank`` gives each target a value of its own instead of ``value``."""
-        request = Request(kind, targets, parent=parent, label=label)
+        ``per_rank`` gives each target a value of its own instead of ``value``; ``keep``
+        keeps every rank's whole output (``outputs.py``)."""
+        request = Request(kind, targets, parent=parent, label=label, outputs=keep)
         if output != "none":
             if output == "capture":
                 request.captured = []
             request.merger = OutputMerger(targets,
                                           lambda *m: self.inflight.emit(request, *m),
-                                          self.budget)
+                                          self.budget, keep=keep)
         self.loop.call_soon_threadsafe(self._send_request, request, header or {}, value,
                                        per_rank)
         return request

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..targets import format_ranks
 from .merge import OutputMerger
+from .outputs import RankOutputs
 
 
 class RemoteError(RuntimeError):
@@ -41,6 +42,8 @@ class Request:
     execution_count: int | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     merger: OutputMerger | None = None
+    #: every rank's whole output, kept by the hub; also how many error groups to show
+    outputs: RankOutputs | None = None
     #: IOPub messages kept for later display instead of being published (``--noblock``)
     captured: list[tuple[str, dict[str, Any], dict[str, Any]]] | None = None
     replies: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -60,7 +63,8 @@ class Request:
 
     def error_content(self) -> dict[str, Any] | None:
         """One error for the notebook naming the failed ranks, identical tracebacks
-        collapsed; None when every rank succeeded."""
+        collapsed, the first ``HubKernel.output_groups`` kinds of error in full and a line
+        on the others; None when every rank succeeded."""
         errors = self.errors
         if not errors:
             return None
@@ -75,14 +79,26 @@ class Request:
                 groups.append((err, [rank]))
         names = {e.get("ename") for e, _ in groups}
         ename = names.pop() if len(names) == 1 else "RemoteError"
-        summary = "; ".join(f"rank{'s' if len(r) > 1 else ''} {format_ranks(r)}: "
-                            f"{e.get('ename')}: {e.get('evalue')}" for e, r in groups)
+        limit = self.outputs.group_limit if self.outputs is not None else 0
+        shown, hidden = (groups[:limit], groups[limit:]) if limit else (groups, [])
+        more = ""
+        if hidden:
+            ranks = sorted(r for _, rs in hidden for r in rs)
+            how = self.outputs.how_to_see(ranks) if self.outputs is not None else ""
+            more = (f"{len(hidden)} more kinds of error on {len(ranks)} ranks "
+                    f"({format_ranks(ranks)}) not shown" + (f"; to see them: {how}" if how
+                                                            else ""))
+        summary = "; ".join([f"rank{'s' if len(r) > 1 else ''} {format_ranks(r)}: "
+                             f"{e.get('ename')}: {e.get('evalue')}" for e, r in shown]
+                            + ([more] if more else []))
         traceback: list[str] = []
-        for err, ranks in groups:
+        for err, ranks in shown:
             traceback.append(f"[error:{format_ranks(ranks)}] {err.get('ename')}: "
                              f"{err.get('evalue')}")
             traceback.extend(err.get("traceback") or [])
         ok = [r for r in self.targets if r not in errors]
+        if more:
+            traceback.append(f"[hpckernel] {more}")
         if ok:
             traceback.append(f"(ranks {format_ranks(ok)} succeeded)")
         return {"ename": str(ename), "evalue": summary, "traceback": traceback}

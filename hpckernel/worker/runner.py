@@ -134,6 +134,13 @@ class RankRunner:
                 continue
 
     def handle(self, msg: Message) -> None:
+        """Run one request of the hub (``execute``, ``apply``, ``push``, ``pull``) on this
+        rank's main thread and send its reply: ``status`` and, on failure, the error's
+        ``ename``/``evalue``/``traceback``, with the value (if any) as payload.
+
+        Called by ``serve`` for each message the I/O thread queues; the request's output is
+        tagged with its id meanwhile, and a ``KeyboardInterrupt`` (the hub's interrupt)
+        becomes the reply's error like any other exception."""
         if self.streams is not None:
             # A cell may have replaced sys.stdout/sys.stderr: each request writes to the
             # notebook again.
