@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sim", type=int, nargs="*",
                         help="simulated rank counts for the hub's scaling (default 256 1024 "
                         "4096; none in --quick)")
+    parser.add_argument("--only", choices=["sim"],
+                        help="run only this part: 'sim' = the simulated ranks, direct and "
+                        "through node agents (writes results/sim.json)")
     parser.add_argument("--out", help="result name in benchmarks/results (default: full/quick)")
     parser.add_argument("--at", metavar="REV",
                         help="measure hpckernel as of this git revision (a snapshot made with "
@@ -183,6 +186,18 @@ def main(argv: list[str] | None = None) -> None:
         publish(json.loads(out.with_suffix(".json").read_text()), out)
         return
 
+    if args.only == "sim":
+        from . import simranks
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+        bytecode_cache()
+        os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="bench-ipython-")
+        try:
+            simranks.measure_all(plan.sim_ns or [1024, 4096, 16384], plan.sim_reps)
+        finally:
+            shutil.rmtree(os.environ["IPYTHONDIR"], ignore_errors=True)
+        return
     if args.at:
         systems.HPCKERNEL_ROOT = snapshot(args.at)
         sys.path.insert(0, str(systems.HPCKERNEL_ROOT))

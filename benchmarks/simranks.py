@@ -1,21 +1,29 @@
-"""Simulated ranks: the hub's cost per cell at N = 256 … 4096 without N real processes.
+"""Simulated ranks and node agents: the hub's cost per cell at N = 1,024 … 16,384 without
+N real processes.
 
 A real hub (``python -m hpckernel.hub`` through jupyter_client) is started with
 ``--HubKernel.launcher_class=benchmarks.simranks.SimLauncher``: instead of ``mpiexec`` it
-starts ``python -m benchmarks.simranks PLANE_FILE``, which forks a few processes, each
-holding many ZMQ DEALER sockets that speak the rank protocol of ``hpckernel/worker``
-(identity = rank number, ``register`` first, ``reply`` to each request, ``hb`` to each
-heartbeat, a ``stream`` message for ``print(rank)``). The hub cannot tell them from ranks.
+starts ``python -m benchmarks.simranks PLANE_FILE``, which forks a few processes.
 
-What is reported is the hub's own CPU time (psutil) per cell, which the simulator's speed
-does not change, and the wall time per cell, which it does.
+- ``direct`` (``HubKernel.fanin``): they hold N ZMQ DEALER sockets that speak the rank
+  protocol of ``hpckernel/worker`` (identity = rank number, ``register`` first, ``reply`` to
+  each request, ``hb`` to each heartbeat, a ``stream`` message for ``print(rank)``).
+- ``agents``: they hold one DEALER per node (``--agents K``, N/K ranks each) that speaks the
+  agent protocol of ``hpckernel/agent`` for its node's ranks (``nregister``, one ``nreply``
+  per request, one ``nstream`` per output, one ``nsummary`` per heartbeat).
+
+The hub cannot tell them from ranks or agents. What is reported is the hub's own CPU time
+(psutil) per cell, which the simulator's speed does not change, and the wall time per cell,
+which it does (the simulator shares the machine's cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,8 +32,10 @@ from typing import Any
 import psutil
 import zmq
 
+from hpckernel.agent.replies import local_targets
 from hpckernel.hub.launch import RankLauncher
 from hpckernel.plane import Message, PlaneInfo, pack, read_plane_info, unpack
+from hpckernel.targets import format_ranks, rank_intervals
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,8 +45,9 @@ class SimLauncher(RankLauncher):
 
     def command(self, job_dir: Path, plane_file: Path) -> list[str]:
         procs = int(os.environ.get("BENCH_SIM_PROCS", "2"))
+        agents = ["--agents", str(self.node_count())] if self.agents else []
         return [sys.executable, "-m", "benchmarks.simranks", str(plane_file),
-                "--procs", str(procs)]
+                "--procs", str(procs), *agents]
 
 
 def answer(rank: int, msg: Message) -> list[list[Any]]:
@@ -96,20 +107,98 @@ def serve_ranks(info: PlaneInfo, ranks: range) -> None:
     ctx.term()
 
 
+def node_ranks(node: int, nodes: int, size: int) -> list[int]:
+    """The ranks of ``node`` when ``size`` ranks are spread in blocks over ``nodes`` (as
+    ``launcher/rank.sh`` does with HPCKERNEL_NODES)."""
+    return list(range(-(-node * size // nodes), -(-(node + 1) * size // nodes)))
+
+
+def agent_answer(node: int, ranks: list[int], msg: Message) -> list[list[Any]]:
+    """The frames a real node agent would send up for ``msg``, its ranks answering at once."""
+    header = msg.header
+    if msg.msg_type == "hb":
+        return [pack("nsummary", {"node": str(node), "ranks": format_ranks(ranks),
+                                  "load": [[0.0, 50_000_000]] * len(ranks)})]
+    if msg.msg_type in ("interrupt", "shutdown"):
+        return []
+    targets = local_targets(rank_intervals(header.get("targets", "")), ranks)
+    out = []
+    reply: dict[str, Any] = {"request": msg.msg_type, "status": "ok"}
+    if msg.msg_type == "execute":
+        if "print(rank)" in header["code"]:
+            out.append(pack("nstream", {"id": header["id"], "name": "stdout",
+                                        "parts": [[str(r), f"{r}\n"] for r in targets]}))
+    else:
+        reply = {"request": msg.msg_type, "status": "error", "ename": "NotImplementedError",
+                 "evalue": "a simulated rank only runs execute"}
+    out.append(pack("nreply", {"id": header["id"], "request": msg.msg_type,
+                               "groups": [[format_ranks(targets), reply]], "lost": "",
+                               "values": []}))
+    return out
+
+
+def serve_agents(info: PlaneInfo, nodes: range, total: int) -> None:
+    """Be the agents of ``nodes`` (of ``total``) until the hub says ``shutdown``."""
+    ctx = zmq.Context()
+    socks: dict[zmq.Socket[bytes], tuple[int, list[int]]] = {}
+    poller = zmq.Poller()
+    for node in nodes:
+        ranks = node_ranks(node, total, info.size)
+        sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, f"@{node}".encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(info.ipc_url)
+        registered = [{"rank": r, "size": info.size, "pid": os.getpid(),
+                       "host": f"sim{node}", "python": sys.version.split()[0],
+                       "mpi": "simulated", "error": None} for r in ranks]
+        sock.send_multipart(pack("nregister", {"node": str(node), "host": f"sim{node}",
+                                               "pid": os.getpid(), "registered": registered}))
+        socks[sock] = (node, ranks)
+        poller.register(sock, zmq.POLLIN)
+    alive = set(socks)
+    heard = time.monotonic()
+    while alive and time.monotonic() - heard < 30:
+        for sock, _ in poller.poll(1000):
+            heard = time.monotonic()
+            node, ranks = socks[sock]
+            while True:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                msg = unpack(frames)
+                for out in agent_answer(node, ranks, msg):
+                    sock.send_multipart(out)
+                if msg.msg_type == "shutdown":
+                    alive.discard(sock)
+    for sock in socks:
+        sock.close(linger=0)
+    ctx.term()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.simranks")
     parser.add_argument("plane_file")
     parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument("--agents", type=int, default=0,
+                        help="simulate this many node agents instead of bare ranks")
     args = parser.parse_args(argv)
     info = read_plane_info(args.plane_file)
+
+    def serve(i: int) -> None:
+        if args.agents:
+            serve_agents(info, range(i, args.agents, args.procs), args.agents)
+        else:
+            serve_ranks(info, range(i, info.size, args.procs))
+
     children = []
     for i in range(1, args.procs):  # fork before any ZMQ context exists
         pid = os.fork()
         if pid == 0:
-            serve_ranks(info, range(i, info.size, args.procs))
+            serve(i)
             os._exit(0)
         children.append(pid)
-    serve_ranks(info, range(0, info.size, args.procs))
+    serve(0)
     for pid in children:
         os.waitpid(pid, 0)
 
@@ -122,28 +211,42 @@ def hub_cpu(pid: int) -> float:
     return t.user + t.system
 
 
-def measure(n: int, reps: int) -> dict[str, Any]:
+def measure(n: int, reps: int, mode: str = "direct", per_node: int = 64) -> dict[str, Any]:
+    """One simulated run: ``n`` ranks, reached directly or through ``n / per_node`` agents."""
     from .systems import HpcKernel
 
+    nodes = max(1, n // per_node)
+    env = {"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "HPCKERNEL_FANIN": mode, "HPCKERNEL_NODES": str(nodes)}
     kernel = HpcKernel(n, extra=[f"--HubKernel.launcher_class={__name__}.SimLauncher"],
-                       env={"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
-    result: dict[str, Any] = {}
+                       env=env)
+    result: dict[str, Any] = {"ranks": n, "nodes": nodes, "mode": mode}
     try:
-        result["start"] = kernel.start()["first_cell"]
+        result["start_s"] = kernel.start()["first_cell"]
         hub = kernel.kernel_pid
         for name, code in (("noop", "pass"), ("print", "print(rank)")):
             kernel.cell(code)
-            cpu0, t0 = hub_cpu(hub), time.perf_counter()
+            cpu0 = hub_cpu(hub)
             cells = [kernel.cell(code) for _ in range(reps)]
-            wall, cpu = time.perf_counter() - t0, hub_cpu(hub) - cpu0
-            result[name] = {"wall_ms": wall / reps * 1e3, "hub_cpu_ms": cpu / reps * 1e3,
-                            "ok": all(c.status == "ok" for c in cells)}
+            cpu = hub_cpu(hub) - cpu0
+            result[f"hub_cpu_ms_{name}"] = round(cpu / reps * 1e3, 2)
+            result[f"wall_ms_{name}"] = round(statistics.median(c.seconds for c in cells) * 1e3,
+                                              1)
+            result[f"ok_{name}"] = all(c.status == "ok" for c in cells)
             if name == "print":
-                result[name]["complete"] = all(kernel.print_complete(c.text) for c in cells)
+                text = cells[-1].text
+                result["print_lines_to_client"] = text.count("\n")
+                result["print_wall_ms"] = result.pop("wall_ms_print")
+                result["print_last_output_ms"] = round(
+                    statistics.median(c.last_output for c in cells) * 1e3, 1)
+                fetched = kernel.cell("%%local\nprint(_px.stdout == [f'{r}\\n' for r in "
+                                      f"range({n})])")
+                result["print_every_line_fetchable"] = fetched.text.strip() == "True"
             time.sleep(1.0)  # let the output budget refill
         cpu0 = hub_cpu(hub)
         time.sleep(5.0)
-        result["idle_hub_pct"] = (hub_cpu(hub) - cpu0) / 5.0 * 100
+        result["idle_hub_cpu_pct"] = round((hub_cpu(hub) - cpu0) / 5.0 * 100, 2)
+        result["hub_rss_mb"] = round(psutil.Process(hub).memory_info().rss / 2**20, 1)
     except Exception as e:
         result["error"] = f"{type(e).__name__}: {e}"
     finally:
@@ -151,11 +254,28 @@ def measure(n: int, reps: int) -> dict[str, Any]:
     return result
 
 
-def measure_all(ns: list[int], reps: int) -> dict[str, Any]:
-    out = {}
+def reps_for(n: int, mode: str, reps: int) -> int:
+    """Fewer cells where each costs seconds (direct mode at many ranks)."""
+    return reps if mode == "agents" else max(3, min(reps, reps * 1024 // n))
+
+
+def measure_all(ns: list[int], reps: int, modes: tuple[str, ...] = ("direct", "agents")
+                ) -> list[dict[str, Any]]:
+    """Every N in both modes; also written to ``benchmarks/results/sim.json``."""
+    out = []
     for n in ns:
-        print(f"  simulated N={n}", flush=True)
-        out[str(n)] = measure(n, reps)
+        for mode in modes:
+            print(f"  simulated N={n} ({mode})", flush=True)
+            record = measure(n, reps_for(n, mode, reps), mode)
+            print(f"    {json.dumps(record)}", flush=True)
+            out.append(record)
+    results = REPO / "benchmarks" / "results"
+    (results / "sim.json").write_text(json.dumps(out, indent=1) + "\n")
+    from .report import sim_table
+
+    table = sim_table(out)
+    (results / "sim.txt").write_text(table + "\n")
+    print(table)
     return out
 
 

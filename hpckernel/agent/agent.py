@@ -20,7 +20,7 @@ import zmq
 from ..plane import Message, PlaneInfo, pack
 from ..plane.addresses import node_name
 from ..plane.headers import PlaneHeader
-from ..targets import rank_intervals
+from ..targets import format_ranks, rank_intervals
 from .link import Link
 from .output import NodeOutput
 from .replies import NodeRequest, local_targets
@@ -129,7 +129,7 @@ class NodeAgent:
         """The node's summary for the hub; and a heartbeat to every rank, whose answer
         (CPU, memory) goes into the next summary."""
         known = [r for r in self.ranks if r in self.load]
-        summary: PlaneHeader = {"node": self.node, "ranks": ",".join(map(str, known)),
+        summary: PlaneHeader = {"node": self.node, "ranks": format_ranks(known),
                                 "load": [self.load[r] for r in known]}
         self._to_hub(pack("nsummary", dict(summary)))
         beat = pack("hb", {})

@@ -133,9 +133,7 @@ class Agents:
             self.pool.register(self.pool.table[rank], rank_header)
 
     def _summary(self, info: NodeInfo, msg: Message) -> None:
-        ranks = msg.header.get("ranks") or ""
-        info.load = ([int(r) for r in ranks.split(",")] if ranks else [],
-                     msg.header.get("load") or [])
+        info.load = (parse_ranks(msg.header.get("ranks") or ""), msg.header.get("load") or [])
 
     def _stream(self, info: NodeInfo, msg: Message) -> None:
         request = self.pool.inflight.get(msg.header.get("id") or "")

@@ -308,7 +308,7 @@ class HubKernel(IPythonKernel):
         env = self._environment
         alloc = self.allocation
         return {"size": self.pool.size,
-                "hosts": sorted({i.host for i in self.pool.snapshot() if i.host}),
+                "hosts": self.pool.hosts(),
                 "job": {"id": alloc.job_id, "nodes": alloc.nodelist,
                         "partition": alloc.partition} if alloc else None,
                 "mpi": provenance.mpi_summary(self.pool.mpi_version),
