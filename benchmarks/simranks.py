@@ -32,6 +32,7 @@ from typing import Any
 import psutil
 import zmq
 
+from hpckernel.agent.agent import summary_frames
 from hpckernel.agent.replies import local_targets
 from hpckernel.hub.launch import RankLauncher
 from hpckernel.plane import Message, PlaneInfo, pack, read_plane_info, unpack
@@ -117,8 +118,7 @@ def agent_answer(node: int, ranks: list[int], msg: Message) -> list[list[Any]]:
     """The frames a real node agent would send up for ``msg``, its ranks answering at once."""
     header = msg.header
     if msg.msg_type == "hb":
-        return [pack("nsummary", {"node": str(node), "ranks": format_ranks(ranks),
-                                  "load": [[0.0, 50_000_000]] * len(ranks)})]
+        return [summary_frames(str(node), ranks, {r: [0.0, 5e7] for r in ranks})]
     if msg.msg_type in ("interrupt", "shutdown"):
         return []
     targets = local_targets(rank_intervals(header.get("targets", "")), ranks)

@@ -33,6 +33,15 @@ FLUSH = 0.05
 CONTROL_KINDS = frozenset({"complete", "inspect", "peek", "where"})
 
 
+def summary_frames(node: str, ranks: list[int], load: dict[int, list[float]]) -> list[Any]:
+    """An ``nsummary``: the node's ranks that have answered a heartbeat, and their [cpu,
+    rss] as JSON in the payload frame, which the hub decodes only when ``%ranks`` asks."""
+    known = [r for r in ranks if r in load]
+    header: PlaneHeader = {"node": node, "ranks": format_ranks(known)}
+    return [b"nsummary", json.dumps(header).encode(),
+            json.dumps([load[r] for r in known]).encode()]
+
+
 class NodeAgent:
     """One node's agent (see the package docstring)."""
 
@@ -128,10 +137,7 @@ class NodeAgent:
     def _beat(self) -> None:
         """The node's summary for the hub; and a heartbeat to every rank, whose answer
         (CPU, memory) goes into the next summary."""
-        known = [r for r in self.ranks if r in self.load]
-        summary: PlaneHeader = {"node": self.node, "ranks": format_ranks(known),
-                                "load": [self.load[r] for r in known]}
-        self._to_hub(pack("nsummary", dict(summary)))
+        self._to_hub(summary_frames(self.node, self.ranks, self.load))
         beat = pack("hb", {})
         for rank in self.ranks:
             if rank not in self.gone:

@@ -11,6 +11,7 @@ it: they are reported dead, naming the node, within ``agent_timeout`` seconds.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -40,7 +41,9 @@ class NodeInfo:
     heard: float = 0.0  # monotonic time of its last message
     unreachable_since: float | None = None
     dead: bool = False
-    load: tuple[list[int], list[list[float]]] = ((), ())  # type: ignore[assignment]
+    #: the last summary's ranks (a range string) and their [cpu, rss] pairs (JSON), kept
+    #: undecoded: only %ranks and the dashboard read them
+    load: tuple[str, bytes] = ("", b"")
 
 
 class Agents:
@@ -133,7 +136,7 @@ class Agents:
             self.pool.register(self.pool.table[rank], rank_header)
 
     def _summary(self, info: NodeInfo, msg: Message) -> None:
-        info.load = (parse_ranks(msg.header.get("ranks") or ""), msg.header.get("load") or [])
+        info.load = (msg.header.get("ranks") or "", bytes(msg.payload))
 
     def _stream(self, info: NodeInfo, msg: Message) -> None:
         request = self.pool.inflight.get(msg.header.get("id") or "")
@@ -194,6 +197,13 @@ class Agents:
             if info.state == "idle":
                 info.state, info.cell = "busy", label
         for node in self.nodes.values():
-            for rank, (cpu, rss) in zip(node.load[0], node.load[1], strict=False):
-                if 0 <= rank < len(infos):
-                    infos[rank].cpu, infos[rank].rss = cpu, int(rss)
+            ranks, load = node.load
+            if not ranks:
+                continue
+            try:
+                pairs = json.loads(load)
+                for rank, (cpu, rss) in zip(parse_ranks(ranks), pairs, strict=False):
+                    if 0 <= rank < len(infos):
+                        infos[rank].cpu, infos[rank].rss = float(cpu), int(rss)
+            except (ValueError, TypeError):
+                log.debug("bad load summary from node %s", node.key)

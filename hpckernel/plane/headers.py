@@ -49,8 +49,8 @@ class PlaneHeader(TypedDict, total=False):
     # -- agent -> hub
     node: str  # the agent's node key
     registered: list[dict[str, Any]]  # nregister: the register headers of the node's ranks
-    ranks: str  # nsummary, display: the ranks it covers
-    load: list[list[float]]  # nsummary: [cpu, rss] per rank of ``ranks``, in order
+    ranks: str  # nsummary, display: the ranks it covers (nsummary: their [cpu, rss] pairs
+    # are the payload, as JSON)
     parts: list[list[str]]  # nstream: [ranks, text] per distinct text
     groups: list[list[Any]]  # nreply: [ranks, reply header] per distinct reply
     lost: str  # nreply: ranks the agent stopped waiting for (dead, unreachable)
