@@ -11,7 +11,9 @@ from pathlib import Path
 
 from ..plane import read_plane_info
 from ..plane.credentials import PLANE_FILE
+from ..plane.nodes import agent_plane_file, wait_for_plane_info
 from .agent import NodeAgent
+from .tree import place
 
 
 def _die_with_parent() -> None:
@@ -33,7 +35,10 @@ def main(argv: list[str] | None = None) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the ranks
     hub = read_plane_info(args.job_dir / PLANE_FILE)
-    NodeAgent(hub, args.job_dir, args.node, args.hub_timeout).run()
+    parent, kids = place(args.node)
+    up = (hub if parent is None else
+          wait_for_plane_info(agent_plane_file(args.job_dir, parent), args.hub_timeout))
+    NodeAgent(up, hub, args.job_dir, args.node, args.hub_timeout, kids).run()
 
 
 if __name__ == "__main__":

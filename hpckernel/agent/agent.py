@@ -1,9 +1,13 @@
-"""The agent's loop: requests from the hub fan out to the node's ranks; their replies,
-output, registrations and load go up once per node.
+"""The agent's loop: requests from above fan out to the node's ranks (and to the agents
+below, in a tree); their replies, output, registrations and load go up once per node.
 
-Single-threaded: one ``zmq_poll`` over both sockets, and a tick every ``FLUSH`` seconds that
+Single-threaded: one ``zmq_poll`` over the sockets, and a tick every ``FLUSH`` seconds that
 sends the batched output and registrations up, flushes what interrupted requests have, and
 notices ranks that died (their ``exit.<rank>`` file, written by ``rank.sh``).
+
+In a tree (``HubKernel.fanout``), an agent with agents below it answers for its whole
+subtree: their registrations, summaries and output pass through it (registrations marked
+``via`` it, so the hub sends their requests here), their node replies merge into its own.
 """
 
 from __future__ import annotations
@@ -12,15 +16,16 @@ import json
 import logging
 import os
 import time
+from bisect import insort
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from ..plane import Message, PlaneInfo, pack
+from ..plane import Message, PlaneInfo, pack, unpack
 from ..plane.addresses import node_name
 from ..plane.headers import PlaneHeader
-from ..targets import format_ranks, rank_intervals
+from ..targets import format_ranks, parse_ranks, rank_intervals
 from .link import Link
 from .output import NodeOutput
 from .replies import NodeRequest, local_targets
@@ -42,16 +47,30 @@ def summary_frames(node: str, ranks: list[int], load: dict[int, list[float]]) ->
             json.dumps([load[r] for r in known]).encode()]
 
 
+class _Kid:
+    """An agent below this one: where it connected, and its ranks."""
+
+    __slots__ = ("ident", "ranks", "sock")
+
+    def __init__(self, ident: bytes, sock: zmq.Socket[bytes]) -> None:
+        self.ident = ident
+        self.sock = sock
+        self.ranks: list[int] = []
+
+
 class NodeAgent:
     """One node's agent (see the package docstring)."""
 
-    def __init__(self, hub: PlaneInfo, job_dir: Path, node: str,
-                 hub_timeout: float = 30.0) -> None:
+    def __init__(self, up: PlaneInfo, hub: PlaneInfo, job_dir: Path, node: str,
+                 hub_timeout: float = 30.0, kids: bool = False) -> None:
         self.job_dir = job_dir
         self.node = node
         self.hub_timeout = hub_timeout
-        self.link = Link(hub, job_dir, node)
-        self.ranks: list[int] = []  # registered here, sorted
+        self.link = Link(up, hub, job_dir, node, kids)
+        self.ranks: list[int] = []  # this node's, registered here, sorted
+        self.subtree: list[int] = []  # and the agents' below, sorted
+        self.kids: dict[bytes, _Kid] = {}
+        self.owner: dict[int, _Kid] = {}  # rank of an agent below -> that agent
         self.load: dict[int, list[float]] = {}  # rank -> [cpu, rss]
         self.requests: dict[str, NodeRequest] = {}
         self.output = NodeOutput()
@@ -70,7 +89,8 @@ class NodeAgent:
     def run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.link.up, zmq.POLLIN)
-        poller.register(self.link.down, zmq.POLLIN)
+        for sock in self.link.downs:
+            poller.register(sock, zmq.POLLIN)
         next_tick = time.monotonic() + FLUSH
         while not self.stopping:
             wait = max(0.0, next_tick - time.monotonic())
@@ -81,13 +101,10 @@ class NodeAgent:
                     self._from_hub(frames)
                     if self.stopping:
                         break
-            if self.link.down in events:
-                while (got := self.link.from_rank()) is not None:
-                    if got is False:
-                        log.warning("node %s: dropped a malformed message from a rank",
-                                    self.node)
-                    elif isinstance(got, tuple):
-                        self._from_rank(got[0], got[1], got[2])
+            for sock in self.link.downs:
+                if sock in events:
+                    while (got := self.link.receive(sock)) is not None:
+                        self._from_below(sock, got)
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + FLUSH
@@ -110,7 +127,7 @@ class NodeAgent:
             if request.interrupted:
                 self._send_reply(request)  # what the ranks that stopped said, so far
 
-    # -- from the hub -------------------------------------------------------------------
+    # -- from above ---------------------------------------------------------------------
 
     def _from_hub(self, frames: list[zmq.Frame]) -> None:
         kind = frames[0].bytes.decode("ascii", "replace")
@@ -119,10 +136,14 @@ class NodeAgent:
         except ValueError:
             log.warning("node %s: dropped a malformed message from the hub", self.node)
             return
+        if kind in ("hb", "interrupt", "shutdown"):
+            for kid in list(self.kids.values()):
+                self._to_kid(kid, frames)
         if kind == "hb":
             self._beat()
         elif kind == "interrupt":
-            busy = {r for q in self.requests.values() if not q.control for r in q.pending}
+            busy = {r for q in self.requests.values() if not q.control for r in q.pending
+                    if r not in self.owner}
             for request in self.requests.values():
                 request.interrupted = True
             for rank in sorted(busy):
@@ -152,22 +173,54 @@ class NodeAgent:
             except ValueError:
                 log.warning("node %s: request with bad targets dropped", self.node)
                 return
-            request = NodeRequest(request_id, kind, local_targets(intervals, self.ranks),
+            request = NodeRequest(request_id, kind, local_targets(intervals, self.subtree),
                                   kind in CONTROL_KINDS)
             self.requests[request_id] = request
         only = header.get("only")
-        for rank in [only] if only is not None else request.targets:
-            if rank in self.gone or not self._to_rank(rank, frames):
+        chosen = [only] if only is not None else request.targets
+        kids: dict[bytes, _Kid] = {}
+        for rank in chosen:
+            kid = self.owner.get(rank)
+            if kid is not None:
+                kids[kid.ident] = kid
+            elif rank in self.gone or not self._to_rank(rank, frames):
                 request.lose(rank)
+        for kid in kids.values():
+            self._to_kid(kid, frames)
         self._maybe_done(request)
 
     def _to_rank(self, rank: int, frames: list[Any]) -> bool:
-        if self.link.to_rank(rank, frames):
+        if self.link.send(self.link.down, str(rank).encode(), frames):
             return True
-        self._lost(rank)
+        self._lost([rank])
         return False
 
-    # -- from the ranks -----------------------------------------------------------------
+    def _to_kid(self, kid: _Kid, frames: list[Any]) -> None:
+        if self.link.send(kid.sock, kid.ident, frames):
+            return
+        # The agent below is gone: the hub hears it first, so it names its node.
+        del self.kids[kid.ident]
+        self._to_hub(pack("ndead", {"node": kid.ident[1:].decode(errors="replace")}))
+        self._lost(kid.ranks)
+
+    # -- from below ---------------------------------------------------------------------
+
+    def _from_below(self, sock: zmq.Socket[bytes], got: list[zmq.Frame]) -> None:
+        ident = got[0].bytes
+        try:
+            msg = unpack(got[1:], self.link.shm_prefix)
+            peer = None if ident[:1] == b"@" else int(ident)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("node %s: dropped a malformed message", self.node)
+            return
+        if peer is None:
+            kid = self.kids.get(ident)
+            if kid is None:
+                kid = self.kids[ident] = _Kid(ident, sock)
+            kid.sock = sock
+            self._from_kid(kid, msg, got[1:])
+        else:
+            self._from_rank(peer, msg, got[1:])
 
     def _from_rank(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
         header = msg.header
@@ -187,12 +240,40 @@ class NodeAgent:
             self.load[rank] = [header.get("cpu", 0.0), header.get("rss", 0)]
         elif kind == "register":
             if rank not in self.ranks:
-                self.ranks.append(rank)
-                self.ranks.sort()
+                insort(self.ranks, rank)
+                insort(self.subtree, rank)
             self.gone.discard(rank)
             self.registered.append(header)
         else:  # live values and anything newer: the hub knows the rank from the header
-            self._to_hub([frames[0], frames[1], *frames[2:]])
+            self._to_hub(frames)
+
+    def _from_kid(self, kid: _Kid, msg: Message, frames: list[zmq.Frame]) -> None:
+        header: PlaneHeader = msg.header  # type: ignore[assignment]
+        if msg.msg_type == "nreply":
+            request = self.requests.get(header.get("id") or "")
+            if request is None:
+                return
+            at = 0
+            for rank, count in header.get("values", []):
+                request.values[rank] = msg.buffers[at:at + count]
+                at += count
+            for ranks, common in header.get("groups", []):
+                request.group(parse_ranks(ranks), common)
+            for rank in parse_ranks(header.get("lost") or ""):
+                request.lose(rank)
+            self._maybe_done(request)
+            return
+        if msg.msg_type == "nregister":
+            for rank_header in header.get("registered", []):
+                below = rank_header.get("rank")
+                if isinstance(below, int) and below not in self.owner:
+                    self.owner[below] = kid
+                    insort(kid.ranks, below)
+                    insort(self.subtree, below)
+            # The hub sends the requests of those ranks here, the top of their subtree.
+            self._to_hub(pack("nregister", {**msg.header, "via": self.node}))
+            return
+        self._to_hub(frames)  # summaries and output pass through as they are
 
     def _maybe_done(self, request: NodeRequest) -> None:
         if request.done:
@@ -208,16 +289,18 @@ class NodeAgent:
 
     # -- deaths -------------------------------------------------------------------------
 
-    def _lost(self, rank: int) -> None:
-        """A rank that cannot be reached or has ended: no request waits for it any more
-        (the hub finds out how it ended)."""
-        self.gone.add(rank)
+    def _lost(self, ranks: list[int]) -> None:
+        """Ranks that cannot be reached or have ended: no request waits for them any more
+        (the hub finds out how they ended)."""
+        self.gone.update(ranks)
         for request in list(self.requests.values()):
-            request.lose(rank)
+            for rank in ranks:
+                request.lose(rank)
             self._maybe_done(request)
 
     def _check_exits(self) -> None:
-        waiting = {r for q in self.requests.values() for r in q.pending} - self.gone
-        for rank in waiting:
-            if os.path.exists(self.job_dir / f"exit.{rank}"):
-                self._lost(rank)
+        waiting = {r for q in self.requests.values() for r in q.pending
+                   if r not in self.owner} - self.gone
+        lost = [r for r in waiting if os.path.exists(self.job_dir / f"exit.{r}")]
+        if lost:
+            self._lost(lost)

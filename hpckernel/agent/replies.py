@@ -28,9 +28,10 @@ def local_targets(intervals: list[tuple[int, int]], ranks: list[int]) -> list[in
 
 
 class NodeRequest:
-    """One request at this node, until each of its ranks here answered or was lost."""
+    """One request at this node (and, for a relay, at the nodes below it), until each of its
+    ranks answered or was lost."""
 
-    __slots__ = ("control", "headers", "id", "interrupted", "kind", "lost", "pending",
+    __slots__ = ("control", "groups", "id", "interrupted", "kind", "lost", "pending",
                  "targets", "values")
 
     def __init__(self, request_id: str, kind: str, targets: list[int], control: bool) -> None:
@@ -39,7 +40,7 @@ class NodeRequest:
         self.targets = targets
         self.control = control
         self.pending = set(targets)
-        self.headers: dict[int, dict[str, Any]] = {}
+        self.groups: dict[str, tuple[dict[str, Any], list[int]]] = {}  # replies not sent up
         self.values: dict[int, list[Any]] = {}
         self.lost: list[int] = []
         self.interrupted = False
@@ -52,10 +53,19 @@ class NodeRequest:
         """A rank's reply: its header and its [payload, *buffers] frames."""
         if rank not in self.pending:
             return  # a duplicate, or a rank already given up on
-        self.pending.discard(rank)
-        self.headers[rank] = header
+        common = {k: v for k, v in header.items() if k not in _PER_RANK}
+        self.group([rank], common)
         if len(frames) > 1 or (frames and len(frames[0])):
             self.values[rank] = frames
+
+    def group(self, ranks: list[int], common: dict[str, Any]) -> None:
+        """Ranks that answered alike (a rank's reply, or a group of a lower agent's)."""
+        ranks = [r for r in ranks if r in self.pending]
+        if not ranks:
+            return
+        self.pending.difference_update(ranks)
+        key = json.dumps(common, sort_keys=True, default=str)
+        self.groups.setdefault(key, (common, []))[1].extend(ranks)
 
     def lose(self, rank: int) -> None:
         if rank in self.pending:
@@ -65,13 +75,8 @@ class NodeRequest:
     def take(self) -> list[Any] | None:
         """The frames of one ``nreply`` with what arrived since the last one (None if
         nothing did)."""
-        if not self.headers and not self.lost:
+        if not self.groups and not self.lost:
             return None
-        groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
-        for rank, reply in self.headers.items():
-            common = {k: v for k, v in reply.items() if k not in _PER_RANK}
-            key = json.dumps(common, sort_keys=True, default=str)
-            groups.setdefault(key, (common, []))[1].append(rank)
         frames: list[Any] = []
         values: list[list[int]] = []
         for rank in sorted(self.values):
@@ -80,7 +85,7 @@ class NodeRequest:
             frames.extend(parts)
         header: PlaneHeader = {
             "id": self.id, "request": self.kind,
-            "groups": [[format_ranks(ranks), common] for common, ranks in groups.values()],
+            "groups": [[format_ranks(ranks), common] for common, ranks in self.groups.values()],
             "lost": format_ranks(self.lost), "values": values}
-        self.headers, self.values, self.lost = {}, {}, []
+        self.groups, self.values, self.lost = {}, {}, []
         return [b"nreply", json.dumps(header).encode(), b"", *frames]

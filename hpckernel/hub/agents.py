@@ -54,7 +54,10 @@ class Agents:
         self.pool = pool
         self.timeout = timeout
         self.nodes: dict[str, NodeInfo] = {}
+        #: rank -> the agent the hub sends its requests to (its node's, or the top of its
+        #: subtree when agents form a tree)
         self.node_of: dict[int, str] = {}
+        self.routes: set[str] = set()  # agents that talk to the hub
         self._handlers: dict[str, Callable[[NodeInfo, Message], None]] = {
             "nregister": self._register, "nsummary": self._summary, "nstream": self._stream,
             "display": self._display, "nreply": self._reply, "live": self._live}
@@ -62,6 +65,7 @@ class Agents:
     def reset(self) -> None:
         self.nodes.clear()
         self.node_of.clear()
+        self.routes.clear()
 
     # -- to the agents --------------------------------------------------------------------
 
@@ -76,13 +80,13 @@ class Agents:
                           has_value=True)) for rank in request.targets]
         frames = pack(request.kind, header, value, has_value=value is not None)
         if len(request.targets) == self.pool.size:
-            return [(node, frames) for node in self.nodes]
+            return [(node, frames) for node in self.routes]
         return [(node, frames) for node in {self.node_of.get(r, "") for r in request.targets}]
 
     def broadcast(self, msg_type: str) -> None:
         """``interrupt``, ``shutdown``: to every live agent."""
         frames = pack(msg_type, {})
-        for node in list(self.nodes):
+        for node in list(self.routes):
             self.send(node, frames)
 
     def heartbeat(self, now: float) -> None:
@@ -92,7 +96,8 @@ class Agents:
         for info in list(self.nodes.values()):
             if info.dead:
                 continue
-            self.send(info.key, beat)
+            if info.key in self.routes:
+                self.send(info.key, beat)  # an agent below another gets it from that one
             if now - info.heard > self.timeout:
                 self.died(info, f"no word from it for {now - info.heard:.0f} s")
             elif info.unreachable_since is not None and now - info.unreachable_since >= 1.0:
@@ -110,6 +115,15 @@ class Agents:
     # -- from the agents ------------------------------------------------------------------
 
     def handle(self, node: str, msg: Message) -> None:
+        """A message from the agent ``node``, or passed up by it from an agent below (whose
+        registrations and summaries name their own node)."""
+        if msg.msg_type == "ndead":  # an agent below the one talking to the hub
+            dead = self.nodes.get(msg.header.get("node") or "")
+            if dead is not None and not dead.dead:
+                self.died(dead, "it is unreachable (its process ended)")
+            return
+        if msg.msg_type in ("nregister", "nsummary"):
+            node = msg.header.get("node") or node
         info = self.nodes.get(node)
         if info is None:
             if msg.msg_type != "nregister":
@@ -127,11 +141,13 @@ class Agents:
         header: PlaneHeader = msg.header  # type: ignore[assignment]
         info.host = header.get("host") or info.host
         info.pid = header.get("pid") or info.pid
+        route = header.get("via") or info.key
+        self.routes.add(route)
         for rank_header in header.get("registered", []):
             rank = rank_header.get("rank")
             if not isinstance(rank, int) or not 0 <= rank < self.pool.size:
                 continue
-            self.node_of[rank] = info.key
+            self.node_of[rank] = route
             info.ranks.append(rank)
             self.pool.register(self.pool.table[rank], rank_header)
 

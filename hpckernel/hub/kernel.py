@@ -103,6 +103,15 @@ class HubKernel(IPythonKernel):
 
     agent_timeout = Float(4.0, help="Seconds a node agent may stay silent before its node's "
                           "ranks are reported lost.").tag(config=True)
+    fanout = Int(64, help="With node agents, the most agents that talk to one peer: above "
+                 "this many nodes, the agents of each group of this many nodes talk to the "
+                 "group's first agent, which talks to the hub.").tag(config=True)
+
+    @validate("fanout")
+    def _check_fanout(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 2:
+            raise TraitError(f"fanout must be at least 2, not {proposal['value']}")
+        return int(proposal["value"])
     output_groups = Int(
         32, help="Most groups of differing output (or kinds of error) a cell shows in the "
         "notebook; the others are summed up in one line, and %pxoutput or _px.output(rank) "
@@ -163,7 +172,7 @@ class HubKernel(IPythonKernel):
                                 interrupt_grace=self.interrupt_grace,
                                 start_timeout=self.start_timeout,
                                 tcp_ip=node_ip(self.plane_ip), fanin=self.fanin,
-                                agent_timeout=self.agent_timeout)
+                                agent_timeout=self.agent_timeout, fanout=self.fanout)
         self.pool = RankPool(self.launcher, self.job_dir, self._publish, settings)
         self.outputs = OutputStore(Path(self.job_dir))
         self._configure_outputs()

@@ -60,8 +60,10 @@ class RankLauncher(LoggingConfigurable):
             raise TraitError("HPCKERNEL_NODES must be a number of nodes") from None
 
     proc: asyncio.subprocess.Process | None = None
-    #: The ranks talk to node agents (set by the hub's rank pool before each start).
+    #: The ranks talk to node agents (set by the hub's rank pool before each start), which
+    #: form a tree above this many nodes (HubKernel.fanout).
     agents = False
+    fanout = 64
 
     def node_count(self) -> int:
         """How many nodes the ranks span (the pretended number, if set)."""
@@ -80,10 +82,13 @@ class RankLauncher(LoggingConfigurable):
         argv = self.command(job_dir, plane_file)
         self.log.info("starting ranks: %s", " ".join(argv))
         env = {**self.environment(), **MPICH_YIELD, **self.env}
-        env.pop("HPCKERNEL_FANIN", None)
-        env.pop("HPCKERNEL_NODES", None)
+        for name in ("HPCKERNEL_FANIN", "HPCKERNEL_NODES", "HPCKERNEL_AGENT_NODES",
+                     "HPCKERNEL_FANOUT"):
+            env.pop(name, None)
         if self.agents:  # rank.sh starts one agent per node (launcher/rank.sh)
             env["HPCKERNEL_FANIN"] = "agents"
+            env["HPCKERNEL_AGENT_NODES"] = str(self.node_count())  # agent/tree.py
+            env["HPCKERNEL_FANOUT"] = str(self.fanout)
             if self.nodes:
                 env["HPCKERNEL_NODES"] = str(self.node_count())
         with _fresh_start(job_dir) as log:

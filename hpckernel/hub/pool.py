@@ -55,6 +55,7 @@ class PoolSettings:
     tcp_ip: str = "127.0.0.1"
     fanin: str = "direct"  # HubKernel.fanin: direct, agents, or auto (agents if > 1 node)
     agent_timeout: float = 4.0  # seconds of silence after which an agent is dead
+    fanout: int = 64  # HubKernel.fanout: above this many nodes, agents form a tree
 
 
 class RankPool:
@@ -186,6 +187,7 @@ class RankPool:
         fanin = self.settings.fanin
         self.use_agents = fanin == "agents" or (fanin == "auto" and self.launcher.node_count() > 1)
         self.launcher.agents = self.use_agents
+        self.launcher.fanout = self.settings.fanout
         self.inflight.per_rank = not self.use_agents
         self._started_at = time.monotonic()
         self._launches += 1  # so that checks scheduled for earlier ranks are dropped

@@ -66,3 +66,31 @@ def test_dead_agent_ends_the_cell_naming_its_node_and_restart_recovers(
     assert "4 fresh ranks ready" in agent_kernel.ok("%restart_ranks").text()
     assert agent_kernel.ok("print('back')").text() == "[stdout:0-3] back\n"
     assert sorted(_agents(agent_kernel)) == ["0", "1"]
+
+
+def test_agents_form_a_tree_above_the_fanout(tmp_path: Path) -> None:
+    """6 ranks on 3 pretended nodes, fan-out 2: node 1's agent talks to node 0's, which
+    talks to the hub with node 2's. Same output; a dead agent below another is named."""
+    k = Kernel(tmp_path, ranks=6, env={**AGENTS, "HPCKERNEL_NODES": "3"},
+               extra=["--HubKernel.fanout=2"])
+    try:
+        assert sorted(_agents(k)) == ["0", "1", "2"]
+        assert k.ok("print('same')").text() == "[stdout:0-5] same\n"
+        assert k.ok("print(rank)").per_rank() == {r: [str(r)] for r in range(6)}
+        assert k.ok("%%local\nprint(ranks.apply(lambda: rank * 2))").text() == \
+            "[0, 2, 4, 6, 8, 10]\n"
+        failed = k.run("1/(rank-3)")
+        assert failed.content["evalue"] == "rank 3: ZeroDivisionError: division by zero"
+        msg_id = k.submit("print('started', flush=True)\n"
+                          "import time\nif rank in (2, 3):\n    time.sleep(120)")
+        assert k.collect(msg_id, until="[stdout:0-5] started") is None
+        t0 = time.monotonic()
+        _agents(k)["1"].send_signal(signal.SIGKILL)
+        lost = k.collect(msg_id, timeout=30)
+        assert lost is not None and time.monotonic() - t0 < 5
+        assert lost.content["evalue"].startswith("ranks 2-3: RankDied: lost with the agent "
+                                                 "of node ")
+        assert "6 fresh ranks ready" in k.ok("%restart_ranks").text()
+        assert k.ok("print('back')").text() == "[stdout:0-5] back\n"
+    finally:
+        _close(k)
