@@ -233,6 +233,11 @@ def measure(n: int, reps: int, mode: str = "direct", per_node: int = 64) -> dict
             result[f"wall_ms_{name}"] = round(statistics.median(c.seconds for c in cells) * 1e3,
                                               1)
             result[f"ok_{name}"] = all(c.status == "ok" for c in cells)
+            if name == "noop":  # silent: no provenance record (what else costs per cell)
+                cpu0 = hub_cpu(hub)
+                for _ in range(reps):
+                    silent_cell(kernel, code)
+                result["hub_cpu_ms_noop_silent"] = round((hub_cpu(hub) - cpu0) / reps * 1e3, 2)
             if name == "print":
                 text = cells[-1].text
                 result["print_lines_to_client"] = text.count("\n")
@@ -252,6 +257,14 @@ def measure(n: int, reps: int, mode: str = "direct", per_node: int = 64) -> dict
     finally:
         kernel.stop()
     return result
+
+
+def silent_cell(kernel: Any, code: str) -> None:
+    """Run ``code`` with ``silent=True`` (the kernel keeps no record of it); wait for the
+    reply."""
+    msg_id = kernel.kc.execute(code, silent=True)
+    while kernel.kc.get_shell_msg(timeout=300)["parent_header"].get("msg_id") != msg_id:
+        pass
 
 
 def reps_for(n: int, mode: str, reps: int) -> int:

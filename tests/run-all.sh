@@ -25,7 +25,8 @@ if [ $# -eq 0 ]; then
     # (HubKernel.fanin = agents, the 4 ranks pretended to be on 2 nodes).
     HPCKERNEL_FANIN=agents HPCKERNEL_NODES=2 .venv/bin/python -m pytest -n 2 \
         -p no:cacheprovider tests/kernel/test_cells.py tests/kernel/test_faults.py \
-        tests/kernel/test_transfer.py tests/kernel/test_introspect.py || rc=1
+        tests/kernel/test_transfer.py tests/kernel/test_introspect.py \
+        tests/kernel/test_shm_pull.py || rc=1
 fi
 set -e
 # Tests must clean up after themselves: no rank, hub or job may outlive the suite.

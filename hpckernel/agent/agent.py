@@ -78,8 +78,14 @@ class NodeAgent:
         self.gone: set[int] = set()
         self.stopping = False
         self._heard = time.monotonic()
-        self._to_hub(pack("nregister", {"node": node, "host": node_name(),
-                                        "pid": os.getpid(), "registered": []}))
+        # On the hub's node, large reply buffers stay in the ranks' shared-memory segments,
+        # which the hub maps itself; elsewhere this agent maps them and sends the bytes.
+        self.pass_shm = up is hub and hub.node == node_name()
+        first: PlaneHeader = {"node": node, "host": node_name(), "pid": os.getpid(),
+                              "registered": []}
+        if self.pass_shm:
+            first["shm_prefix"] = self.link.shm_prefix
+        self._to_hub(pack("nregister", dict(first)))
 
     def _to_hub(self, frames: list[Any]) -> None:
         self.link.to_hub(frames)
@@ -208,8 +214,8 @@ class NodeAgent:
     def _from_below(self, sock: zmq.Socket[bytes], got: list[zmq.Frame]) -> None:
         ident = got[0].bytes
         try:
-            msg = unpack(got[1:], self.link.shm_prefix)
             peer = None if ident[:1] == b"@" else int(ident)
+            msg = unpack(got[1:], self.link.shm_prefix, keep_shm=self.pass_shm)
         except (ValueError, UnicodeDecodeError):
             log.warning("node %s: dropped a malformed message", self.node)
             return

@@ -20,7 +20,7 @@ from ..plane import PlaneInfo, make_job_dir
 from ..plane.addresses import node_ip, node_name
 from ..plane.credentials import write_private
 from ..plane.nodes import agent_plane_file
-from ..plane.shm import prefix_for
+from ..plane.shm import prefix_for, remove_leftovers
 
 
 class _KeyCheck:
@@ -127,4 +127,5 @@ class Link:
         if self.auth is not None:
             self.auth.stop()
         self.ctx.term()
+        remove_leftovers(self.shm_prefix)  # segments of replies that never went up
         shutil.rmtree(self._ipc_dir, ignore_errors=True)

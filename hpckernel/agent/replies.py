@@ -16,7 +16,7 @@ from ..plane.headers import PlaneHeader
 from ..targets import format_ranks
 
 #: Fields that differ between ranks' replies without making them different answers.
-_PER_RANK = ("id", "rank")
+_PER_RANK = ("id", "rank", "shm")
 
 
 def local_targets(intervals: list[tuple[int, int]], ranks: list[int]) -> list[int]:
@@ -32,7 +32,7 @@ class NodeRequest:
     ranks answered or was lost."""
 
     __slots__ = ("control", "groups", "id", "interrupted", "kind", "lost", "pending",
-                 "targets", "values")
+                 "segments", "targets", "values")
 
     def __init__(self, request_id: str, kind: str, targets: list[int], control: bool) -> None:
         self.id = request_id
@@ -42,6 +42,7 @@ class NodeRequest:
         self.pending = set(targets)
         self.groups: dict[str, tuple[dict[str, Any], list[int]]] = {}  # replies not sent up
         self.values: dict[int, list[Any]] = {}
+        self.segments: dict[int, Any] = {}  # rank -> its reply's shared-memory segments
         self.lost: list[int] = []
         self.interrupted = False
 
@@ -57,6 +58,8 @@ class NodeRequest:
         self.group([rank], common)
         if len(frames) > 1 or (frames and len(frames[0])):
             self.values[rank] = frames
+            if header.get("shm"):
+                self.segments[rank] = header["shm"]
 
     def group(self, ranks: list[int], common: dict[str, Any]) -> None:
         """Ranks that answered alike (a rank's reply, or a group of a lower agent's)."""
@@ -78,14 +81,15 @@ class NodeRequest:
         if not self.groups and not self.lost:
             return None
         frames: list[Any] = []
-        values: list[list[int]] = []
+        values: list[list[Any]] = []
         for rank in sorted(self.values):
             parts = self.values[rank]
-            values.append([rank, len(parts)])
+            segments = self.segments.get(rank)
+            values.append([rank, len(parts), segments] if segments else [rank, len(parts)])
             frames.extend(parts)
         header: PlaneHeader = {
             "id": self.id, "request": self.kind,
             "groups": [[format_ranks(ranks), common] for common, ranks in self.groups.values()],
             "lost": format_ranks(self.lost), "values": values}
-        self.groups, self.values, self.lost = {}, {}, []
+        self.groups, self.values, self.segments, self.lost = {}, {}, {}, []
         return [b"nreply", json.dumps(header).encode(), b"", *frames]

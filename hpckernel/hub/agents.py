@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..plane import Message, pack
+from ..plane import Message, pack, shm
 from ..plane.headers import PlaneHeader
+from ..plane.wire import attach_segments
 from ..targets import format_all, parse_ranks
 from .ranktable import RankInfo
 
@@ -40,6 +41,7 @@ class NodeInfo:
     ranks: list[int] = field(default_factory=list)
     heard: float = 0.0  # monotonic time of its last message
     unreachable_since: float | None = None
+    shm_prefix: str | None = None  # an agent on the hub's node: its ranks' segments
     dead: bool = False
     #: the last summary's ranks (a range string) and their [cpu, rss] pairs (JSON), kept
     #: undecoded: only %ranks and the dashboard read them
@@ -141,6 +143,10 @@ class Agents:
         header: PlaneHeader = msg.header  # type: ignore[assignment]
         info.host = header.get("host") or info.host
         info.pid = header.get("pid") or info.pid
+        prefix = header.get("shm_prefix")
+        if (prefix and shm.PREFIX.match(prefix)
+                and self.pool.transport.agent_is_local(info.key)):
+            info.shm_prefix = prefix
         route = header.get("via") or info.key
         self.routes.add(route)
         for rank_header in header.get("registered", []):
@@ -183,11 +189,20 @@ class Agents:
                   for ranks, common in header.get("groups", [])]
         values: dict[int, Message] = {}
         at = 0
-        for rank, count in header.get("values", []):
+        for rank, count, *segments in header.get("values", []):
             frames = msg.buffers[at:at + count]
             at += count
-            if frames:
-                values[rank] = Message("reply", {}, frames[0], frames[1:])
+            if not frames:
+                continue
+            buffers = frames[1:]
+            if segments:
+                try:
+                    buffers = attach_segments("reply", segments[0], buffers, info.shm_prefix
+                                              or "")
+                except ValueError as e:
+                    log.warning("node %s: dropped a value with bad segments: %s", info.key, e)
+                    continue
+            values[rank] = Message("reply", {}, frames[0], buffers)
         self.pool.inflight.node_reply(request_id, groups, values)
         lost = parse_ranks(header.get("lost") or "")
         for rank in lost:  # dead or unreachable at the node: the hub finds out how

@@ -207,6 +207,11 @@ class Transport:
                 log.exception("error handling %s from rank %d", msg.msg_type, rank)
         return True
 
+    def agent_is_local(self, node: str) -> bool:
+        """Whether the agent of ``node`` reached the hub over IPC (it is on this node)."""
+        router = self._agent_routes.get(node)
+        return router is not None and bool(router.shm_prefix)
+
     def _from_agent(self, router: _Router, ident: bytes, frames: list[zmq.Frame]) -> None:
         try:
             node = ident[1:].decode()

@@ -55,4 +55,5 @@ class PlaneHeader(TypedDict, total=False):
     parts: list[list[str]]  # nstream: [ranks, text] per distinct text
     groups: list[list[Any]]  # nreply: [ranks, reply header] per distinct reply
     lost: str  # nreply: ranks the agent stopped waiting for (dead, unreachable)
-    values: list[list[int]]  # nreply: [rank, frame count] of each value carried
+    values: list[list[Any]]  # nreply: [rank, frame count(, shared-memory segments)] per value
+    shm_prefix: str  # nregister: an agent on the hub's node passes its ranks' segments on
