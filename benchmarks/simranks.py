@@ -46,7 +46,8 @@ class SimLauncher(RankLauncher):
 
     def command(self, job_dir: Path, plane_file: Path) -> list[str]:
         procs = int(os.environ.get("BENCH_SIM_PROCS", "2"))
-        agents = ["--agents", str(self.node_count())] if self.agents else []
+        agents = (["--agents", str(self.node_count()), "--fanout", str(self.fanout)]
+                  if self.agents else [])
         return [sys.executable, "-m", "benchmarks.simranks", str(plane_file),
                 "--procs", str(procs), *agents]
 
@@ -114,11 +115,17 @@ def node_ranks(node: int, nodes: int, size: int) -> list[int]:
     return list(range(-(-node * size // nodes), -(-(node + 1) * size // nodes)))
 
 
-def agent_answer(node: int, ranks: list[int], msg: Message) -> list[list[Any]]:
-    """The frames a real node agent would send up for ``msg``, its ranks answering at once."""
+def agent_answer(group: list[int], ranks: list[int], msg: Message, size: int, total: int
+                 ) -> list[list[Any]]:
+    """The frames a real agent would send up for ``msg``: the first node of ``group``
+    answering for the group's ``ranks`` (a group of one without a tree), its ranks at once."""
     header = msg.header
     if msg.msg_type == "hb":
-        return [summary_frames(str(node), ranks, {r: [0.0, 5e7] for r in ranks})]
+        load = [0.0, 5e7]
+        below = [[str(m), format_ranks(node_ranks(m, total, size)),
+                  json.dumps([load] * len(node_ranks(m, total, size)))] for m in group[1:]]
+        own = node_ranks(group[0], total, size)
+        return [summary_frames(str(group[0]), own, dict.fromkeys(own, load), below)]
     if msg.msg_type in ("interrupt", "shutdown"):
         return []
     targets = local_targets(rank_intervals(header.get("targets", "")), ranks)
@@ -137,37 +144,46 @@ def agent_answer(node: int, ranks: list[int], msg: Message) -> list[list[Any]]:
     return out
 
 
-def serve_agents(info: PlaneInfo, nodes: range, total: int) -> None:
-    """Be the agents of ``nodes`` (of ``total``) until the hub says ``shutdown``."""
+def serve_agents(info: PlaneInfo, groups: list[list[int]], total: int) -> None:
+    """Be the agents of ``groups`` of nodes (of ``total``; the first of each group talks to
+    the hub for the others, as agents above ``HubKernel.fanout`` nodes do) until the hub
+    says ``shutdown``."""
     ctx = zmq.Context()
-    socks: dict[zmq.Socket[bytes], tuple[int, list[int]]] = {}
+    socks: dict[zmq.Socket[bytes], tuple[list[int], list[int]]] = {}
     poller = zmq.Poller()
-    for node in nodes:
-        ranks = node_ranks(node, total, info.size)
+    for group in groups:
+        leader = group[0]
         sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, f"@{node}".encode())
+        sock.setsockopt(zmq.IDENTITY, f"@{leader}".encode())
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(info.ipc_url)
-        registered = [{"rank": r, "size": info.size, "pid": os.getpid(),
-                       "host": f"sim{node}", "python": sys.version.split()[0],
-                       "mpi": "simulated", "error": None} for r in ranks]
-        sock.send_multipart(pack("nregister", {"node": str(node), "host": f"sim{node}",
-                                               "pid": os.getpid(), "registered": registered}))
-        socks[sock] = (node, ranks)
+        ranks: list[int] = []
+        for node in group:
+            mine = node_ranks(node, total, info.size)
+            ranks.extend(mine)
+            registered = [{"rank": r, "size": info.size, "pid": os.getpid(),
+                           "host": f"sim{node}", "python": sys.version.split()[0],
+                           "mpi": "simulated", "error": None} for r in mine]
+            header: dict[str, Any] = {"node": str(node), "host": f"sim{node}",
+                                      "pid": os.getpid(), "registered": registered}
+            if node != leader:
+                header["via"] = str(leader)
+            sock.send_multipart(pack("nregister", header))
+        socks[sock] = (group, ranks)
         poller.register(sock, zmq.POLLIN)
     alive = set(socks)
     heard = time.monotonic()
     while alive and time.monotonic() - heard < 30:
         for sock, _ in poller.poll(1000):
             heard = time.monotonic()
-            node, ranks = socks[sock]
+            group, ranks = socks[sock]
             while True:
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 msg = unpack(frames)
-                for out in agent_answer(node, ranks, msg):
+                for out in agent_answer(group, ranks, msg, info.size, total):
                     sock.send_multipart(out)
                 if msg.msg_type == "shutdown":
                     alive.discard(sock)
@@ -182,12 +198,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--agents", type=int, default=0,
                         help="simulate this many node agents instead of bare ranks")
+    parser.add_argument("--fanout", type=int, default=64,
+                        help="agents form groups of this many above it (HubKernel.fanout)")
     args = parser.parse_args(argv)
     info = read_plane_info(args.plane_file)
+    width = args.fanout if args.agents > args.fanout >= 2 else 1
+    groups = [list(range(g, min(g + width, args.agents))) for g in range(0, args.agents, width)]
 
     def serve(i: int) -> None:
         if args.agents:
-            serve_agents(info, range(i, args.agents, args.procs), args.agents)
+            serve_agents(info, groups[i::args.procs], args.agents)
         else:
             serve_ranks(info, range(i, info.size, args.procs))
 
@@ -220,7 +240,8 @@ def measure(n: int, reps: int, mode: str = "direct", per_node: int = 64) -> dict
            "HPCKERNEL_FANIN": mode, "HPCKERNEL_NODES": str(nodes)}
     kernel = HpcKernel(n, extra=[f"--HubKernel.launcher_class={__name__}.SimLauncher"],
                        env=env)
-    result: dict[str, Any] = {"ranks": n, "nodes": nodes, "mode": mode}
+    result: dict[str, Any] = {"ranks": n, "nodes": nodes, "mode": mode,
+                              "fanout": 64 if mode == "agents" else None}
     try:
         result["start_s"] = kernel.start()["first_cell"]
         hub = kernel.kernel_pid

@@ -38,11 +38,16 @@ FLUSH = 0.05
 CONTROL_KINDS = frozenset({"complete", "inspect", "peek", "where"})
 
 
-def summary_frames(node: str, ranks: list[int], load: dict[int, list[float]]) -> list[Any]:
+def summary_frames(node: str, ranks: list[int], load: dict[int, list[float]],
+                   below: list[list[str]] | None = None) -> list[Any]:
     """An ``nsummary``: the node's ranks that have answered a heartbeat, and their [cpu,
-    rss] as JSON in the payload frame, which the hub decodes only when ``%ranks`` asks."""
+    rss] as JSON in the payload frame, which the hub decodes only when ``%ranks`` asks;
+    with ``below``, the summaries of the agents below since the last one ([node, ranks,
+    load JSON] each), so that the hub gets one message per heartbeat from a whole group."""
     known = [r for r in ranks if r in load]
     header: PlaneHeader = {"node": node, "ranks": format_ranks(known)}
+    if below:
+        header["summaries"] = below
     return [b"nsummary", json.dumps(header).encode(),
             json.dumps([load[r] for r in known]).encode()]
 
@@ -72,6 +77,7 @@ class NodeAgent:
         self.kids: dict[bytes, _Kid] = {}
         self.owner: dict[int, _Kid] = {}  # rank of an agent below -> that agent
         self.load: dict[int, list[float]] = {}  # rank -> [cpu, rss]
+        self.below: dict[str, list[str]] = {}  # summaries of agents below, since our last
         self.requests: dict[str, NodeRequest] = {}
         self.output = NodeOutput()
         self.registered: list[dict[str, Any]] = []  # not yet sent up
@@ -164,7 +170,8 @@ class NodeAgent:
     def _beat(self) -> None:
         """The node's summary for the hub; and a heartbeat to every rank, whose answer
         (CPU, memory) goes into the next summary."""
-        self._to_hub(summary_frames(self.node, self.ranks, self.load))
+        below, self.below = list(self.below.values()), {}
+        self._to_hub(summary_frames(self.node, self.ranks, self.load, below))
         beat = pack("hb", {})
         for rank in self.ranks:
             if rank not in self.gone:
@@ -279,7 +286,11 @@ class NodeAgent:
             # The hub sends the requests of those ranks here, the top of their subtree.
             self._to_hub(pack("nregister", {**msg.header, "via": self.node}))
             return
-        self._to_hub(frames)  # summaries and output pass through as they are
+        if msg.msg_type == "nsummary":  # goes up with ours, at the next heartbeat
+            node = str(header.get("node"))
+            self.below[node] = [node, header.get("ranks") or "", bytes(msg.payload).decode()]
+            return
+        self._to_hub(frames)  # output passes through as it is
 
     def _maybe_done(self, request: NodeRequest) -> None:
         if request.done:

@@ -159,6 +159,11 @@ class Agents:
 
     def _summary(self, info: NodeInfo, msg: Message) -> None:
         info.load = (msg.header.get("ranks") or "", bytes(msg.payload))
+        for node, ranks, load in msg.header.get("summaries") or []:  # agents below it
+            below = self.nodes.get(node)
+            if below is not None and not below.dead:
+                below.heard = info.heard
+                below.load = (ranks, load.encode())
 
     def _stream(self, info: NodeInfo, msg: Message) -> None:
         request = self.pool.inflight.get(msg.header.get("id") or "")

@@ -49,6 +49,7 @@ class PlaneHeader(TypedDict, total=False):
     # -- agent -> hub
     node: str  # the agent's node key
     registered: list[dict[str, Any]]  # nregister: the register headers of the node's ranks
+    summaries: list[list[str]]  # nsummary of a tree's agent: [node, ranks, load JSON] below
     via: str  # nregister passed up a tree: the agent that talks to the hub for this node
     ranks: str  # nsummary, display: the ranks it covers (nsummary: their [cpu, rss] pairs
     # are the payload, as JSON)
