@@ -42,6 +42,7 @@ class NodeInfo:
     heard: float = 0.0  # monotonic time of its last message
     unreachable_since: float | None = None
     shm_prefix: str | None = None  # an agent on the hub's node: its ranks' segments
+    route: str = ""  # the agent it talks to the hub through (itself, or its group's first)
     dead: bool = False
     #: the last summary's ranks (a range string) and their [cpu, rss] pairs (JSON), kept
     #: undecoded: only %ranks and the dashboard read them
@@ -147,7 +148,7 @@ class Agents:
         if (prefix and shm.PREFIX.match(prefix)
                 and self.pool.transport.agent_is_local(info.key)):
             info.shm_prefix = prefix
-        route = header.get("via") or info.key
+        route = info.route = header.get("via") or info.key
         self.routes.add(route)
         for rank_header in header.get("registered", []):
             rank = rank_header.get("rank")
@@ -225,6 +226,9 @@ class Agents:
             if self.pool.table[rank].state != "dead":
                 error = self.pool.table.mark_dead(rank, reason, tail=False)
                 self.pool.inflight.fail_rank(rank, error)
+        for below in self.nodes.values():  # the agents that talked through it, in a tree
+            if below.route == info.key and not below.dead:
+                self.died(below, f"the agent of {where}, which it talks through, died")
 
     def fill(self, infos: list[RankInfo]) -> None:
         """Put what agents keep (busy ranks, load) into a snapshot of the rank table."""

@@ -92,5 +92,16 @@ def test_agents_form_a_tree_above_the_fanout(tmp_path: Path) -> None:
                                                  "of node ")
         assert "6 fresh ranks ready" in k.ok("%restart_ranks").text()
         assert k.ok("print('back')").text() == "[stdout:0-5] back\n"
+        # The agent the others of its group talk through: the whole group is lost.
+        msg_id = k.submit("print('started', flush=True)\n"
+                          "import time\nif rank < 4:\n    time.sleep(120)")
+        assert k.collect(msg_id, until="[stdout:0-5] started") is None
+        t0 = time.monotonic()
+        _agents(k)["0"].send_signal(signal.SIGKILL)
+        lost = k.collect(msg_id, timeout=30)
+        assert lost is not None and time.monotonic() - t0 < 5
+        evalue = lost.content["evalue"]
+        assert evalue.startswith("ranks 0-1: RankDied: lost with the agent of node "), evalue
+        assert "; ranks 2-3: RankDied: " in evalue and "which it talks through, died" in evalue
     finally:
         _close(k)
