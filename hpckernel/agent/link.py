@@ -18,19 +18,9 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from ..plane import PlaneInfo, make_job_dir
 from ..plane.addresses import node_ip, node_name
-from ..plane.credentials import write_private
+from ..plane.credentials import KeyCheck, write_private
 from ..plane.nodes import agent_plane_file
 from ..plane.shm import prefix_for, remove_leftovers
-
-
-class _KeyCheck:
-    """ZAP credentials provider: only the plane's client key may connect over TCP."""
-
-    def __init__(self, public: str) -> None:
-        self.public = public
-
-    def callback(self, domain: str, key: bytes | str) -> bool:
-        return (key.decode() if isinstance(key, bytes) else key) == self.public
 
 
 class Link:
@@ -62,7 +52,7 @@ class Link:
         if kids:  # agents of other nodes below this one: TCP, with the plane's keys
             self.auth = ThreadAuthenticator(self.ctx)
             self.auth.start()
-            self.auth.configure_curve_callback("*", _KeyCheck(hub.client_public))
+            self.auth.configure_curve_callback("*", KeyCheck(hub.client_public))
             self.kids = self._router()
             self.kids.curve_server = True
             self.kids.curve_secretkey = hub.client_secret.encode()

@@ -23,6 +23,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from ..plane import Message, PlaneInfo, make_job_dir, shm, unpack
 from ..plane.addresses import node_name
+from ..plane.credentials import KeyCheck
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,6 @@ OnMessage = Callable[[int, Message], None]
 OnAgent = Callable[[str, Message], None]
 #: A node agent's identity on the plane starts with this byte (a rank's is its number).
 AGENT_PREFIX = b"@"
-
-
-class _KeyCheck:
-    """ZAP credentials provider: only the ranks' CurveZMQ key may connect over TCP."""
-
-    def __init__(self, public: str) -> None:
-        self.public = public
-
-    def callback(self, domain: str, key: bytes | str) -> bool:
-        return (key.decode() if isinstance(key, bytes) else key) == self.public
 
 
 class _Router:
@@ -89,7 +80,7 @@ class Transport:
         self.auth.start()
         server_public, server_secret = zmq.curve_keypair()
         client_public, client_secret = zmq.curve_keypair()
-        self.auth.configure_curve_callback("*", _KeyCheck(client_public.decode()))
+        self.auth.configure_curve_callback("*", KeyCheck(client_public.decode()))
         ipc, tcp = self._router(), self._router()
         tcp.curve_server = True
         tcp.curve_secretkey = server_secret

@@ -37,6 +37,20 @@ def _agents(k: Kernel) -> dict[str, psutil.Process]:
     return found
 
 
+def kill_agent_mid_cell(k: Kernel, node: str, sleepers: str) -> str:
+    """Kill the agent of ``node`` while the ranks where ``sleepers`` (a condition on
+    ``rank``) is true sleep in a cell; the cell's error, which must come within 5 s."""
+    msg_id = k.submit(f"print('started', flush=True)\nimport time\nif {sleepers}:\n"
+                      "    time.sleep(120)")
+    assert k.collect(msg_id, until=f"[stdout:0-{k.ranks - 1}] started") is None
+    t0 = time.monotonic()
+    _agents(k)[node].send_signal(signal.SIGKILL)
+    result = k.collect(msg_id, timeout=30)
+    assert result is not None and time.monotonic() - t0 < 5
+    assert result.status == "error"
+    return str(result.content["evalue"])
+
+
 def test_agents_show_what_direct_mode_shows(agent_kernel: Kernel) -> None:
     assert sorted(_agents(agent_kernel)) == ["0", "1"]
     assert agent_kernel.ok("print('same')").text() == "[stdout:0-3] same\n"
@@ -49,16 +63,7 @@ def test_agents_show_what_direct_mode_shows(agent_kernel: Kernel) -> None:
 
 def test_dead_agent_ends_the_cell_naming_its_node_and_restart_recovers(
         agent_kernel: Kernel) -> None:
-    agent = _agents(agent_kernel)["1"]  # ranks 2-3
-    msg_id = agent_kernel.submit("print('started', flush=True)\n"
-                                 "import time\nif rank >= 2:\n    time.sleep(120)")
-    assert agent_kernel.collect(msg_id, until="[stdout:0-3] started") is None
-    t0 = time.monotonic()
-    agent.send_signal(signal.SIGKILL)
-    result = agent_kernel.collect(msg_id, timeout=30)
-    assert result is not None and time.monotonic() - t0 < 5
-    assert result.status == "error"
-    evalue = result.content["evalue"]
+    evalue = kill_agent_mid_cell(agent_kernel, "1", "rank >= 2")  # node 1: ranks 2-3
     assert evalue.startswith("ranks 2-3: RankDied: lost with the agent of node ")
     assert "(1)" in evalue
     blocked = agent_kernel.run("print(1)")
@@ -81,26 +86,12 @@ def test_agents_form_a_tree_above_the_fanout(tmp_path: Path) -> None:
             "[0, 2, 4, 6, 8, 10]\n"
         failed = k.run("1/(rank-3)")
         assert failed.content["evalue"] == "rank 3: ZeroDivisionError: division by zero"
-        msg_id = k.submit("print('started', flush=True)\n"
-                          "import time\nif rank in (2, 3):\n    time.sleep(120)")
-        assert k.collect(msg_id, until="[stdout:0-5] started") is None
-        t0 = time.monotonic()
-        _agents(k)["1"].send_signal(signal.SIGKILL)
-        lost = k.collect(msg_id, timeout=30)
-        assert lost is not None and time.monotonic() - t0 < 5
-        assert lost.content["evalue"].startswith("ranks 2-3: RankDied: lost with the agent "
-                                                 "of node ")
+        evalue = kill_agent_mid_cell(k, "1", "rank in (2, 3)")
+        assert evalue.startswith("ranks 2-3: RankDied: lost with the agent of node ")
         assert "6 fresh ranks ready" in k.ok("%restart_ranks").text()
         assert k.ok("print('back')").text() == "[stdout:0-5] back\n"
         # The agent the others of its group talk through: the whole group is lost.
-        msg_id = k.submit("print('started', flush=True)\n"
-                          "import time\nif rank < 4:\n    time.sleep(120)")
-        assert k.collect(msg_id, until="[stdout:0-5] started") is None
-        t0 = time.monotonic()
-        _agents(k)["0"].send_signal(signal.SIGKILL)
-        lost = k.collect(msg_id, timeout=30)
-        assert lost is not None and time.monotonic() - t0 < 5
-        evalue = lost.content["evalue"]
+        evalue = kill_agent_mid_cell(k, "0", "rank < 4")
         assert evalue.startswith("ranks 0-1: RankDied: lost with the agent of node "), evalue
         assert "; ranks 2-3: RankDied: " in evalue and "which it talks through, died" in evalue
     finally:
