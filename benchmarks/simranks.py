@@ -26,6 +26,7 @@ import socket
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,30 @@ def answer(rank: int, msg: Message) -> list[list[Any]]:
                            "evalue": "a simulated rank only runs execute"})]
 
 
+def serve(ctx: zmq.Context[Any], poller: zmq.Poller,
+          answers: dict[zmq.Socket[bytes], Callable[[Message], list[list[Any]]]]) -> None:
+    """Answer what arrives on each socket until the hub has said ``shutdown`` to all of them
+    (or went silent for 30 s); then close them."""
+    alive = set(answers)
+    heard = time.monotonic()
+    while alive and time.monotonic() - heard < 30:
+        for sock, _ in poller.poll(1000):
+            heard = time.monotonic()
+            while True:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                msg = unpack(frames)
+                for out in answers[sock](msg):
+                    sock.send_multipart(out)
+                if msg.msg_type == "shutdown":
+                    alive.discard(sock)
+    for sock in answers:
+        sock.close(linger=0)
+    ctx.term()
+
+
 def serve_ranks(info: PlaneInfo, ranks: range) -> None:
     """Be ``ranks`` until the hub has sent each of them ``shutdown`` (or went silent)."""
     ctx = zmq.Context()
@@ -88,25 +113,7 @@ def serve_ranks(info: PlaneInfo, ranks: range) -> None:
             "python": sys.version.split()[0], "mpi": "simulated", "error": None}))
         socks[sock] = rank
         poller.register(sock, zmq.POLLIN)
-    alive = set(ranks)
-    heard = time.monotonic()
-    while alive and time.monotonic() - heard < 30:
-        for sock, _ in poller.poll(1000):
-            heard = time.monotonic()
-            rank = socks[sock]
-            while True:
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                msg = unpack(frames)
-                for out in answer(rank, msg):
-                    sock.send_multipart(out)
-                if msg.msg_type == "shutdown":
-                    alive.discard(rank)
-    for sock in socks:
-        sock.close(linger=0)
-    ctx.term()
+    serve(ctx, poller, {sock: (lambda msg, r=rank: answer(r, msg)) for sock, rank in socks.items()})
 
 
 def node_ranks(node: int, nodes: int, size: int) -> list[int]:
@@ -171,25 +178,8 @@ def serve_agents(info: PlaneInfo, groups: list[list[int]], total: int) -> None:
             sock.send_multipart(pack("nregister", header))
         socks[sock] = (group, ranks)
         poller.register(sock, zmq.POLLIN)
-    alive = set(socks)
-    heard = time.monotonic()
-    while alive and time.monotonic() - heard < 30:
-        for sock, _ in poller.poll(1000):
-            heard = time.monotonic()
-            group, ranks = socks[sock]
-            while True:
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                msg = unpack(frames)
-                for out in agent_answer(group, ranks, msg, info.size, total):
-                    sock.send_multipart(out)
-                if msg.msg_type == "shutdown":
-                    alive.discard(sock)
-    for sock in socks:
-        sock.close(linger=0)
-    ctx.term()
+    serve(ctx, poller, {sock: (lambda msg, g=group, r=ranks: agent_answer(
+        g, r, msg, info.size, total)) for sock, (group, ranks) in socks.items()})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -205,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     width = args.fanout if args.agents > args.fanout >= 2 else 1
     groups = [list(range(g, min(g + width, args.agents))) for g in range(0, args.agents, width)]
 
-    def serve(i: int) -> None:
+    def run(i: int) -> None:
         if args.agents:
             serve_agents(info, groups[i::args.procs], args.agents)
         else:
@@ -215,10 +205,10 @@ def main(argv: list[str] | None = None) -> None:
     for i in range(1, args.procs):  # fork before any ZMQ context exists
         pid = os.fork()
         if pid == 0:
-            serve(i)
+            run(i)
             os._exit(0)
         children.append(pid)
-    serve(0)
+    run(0)
     for pid in children:
         os.waitpid(pid, 0)
 

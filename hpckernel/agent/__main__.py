@@ -4,24 +4,16 @@ rank of each node when the hub uses node agents."""
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import signal
 from pathlib import Path
 
+from ..deathsig import die_with_parent
 from ..plane import read_plane_info
 from ..plane.credentials import PLANE_FILE
 from ..plane.nodes import agent_plane_file, wait_for_plane_info
 from .agent import NodeAgent
 from .tree import place
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to kill the agent when ``rank.sh`` (its parent) dies: no orphans."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="exit when the hub has been silent this many seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    _die_with_parent()
+    die_with_parent()  # rank.sh, its parent, outlives it unless killed
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupts are for the ranks
     hub = read_plane_info(args.job_dir / PLANE_FILE)
     parent, kids = place(args.node)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import logging
 import os
@@ -16,6 +15,7 @@ import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..deathsig import die_with_parent
 from ..plane import Message, pack, read_plane_info, segments
 from ..plane.addresses import node_name
 from ..plane.nodes import agent_plane_file, rank_node, wait_for_plane_info
@@ -29,15 +29,6 @@ if TYPE_CHECKING:  # main() imports IPython once the rank has registered with th
     from .shell import RankShell
 
 log = logging.getLogger("hpckernel.worker")
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to kill this rank when its launcher process dies (no orphans)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _mpi_identity() -> tuple[int, int, str, str | None]:
@@ -257,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="exit when the hub has been silent this many seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    _die_with_parent()
+    die_with_parent()  # the rank dies with its launcher process
     # The launcher may start ranks with SIGINT ignored; the hub's interrupts need it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
