@@ -103,9 +103,17 @@ class HubKernel(IPythonKernel):
 
     agent_timeout = Float(4.0, help="Seconds a node agent may stay silent before its node's "
                           "ranks are reported lost.").tag(config=True)
-    fanout = Int(64, help="With node agents, the most agents that talk to one peer: above "
+    fanout = Int(help="With node agents, the most agents that talk to one peer: above "
                  "this many nodes, the agents of each group of this many nodes talk to the "
-                 "group's first agent, which talks to the hub.").tag(config=True)
+                 "group's first agent, which talks to the hub. Default from $HPCKERNEL_FANOUT, "
+                 "else 64.").tag(config=True)
+
+    @default("fanout")
+    def _default_fanout(self) -> int:
+        try:
+            return int(os.environ.get("HPCKERNEL_FANOUT") or 64)
+        except ValueError:
+            raise TraitError("HPCKERNEL_FANOUT must be a number of nodes (at least 2)") from None
 
     @validate("fanout")
     def _check_fanout(self, proposal: dict[str, Any]) -> int:

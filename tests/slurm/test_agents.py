@@ -20,9 +20,12 @@ pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"),
               pytest.mark.usefixtures("cluster_env")]
 
 
-@pytest.fixture
-def kernel6(tmp_path: Path) -> Iterator[Kernel]:
-    kernel = Kernel(tmp_path, slurm=settings(tmp_path, ntasks_per_node=2))
+@pytest.fixture(params=[64, 2], ids=["flat", "tree"])
+def kernel6(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Kernel]:
+    """6 ranks on 3 nodes; with fan-out 2 the agents of n1 and n2 form a group, n2's agent
+    talking to n1's over TCP with CurveZMQ."""
+    kernel = Kernel(tmp_path, slurm=settings(tmp_path, ntasks_per_node=2,
+                                             setup=f"export HPCKERNEL_FANOUT={request.param}"))
     job_id = kernel.km.provisioner.job_id  # type: ignore[union-attr]
     yield kernel
     kernel.shutdown()
