@@ -311,6 +311,41 @@ def profile_sim(n: int, seconds: float) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+RANK_START = """import gc; gc.disable()
+import hpckernel.worker.runner
+from mpi4py import MPI
+from traitlets.config import Config
+from hpckernel.worker.capture import OutStream
+from hpckernel.worker.shell import RankShell
+RankShell.instance(config=Config(HistoryManager={"enabled": False}))
+"""
+
+
+def profile_start_fs() -> str:
+    """What one rank's start costs in imports (``-X importtime``) and file-system calls
+    (``strace -f -c -e trace=%file``; strace comes from Debian, see run.sh)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "rankstart.py"
+        script.write_text(RANK_START)
+        imports = subprocess.run([sys.executable, "-X", "importtime", str(script)],
+                                 capture_output=True, text=True, check=True).stderr
+        rows = [line.split("|") for line in imports.splitlines() if "import time:" in line]
+        top = sorted(((int(r[1]), r[2].strip()) for r in rows[1:]
+                      if r[2].startswith(" ") and not r[2].startswith("  ")), reverse=True)
+        lines = [f"# one rank's start: {len(rows) - 1} modules imported; the largest "
+                 "top-level imports (cumulative ms):"]
+        lines += [f"  {us / 1e3:7.1f}  {name}" for us, name in top[:10]]
+        strace = shutil.which("strace")
+        if strace is None:
+            lines.append("(no strace: apt-get install strace, or bash benchmarks/run.sh)")
+        else:
+            calls = subprocess.run([strace, "-f", "-c", "-e", "trace=%file", sys.executable,
+                                    str(script)], capture_output=True, text=True, check=True)
+            lines += ["# file-system calls (strace -f -c -e trace=%file):",
+                      *calls.stderr.strip().splitlines()]
+    return "\n".join(lines) + "\n"
+
+
 def profile_cost(reps: int) -> str:
     """CPU per no-op cell of the hub (N=1), its rank, and a plain ipykernel, in turn."""
     hpc, ipk = HpcKernel(1), IPyKernel(1)
@@ -374,7 +409,8 @@ def main(argv: list[str] | None = None) -> None:
         "cells": [(f"cells-{n}{args.tag}", functools.partial(profile_cells, n, args.code,
                                                              args.seconds))
                   for n in args.ranks],
-        "start": [("start", profile_start), ("shell", profile_shell)],
+        "start": [("start", profile_start), ("shell", profile_shell),
+                  ("start-fs", profile_start_fs)],
         "transport": [("transport", profile_transport), ("send-cost", profile_send_cost)],
         "sim": [(f"sim-{args.sim_ranks}", lambda: profile_sim(args.sim_ranks, args.seconds))],
         "cost": [(f"cost{args.tag}", lambda: profile_cost(args.reps))],
