@@ -211,7 +211,7 @@ class OutputMerger:
         how = self.keep.how_to_see(hidden) if self.keep is not None else ""
         text = (f"[hpckernel] {self.hidden_groups} more output group"
                 f"{'s' if self.hidden_groups > 1 else ''} from {len(hidden)} rank"
-                f"{'s' if len(hidden) > 1 else ''} ({format_ranks(hidden)}) not shown"
+                f"{'s' if len(hidden) > 1 else ''} ({format_ranks(hidden, 80)}) not shown"
                 f" (over HubKernel.output_groups = {self.group_limit})"
                 + (f"; to see them: {how}" if how else "") + "\n")
         self.emit("stream", {"name": "stderr", "text": text},

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Generator
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..targets import TargetError, format_ranks, parse_targets
 from . import transfer
@@ -32,6 +32,9 @@ from .transfer import TransferError
 #: Requests whose replies carry no value, so no share of HubKernel.max_reply_size is worked
 #: out for them (reading the available memory costs ≈50 µs, and every cell is one).
 _NO_VALUE_KINDS = frozenset({"execute", "push"})
+
+#: where a request's merged output goes: into the current cell, kept on its handle, nowhere
+OutputMode = Literal["live", "capture", "none"]
 
 #: the IOPub parent of the cell that is running now (from the kernel)
 ParentGetter = Callable[[], "dict[str, Any] | None"]
@@ -167,7 +170,7 @@ class PxController:
 
     def submit(self, kind: str, targets: list[int], header: dict[str, Any] | None = None,
                value: Any = None, *, block: bool = True, label: str = "",
-               execution_count: int | None = None, output: str | None = None,
+               execution_count: int | None = None, output: OutputMode | None = None,
                per_rank: dict[int, Any] | None = None, hint: str = "",
                parent: dict[str, Any] | None = None) -> PxHandle:
         """Send one request to ``targets`` (the plane does the rest) and return its handle.
@@ -181,11 +184,11 @@ class PxController:
         header = header or {}
         if kind not in _NO_VALUE_KINDS and "max_bytes" not in header:
             header = {**header, **self.reply_limit.header(len(targets))}
-        output = output or ("live" if block else "capture")
-        keep = None if output == "none" else self.outputs.open(uuid.uuid4().hex, hint)
+        mode: OutputMode = output or ("live" if block else "capture")
+        keep = None if mode == "none" else self.outputs.open(uuid.uuid4().hex, hint)
         request = self.pool.submit(kind, targets, header, value,
                                    parent=self.parent() if parent is None else parent,
-                                   output=output, label=label, per_rank=per_rank, keep=keep)
+                                   output=mode, label=label, per_rank=per_rank, keep=keep)
         request.execution_count = execution_count
         handle = PxHandle(request, self._replay, self.size)
         if not block:

@@ -103,3 +103,12 @@ def test_the_px_magic_in_hub_code_takes_the_cells_path(kernel8: Kernel) -> None:
     assert failed.status == "error" and failed.content["ename"] == "CellError"
     assert "[error:1] ZeroDivisionError: division by zero" in failed.content["traceback"]
     assert kernel8.ok("%%local\nprint(_px.targets, _px.ready())").text() == "[1, 2] True\n"
+
+
+def test_bad_output_settings_are_refused_with_the_reason(kernel8: Kernel) -> None:
+    for setting, words in (("output_memory = 'lots'", "'lots' is not a size"),
+                           ("output_groups = -1", "output_groups must be 0 or more")):
+        refused = kernel8.run(f"%%local\n%config HubKernel.{setting}")
+        assert words in refused.text("stderr") + refused.content.get("evalue", ""), (
+            refused.content, refused.text())
+    assert kernel8.ok("%%local\nprint(get_ipython().kernel.output_groups)").text() == "3\n"
