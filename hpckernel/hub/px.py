@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -40,17 +41,68 @@ OutputMode = Literal["live", "capture", "none"]
 ParentGetter = Callable[[], "dict[str, Any] | None"]
 
 
+class CellOutputs:
+    """Each rank's whole output and error of one request, once it has ended: what
+    ``%pxoutput`` and ``_px.output(rank)`` read, also what the notebook was not shown.
+
+    Holds no ``Request``: a request sits in reference cycles (its futures, its merger), and
+    one kept for the last ``output_history`` cells would outlive the young GC generations,
+    so that finished requests piled up until a full collection."""
+
+    def __init__(self, request: Request, size: int,
+                 show: Callable[[dict[int, list[Output]]], None]) -> None:
+        self.label = request.label
+        self.targets = request.targets
+        self.size = size  # of the kernel, to read target specs
+        self.kept = request.outputs
+        self.replies = request.replies
+        self._show = show
+        self.finished = threading.Event()
+        request.future.add_done_callback(lambda _: self.finished.set())
+
+    def get(self, ranks: list[int]) -> dict[int, list[Output]]:
+        """The outputs of ``ranks`` (waits for the request to end), a failed rank's error
+        last."""
+        self.finished.wait()
+        if self.kept is None:
+            raise ValueError(f"{self.label}: this request keeps no output")
+        found = self.kept.get(ranks)
+        for rank in ranks:
+            error = self.replies.get(rank)
+            if error is not None and error.get("status") != "ok":
+                found.setdefault(rank, []).append({
+                    "output_type": "error", "ename": str(error.get("ename")),
+                    "evalue": str(error.get("evalue")),
+                    "traceback": list(error.get("traceback") or [])})
+        return found
+
+    def streams(self, name: str) -> list[str]:
+        """Each target's whole text of stream ``name``, in target order."""
+        found = self.get(self.targets)
+        return ["".join(o["text"] for o in found.get(r, []) if o["output_type"] == "stream"
+                        and o["name"] == name) for r in self.targets]
+
+    def display(self, spec: Any = "all") -> None:
+        """Publish the whole output of the ranks ``spec`` names into the current cell,
+        identical outputs collapsed, with no limit on groups."""
+        chosen = parse_targets(spec, self.size)
+        outside = sorted(set(chosen) - set(self.targets))
+        if outside:
+            raise TargetError(f"{self.label} ran on ranks {format_ranks(self.targets)}, "
+                              f"not on {format_ranks(outside)}")
+        self._show(self.get(chosen))
+
+
 class PxHandle:
     """A cell sent to the ranks (``_px`` in the hub is the last one): what ``%%px
-    --noblock`` returns, ``%pxresult`` shows, and ``%pxoutput`` reads each rank's whole
-    output from (``output(rank)``, ``stdout``, ``display_outputs(ranks)``)."""
+    --noblock`` returns, ``%pxresult`` shows, and where each rank's whole output is read
+    (``output(rank)``, ``stdout``, ``stderr``, ``display_outputs(ranks)``)."""
 
-    def __init__(self, request: Request,
-                 replay: Callable[[Request, dict[int, list[Output]] | None], None],
-                 size: int) -> None:
+    def __init__(self, request: Request, replay: Callable[[Request], None],
+                 cell: CellOutputs) -> None:
         self.request = request
         self._replay = replay
-        self.size = size  # of the kernel, to read target specs
+        self.cell = cell
 
     @property
     def targets(self) -> list[int]:
@@ -82,17 +134,17 @@ class PxHandle:
         """Everything ``rank`` sent for this cell, as nbformat outputs (``stream``,
         ``display_data``, ``execute_result``, and its ``error``), whatever the notebook
         was shown. Waits for the cell to end."""
-        return self._outputs([rank]).get(rank, [])
+        return self.cell.get([rank]).get(rank, [])
 
     @property
     def stdout(self) -> list[str]:
         """Each target's whole stdout, in target order (waits for the cell to end)."""
-        return self._streams("stdout")
+        return self.cell.streams("stdout")
 
     @property
     def stderr(self) -> list[str]:
         """Each target's whole stderr, in target order (waits for the cell to end)."""
-        return self._streams("stderr")
+        return self.cell.streams("stderr")
 
     def display_outputs(self, ranks: Any = None) -> None:
         """Publish the output into the current cell: as the cell showed it (what
@@ -100,33 +152,9 @@ class PxHandle:
         whole output, identical outputs collapsed, with no limit on groups."""
         self.request.future.result()
         if ranks is None:
-            self._replay(self.request, None)
-            return
-        chosen = parse_targets(ranks, self.size)
-        outside = sorted(set(chosen) - set(self.targets))
-        if outside:
-            raise TargetError(f"{self.request.label} ran on ranks {format_ranks(self.targets)}"
-                              f", not on {format_ranks(outside)}")
-        self._replay(self.request, self._outputs(chosen))
-
-    def _outputs(self, ranks: list[int]) -> dict[int, list[Output]]:
-        self.request.future.result()
-        if self.request.outputs is None:
-            raise ValueError(f"{self.request.label}: this request keeps no output")
-        found = self.request.outputs.get(ranks)
-        for rank in ranks:
-            error = self.request.errors.get(rank)
-            if error is not None:
-                found.setdefault(rank, []).append({
-                    "output_type": "error", "ename": str(error.get("ename")),
-                    "evalue": str(error.get("evalue")),
-                    "traceback": list(error.get("traceback") or [])})
-        return found
-
-    def _streams(self, name: str) -> list[str]:
-        found = self._outputs(self.targets)
-        return ["".join(o["text"] for o in found.get(r, []) if o["output_type"] == "stream"
-                        and o["name"] == name) for r in self.targets]
+            self._replay(self.request)
+        else:
+            self.cell.display(ranks)
 
     def __await__(self) -> Generator[Any, None, list[Any]]:
         yield from asyncio.wrap_future(self.request.future).__await__()
@@ -155,7 +183,7 @@ class PxController:
         self.block = True
         self.last: PxHandle | None = None  # the last --noblock cell (%pxresult)
         #: the cells run on the ranks, by execution count, as long as their output is kept
-        self.cells: OrderedDict[int, PxHandle] = OrderedDict()
+        self.cells: OrderedDict[int, CellOutputs] = OrderedDict()
         self.latest: PxHandle | None = None  # the last %%px cell (``_px``)
         self.allocation: Allocation | None = None  # the Slurm job the hub runs in, if any
         #: the bytes one request may bring into the hub (HubKernel.max_reply_size)
@@ -190,19 +218,21 @@ class PxController:
                                    parent=self.parent() if parent is None else parent,
                                    output=mode, label=label, per_rank=per_rank, keep=keep)
         request.execution_count = execution_count
-        handle = PxHandle(request, self._replay, self.size)
+        handle = PxHandle(request, self._replay,
+                          CellOutputs(request, self.size, self._show_outputs))
         if not block:
             self.last = handle
         return handle
 
-    def _replay(self, request: Request, outputs: dict[int, list[Output]] | None) -> None:
-        """Publish into the current cell what ``request``'s cell showed, or (``outputs``)
-        those ranks' whole outputs."""
+    def _replay(self, request: Request) -> None:
+        """Publish into the current cell what ``request``'s cell showed (``--noblock``)."""
         parent = self.parent()
-        if outputs is None:
-            for msg_type, content, metadata in request.captured or []:
-                self.publish(msg_type, content, metadata, parent)
-            return
+        for msg_type, content, metadata in request.captured or []:
+            self.publish(msg_type, content, metadata, parent)
+
+    def _show_outputs(self, outputs: dict[int, list[Output]]) -> None:
+        """Publish into the current cell these ranks' whole outputs."""
+        parent = self.parent()
         for message in render_outputs(outputs):
             self.publish(*message, parent)
 
@@ -273,22 +303,22 @@ class PxController:
     def _remember(self, handle: PxHandle, count: int | None) -> None:
         self.latest = handle
         if count is not None:
-            self.cells[count] = handle
+            self.cells[count] = handle.cell
             while len(self.cells) > max(self.outputs.cells, 1):
                 self.cells.popitem(last=False)
 
-    def cell(self, count: int | None) -> PxHandle:
-        """The handle of cell ``In[count]``, or of the last cell run on the ranks."""
+    def cell(self, count: int | None) -> CellOutputs:
+        """The outputs of cell ``In[count]``, or of the last cell run on the ranks."""
         if count is None:
             if self.latest is None:
                 raise LookupError("no cell has run on the ranks yet")
-            return self.latest
-        handle = self.cells.get(count)
-        if handle is None:
-            kept = (f"cells {min(self.cells)}-{max(self.cells)}" if self.cells else "none")
+            return self.latest.cell
+        kept = self.cells.get(count)
+        if kept is None:
+            known = (f"cells {min(self.cells)}-{max(self.cells)}" if self.cells else "none")
             raise LookupError(f"cell {count} did not run on the ranks, or its output is no "
-                              f"longer kept (kept: {kept}; HubKernel.output_history)")
-        return handle
+                              f"longer kept (kept: {known}; HubKernel.output_history)")
+        return kept
 
     async def ready(self, parent: dict[str, Any] | None) -> None:
         """Wait for the ranks to register; while they start, the cell shows a line that
@@ -434,4 +464,4 @@ def finish_gather(request: Request, names: list[str], concat: bool) -> dict[str,
     return {n: transfer.concat(n, v) if concat else v for n, v in values.items()}
 
 
-__all__ = ["CellError", "PxCell", "PxController", "PxHandle", "RemoteError"]
+__all__ = ["CellError", "CellOutputs", "PxCell", "PxController", "PxHandle", "RemoteError"]
