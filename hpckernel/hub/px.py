@@ -25,7 +25,7 @@ from .cells import PxOptions
 from .launch import LaunchError
 from .limits import ReplyLimit
 from .merge import group_equal
-from .outputs import Output, OutputStore
+from .outputs import Output, OutputStore, output_size
 from .pool import RankPool, RanksUnavailable, describe_unavailable
 from .requests import RemoteError, Request
 from .transfer import TransferError
@@ -231,10 +231,20 @@ class PxController:
             self.publish(msg_type, content, metadata, parent)
 
     def _show_outputs(self, outputs: dict[int, list[Output]]) -> None:
-        """Publish into the current cell these ranks' whole outputs."""
+        """Publish into the current cell these ranks' whole outputs, paced by the kernel's
+        output budget (jupyter_server would drop a burst silently). Runs in the shell's
+        thread (``%pxoutput``), where waiting is fine."""
         parent = self.parent()
-        for message in render_outputs(outputs):
-            self.publish(*message, parent)
+        budget = self.pool.budget
+        for msg_type, content, metadata in render_outputs(outputs):
+            size = output_size(content)
+            granted = budget.take(size)
+            while granted is None:
+                time.sleep(0.05)
+                granted = budget.take(size)
+            if granted < size:
+                time.sleep((size - granted) / budget.bytes_per_s)
+            self.publish(msg_type, content, metadata, parent)
 
     # -- one %%px cell -----------------------------------------------------------------
 
@@ -426,13 +436,17 @@ class CellError(Exception):
 def render_outputs(outputs: dict[int, list[Output]]
                    ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """IOPub messages (msg_type, content, metadata) showing each rank's whole output,
-    ranks with identical output together, labelled as the merged output is."""
+    ranks with identical output together, labelled as the merged output is; consecutive
+    text of one stream in one message (10,000 ranks' lines are one message, not 10,000)."""
     messages: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     for kept, ranks in group_equal(outputs, _output_key):
         label, meta = format_ranks(ranks), {"hpckernel": {"ranks": ranks}}
         for output in kept:
             kind = output["output_type"]
-            content = {k: v for k, v in output.items() if k != "output_type"}
+            if kind == "clear_output":
+                continue  # it cleared the rank's own cell; here it would clear this one
+            content = {k: v for k, v in output.items()
+                       if k not in ("output_type", "transient")}
             if kind == "stream":
                 text = output["text"]
                 content["text"] = f"[{output['name']}:{label}] {text}" + (
@@ -440,7 +454,7 @@ def render_outputs(outputs: dict[int, list[Output]]
             elif kind == "error":
                 content["traceback"] = [f"[error:{label}] {output['ename']}: "
                                         f"{output['evalue']}", *output["traceback"]]
-            elif kind in ("display_data", "execute_result"):
+            elif kind in ("display_data", "update_display_data", "execute_result"):
                 tag = f"[{'out' if kind == 'execute_result' else 'display'}:{label}]"
                 data = dict(content.get("data", {}))
                 if set(data) <= {"text/plain"}:  # labelled as merge.py labels them
@@ -450,7 +464,13 @@ def render_outputs(outputs: dict[int, list[Output]]
                 content = {**content, "data": data}
                 content.pop("execution_count", None)
                 kind = "display_data"  # not a result of the cell showing it
-            messages.append((kind, content, meta))
+            last = messages[-1] if messages else None
+            if (kind == "stream" and last is not None and last[0] == "stream"
+                    and last[1]["name"] == content["name"]):
+                messages[-1] = ("stream", {**last[1], "text": last[1]["text"] + content["text"]},
+                                {"hpckernel": {"ranks": last[2]["hpckernel"]["ranks"] + ranks}})
+            else:
+                messages.append((kind, content, meta))
     return messages
 
 

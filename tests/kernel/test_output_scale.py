@@ -43,6 +43,7 @@ def test_differing_output_beyond_the_limit_is_one_line_and_stays_readable(
 
     shown = kernel8.ok(f"%pxoutput 3:8 --cell {count}")
     assert shown.per_rank("stdout") == {r: [f"rank {r}"] for r in range(3, 8)}
+    assert len(shown.of_type("stream")) == 1  # the ranks' lines in one message
     assert shown.plain() == [f"[out:{r}] {r * 10}" for r in range(3, 8)]
     assert kernel8.ok("%%local\nprint(_px.stdout[5], _px.output(6)[-1]['data'])").text() == (
         "rank 5\n {'text/plain': '60'}\n")
