@@ -92,6 +92,8 @@ class OutputMerger:
         self.group_limit = keep.group_limit if keep is not None else 0
         self.hidden_groups = 0
         self.hidden_ranks: set[int] = set()
+        self._slots = self.group_limit  # groups of ranks not shown before that may still be
+        self._shown_ranks: set[int] = set()
 
     # -- input ------------------------------------------------------------------------
 
@@ -195,13 +197,24 @@ class OutputMerger:
         self.results.clear()
 
     def _shown(self, groups: list[tuple[T, list[int]]]) -> list[tuple[T, list[int]]]:
-        """The first ``group_limit`` groups; the rest are counted for the closing line."""
-        if not self.group_limit or len(groups) <= self.group_limit:
+        """At most ``group_limit`` groups, in rank order; the rest are counted for the
+        closing line. A group whose ranks all had no output shown yet takes one of the
+        cell's ``group_limit`` slots: so the same ranks stay shown from flush to flush,
+        also when some ranks' output arrives a flush later than the others'."""
+        if not self.group_limit:
             return groups
-        for _, ranks in groups[self.group_limit:]:
-            self.hidden_groups += 1
-            self.hidden_ranks.update(ranks)
-        return groups[:self.group_limit]
+        shown: list[tuple[T, list[int]]] = []
+        for group in groups:
+            known = not self._shown_ranks.isdisjoint(group[1])
+            if len(shown) < self.group_limit and (known or self._slots > 0):
+                shown.append(group)
+                self._slots -= not known
+            else:
+                self.hidden_groups += 1
+                self.hidden_ranks.update(group[1])
+        for _, ranks in shown:
+            self._shown_ranks.update(ranks)
+        return shown
 
     def _hidden_notice(self) -> None:
         """One line on the groups not shown, and how to read them."""

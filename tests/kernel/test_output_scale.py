@@ -51,6 +51,15 @@ def test_differing_output_beyond_the_limit_is_one_line_and_stays_readable(
     assert same.text() == "[stdout:0-7] same\n" and not _hidden_lines(same)
 
 
+def test_the_same_ranks_stay_shown_when_output_arrives_in_several_flushes(
+        kernel8: Kernel) -> None:
+    # the odd ranks print 1.5 s later, after the merger flushed the even ranks' lines
+    cell = kernel8.ok("import time\nif rank % 2:\n    time.sleep(1.5)\nprint('rank', rank)")
+    assert cell.per_rank("stdout") == {r: [f"rank {r}"] for r in (0, 2, 4)}
+    (line,) = _hidden_lines(cell)
+    assert "5 more output groups from 5 ranks (1,3,5-7) not shown" in line, line
+
+
 def test_errors_that_differ_by_rank_show_the_first_kinds_and_a_count(kernel8: Kernel
                                                                      ) -> None:
     failed = kernel8.run("print('before')\nraise ValueError(f'bad {rank}')")
