@@ -92,7 +92,7 @@ class OutputMerger:
         self.group_limit = keep.group_limit if keep is not None else 0
         self.hidden_groups = 0
         self.hidden_ranks: set[int] = set()
-        self._slots = self.group_limit  # groups of ranks not shown before that may still be
+        self._slots = self.group_limit  # how many more groups of new ranks may be shown
         self._shown_ranks: set[int] = set()
 
     # -- input ------------------------------------------------------------------------
@@ -159,6 +159,8 @@ class OutputMerger:
             if p.text:
                 p.since = time.monotonic()
         groups = self._shown(group_equal(chunks))
+        if not groups:
+            return  # all of it beyond output_groups: kept, and summed up at the end
         text = "".join(f"[{name}:{format_ranks(ranks)}] {chunk}"
                        + ("" if chunk.endswith("\n") else "\n")
                        for chunk, ranks in groups)

@@ -56,6 +56,7 @@ def test_the_same_ranks_stay_shown_when_output_arrives_in_several_flushes(
     # the odd ranks print 1.5 s later, after the merger flushed the even ranks' lines
     cell = kernel8.ok("import time\nif rank % 2:\n    time.sleep(1.5)\nprint('rank', rank)")
     assert cell.per_rank("stdout") == {r: [f"rank {r}"] for r in (0, 2, 4)}
+    assert all(m["content"]["text"] for m in cell.of_type("stream"))  # no empty messages
     (line,) = _hidden_lines(cell)
     assert "5 more output groups from 5 ranks (1,3,5-7) not shown" in line, line
 
