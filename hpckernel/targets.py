@@ -78,14 +78,22 @@ def _runs(ranks: Iterable[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def format_ranks(ranks: Iterable[int]) -> str:
-    """``[0, 1, 2, 3, 5]`` → ``"0-3,5"``."""
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in _runs(ranks))
+def format_ranks(ranks: Iterable[int], width: int = 0) -> str:
+    """``[0, 1, 2, 3, 5]`` → ``"0-3,5"``; with ``width``, cut after about that many
+    characters (``"0-3,5,…"``): scattered ranks of a large job make long labels."""
+    return _shorten(",".join(str(a) if a == b else f"{a}-{b}" for a, b in _runs(ranks)),
+                    width)
 
 
 def format_targets(ranks: Iterable[int]) -> str:
     """``[0, 1, 2, 3, 5]`` → ``"0:4,5"``: a spec ``parse_targets`` reads back."""
     return ",".join(str(a) if a == b else f"{a}:{b + 1}" for a, b in _runs(ranks))
+
+
+def _shorten(text: str, width: int) -> str:
+    if not width or len(text) <= width:
+        return text
+    return text[:text.rfind(",", 0, width) + 1] + "…"
 
 
 def parse_ranks(text: str) -> list[int]:

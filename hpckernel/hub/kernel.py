@@ -202,6 +202,7 @@ class HubKernel(IPythonKernel):
         # the marker line before IPython compiles them.
         self.shell.input_transformers_cleanup.insert(0, strip_local_marker)
         self._local_running = False
+        self._hosts: tuple[object, list[str]] = (None, [])  # (pool.ready, hosts) of _context
         self._notices: list[str] = []
         self._last_parent: dict[str, Any] | None = None
         self.allocation = self.px.allocation = Allocation.from_environment()
@@ -324,8 +325,13 @@ class HubKernel(IPythonKernel):
         assert self.pool is not None and self.session is not None
         env = self._environment
         alloc = self.allocation
-        return {"size": self.pool.size,
-                "hosts": self.pool.hosts(),
+        ready = self.pool.ready
+        if self._hosts[0] is not ready:
+            # Hosts change only with a new launch (a new `ready`): not a copy of the rank
+            # table for every cell, which at thousands of ranks costs milliseconds.
+            hosts = sorted({i.host for i in self.pool.snapshot() if i.host})
+            self._hosts = (ready if ready.done() else None, hosts)
+        return {"size": self.pool.size, "hosts": self._hosts[1],
                 "job": {"id": alloc.job_id, "nodes": alloc.nodelist,
                         "partition": alloc.partition} if alloc else None,
                 "mpi": provenance.mpi_summary(self.pool.mpi_version),

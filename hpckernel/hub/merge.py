@@ -92,6 +92,8 @@ class OutputMerger:
         self.group_limit = keep.group_limit if keep is not None else 0
         self.hidden_groups = 0
         self.hidden_ranks: set[int] = set()
+        self._slots = self.group_limit  # how many more groups of new ranks may be shown
+        self._shown_ranks: set[int] = set()
 
     # -- input ------------------------------------------------------------------------
 
@@ -157,6 +159,8 @@ class OutputMerger:
             if p.text:
                 p.since = time.monotonic()
         groups = self._shown(group_equal(chunks))
+        if not groups:
+            return  # all of it beyond output_groups: kept, and summed up at the end
         text = "".join(f"[{name}:{format_ranks(ranks)}] {chunk}"
                        + ("" if chunk.endswith("\n") else "\n")
                        for chunk, ranks in groups)
@@ -195,13 +199,24 @@ class OutputMerger:
         self.results.clear()
 
     def _shown(self, groups: list[tuple[T, list[int]]]) -> list[tuple[T, list[int]]]:
-        """The first ``group_limit`` groups; the rest are counted for the closing line."""
-        if not self.group_limit or len(groups) <= self.group_limit:
+        """At most ``group_limit`` groups, in rank order; the rest are counted for the
+        closing line. A group whose ranks all had no output shown yet takes one of the
+        cell's ``group_limit`` slots: so the same ranks stay shown from flush to flush,
+        also when some ranks' output arrives a flush later than the others'."""
+        if not self.group_limit:
             return groups
-        for _, ranks in groups[self.group_limit:]:
-            self.hidden_groups += 1
-            self.hidden_ranks.update(ranks)
-        return groups[:self.group_limit]
+        shown: list[tuple[T, list[int]]] = []
+        for group in groups:
+            known = not self._shown_ranks.isdisjoint(group[1])
+            if len(shown) < self.group_limit and (known or self._slots > 0):
+                shown.append(group)
+                self._slots -= not known
+            else:
+                self.hidden_groups += 1
+                self.hidden_ranks.update(group[1])
+        for _, ranks in shown:
+            self._shown_ranks.update(ranks)
+        return shown
 
     def _hidden_notice(self) -> None:
         """One line on the groups not shown, and how to read them."""
@@ -211,7 +226,7 @@ class OutputMerger:
         how = self.keep.how_to_see(hidden) if self.keep is not None else ""
         text = (f"[hpckernel] {self.hidden_groups} more output group"
                 f"{'s' if self.hidden_groups > 1 else ''} from {len(hidden)} rank"
-                f"{'s' if len(hidden) > 1 else ''} ({format_ranks(hidden)}) not shown"
+                f"{'s' if len(hidden) > 1 else ''} ({format_ranks(hidden, 80)}) not shown"
                 f" (over HubKernel.output_groups = {self.group_limit})"
                 + (f"; to see them: {how}" if how else "") + "\n")
         self.emit("stream", {"name": "stderr", "text": text},

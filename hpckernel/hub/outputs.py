@@ -122,7 +122,15 @@ class RankOutputs:
         return self.store.group_limit
 
     def how_to_see(self, ranks: Iterable[int]) -> str:
-        return self.hint.format(ranks=format_targets(ranks)) if self.hint else ""
+        """The hint for ``ranks``; for scattered ranks whose spec would be long, for the
+        span from the first to the last."""
+        if not self.hint:
+            return ""
+        ordered = sorted(ranks)
+        spec = format_targets(ordered)
+        if len(spec) > 60:
+            spec = format_targets(range(ordered[0], ordered[-1] + 1))
+        return self.hint.format(ranks=spec)
 
     def add(self, rank: int, output: Output) -> None:
         """Keep one output of ``rank`` (called on the plane thread as it arrives)."""

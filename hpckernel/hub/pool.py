@@ -74,7 +74,6 @@ class RankPool:
         self.live = LiveStore()  # values the ranks publish mid-cell (hpckernel.publish)
         self.agents = Agents(self, self.settings.agent_timeout)
         self.use_agents = False  # decided at each launch (settings.fanin)
-        self._hosts: set[str] = set()
         self.loop = asyncio.new_event_loop()
         self.ready: Future[None] = Future()
         self.mpi_version = ""
@@ -131,11 +130,6 @@ class RankPool:
         self.loop.call_soon_threadsafe(lambda: done.set_result(self._snapshot()))
         return done.result(timeout=10)
 
-    def hosts(self) -> list[str]:
-        """The hosts of the ranks, sorted (for each cell's provenance record): kept up to
-        date at registration, so that a cell on 16,384 ranks does not copy the table."""
-        return sorted(self._hosts)
-
     def _snapshot(self) -> list[RankInfo]:
         infos = [replace(info, queue=deque(info.queue)) for info in self.table]
         if self.use_agents:
@@ -183,7 +177,6 @@ class RankPool:
             self.ready = Future()
         self.table.reset()
         self.agents.reset()
-        self._hosts = set()
         fanin = self.settings.fanin
         self.use_agents = fanin == "agents" or (fanin == "auto" and self.launcher.node_count() > 1)
         self.launcher.agents = self.use_agents
@@ -309,8 +302,6 @@ class RankPool:
     def register(self, info: RankInfo, header: dict[str, Any]) -> None:
         """A rank's registration (directly, or through its node's agent)."""
         info.pid, info.host = header.get("pid"), header.get("host", "")
-        if info.host and info.host not in self._hosts:
-            self._hosts = self._hosts | {info.host}  # a new set: other threads read the old
         self.mpi_version = header.get("mpi") or self.mpi_version
         if header.get("error"):
             self._launch_failed(

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..targets import TargetError, format_ranks, parse_targets
 from . import transfer
@@ -24,7 +25,7 @@ from .cells import PxOptions
 from .launch import LaunchError
 from .limits import ReplyLimit
 from .merge import group_equal
-from .outputs import Output, OutputStore
+from .outputs import Output, OutputStore, output_size
 from .pool import RankPool, RanksUnavailable, describe_unavailable
 from .requests import RemoteError, Request
 from .transfer import TransferError
@@ -33,21 +34,75 @@ from .transfer import TransferError
 #: out for them (reading the available memory costs ≈50 µs, and every cell is one).
 _NO_VALUE_KINDS = frozenset({"execute", "push"})
 
+#: where a request's merged output goes: into the current cell, kept on its handle, nowhere
+OutputMode = Literal["live", "capture", "none"]
+
 #: the IOPub parent of the cell that is running now (from the kernel)
 ParentGetter = Callable[[], "dict[str, Any] | None"]
 
 
+class CellOutputs:
+    """Each rank's whole output and error of one request, once it has ended: what
+    ``%pxoutput`` and ``_px.output(rank)`` read, also what the notebook was not shown.
+
+    Holds no ``Request``: a request sits in reference cycles (its futures, its merger), and
+    one kept for the last ``output_history`` cells would outlive the young GC generations,
+    so that finished requests piled up until a full collection."""
+
+    def __init__(self, request: Request, size: int,
+                 show: Callable[[dict[int, list[Output]]], None]) -> None:
+        self.label = request.label
+        self.targets = request.targets
+        self.size = size  # of the kernel, to read target specs
+        self.kept = request.outputs
+        self.replies = request.replies
+        self._show = show
+        self.finished = threading.Event()
+        request.future.add_done_callback(lambda _: self.finished.set())
+
+    def get(self, ranks: list[int]) -> dict[int, list[Output]]:
+        """The outputs of ``ranks`` (waits for the request to end), a failed rank's error
+        last."""
+        self.finished.wait()
+        if self.kept is None:
+            raise ValueError(f"{self.label}: this request keeps no output")
+        found = self.kept.get(ranks)
+        for rank in ranks:
+            error = self.replies.get(rank)
+            if error is not None and error.get("status") != "ok":
+                found.setdefault(rank, []).append({
+                    "output_type": "error", "ename": str(error.get("ename")),
+                    "evalue": str(error.get("evalue")),
+                    "traceback": list(error.get("traceback") or [])})
+        return found
+
+    def streams(self, name: str) -> list[str]:
+        """Each target's whole text of stream ``name``, in target order."""
+        found = self.get(self.targets)
+        return ["".join(o["text"] for o in found.get(r, []) if o["output_type"] == "stream"
+                        and o["name"] == name) for r in self.targets]
+
+    def display(self, spec: Any = "all") -> None:
+        """Publish the whole output of the ranks ``spec`` names into the current cell,
+        identical outputs collapsed, with no limit on groups."""
+        chosen = parse_targets(spec, self.size)
+        outside = sorted(set(chosen) - set(self.targets))
+        if outside:
+            raise TargetError(f"{self.label} ran on ranks {format_ranks(self.targets)}, "
+                              f"not on {format_ranks(outside)}")
+        self._show(self.get(chosen))
+
+
 class PxHandle:
     """A cell sent to the ranks (``_px`` in the hub is the last one): what ``%%px
-    --noblock`` returns, ``%pxresult`` shows, and ``%pxoutput`` reads each rank's whole
-    output from (``output(rank)``, ``stdout``, ``display_outputs(ranks)``)."""
+    --noblock`` returns, ``%pxresult`` shows, and where each rank's whole output is read
+    (``output(rank)``, ``stdout``, ``stderr``, ``display_outputs(ranks)``)."""
 
-    def __init__(self, request: Request,
-                 replay: Callable[[Request, dict[int, list[Output]] | None], None],
-                 size: int) -> None:
+    def __init__(self, request: Request, replay: Callable[[Request], None],
+                 cell: CellOutputs) -> None:
         self.request = request
         self._replay = replay
-        self.size = size  # of the kernel, to read target specs
+        self.cell = cell
 
     @property
     def targets(self) -> list[int]:
@@ -79,17 +134,17 @@ class PxHandle:
         """Everything ``rank`` sent for this cell, as nbformat outputs (``stream``,
         ``display_data``, ``execute_result``, and its ``error``), whatever the notebook
         was shown. Waits for the cell to end."""
-        return self._outputs([rank]).get(rank, [])
+        return self.cell.get([rank]).get(rank, [])
 
     @property
     def stdout(self) -> list[str]:
         """Each target's whole stdout, in target order (waits for the cell to end)."""
-        return self._streams("stdout")
+        return self.cell.streams("stdout")
 
     @property
     def stderr(self) -> list[str]:
         """Each target's whole stderr, in target order (waits for the cell to end)."""
-        return self._streams("stderr")
+        return self.cell.streams("stderr")
 
     def display_outputs(self, ranks: Any = None) -> None:
         """Publish the output into the current cell: as the cell showed it (what
@@ -97,33 +152,9 @@ class PxHandle:
         whole output, identical outputs collapsed, with no limit on groups."""
         self.request.future.result()
         if ranks is None:
-            self._replay(self.request, None)
-            return
-        chosen = parse_targets(ranks, self.size)
-        outside = sorted(set(chosen) - set(self.targets))
-        if outside:
-            raise TargetError(f"{self.request.label} ran on ranks {format_ranks(self.targets)}"
-                              f", not on {format_ranks(outside)}")
-        self._replay(self.request, self._outputs(chosen))
-
-    def _outputs(self, ranks: list[int]) -> dict[int, list[Output]]:
-        self.request.future.result()
-        if self.request.outputs is None:
-            raise ValueError(f"{self.request.label}: this request keeps no output")
-        found = self.request.outputs.get(ranks)
-        for rank in ranks:
-            error = self.request.errors.get(rank)
-            if error is not None:
-                found.setdefault(rank, []).append({
-                    "output_type": "error", "ename": str(error.get("ename")),
-                    "evalue": str(error.get("evalue")),
-                    "traceback": list(error.get("traceback") or [])})
-        return found
-
-    def _streams(self, name: str) -> list[str]:
-        found = self._outputs(self.targets)
-        return ["".join(o["text"] for o in found.get(r, []) if o["output_type"] == "stream"
-                        and o["name"] == name) for r in self.targets]
+            self._replay(self.request)
+        else:
+            self.cell.display(ranks)
 
     def __await__(self) -> Generator[Any, None, list[Any]]:
         yield from asyncio.wrap_future(self.request.future).__await__()
@@ -152,7 +183,7 @@ class PxController:
         self.block = True
         self.last: PxHandle | None = None  # the last --noblock cell (%pxresult)
         #: the cells run on the ranks, by execution count, as long as their output is kept
-        self.cells: OrderedDict[int, PxHandle] = OrderedDict()
+        self.cells: OrderedDict[int, CellOutputs] = OrderedDict()
         self.latest: PxHandle | None = None  # the last %%px cell (``_px``)
         self.allocation: Allocation | None = None  # the Slurm job the hub runs in, if any
         #: the bytes one request may bring into the hub (HubKernel.max_reply_size)
@@ -167,7 +198,7 @@ class PxController:
 
     def submit(self, kind: str, targets: list[int], header: dict[str, Any] | None = None,
                value: Any = None, *, block: bool = True, label: str = "",
-               execution_count: int | None = None, output: str | None = None,
+               execution_count: int | None = None, output: OutputMode | None = None,
                per_rank: dict[int, Any] | None = None, hint: str = "",
                parent: dict[str, Any] | None = None) -> PxHandle:
         """Send one request to ``targets`` (the plane does the rest) and return its handle.
@@ -181,27 +212,39 @@ class PxController:
         header = header or {}
         if kind not in _NO_VALUE_KINDS and "max_bytes" not in header:
             header = {**header, **self.reply_limit.header(len(targets))}
-        output = output or ("live" if block else "capture")
-        keep = None if output == "none" else self.outputs.open(uuid.uuid4().hex, hint)
+        mode: OutputMode = output or ("live" if block else "capture")
+        keep = None if mode == "none" else self.outputs.open(uuid.uuid4().hex, hint)
         request = self.pool.submit(kind, targets, header, value,
                                    parent=self.parent() if parent is None else parent,
-                                   output=output, label=label, per_rank=per_rank, keep=keep)
+                                   output=mode, label=label, per_rank=per_rank, keep=keep)
         request.execution_count = execution_count
-        handle = PxHandle(request, self._replay, self.size)
+        handle = PxHandle(request, self._replay,
+                          CellOutputs(request, self.size, self._show_outputs))
         if not block:
             self.last = handle
         return handle
 
-    def _replay(self, request: Request, outputs: dict[int, list[Output]] | None) -> None:
-        """Publish into the current cell what ``request``'s cell showed, or (``outputs``)
-        those ranks' whole outputs."""
+    def _replay(self, request: Request) -> None:
+        """Publish into the current cell what ``request``'s cell showed (``--noblock``)."""
         parent = self.parent()
-        if outputs is None:
-            for msg_type, content, metadata in request.captured or []:
-                self.publish(msg_type, content, metadata, parent)
-            return
-        for message in render_outputs(outputs):
-            self.publish(*message, parent)
+        for msg_type, content, metadata in request.captured or []:
+            self.publish(msg_type, content, metadata, parent)
+
+    def _show_outputs(self, outputs: dict[int, list[Output]]) -> None:
+        """Publish into the current cell these ranks' whole outputs, paced by the kernel's
+        output budget (jupyter_server would drop a burst silently). Runs in the shell's
+        thread (``%pxoutput``), where waiting is fine."""
+        parent = self.parent()
+        budget = self.pool.budget
+        for msg_type, content, metadata in render_outputs(outputs):
+            size = output_size(content)
+            granted = budget.take(size)
+            while granted is None:
+                time.sleep(0.05)
+                granted = budget.take(size)
+            if granted < size:
+                time.sleep((size - granted) / budget.bytes_per_s)
+            self.publish(msg_type, content, metadata, parent)
 
     # -- one %%px cell -----------------------------------------------------------------
 
@@ -270,22 +313,22 @@ class PxController:
     def _remember(self, handle: PxHandle, count: int | None) -> None:
         self.latest = handle
         if count is not None:
-            self.cells[count] = handle
+            self.cells[count] = handle.cell
             while len(self.cells) > max(self.outputs.cells, 1):
                 self.cells.popitem(last=False)
 
-    def cell(self, count: int | None) -> PxHandle:
-        """The handle of cell ``In[count]``, or of the last cell run on the ranks."""
+    def cell(self, count: int | None) -> CellOutputs:
+        """The outputs of cell ``In[count]``, or of the last cell run on the ranks."""
         if count is None:
             if self.latest is None:
                 raise LookupError("no cell has run on the ranks yet")
-            return self.latest
-        handle = self.cells.get(count)
-        if handle is None:
-            kept = (f"cells {min(self.cells)}-{max(self.cells)}" if self.cells else "none")
+            return self.latest.cell
+        kept = self.cells.get(count)
+        if kept is None:
+            known = (f"cells {min(self.cells)}-{max(self.cells)}" if self.cells else "none")
             raise LookupError(f"cell {count} did not run on the ranks, or its output is no "
-                              f"longer kept (kept: {kept}; HubKernel.output_history)")
-        return handle
+                              f"longer kept (kept: {known}; HubKernel.output_history)")
+        return kept
 
     async def ready(self, parent: dict[str, Any] | None) -> None:
         """Wait for the ranks to register; while they start, the cell shows a line that
@@ -393,13 +436,17 @@ class CellError(Exception):
 def render_outputs(outputs: dict[int, list[Output]]
                    ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """IOPub messages (msg_type, content, metadata) showing each rank's whole output,
-    ranks with identical output together, labelled as the merged output is."""
+    ranks with identical output together, labelled as the merged output is; consecutive
+    text of one stream in one message (10,000 ranks' lines are one message, not 10,000)."""
     messages: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     for kept, ranks in group_equal(outputs, _output_key):
         label, meta = format_ranks(ranks), {"hpckernel": {"ranks": ranks}}
         for output in kept:
             kind = output["output_type"]
-            content = {k: v for k, v in output.items() if k != "output_type"}
+            if kind == "clear_output":
+                continue  # it cleared the rank's own cell; here it would clear this one
+            content = {k: v for k, v in output.items()
+                       if k not in ("output_type", "transient")}
             if kind == "stream":
                 text = output["text"]
                 content["text"] = f"[{output['name']}:{label}] {text}" + (
@@ -407,7 +454,7 @@ def render_outputs(outputs: dict[int, list[Output]]
             elif kind == "error":
                 content["traceback"] = [f"[error:{label}] {output['ename']}: "
                                         f"{output['evalue']}", *output["traceback"]]
-            elif kind in ("display_data", "execute_result"):
+            elif kind in ("display_data", "update_display_data", "execute_result"):
                 tag = f"[{'out' if kind == 'execute_result' else 'display'}:{label}]"
                 data = dict(content.get("data", {}))
                 if set(data) <= {"text/plain"}:  # labelled as merge.py labels them
@@ -417,7 +464,13 @@ def render_outputs(outputs: dict[int, list[Output]]
                 content = {**content, "data": data}
                 content.pop("execution_count", None)
                 kind = "display_data"  # not a result of the cell showing it
-            messages.append((kind, content, meta))
+            last = messages[-1] if messages else None
+            if (kind == "stream" and last is not None and last[0] == "stream"
+                    and last[1]["name"] == content["name"]):
+                messages[-1] = ("stream", {**last[1], "text": last[1]["text"] + content["text"]},
+                                {"hpckernel": {"ranks": last[2]["hpckernel"]["ranks"] + ranks}})
+            else:
+                messages.append((kind, content, meta))
     return messages
 
 
@@ -431,4 +484,4 @@ def finish_gather(request: Request, names: list[str], concat: bool) -> dict[str,
     return {n: transfer.concat(n, v) if concat else v for n, v in values.items()}
 
 
-__all__ = ["CellError", "PxCell", "PxController", "PxHandle", "RemoteError"]
+__all__ = ["CellError", "CellOutputs", "PxCell", "PxController", "PxHandle", "RemoteError"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..targets import format_ranks
-from .merge import OutputMerger
+from .merge import OutputMerger, group_equal
 from .outputs import RankOutputs
 
 
@@ -69,15 +69,8 @@ class Request:
         errors = self.errors
         if not errors:
             return None
-        groups: list[tuple[dict[str, Any], list[int]]] = []
-        for rank, err in errors.items():
-            key = (err.get("ename"), err.get("evalue"), err.get("traceback"))
-            for first, ranks in groups:
-                if (first.get("ename"), first.get("evalue"), first.get("traceback")) == key:
-                    ranks.append(rank)
-                    break
-            else:
-                groups.append((err, [rank]))
+        groups = group_equal(errors, lambda e: (e.get("ename"), e.get("evalue"),
+                                                tuple(e.get("traceback") or ())))
         names = {e.get("ename") for e, _ in groups}
         ename = names.pop() if len(names) == 1 else "RemoteError"
         limit = self.outputs.group_limit if self.outputs is not None else 0
@@ -87,7 +80,7 @@ class Request:
             ranks = sorted(r for _, rs in hidden for r in rs)
             how = self.outputs.how_to_see(ranks) if self.outputs is not None else ""
             more = (f"{len(hidden)} more kinds of error on {len(ranks)} ranks "
-                    f"({format_ranks(ranks)}) not shown" + (f"; to see them: {how}" if how
+                    f"({format_ranks(ranks, 80)}) not shown" + (f"; to see them: {how}" if how
                                                             else ""))
         summary = "; ".join([f"rank{'s' if len(r) > 1 else ''} {format_ranks(r)}: "
                              f"{e.get('ename')}: {e.get('evalue')}" for e, r in shown]
@@ -101,7 +94,7 @@ class Request:
         if more:
             traceback.append(f"[hpckernel] {more}")
         if ok:
-            traceback.append(f"(ranks {format_ranks(ok)} succeeded)")
+            traceback.append(f"(ranks {format_ranks(ok, 80)} succeeded)")
         return {"ename": str(ename), "evalue": summary, "traceback": traceback}
 
     def raise_for_errors(self) -> None:

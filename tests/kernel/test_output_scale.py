@@ -51,6 +51,16 @@ def test_differing_output_beyond_the_limit_is_one_line_and_stays_readable(
     assert same.text() == "[stdout:0-7] same\n" and not _hidden_lines(same)
 
 
+def test_the_same_ranks_stay_shown_when_output_arrives_in_several_flushes(
+        kernel8: Kernel) -> None:
+    # the odd ranks print 1.5 s later, after the merger flushed the even ranks' lines
+    cell = kernel8.ok("import time\nif rank % 2:\n    time.sleep(1.5)\nprint('rank', rank)")
+    assert cell.per_rank("stdout") == {r: [f"rank {r}"] for r in (0, 2, 4)}
+    assert all(m["content"]["text"] for m in cell.of_type("stream"))  # no empty messages
+    (line,) = _hidden_lines(cell)
+    assert "5 more output groups from 5 ranks (1,3,5-7) not shown" in line, line
+
+
 def test_errors_that_differ_by_rank_show_the_first_kinds_and_a_count(kernel8: Kernel
                                                                      ) -> None:
     failed = kernel8.run("print('before')\nraise ValueError(f'bad {rank}')")
@@ -74,8 +84,10 @@ def test_output_beyond_the_memory_cap_is_kept_in_the_job_directory(kernel8: Kern
     try:
         cell = kernel8.ok("for i in range(40):\n    print(f'{rank}:{i}:' + 'x' * 50)")
         assert len(_hidden_lines(cell)) == 1
-        whole = kernel8.ok(f"%pxoutput --cell {_count(cell)}").per_rank("stdout")
-        assert whole == {r: [f"{r}:{i}:" + "x" * 50 for i in range(40)] for r in range(8)}
+        shown = kernel8.ok(f"%pxoutput --cell {_count(cell)}")
+        assert shown.per_rank("stdout") == {r: [f"{r}:{i}:" + "x" * 50 for i in range(40)]
+                                            for r in range(8)}
+        assert len(shown.of_type("stream")) == 1  # every rank's text in one message
         spilled = kernel8.ok("%%local\nimport os\n"
                              "print(os.path.getsize(_px.request.outputs.path))")
         assert int(spilled.text()) > 8 * 40 * 50 - 2000  # nearly all of it is in the file
@@ -103,3 +115,12 @@ def test_the_px_magic_in_hub_code_takes_the_cells_path(kernel8: Kernel) -> None:
     assert failed.status == "error" and failed.content["ename"] == "CellError"
     assert "[error:1] ZeroDivisionError: division by zero" in failed.content["traceback"]
     assert kernel8.ok("%%local\nprint(_px.targets, _px.ready())").text() == "[1, 2] True\n"
+
+
+def test_bad_output_settings_are_refused_with_the_reason(kernel8: Kernel) -> None:
+    for setting, words in (("output_memory = 'lots'", "'lots' is not a size"),
+                           ("output_groups = -1", "output_groups must be 0 or more")):
+        refused = kernel8.run(f"%%local\n%config HubKernel.{setting}")
+        assert words in refused.text("stderr") + refused.content.get("evalue", ""), (
+            refused.content, refused.text())
+    assert kernel8.ok("%%local\nprint(get_ipython().kernel.output_groups)").text() == "3\n"
