@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import platform
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from .plane.addresses import node_name
-from .targets import format_ranks
+from .targets import format_ranks, format_sorted
 from .timestamps import shown
 
 #: Packages whose versions every record carries (those installed).
@@ -109,14 +110,47 @@ def rank_state(reply: dict[str, Any] | None) -> str:
             "RankStuck": "stuck"}.get(str(reply.get("ename")), "error")
 
 
-def states_text(states: dict[str, str]) -> str:
-    """``{"0": "ok", "1": "error"}`` → ``ok 0; error 1`` (just ``ok`` if all are)."""
+def rank_states(targets: list[int], replies: Mapping[int, dict[str, Any]]) -> dict[str, str]:
+    """The state of each of ``targets`` (as :func:`~hpckernel.targets.parse_targets` gives
+    them) from their replies so far, as :func:`state_ranges`."""
+    odd = {r: rank_state(h) for r, h in replies.items() if h.get("status") != "ok"}
+    if len(replies) < len(targets):
+        odd.update((r, "running") for r in targets if r not in replies)
+    return state_ranges(targets, odd)
+
+
+def state_ranges(targets: list[int], odd: Mapping[int, str]) -> dict[str, str]:
+    """``{"ok": "0-3,5", "error": "4"}``: each state's ranks as a range string, ``ok`` for
+    those of ``targets`` not in ``odd``. One entry per state, not per rank: at 16,384 ranks
+    a record of one entry per rank was most of the hub's CPU per cell."""
     groups: dict[str, list[int]] = {}
-    for rank, state in states.items():
-        groups.setdefault(state, []).append(int(rank))
-    if list(groups) == ["ok"]:
+    for rank, state in sorted(odd.items()):
+        groups.setdefault(state, []).append(rank)
+    ok = [r for r in targets if r not in odd] if odd else targets
+    states = {"ok": format_sorted(ok)} if ok else {}
+    states.update((state, format_sorted(ranks)) for state, ranks in groups.items())
+    return states
+
+
+def states_text(states: dict[str, str]) -> str:
+    """``{"ok": "0", "error": "1"}`` → ``ok 0; error 1`` (just ``ok`` if all are). Reads
+    records of earlier versions too, one entry per rank (``{"0": "ok", "1": "error"}``)."""
+    if states and all(key.isdigit() for key in states):
+        groups: dict[str, list[int]] = {}
+        for rank, state in states.items():
+            groups.setdefault(state, []).append(int(rank))
+        states = {state: format_ranks(ranks) for state, ranks in groups.items()}
+    if list(states) == ["ok"]:
         return "ok"
-    return "; ".join(f"{state} {format_ranks(ranks)}" for state, ranks in groups.items())
+    return "; ".join(f"{state} {ranks}" for state, ranks in states.items())
+
+
+def targets_text(targets: str | list[int] | None) -> str:
+    """Where a record's cell ran: ``hub``, or its ranks (a range string; a list of ranks in
+    records of earlier versions)."""
+    if targets is None:
+        return "hub"
+    return targets if isinstance(targets, str) else format_ranks(targets)
 
 
 # -- reading and showing ----------------------------------------------------------------------
@@ -160,7 +194,7 @@ def format_table(records: list[dict[str, Any]]) -> str:
         return "no cells recorded yet"
     rows = [("In", "where", "started", "secs", "status", "ranks", "code")]
     for r in records:
-        where = "hub" if r.get("targets") is None else format_ranks(r["targets"])
+        where = targets_text(r.get("targets"))
         secs = "-" if r.get("seconds") is None else f"{r['seconds']:.2f}"
         rows.append((str(r.get("execution_count") or ""), f"{r.get('kind', '')}:{where}",
                      shown(r.get("start")), secs, r.get("status", ""),

@@ -119,8 +119,10 @@ def rank_intervals(text: str) -> list[tuple[int, int]]:
     return intervals
 
 
-def format_all(ranks: list[int], size: int) -> str:
-    """:func:`format_ranks` with a shortcut for the common case, every rank in order."""
-    if len(ranks) == size and size and ranks[0] == 0 and ranks[-1] == size - 1:
-        return f"0-{size - 1}" if size > 1 else "0"
+def format_sorted(ranks: list[int]) -> str:
+    """:func:`format_ranks` of distinct ranks in increasing order (what :func:`parse_targets`
+    gives), with a shortcut for one run: thousands of ranks are not sorted again."""
+    if ranks and ranks[-1] - ranks[0] == len(ranks) - 1:
+        return str(ranks[0]) if len(ranks) == 1 else f"{ranks[0]}-{ranks[-1]}"
     return format_ranks(ranks)
+

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..plane import Message, pack, shm
 from ..plane.headers import PlaneHeader
 from ..plane.wire import attach_segments
-from ..targets import format_all, parse_ranks
+from ..targets import format_sorted, parse_ranks
 from .ranktable import RankInfo
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class Agents:
                      per_rank: dict[int, Any] | None) -> list[tuple[str, list[Any]]]:
         """``request`` packed once for each node that has a target (once per target rank,
         when each gets a value of its own), as (node, frames) for :meth:`send`."""
-        header = {**header, "targets": format_all(request.targets, self.pool.size)}
+        header = {**header, "targets": format_sorted(request.targets)}
         if per_rank is not None:
             return [(self.node_of.get(rank, ""),
                      pack(request.kind, {**header, "only": rank}, per_rank[rank],

@@ -32,6 +32,7 @@ from .. import __version__, provenance
 from ..plane import make_job_dir
 from ..plane.addresses import node_ip
 from ..sizes import parse_size
+from ..targets import format_sorted
 from ..widgets.magics import JobMagics, LiveMagics
 from .allocation import Allocation
 from .cells import HubMagics, MagicUsageError, PxOptions, route_cell, strip_local_marker
@@ -299,7 +300,11 @@ class HubKernel(IPythonKernel):
             request = ran.handle.request if ran.handle is not None else None
             return self._px_error(e.ename, e.evalue, e.traceback, silent, count), request
         finally:
-            record["targets"], record["block"] = ran.targets, ran.block
+            # Ranges, not lists: a record lists no rank one by one (16,384 would be most of
+            # the hub's CPU per cell); the same for the reply's metadata.
+            record["block"] = ran.block
+            record["targets"] = where = (None if ran.targets is None
+                                         else format_sorted(ran.targets))
         assert ran.handle is not None
         if not ran.block:
             self._publish("execute_result", {"data": {"text/plain": repr(ran.handle)},
@@ -308,7 +313,7 @@ class HubKernel(IPythonKernel):
             return {"status": "ok", "execution_count": count, "user_expressions": {},
                     "payload": []}, ran.handle.request
         return {"status": "ok", "execution_count": count, "user_expressions": {},
-                "payload": [], "metadata": {"hpckernel": {"ranks": ran.targets}}
+                "payload": [], "metadata": {"hpckernel": {"ranks": where}}
                 }, ran.handle.request
 
     def finish_metadata(self, parent: dict[str, Any], metadata: dict[str, Any],

@@ -18,6 +18,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .. import provenance
 from ..targets import TargetError, format_ranks, parse_targets
 from . import transfer
 from .allocation import Allocation
@@ -294,8 +295,9 @@ class PxController:
             await asyncio.wrap_future(handle.request.future)
         except RanksUnavailable as e:
             infos = self.pool.snapshot()
-            cell.ranks = {str(r): infos[r].state if infos[r].state in ("dead", "stuck")
-                          else "not run" for r in cell.targets}
+            cell.ranks = provenance.state_ranges(cell.targets, {
+                r: infos[r].state if infos[r].state in ("dead", "stuck") else "not run"
+                for r in cell.targets})
             raise CellError("RanksUnavailable", str(e), [str(e)]) from None
         error = handle.request.error_content()
         if error is not None:
@@ -414,7 +416,8 @@ class PxCell:
     targets: list[int] | None = None
     block: bool = True
     handle: PxHandle | None = None
-    #: per-rank states when the cell could not run on its ranks (dead, stuck, not run)
+    #: the ranks' states when the cell could not run on them (dead, stuck, not run), as
+    #: ``provenance.state_ranges`` gives them
     ranks: dict[str, str] = field(default_factory=dict)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import provenance
+from ..targets import format_sorted
 from ..timestamps import now
 from .requests import Request
 
@@ -62,7 +63,7 @@ class Recorder:
         if reply.get("status") != "ok":
             record["error"] = _error_text(reply)
         if request is not None and not request.future.done():
-            record["ranks"] = {str(r): "running" for r in request.targets}
+            record["ranks"] = {"running": format_sorted(request.targets)}
             request.future.add_done_callback(lambda _: self.ranks_done(record, request))
         else:
             if request is not None:
@@ -137,7 +138,7 @@ def _error_text(content: dict[str, Any]) -> str:
 
 
 def _states(request: Request) -> dict[str, str]:
-    return {str(r): provenance.rank_state(request.replies.get(r)) for r in request.targets}
+    return provenance.rank_states(request.targets, request.replies)
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:

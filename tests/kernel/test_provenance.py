@@ -67,8 +67,8 @@ def test_every_cell_has_a_record_in_its_reply_and_the_log(
         notebook_kernel: tuple[Kernel, Path, str]) -> None:
     kernel, project, commit = notebook_kernel
     px = _record(kernel.ok("x = rank"))
-    assert px["kind"] == "px" and px["code"] == "x = rank" and px["targets"] == [0, 1]
-    assert px["status"] == "ok" and px["ranks"] == {"0": "ok", "1": "ok"}
+    assert px["kind"] == "px" and px["code"] == "x = rank" and px["targets"] == "0-1"
+    assert px["status"] == "ok" and px["ranks"] == {"ok": "0-1"}
     assert px["size"] == 2 and px["job"] is None and px["hosts"]
     assert px["mpi"].startswith("MPICH")
     assert px["start"] <= px["end"] and px["seconds"] >= 0
@@ -86,14 +86,16 @@ def test_every_cell_has_a_record_in_its_reply_and_the_log(
 
     failed = kernel.run("%%px --targets 1\n1 / 0")
     record = _record(failed)
-    assert record["status"] == "error" and record["ranks"] == {"1": "error"}
+    assert record["status"] == "error" and record["ranks"] == {"error": "1"}
     assert record["error"] == "rank 1: ZeroDivisionError: division by zero"
+    mixed = _record(kernel.run("if rank:\n    1 / 0"))
+    assert mixed["targets"] == "0-1" and mixed["ranks"] == {"ok": "0", "error": "1"}
     usage = _record(kernel.run("%%px --targets 7\nx"))
     assert usage["status"] == "error" and "rank 7 does not exist" in usage["error"]
 
     log = _log(project / "analysis.provenance.jsonl")
     by_id = {r["id"]: r for r in log}
-    for rec in (px, local, magic, record, usage):
+    for rec in (px, local, magic, record, mixed, usage):
         assert by_id[rec["id"]] == rec
 
 
@@ -113,7 +115,7 @@ def test_noblock_cells_are_logged_again_when_their_ranks_finish(
         f"%%px --noblock\nimport os, time\nwhile not os.path.exists({str(flag)!r}):\n"
         "    time.sleep(0.05)"))
     assert started["status"] == "running"
-    assert started["ranks"] == {"0": "running", "1": "running"}
+    assert started["ranks"] == {"running": "0-1"}
     flag.touch()
     assert kernel.ok("%%local\nprint(_px.wait(60))").text() == "True\n"
 
@@ -127,7 +129,7 @@ def test_noblock_cells_are_logged_again_when_their_ranks_finish(
         time.sleep(0.1)
     first, last = lines()
     assert (first["status"], last["status"]) == ("running", "ok")
-    assert last["ranks"] == {"0": "ok", "1": "ok"} and last["end"] >= first["start"]
+    assert last["ranks"] == {"ok": "0-1"} and last["end"] >= first["start"]
 
 
 def test_provenance_magic_shows_the_session_as_a_table(
@@ -188,7 +190,7 @@ def test_a_notebook_run_with_nbclient_keeps_provenance_in_its_cells(tmp_path: Pa
     assert [r["kind"] for r in records] == ["px", "local", "px"]
     assert [r["code"] for r in records] == [c.source for c in saved.cells]
     assert all(r["status"] == "ok" for r in records)
-    assert records[0]["ranks"] == {"0": "ok", "1": "ok"}
+    assert records[0]["ranks"] == {"ok": "0-1"}
     assert [r["execution_count"] for r in records] == [c.execution_count for c in saved.cells]
 
     shown = _cli("provenance", str(path))
@@ -222,3 +224,20 @@ def test_provenance_cli_bad_input(tmp_path: Path) -> None:
     nbformat.write(nbformat.v4.new_notebook(), empty)
     none = _cli("provenance", str(empty))
     assert none.returncode == 2 and "holds no hpckernel provenance" in none.stderr
+
+
+def test_records_of_earlier_versions_are_still_read(tmp_path: Path) -> None:
+    """Logs written before records carried rank ranges list every rank (targets as a list,
+    one state per rank): ``hpckernel provenance`` shows them the same way."""
+    path = tmp_path / "old.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), path)
+    old = {"id": "a1", "execution_count": 3, "kind": "px", "code": "if rank:\n    1 / 0",
+           "targets": [0, 1, 2], "start": "2026-11-27T04:19:48.000001+00:00",
+           "end": "2026-11-27T04:19:48.200001+00:00", "seconds": 0.2, "status": "error",
+           "error": "rank 1-2: ZeroDivisionError: division by zero",
+           "ranks": {"0": "ok", "1": "error", "2": "error"}, "size": 3}
+    (tmp_path / "old.provenance.jsonl").write_text(json.dumps(old) + "\n")
+    shown = _cli("provenance", str(path))
+    assert shown.returncode == 0, shown.stderr
+    row = shown.stdout.splitlines()[3]
+    assert "px:0-2" in row and "ok 0; error 1-2" in row and "if rank:" in row

@@ -35,7 +35,7 @@ def test_local_run_injects_parameters_and_keeps_outputs_and_provenance(tmp_path:
     assert texts[4] == "hub done\n"
     records = [c.metadata["hpckernel"]["provenance"] for c in executed.cells]
     assert [r["status"] for r in records] == ["ok"] * 5
-    assert records[3]["size"] == 2 and records[3]["ranks"] == {"0": "ok", "1": "ok"}
+    assert records[3]["size"] == 2 and records[3]["ranks"] == {"ok": "0-1"}
     run = executed.metadata["hpckernel"]["run"]
     assert run["status"] == "ok"
     assert run["parameters"] == {"n": "5", "label": "'tuned'", "xs": "[1, 2]"}
