@@ -287,11 +287,12 @@ def profile_shell() -> str:
     return "# RankShell.run_cell, median of 21, one process\n" + "".join(out)
 
 
-def profile_sim(n: int, seconds: float) -> str:
+def profile_sim(n: int, seconds: float, mode: str = "direct") -> str:
     from .simranks import REPO
 
     kernel = HpcKernel(n, extra=["--HubKernel.launcher_class=benchmarks.simranks.SimLauncher"],
-                       env={"PYTHONPATH": str(REPO)})
+                       env={"PYTHONPATH": str(REPO), "HPCKERNEL_FANIN": mode,
+                            "HPCKERNEL_NODES": str(max(1, n // 64))})
     tmp = Path(tempfile.mkdtemp(prefix="bench-prof-"))
     try:
         kernel.start()
@@ -304,7 +305,7 @@ def profile_sim(n: int, seconds: float) -> str:
             count += 1
         spier.wait(timeout=60)
         _keep(tmp, f"sim-{n}")
-        return (f"# hub with {n} simulated ranks, {count} no-op cells\n"
+        return (f"# hub with {n} simulated ranks ({mode}), {count} no-op cells\n"
                 f"{top_functions(tmp / 'hub.txt')}")
     finally:
         kernel.stop()
@@ -385,6 +386,8 @@ def main(argv: list[str] | None = None) -> None:
                         "(as benchmarks.run --at)")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--sim-ranks", type=int, default=1024)
+    parser.add_argument("--sim-mode", choices=["direct", "agents"], default="direct",
+                        help="simulated ranks reached directly or through agents of 64")
     parser.add_argument("--seconds", type=float, default=12)
     parser.add_argument("--gil", action="store_true",
                         help="sample only the thread that holds the GIL")
@@ -412,7 +415,8 @@ def main(argv: list[str] | None = None) -> None:
         "start": [("start", profile_start), ("shell", profile_shell),
                   ("start-fs", profile_start_fs)],
         "transport": [("transport", profile_transport), ("send-cost", profile_send_cost)],
-        "sim": [(f"sim-{args.sim_ranks}", lambda: profile_sim(args.sim_ranks, args.seconds))],
+        "sim": [(f"sim-{args.sim_ranks}-{args.sim_mode}",
+                 lambda: profile_sim(args.sim_ranks, args.seconds, args.sim_mode))],
         "cost": [(f"cost{args.tag}", lambda: profile_cost(args.reps))],
     }
     try:

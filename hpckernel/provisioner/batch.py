@@ -22,14 +22,19 @@ class JobRequest:
     constraint: str = ""
     job_name: str = "hpckernel"
     walltime_warning: int = 0  # seconds before the end to send USR1 to the batch shell
+    overcommit: bool = False  # more ranks per node than it has CPUs
     extra: list[str] = field(default_factory=list)
 
     def sbatch_options(self, output: str) -> list[str]:
         # --no-requeue: a kernel's session dies with its job; a requeued job would only
         # burn an allocation nobody is connected to.
+        # Slurm (22.05) refuses --ntasks-per-node beyond a node's CPUs even with
+        # --overcommit, but spreads --ntasks evenly over --nodes; srun in the job inherits
+        # SLURM_OVERCOMMIT.
+        tasks = ([f"--ntasks={self.nodes * self.ntasks_per_node}", "--overcommit"]
+                 if self.overcommit else [f"--ntasks-per-node={self.ntasks_per_node}"])
         options = [f"--job-name={self.job_name}", "--no-requeue", f"--nodes={self.nodes}",
-                   f"--ntasks-per-node={self.ntasks_per_node}", f"--time={self.time}",
-                   f"--output={output}"]
+                   *tasks, f"--time={self.time}", f"--output={output}"]
         for flag, value in (("partition", self.partition), ("account", self.account),
                             ("qos", self.qos), ("constraint", self.constraint)):
             if value:

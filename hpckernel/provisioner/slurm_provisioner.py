@@ -51,6 +51,9 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         config=True)
     nodes = Integer(1, help="Number of nodes.").tag(config=True)
     ntasks_per_node = Integer(1, help="MPI ranks per node.").tag(config=True)
+    overcommit = Bool(False, help="Allow more ranks per node than it has CPUs (sbatch "
+                      "--overcommit): ranks that mostly wait for cells, small test nodes."
+                      ).tag(config=True)
     time = Unicode("01:00:00", help="Walltime, in any Slurm time format "
                    "(minutes, HH:MM:SS, D-HH:MM:SS).").tag(config=True)
     account = Unicode("", help="Slurm account to charge.").tag(config=True)
@@ -277,7 +280,7 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                              qos=self.qos, constraint=self.constraint,
                              job_name=f"hpckernel-{(self.kernel_id or '')[:8]}",
                              walltime_warning=self.walltime_warning,
-                             extra=list(self.sbatch_args))
+                             overcommit=self.overcommit, extra=list(self.sbatch_args))
         script = render_script(job_dir=str(self.job_dir), python=self.python,
                                hub_args=self._hub_args(), setup=self.setup,
                                workdir=cwd or os.getcwd(),
