@@ -168,6 +168,13 @@ def targets(data: Data) -> list[tuple[str, str, str]]:
     check("M1 N=16 ≥5x faster than ipyparallel", r, lambda v: v >= 5, f"{r or 0:.2f}x")
     r = ratio(cost("hpckernel", 16, "M1"), ipykernel_cost(data, m1, 16))
     check("M1 N=16 within 3x of ipykernel N=1", r, lambda v: v <= 3, f"{r or 0:.2f}x")
+    fanin = data.get("fanin") or {}
+    via, direct = (fanin.get(mode, {}).get("median") for mode in ("agents", "direct"))
+    r = ratio(via, direct)
+    # Within 10 %: the two kernels' medians move that much from run to run on 2 shared cores.
+    check(f"M1 N={fanin.get('n', 16)} on one node through an agent no slower than direct",
+          r, lambda v: v <= 1.1, f"{r or 0:.2f}x ({(via or 0) * 1e3:.1f} vs "
+          f"{(direct or 0) * 1e3:.1f} ms)")
     m5 = entry(data, "hpckernel", 4, "M5")
     rate = 4 * ARRAY_BYTES / m5["median"] / 1e6 if m5 else None
     check("M5 N=4 ≥1 GB/s", rate, lambda v: v >= 1000, f"{rate or 0:.0f} MB/s")
@@ -236,6 +243,10 @@ def render(data: Data) -> str:
              "`view.push`/`view.pull` in the client. p95 of a throughput is the rate at the "
              "p95 time; of M7 it is the busiest rank.", "", "Targets:"]
     lines += [f"- {status}: {name} — {shown}" for name, shown, status in targets(data)]
+    if data.get("fanin"):
+        from .fanin import table as fanin_table
+
+        lines += ["", fanin_table(data["fanin"])]
     sim = simulated(data)
     if sim:
         lines += ["", "Hub cost with simulated ranks (benchmarks/simranks.py):", "", sim]

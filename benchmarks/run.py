@@ -44,6 +44,7 @@ class Plan:
     idle_seconds: float = 10.0
     sim_ns: list[int] = field(default_factory=list)
     sim_reps: int = 20
+    fanin_n: int = 0  # M1 on this many ranks of one node, through an agent and direct
 
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
@@ -52,7 +53,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
                     array_reps=3, interrupt_reps=1, start_reps=1, idle_seconds=3.0)
     else:
         plan = Plan(ns=[1, 2, 4, 8, 16], scale_ns=[32, 64], systems=args.systems,
-                    sim_ns=[256, 1024, 4096])
+                    sim_ns=[256, 1024, 4096], fanin_n=16)
     if args.ns:
         plan.ns = args.ns
     if args.scale is not None:
@@ -250,6 +251,12 @@ def run(plan: Plan, out: Path, rev: str | None) -> None:
     finally:
         if ref is not None:
             ref.stop()
+    if plan.fanin_n and "hpckernel" in plan.systems:
+        from . import fanin
+
+        print(f"  M1 at N={plan.fanin_n} through a node agent and direct", flush=True)
+        data["fanin"] = fanin.measure(plan.fanin_n, plan.noop_reps)
+        _save(out, data)
     if plan.sim_ns:
         from . import simranks
 
