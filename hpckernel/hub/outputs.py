@@ -5,22 +5,28 @@ line about the rest (``merge.py``); this store is where the rest stays readable
 (``%pxoutput``, ``_px.output(rank)``). Outputs live in memory up to a cap shared by all
 cells (``HubKernel.output_memory``); beyond it a cell's further output goes to a file in
 the job directory, written by a thread of its own, so that the plane thread, which adds
-output as it arrives, never waits on a disk. The last ``HubKernel.output_history`` cells
-are kept.
+output as it arrives, never waits on a disk. What that thread has not written yet is bounded
+too (``OutputStore.backlog``): output beyond it, or that the disk refuses, is counted and
+named where the rank's output is read, so that a flood into a stalled file system cannot
+fill the hub's memory. The last ``HubKernel.output_history`` cells are kept.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
+from ..sizes import format_size
 from ..targets import format_targets
+
+log = logging.getLogger(__name__)
 
 #: one output as nbformat writes it: {"output_type": "stream", "name": ..., "text": ...}, ...
 Output = dict[str, Any]
@@ -51,6 +57,9 @@ class OutputStore:
         self.cells = cells
         self.group_limit = group_limit  # groups the notebook is shown of one cell's output
         self.in_memory = 0
+        #: bytes handed to the writer thread and not written yet, and their bound
+        self.pending = 0
+        self.backlog = 64 * 10**6
         self.lock = threading.Lock()
         self._kept: OrderedDict[str, RankOutputs] = OrderedDict()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="hpckernel-outputs")
@@ -72,8 +81,10 @@ class OutputStore:
 
     # -- the writer thread -----------------------------------------------------------
 
-    def write(self, path: Path, line: str) -> None:
-        self._writer.submit(self._append, path, line)
+    def write(self, path: Path, line: str, size: int, lost: Callable[[], None]) -> None:
+        """Append ``line`` (``size`` counted in ``pending`` by the caller) to ``path``;
+        ``lost`` is called if the disk refuses it."""
+        self._writer.submit(self._append, path, line, size, lost)
 
     def remove(self, path: Path) -> None:
         self._writer.submit(self._remove, path)
@@ -82,13 +93,21 @@ class OutputStore:
         """Wait until everything handed to the writer is in its file."""
         self._writer.submit(self._flush).result()
 
-    def _append(self, path: Path, line: str) -> None:
-        if self._file is None or self._file[0] != path:
-            self._close_file()
-            path.parent.mkdir(mode=0o700, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            self._file = (path, os.fdopen(fd, "a"))
-        self._file[1].write(line)
+    def _append(self, path: Path, line: str, size: int, lost: Callable[[], None]) -> None:
+        try:
+            if self._file is None or self._file[0] != path:
+                self._close_file()
+                path.parent.mkdir(mode=0o700, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
+                             0o600)
+                self._file = (path, os.fdopen(fd, "a"))
+            self._file[1].write(line)
+        except OSError as e:  # a full disk: the reader of the rank's output is told
+            log.warning("cannot keep output in %s: %s", path, e)
+            lost()
+        finally:
+            with self.lock:
+                self.pending -= size
 
     def _flush(self) -> None:
         if self._file is not None:
@@ -115,6 +134,7 @@ class RankOutputs:
         self._memory: dict[int, list[Output]] = {}
         self._bytes = 0
         self._spilled: set[int] = set()  # ranks whose later outputs go to the file
+        self._lost: dict[int, int] = {}  # rank -> bytes of output not kept
         self.dropped = False
 
     @property
@@ -145,7 +165,16 @@ class RankOutputs:
                 store.in_memory += size
                 return
             self._spilled.add(rank)  # later outputs follow this one, in the file
-        store.write(self.path, json.dumps([rank, output]) + "\n")
+            if store.pending + size > store.backlog:
+                self._lost[rank] = self._lost.get(rank, 0) + size
+                return
+            store.pending += size
+        store.write(self.path, json.dumps([rank, output]) + "\n", size,
+                    lambda: self._lose(rank, size))
+
+    def _lose(self, rank: int, size: int) -> None:
+        with self.store.lock:
+            self._lost[rank] = self._lost.get(rank, 0) + size
 
     def get(self, ranks: Iterable[int]) -> dict[int, list[Output]]:
         """The outputs of ``ranks`` (those that had any), consecutive stream text joined."""
@@ -157,6 +186,7 @@ class RankOutputs:
                                  "HubKernel.output_history)")
             found = {r: list(self._memory[r]) for r in sorted(wanted & set(self._memory))}
             spilled = wanted & self._spilled
+            lost = {r: n for r, n in self._lost.items() if r in wanted}
         if spilled:
             self.store.sync()
             with open(self.path) as f:
@@ -164,6 +194,12 @@ class RankOutputs:
                     rank, output = json.loads(line)
                     if rank in spilled:
                         found.setdefault(rank, []).append(output)
+        for rank, size in lost.items():
+            found.setdefault(rank, []).append({
+                "output_type": "stream", "name": "stderr",
+                "text": f"\n[hpckernel] about {format_size(size)} more output of rank {rank} "
+                        f"was not kept: the job directory ({self.store.directory}) could "
+                        "not take it in time\n"})
         return {r: _join_streams(found[r]) for r in sorted(found)}
 
     def drop(self) -> None:

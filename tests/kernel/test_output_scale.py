@@ -95,6 +95,32 @@ def test_output_beyond_the_memory_cap_is_kept_in_the_job_directory(kernel8: Kern
         kernel8.ok("%%local\n%config HubKernel.output_memory = '256MB'")
 
 
+def test_output_a_stalled_job_directory_cannot_take_is_named_not_queued(kernel8: Kernel
+                                                                        ) -> None:
+    """Beyond the memory cap output goes to the job directory's disk; while that stalls,
+    what waits for it is bounded (OutputStore.backlog) and what is over is named."""
+    store = "get_ipython().kernel.outputs"
+    kernel8.ok(f"%%local\n%config HubKernel.output_memory = '2KB'\nimport threading\n"
+               f"stall = threading.Event()\n{store}.backlog = 3000\n"
+               f"{store}._writer.submit(stall.wait)  # the disk stops answering")
+    try:
+        cell = kernel8.ok("for i in range(40):\n    print(f'{rank}:{i}:' + 'x' * 50)")
+        assert kernel8.ok(f"%%local\nprint({store}.pending <= 3000)").text() == "True\n"
+        kernel8.ok("%%local\nstall.set()")
+        shown = kernel8.ok(f"%pxoutput --cell {_count(cell)}")
+        lines = shown.per_rank("stdout")
+        for rank in range(8):  # in order, from the start, up to what was not kept
+            full = [f"{rank}:{i}:" + "x" * 50 for i in range(40)]
+            assert lines.get(rank, []) == full[:len(lines.get(rank, []))]
+        told = re.findall(r"more output of rank (\d+) was not kept: the job directory",
+                          shown.text("stderr"))
+        assert told and all(len(lines.get(int(r), [])) < 40 for r in told)
+        assert sum(len(v) for v in lines.values()) + len(told) >= 8  # the rest was kept
+    finally:
+        kernel8.ok(f"%%local\nstall.set()\n{store}.backlog = 64 * 10**6\n"
+                   "%config HubKernel.output_memory = '256MB'")
+
+
 def test_bad_pxoutput_requests_are_clear(kernel8: Kernel, tmp_path: Path) -> None:
     kernel8.ok("pass")
     missing = kernel8.run("%pxoutput --cell 100000")
