@@ -117,6 +117,11 @@ class NodeAgent:
                 if sock in events:
                     while (got := self.link.receive(sock)) is not None:
                         self._from_below(sock, got)
+                        if time.monotonic() >= next_tick:
+                            # Ranks that flood stdout must not hold up the tick: without
+                            # it no output went up and no summary, and the hub took the
+                            # agent for dead.
+                            break
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + FLUSH

@@ -20,12 +20,13 @@ class NodeOutput:
     """Output of the node's ranks not yet sent up, in arrival order per rank."""
 
     def __init__(self) -> None:
-        self._streams: dict[tuple[str, str], dict[int, str]] = {}  # (id, name) -> rank -> text
+        # (id, name) -> rank -> its pieces of text, joined once when sent: adding each piece
+        # to a string copied all of a flood's text again for every piece
+        self._streams: dict[tuple[str, str], dict[int, list[str]]] = {}
         self._displays: dict[tuple[str, str, bytes], tuple[list[Any], list[int]]] = {}
 
     def add_stream(self, rank: int, request_id: str, name: str, text: str) -> None:
-        texts = self._streams.setdefault((request_id, name), {})
-        texts[rank] = texts.get(rank, "") + text
+        self._streams.setdefault((request_id, name), {}).setdefault(rank, []).append(text)
 
     def add_display(self, rank: int, request_id: str, msg_type: str,
                     frames: list[Any]) -> list[list[Any]]:
@@ -46,7 +47,8 @@ class NodeOutput:
                                        "ranks": format_ranks(ranks)}
                 out.append([b"display", json.dumps(header).encode(), *frames])
         for request, name in [k for k in self._streams if request_id in (None, k[0])]:
-            texts = self._streams.pop((request, name))
+            texts = {rank: "".join(parts)
+                     for rank, parts in self._streams.pop((request, name)).items()}
             stream: PlaneHeader = {"id": request, "name": name,
                                    "parts": [[format_ranks(ranks), text]
                                              for text, ranks in group_equal(texts)]}

@@ -96,3 +96,18 @@ def test_agents_form_a_tree_above_the_fanout(tmp_path: Path) -> None:
         assert "; ranks 2-3: RankDied: " in evalue and "which it talks through, died" in evalue
     finally:
         _close(k)
+
+
+def test_an_agent_under_a_stdout_flood_stays_alive_and_passes_all_of_it(
+        agent_kernel: Kernel) -> None:
+    """Ranks that print without pause for longer than HubKernel.agent_timeout: the agent
+    still sends output and summaries up (it is not taken for dead) and the hub keeps every
+    rank's whole output."""
+    flood = agent_kernel.run(
+        "import sys, time\nline = 'x' * 99 + '\\n'\nend = time.monotonic() + 6\n"
+        "while time.monotonic() < end:\n    sys.stdout.write(line)\nprint('done', rank)",
+        timeout=120)
+    assert flood.status == "ok", flood.content
+    kept = agent_kernel.ok("%%local\nprint(all(t.endswith(f'done {r}\\n') and "
+                           "t.count('x' * 99) > 1000 for r, t in enumerate(_px.stdout)))")
+    assert kept.text() == "True\n"
