@@ -26,8 +26,9 @@ from .systems import HpcKernel, mpich_env
 RESULTS = Path(__file__).parent / "results"
 FLOOD = ("import sys\nline = 'x' * 99 + '\\n'\nfor i in range({lines}):\n"
          "    sys.stdout.write(line)")
-KEPT = ("%%local\nimport ctypes, gc\nget_ipython().kernel.outputs.sync()\ngc.collect()\n"
-        "ctypes.CDLL('libc.so.6').malloc_trim(0)\nprint(sum(len(t) for t in _px.stdout))")
+TRIM = ("%%local\nimport ctypes, gc\nget_ipython().kernel.outputs.sync()\ngc.collect()\n"
+        "ctypes.CDLL('libc.so.6').malloc_trim(0)")
+KEPT = "%%local\nprint(sum(len(t) for t in _px.stdout))"
 
 
 def measure(ranks: int, lines: int, memory: str, fanin: str) -> dict[str, Any]:
@@ -55,12 +56,14 @@ def measure(ranks: int, lines: int, memory: str, fanin: str) -> dict[str, Any]:
             stop.set()
             sampler.join()
         after = hub.memory_info().rss
-        kept = kernel.cell(KEPT)  # trims first: the RSS below is what the hub still holds
+        kernel.cell(TRIM)
+        trimmed = hub.memory_info().rss  # what the hub still holds
+        kept = kernel.cell(KEPT)
         mb = 2**20
         result.update(status=cell.status, flood_s=round(cell.seconds, 1),
                       rss_before_mb=round(before / mb), rss_peak_mb=round(peak / mb),
                       rss_after_mb=round(after / mb),
-                      rss_trimmed_mb=round(hub.memory_info().rss / mb),
+                      rss_trimmed_mb=round(trimmed / mb),
                       kept_mb=int(kept.text.strip() or 0) / 1e6)
     except Exception as e:
         result["error"] = f"{type(e).__name__}: {e}"
