@@ -10,9 +10,11 @@ import sys
 import threading
 
 from ipykernel.kernelapp import IPKernelApp, kernel_aliases
-from traitlets import Type, Unicode
+from jupyter_client.session import Session
+from traitlets import Type, Unicode, default
 
 from ..plane.addresses import node_ip
+from .badmessages import CheckedSession, cap_log_records
 from .kernel import HubKernel
 from .lease import ClientLease
 
@@ -34,9 +36,15 @@ class HubApp(IPKernelApp):
         package_log.addHandler(handler)
         package_log.propagate = False
         super().initialize(argv)
+        # A bad message costs one short log line, whatever it carries.
+        cap_log_records(self.log, package_log, logging.getLogger())
         if self.ready_file:
             with open(self.ready_file, "w") as f:
                 f.write(f"{os.getpid()}\n")
+
+    @default("session")
+    def _session_default(self) -> Session:
+        return CheckedSession(parent=self)
 
     def init_connection_file(self) -> None:
         super().init_connection_file()
