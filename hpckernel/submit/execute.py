@@ -75,7 +75,8 @@ def run(spec: RunSpec) -> int:
     failure: Exception | None = None
     with tempfile.TemporaryDirectory() as kernels:
         write_kernel_spec(Path(kernels) / KERNEL_NAME, ranks=ranks, extra=options)
-        km = KernelManager(kernel_name=KERNEL_NAME,
+        # CurveZMQ on the channels: other users of the node must not read the outputs.
+        km = KernelManager(kernel_name=KERNEL_NAME, transport_encryption="auto",
                            kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels]))
         client = NotebookClient(nb, km=km, timeout=spec.timeout, startup_timeout=300,
                                 on_cell_executed=_progress,
