@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 
+import zmq
 from ipykernel.kernelapp import IPKernelApp, kernel_aliases
 from jupyter_client.session import Session
 from traitlets import Type, Unicode, default
@@ -16,7 +17,7 @@ from traitlets import Type, Unicode, default
 from ..plane.addresses import node_ip
 from .badmessages import CheckedSession, cap_log_records
 from .kernel import HubKernel
-from .lease import ClientLease
+from .lease import ClientLease, watch
 
 
 class HubApp(IPKernelApp):
@@ -50,10 +51,16 @@ class HubApp(IPKernelApp):
         super().init_connection_file()
         self.ip = node_ip(self.ip)  # "auto" in a batch job: bind this node's address
 
-    def init_sockets(self) -> None:
-        super().init_sockets()
-        # Monitors must be attached before the control and shell threads start.
-        self._lease_sockets = [self.control_socket, self.shell_socket]
+    _lease_monitors: list[zmq.Socket[bytes]]
+
+    def _bind_socket(self, s: zmq.Socket[bytes], port: int) -> int:
+        # For the lease, the control and stdin channels are watched from before they bind (a
+        # client may connect the moment they do); not shell, where ipykernel's own debug
+        # socket is connected for good.
+        if s.socket_type == zmq.ROUTER and s is not self.shell_socket:
+            self._lease_monitors = [*getattr(self, "_lease_monitors", []), watch(s)]
+        port = super()._bind_socket(s, port)
+        return port
 
     def init_signal(self) -> None:
         super().init_signal()
@@ -68,10 +75,13 @@ class HubApp(IPKernelApp):
         # Ranks must not outlive the hub, however it ends.
         atexit.register(kernel.stop_ranks)
         if kernel.client_timeout > 0:
-            lease = ClientLease(self._lease_sockets, kernel.client_timeout,
+            lease = ClientLease(self._lease_monitors, kernel.client_timeout,
                                 self._lease_expired)
             lease.start()
             atexit.register(lease.stop)  # runs before ipykernel's own close()
+        else:
+            for monitor in self._lease_monitors:
+                monitor.close(linger=0)
 
     def _walltime_warning(self) -> None:
         allocation = self.kernel.allocation

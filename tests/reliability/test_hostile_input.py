@@ -6,14 +6,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import zmq
 from jupyter_client.kernelspec import KernelSpecManager
@@ -171,6 +174,52 @@ def test_malformed_plane_messages_are_dropped_and_the_plane_serves_on(
         assert new.count("dropped a malformed plane message") == 6, new
         assert "does not decode: RecursionError" in new
     assert kernel.ok("print(rank)").text() == "[stdout:0] 0\n"
+
+
+def test_the_lease_counts_only_clients_that_authenticate(tmp_path: Path) -> None:
+    timeout = 5
+    kernel = Kernel(tmp_path, ranks=1, encrypted=True,
+                    extra=[f"--HubKernel.client_timeout={timeout}"])
+    hub = psutil.Process(kernel.hub_pid)
+    stop = threading.Event()
+    try:
+        info = kernel.km.get_connection_info()
+        assert info.get("curve_publickey"), "the test needs a CurveZMQ kernel"
+        # A real client (the manager's control connection, the client's channels) holds it.
+        with pytest.raises(psutil.TimeoutExpired):
+            hub.wait(timeout + 2)
+        assert kernel.ok("print('held')").text() == "[stdout:0] held\n"
+
+        def attack() -> None:
+            """Raw TCP connections and CurveZMQ peers with a made-up key, renewed every
+            second on the shell and control ports."""
+            ctx = zmq.Context()
+            while not stop.is_set():
+                opened: list[Any] = []
+                for port in (info["shell_port"], info["control_port"]):
+                    opened.append(socket.create_connection((info["ip"], port)))
+                    peer = ctx.socket(zmq.DEALER)
+                    peer.linger = 0
+                    public, secret = zmq.curve_keypair()
+                    peer.curve_serverkey, peer.curve_publickey = public, public
+                    peer.curve_secretkey = secret
+                    peer.connect(f"tcp://{info['ip']}:{port}")
+                    opened.append(peer)
+                stop.wait(1.0)
+                for conn in opened:
+                    conn.close()
+            ctx.term()
+
+        attacker = threading.Thread(target=attack)
+        attacker.start()
+        kernel.kc.stop_channels()
+        kernel.km._close_control_socket()  # the manager's own client connection
+        hub.wait(timeout + 15)  # psutil.TimeoutExpired: the strangers kept it alive
+    finally:
+        stop.set()
+        if "attacker" in locals():
+            attacker.join()
+        kernel.km.shutdown_kernel(now=True)
 
 
 def test_cells_that_misbehave_on_the_ranks(kernel: Kernel) -> None:
