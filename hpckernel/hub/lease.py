@@ -3,8 +3,9 @@
 A hub in a batch job holds a scarce allocation. If the Jupyter server that started it dies
 (SIGKILL, a lost laptop), nothing would ever shut it down; so the hub watches the
 connections to its control and stdin sockets (the KernelManager keeps one to the control
-socket for the kernel's whole life; every client connects both) and, once none has existed for ``timeout`` seconds,
-calls ``expire`` — which stops the ranks and ends the hub, and so the job.
+socket for the kernel's whole life; every client connects both) and, once none has existed
+for ``timeout`` seconds, calls ``expire`` — which stops the ranks and ends the hub, and so
+the job.
 
 Only connections that completed the ZMTP handshake (with CurveZMQ: proved the client's
 key) count: a port scanner, or a stranger reconnecting every few seconds, must not keep an
