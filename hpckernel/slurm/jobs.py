@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 
 from . import parse
+from .environment import job_environment
 from .errors import SlurmError, SlurmTimeoutError, SubmitError
 from .models import JobInfo, PartitionInfo
 from .runner import CommandResult, CommandRunner, LocalRunner
@@ -82,17 +84,21 @@ class Slurm:
         return res
 
     async def submit(
-        self, script: str, options: Sequence[str] = (), workdir: str | None = None
+        self, script: str, options: Sequence[str] = (), workdir: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> str:
         """Submit `script` (a whole batch script, "#!" first) and return the job id.
 
         `options` are sbatch options ("--nodes=3", "--time=10"); `workdir` becomes --chdir.
+        `env` is the job's environment (default: the allow-listed part of this process's,
+        `environment.job_environment`); never the whole environment, which may hold tokens.
         Raises `SubmitError` carrying sbatch's own message if Slurm refuses the job.
         """
         argv = ["sbatch", "--parsable", *options]
         if workdir is not None:
             argv.append(f"--chdir={workdir}")
-        res = await self.runner.run(argv, input=script.encode(), timeout=self.command_timeout)
+        res = await self.runner.run(argv, input=script.encode(), timeout=self.command_timeout,
+                                    env=job_environment(os.environ) if env is None else env)
         if not res.ok:
             raise SubmitError(f"sbatch refused the job: {parse.parse_sbatch_error(res.stderr)}",
                               argv, res.stderr)

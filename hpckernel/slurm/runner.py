@@ -42,9 +42,13 @@ class CommandRunner(ABC):
 
     @abstractmethod
     async def run(
-        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float
+        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float,
+        env: Mapping[str, str] | None = None,
     ) -> CommandResult:
         """Run `argv` with `input` on stdin and return its result whatever the exit status.
+
+        `env`: the command's whole environment, for commands run on this machine (sbatch
+        passes it into the job); a command run elsewhere (a login node) has that machine's.
 
         Raises `SlurmNotFoundError` if the program does not exist and `SlurmTimeoutError`
         (after killing the process) if it runs longer than `timeout` seconds.
@@ -55,18 +59,22 @@ class LocalRunner(CommandRunner):
     """Runs commands on this machine with `asyncio.create_subprocess_exec`.
 
     `env` entries are laid over this process's environment (e.g. the test bed's
-    `SLURM_CONF`); by default the environment passes through unchanged.
+    `SLURM_CONF`), or over the environment a call gives; by default the environment passes
+    through unchanged.
     """
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        self._env = {**os.environ, **env} if env else None
+        self._overlay = dict(env or {})
 
     async def run(
-        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float
+        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float,
+        env: Mapping[str, str] | None = None,
     ) -> CommandResult:
         if not argv:
             raise ValueError("empty command")
         argv = tuple(argv)
+        full = None if env is None and not self._overlay else {
+            **(os.environ if env is None else env), **self._overlay}
         began = time.monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -74,7 +82,7 @@ class LocalRunner(CommandRunner):
                 stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env=self._env,
+                env=full,
             )
         except FileNotFoundError:
             raise SlurmNotFoundError(
