@@ -134,6 +134,14 @@ def test_a_huge_bad_signature_costs_one_short_log_line(
     assert kernel.ok("print('still serving')").text() == "[stdout:0] still serving\n"
     grown = log.stat().st_size - before
     assert grown < 2048, f"one bad message wrote {grown} bytes to the log"
+    # Whatever else puts a huge text into a log record (the kernel's log, hpckernel's own),
+    # the record is cut.
+    before = log.stat().st_size
+    kernel.ok("%%local\nimport logging\nget_ipython().kernel.log.error('x' * 10**6)\n"
+              "logging.getLogger('hpckernel.test').error('y' * 10**6)")
+    new = wait_for_log(log, "more characters]", before)
+    wait_for_log(log, "yyy", before)
+    assert log.stat().st_size - before < 2 * 4500, new[:200]
 
 
 def _plane_peer(plane: dict[str, Any], tcp: bool) -> zmq.Socket[bytes]:
