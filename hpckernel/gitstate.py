@@ -188,15 +188,28 @@ def tracked_changes(top: Path, gitdir: Path) -> bool | None:
             return True  # deleted
         if st.st_size == size and st.st_mtime_ns == mtime_ns and mtime_ns < index_mtime:
             continue  # unchanged since the index saw it (and not racily so)
-        if stat.S_ISLNK(st.st_mode):
-            content = os.fsencode(os.readlink(top / path))
-        elif stat.S_ISREG(st.st_mode):
-            content = _read(top / path, st.st_size + 1) or b""
-        else:
-            return True
-        if hashlib.new(algorithm, b"blob %d\0" % len(content) + content).digest() != oid:
+        if st.st_size != size or _blob_id(top / path, st, algorithm) != oid:
             return True
     return False
+
+
+def _blob_id(path: Path, st: os.stat_result, algorithm: str) -> bytes | None:
+    """The object id git would give the file's content (read in pieces: it may be large),
+    or None for something that is neither a file nor a symlink."""
+    digest = hashlib.new(algorithm, b"blob %d\0" % st.st_size)
+    if stat.S_ISLNK(st.st_mode):
+        digest.update(os.fsencode(os.readlink(path)))
+    elif stat.S_ISREG(st.st_mode):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    else:
+        return None
+    return digest.digest()
 
 
 def git_state(cwd: Path) -> dict[str, Any] | None:
@@ -208,4 +221,8 @@ def git_state(cwd: Path) -> dict[str, Any] | None:
     commit = resolve_head(gitdir)
     if commit is None:
         return None
-    return {"commit": commit, "dirty": tracked_changes(top, gitdir)}
+    try:
+        dirty = tracked_changes(top, gitdir)
+    except OSError:  # a file that went away or cannot be read while we looked
+        dirty = None
+    return {"commit": commit, "dirty": dirty}
