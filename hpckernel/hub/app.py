@@ -51,14 +51,19 @@ class HubApp(IPKernelApp):
         super().init_connection_file()
         self.ip = node_ip(self.ip)  # "auto" in a batch job: bind this node's address
 
-    _lease_monitors: list[zmq.Socket[bytes]]
+    _watched: list[tuple[zmq.Socket[bytes], zmq.Socket[bytes]]]  # (socket, its monitor)
 
     def _bind_socket(self, s: zmq.Socket[bytes], port: int) -> int:
         # For the lease, the control and stdin channels are watched from before they bind (a
         # client may connect the moment they do); not shell, where ipykernel's own debug
         # socket is connected for good.
         if s.socket_type == zmq.ROUTER and s is not self.shell_socket:
-            self._lease_monitors = [*getattr(self, "_lease_monitors", []), watch(s)]
+            if not hasattr(self, "_watched"):
+                self._watched = []
+                # At exit after the lease's thread has stopped, however the start went: an
+                # open monitor would keep ipykernel's close() waiting in Context.term.
+                atexit.register(self._stop_watching)
+            self._watched.append((s, watch(s)))
         port = super()._bind_socket(s, port)
         return port
 
@@ -75,13 +80,23 @@ class HubApp(IPKernelApp):
         # Ranks must not outlive the hub, however it ends.
         atexit.register(kernel.stop_ranks)
         if kernel.client_timeout > 0:
-            lease = ClientLease(self._lease_monitors, kernel.client_timeout,
-                                self._lease_expired)
+            lease = ClientLease([monitor for _, monitor in self._watched],
+                                kernel.client_timeout, self._lease_expired)
             lease.start()
             atexit.register(lease.stop)  # runs before ipykernel's own close()
         else:
-            for monitor in self._lease_monitors:
-                monitor.close(linger=0)
+            self._stop_watching()
+
+    def _stop_watching(self) -> None:
+        """End the monitors of the lease. The sockets stop sending events first: libzmq
+        sends them blocking, and with nobody at the monitor's end its I/O thread would hang
+        at the next connection."""
+        for sock, monitor in self._watched:
+            try:
+                sock.disable_monitor()
+            except zmq.ZMQError:
+                pass  # the socket is closed already
+            monitor.close(linger=0)
 
     def _walltime_warning(self) -> None:
         allocation = self.kernel.allocation

@@ -51,23 +51,17 @@ class ClientLease:
         self.alone_since: float | None = time.monotonic()
         self._monitors = monitors
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hpckernel-lease", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name="hpckernel-lease",
+                                        daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        """End the watch; must run before the kernel's ZMQ context is terminated, which
-        would otherwise wait forever for the monitor sockets."""
+        """End the watch. The monitors stay open: their owner first stops the sockets'
+        events (libzmq sends them blocking), then closes them."""
         self._stopping.set()
         self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        try:
-            self._watch()
-        finally:
-            for monitor in self._monitors:
-                monitor.close(linger=0)
 
     def _count(self, index: int, event: int) -> None:
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
