@@ -26,7 +26,7 @@ NAMES = frozenset({
 })
 PREFIXES = ("LC_", "SLURM_", "SBATCH_", "SALLOC_", "SRUN_", "CONDA_", "LMOD_", "__LMOD_",
             "MODULES_", "SPACK_", "OMP_", "MKL_", "OPENBLAS_", "MPICH_", "MPIR_CVAR_",
-            "I_MPI_", "OMPI_", "UCX_", "FI_", "CUDA_")
+            "I_MPI_", "OMPI_", "UCX_", "FI_", "CUDA_", "HPCKERNEL_")
 VALID_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 

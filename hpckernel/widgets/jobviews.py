@@ -19,6 +19,7 @@ import traitlets
 
 from ..slurm import JobInfo, Slurm, SlurmError, format_duration, sync
 from ..slurm.jobcontrol import Job, tail
+from .fallback import TextFallback
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,9 +49,10 @@ def show_async(target: w.HTML, coro: Awaitable[str]) -> None:
              lambda e: setattr(target, "value", error_html(e)))
 
 
-class SqueueWidget(w.VBox):
+class SqueueWidget(TextFallback, w.VBox):
     """The user's jobs with a Cancel button each; ``jobs`` lists the ids shown."""
 
+    summary = "Slurm jobs (%squeue)"
     jobs: traitlets.List[str] = traitlets.List(help="ids of the jobs shown").tag(sync=True)
 
     def __init__(self, slurm: Slurm | None = None, user: str | None = None,
@@ -93,9 +95,10 @@ class SqueueWidget(w.VBox):
         run_then(self.slurm.cancel(job_id), lambda _r: self.load(), self._failed)
 
 
-class SbatchWidget(w.VBox):
+class SbatchWidget(TextFallback, w.VBox):
     """Follows a submitted job to its end, then shows its output's tail; Resubmit."""
 
+    summary = "Slurm job follower (%%sbatch)"
     state = traitlets.Unicode(help="the job's last state").tag(sync=True)
     job_id = traitlets.Unicode(help="the job followed").tag(sync=True)
 

@@ -18,6 +18,7 @@ import ipywidgets as w
 import traitlets
 
 from . import jobviews
+from .fallback import TextFallback
 from .sacct import sacct_text
 
 if TYPE_CHECKING:
@@ -40,9 +41,10 @@ def rank_table(infos: list[RankInfo]) -> str:
             "<th>CPU %</th><th>RSS</th><th>host</th><th>note</th></tr>" + rows + "</table>")
 
 
-class Dashboard(w.VBox):
+class Dashboard(TextFallback, w.VBox):
     """The panel; ``close()`` (or the kernel's end) stops its refresh thread."""
 
+    summary = "hpckernel dashboard"
     states: traitlets.List[str] = traitlets.List(
         help="each rank's state as last shown").tag(sync=True)
 

@@ -32,6 +32,7 @@ from hpckernel.slurm import (
     parse_duration,
 )
 
+from ..timestamps import now
 from . import call, fileformat, graph, jobscript
 from .errors import (
     DefinitionError,
@@ -42,7 +43,7 @@ from .errors import (
     WorkflowTimeout,
 )
 from .fileformat import Document
-from .provenance import Run, now
+from .provenance import Run
 from .spec import Step, check_step, normalise_options
 from .states import (
     ACTIVE,
