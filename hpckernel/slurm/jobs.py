@@ -175,13 +175,15 @@ class Slurm:
             raise
 
     async def jobs(self, user: str | None = None, *, job_ids: Collection[str] = (),
-                   include_ended: bool = False, retry: bool = True) -> list[JobInfo]:
+                   include_ended: bool = False, nodes: bool = True,
+                   retry: bool = True) -> list[JobInfo]:
         """Jobs in the queue (pending and running) of `user` (default: this user, `--me`),
         or, with `job_ids`, those of these jobs squeue still lists (of any user if there is
         one id, else of `user`/this user only: with one id slurmctld looks up that job alone,
         with several it would pack every job of every user).
 
-        Jobs ended in the last MinJobAge are left out unless `include_ended`.
+        Jobs ended in the last MinJobAge are left out unless `include_ended`; `nodes=False`
+        leaves `JobInfo.nodes` empty (no `scontrol show hostnames` for a new host list).
         """
         ids = sorted({str(j) for j in job_ids}, key=int)
         argv = ["squeue", "--noheader", f"--Format={parse.SQUEUE_FORMAT}"]
@@ -200,7 +202,7 @@ class Slurm:
         found = parse.parse_squeue(res.stdout)
         if not include_ended:
             found = [j for j in found if not j.ended]
-        return await self._with_nodes(found)
+        return await self._with_nodes(found) if nodes else found
 
     async def cancel(self, job_id: str, signal: str | None = None, *, full: bool = False) -> None:
         """scancel the job, or send it `signal` ("USR1", "INT"...) if given.
@@ -241,8 +243,10 @@ class Slurm:
         if not wanted:
             return {}
         if listed is None:
-            listed = await self.jobs(job_ids=wanted, include_ended=True, retry=retry)
-        found: dict[str, JobInfo | None] = {j.job_id: j for j in listed if j.job_id in wanted}
+            listed = await self.jobs(job_ids=wanted, include_ended=True, nodes=False,
+                                     retry=retry)
+        found: dict[str, JobInfo | None] = {
+            j.job_id: j for j in await self._with_nodes([j for j in listed if j.job_id in wanted])}
         missing = wanted - set(found)
         if missing:
             try:

@@ -376,7 +376,8 @@ class Poller:
         ask = watched - set(self._final)
         mine = any(w.mine for w in self._watches)
         try:
-            listed = await self.slurm.jobs(include_ended=True, retry=False) if mine else None
+            listed = (await self.slurm.jobs(include_ended=True, nodes=False, retry=False)
+                      if mine else None)
             found = await self.slurm.jobs_by_id(ask, listed=listed, retry=False)
         except (SlurmError, OSError) as err:
             log.info("Slurm poller: round failed: %s", err)

@@ -65,7 +65,7 @@ class StepView(w.VBox):
 class WorkflowWidget(w.VBox):
     """The workflow's live view; `Workflow.widget()` makes one per workflow."""
 
-    states = traitlets.Dict(help="{step: state} as last drawn")
+    states = traitlets.Dict(help="{step: state} as last drawn").tag(sync=True)
     selected = traitlets.Unicode("", help="the step whose output tail is shown")
 
     def __init__(self, wf: Workflow, **kwargs: Any) -> None:
