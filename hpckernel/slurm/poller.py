@@ -379,8 +379,10 @@ class Poller:
             listed = (await self.slurm.jobs(include_ended=True, nodes=False, retry=False)
                       if mine else None)
             found = await self.slurm.jobs_by_id(ask, listed=listed, retry=False)
-        except (SlurmError, OSError) as err:
-            log.info("Slurm poller: round failed: %s", err)
+        except Exception as err:  # the poller must outlive any failure: its watches wait on it
+            log.log(logging.INFO if isinstance(err, SlurmError | OSError) else logging.ERROR,
+                    "Slurm poller: round failed: %s", err,
+                    exc_info=not isinstance(err, SlurmError | OSError))
             return err, False
         changed = False
         known = {j: i for j, i in self._known.items() if j in watched}
