@@ -94,10 +94,9 @@ def test_a_kernel_with_every_job_widget_open_asks_slurm_rarely(
         jobs: Jobs, cluster_env: dict[str, str], tmp_path: Path) -> None:
     shim = SlurmShim(tmp_path / "shim")
     kernel = start_kernel(tmp_path, cluster_env, shim)
+    workflow = tmp_path / "load.workflow.yaml"
     try:
         comms = Comms(kernel)
-        # Each widget's first state is awaited before the next cell: jupyter_client's
-        # execute_interactive drops IOPub messages that belong to an earlier cell.
         comms.run("%%sbatch --job-name=hpck-load --time=10\nsleep 600\n")
         sbatch = follower_of(comms)
         job_id = comms.state[sbatch]["job_id"]
@@ -106,7 +105,6 @@ def test_a_kernel_with_every_job_widget_open_asks_slurm_rarely(
         comms.run("%squeue")
         comms.wait(lambda: any(f"{job_id} hpck-load" in str(s.get("value", ""))
                                for s in comms.state.values()), 60, "the job in %squeue")
-        workflow = tmp_path / "load.workflow.yaml"
         comms.run("%%local\n"
                   "from hpckernel.workflow import Workflow\n"
                   f"wf = Workflow('load', {str(workflow)!r})\n"
@@ -114,8 +112,6 @@ def test_a_kernel_with_every_job_widget_open_asks_slurm_rarely(
                   "wf.batch('post', command='true', after=['inspect'])\n"
                   "wf.submit()\n"
                   "wf\n")
-        runs = Workflow.load(workflow).engine.doc.runs.values()
-        jobs.ids.update(run.job_id for step in runs for run in step)
         view = next(c for c, s in comms.state.items() if "states" in s and "inspect" in str(s))
         comms.wait(lambda: comms.state[view]["states"] == {"inspect": "held",
                                                            "post": "waiting"},
@@ -153,6 +149,9 @@ def test_a_kernel_with_every_job_widget_open_asks_slurm_rarely(
         comms.wait(lambda: comms.state[view]["states"]["inspect"] != "held", PROMPT,
                    "the approved gate in the workflow widget")
     finally:
+        if workflow.exists():  # its steps' jobs, for the fixture to cancel
+            runs = Workflow.load(workflow).engine.doc.runs.values()
+            jobs.ids.update(run.job_id for step in runs for run in step)
         stop_kernel(kernel)
 
 
