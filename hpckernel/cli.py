@@ -22,8 +22,30 @@ from .slurm import ParseError, parse_duration
 def _env_pair(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name:
-        raise argparse.ArgumentTypeError(f"--env takes NAME=VALUE, not {text!r}")
+        raise argparse.ArgumentTypeError(f"--env takes NAME VALUE (or NAME=VALUE), not "
+                                         f"{text!r}")
     return name, value
+
+
+#: Options taking a name and a value as two words (ipykernel's ``--env NAME VALUE``,
+#: papermill's ``-p NAME VALUE``) or as one (``NAME=VALUE``).
+_PAIR_OPTIONS = frozenset({"--env", "-p", "--parameter"})
+
+
+def join_pairs(argv: list[str]) -> list[str]:
+    """``--env NAME VALUE`` → ``--env NAME=VALUE``. Names never hold '=', so a word after
+    such an option without one is a name whose value is the next word."""
+    joined: list[str] = []
+    words = iter(argv)
+    for word in words:
+        joined.append(word)
+        if word in _PAIR_OPTIONS:
+            name = next(words, None)
+            if name is None:
+                break
+            value = None if "=" in name else next(words, None)
+            joined.append(name if value is None else f"{name}={value}")
+    return joined
 
 
 def _positive(text: str) -> int:
@@ -82,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="install into this Python environment (sys.prefix)")
     where.add_argument("--prefix", help="install under this prefix")
     inst.add_argument("--env", type=_env_pair, action="append", default=[],
-                      metavar="NAME=VALUE", help="environment variable for the kernel")
+                      metavar="NAME VALUE", help="environment variable for the kernel "
+                      "(repeatable; NAME=VALUE works too)")
 
     demo = sub.add_parser("demo", help="run the example notebook on local MPI ranks")
     demo.add_argument("--ranks", type=_positive, default=4, help="number of MPI ranks")
@@ -127,7 +150,7 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(join_pairs(sys.argv[1:] if argv is None else argv))
     handled = notebook_cli.run_command(args)
     if handled is not None:
         return handled

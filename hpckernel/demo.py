@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import nbformat
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
 
-from .kernelspec import write_kernel_spec
+from . import notebook_run
 from .resources import template_dir
-
-DEMO_KERNEL = "hpckernel-demo"
 
 
 def cell_text(cell: Any) -> str:
@@ -41,21 +33,8 @@ def run_demo(ranks: int, notebook: str | None, output: str | None, timeout: floa
         print(f"hpckernel demo: no notebook at {source}", file=sys.stderr)
         return 2
     nb = nbformat.read(source, as_version=4)
-    with tempfile.TemporaryDirectory() as kernels:
-        write_kernel_spec(Path(kernels) / DEMO_KERNEL, ranks=ranks)
-        km = KernelManager(kernel_name=DEMO_KERNEL, transport_encryption="auto",
-                           kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels]))
-        client = NotebookClient(nb, km=km, timeout=timeout, resources={
-            "metadata": {"path": str(source.parent)}})
-        print(f"Running {source.name} on {ranks} local MPI ranks...", flush=True)
-        t0 = time.monotonic()
-        failed = None
-        try:
-            client.execute()
-        except CellExecutionError as e:
-            failed = e
-        finally:
-            km.shutdown_kernel()  # nbclient leaves a manager it was given running
+    print(f"Running {source.name} on {ranks} local MPI ranks...", flush=True)
+    outcome = notebook_run.execute(nb, source.parent, ranks=ranks, timeout=timeout)
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
@@ -64,9 +43,9 @@ def run_demo(ranks: int, notebook: str | None, output: str | None, timeout: floa
         text = cell_text(cell)
         if text:
             print(text.rstrip("\n"))
-    nbformat.write(nb, target)
-    print(f"\nExecuted notebook written to {target} ({time.monotonic() - t0:.1f} s)")
-    if failed is not None:
-        print(f"A cell failed:\n{failed}", file=sys.stderr)
+    notebook_run.write(nb, target)
+    print(f"\nExecuted notebook written to {target} ({outcome.seconds:.1f} s)")
+    if outcome.error is not None:
+        print(f"The run failed:\n{outcome.error}", file=sys.stderr)
         return 1
     return 0

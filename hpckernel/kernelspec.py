@@ -107,8 +107,24 @@ def install(kernel_name: str = LOCAL_NAME, user: bool = False, prefix: str | Non
     ksm = kernel_spec_manager or KernelSpecManager()
     with tempfile.TemporaryDirectory() as tmp:
         source = write_kernel_spec(Path(tmp) / kernel_name, **kernel)
-        return str(ksm.install_kernel_spec(str(source), kernel_name, user=user,
-                                           prefix=prefix))
+        try:
+            return str(ksm.install_kernel_spec(str(source), kernel_name, user=user,
+                                               prefix=prefix))
+        except PermissionError as e:
+            raise KernelSpecError(_denied(e, user, prefix)) from None
+        except ValueError as e:  # a kernel name Jupyter does not accept
+            raise KernelSpecError(str(e)) from None
+
+
+def _denied(error: PermissionError, user: bool, prefix: str | None) -> str:
+    """One sentence for an install the user may not write: where, and what to use instead."""
+    where = f"cannot write to {error.filename}" if error.filename else str(error)
+    if user:
+        return f"{where} (permission denied): check the owner of your Jupyter data directory"
+    if prefix:
+        return f"{where} (permission denied): use --user to install for yourself"
+    return (f"{where} (permission denied): use --user to install for yourself, or "
+            "--sys-prefix to install into this Python environment")
 
 
 def default_prefix(sys_prefix: bool, prefix: str | None) -> str | None:

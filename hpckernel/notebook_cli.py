@@ -12,8 +12,9 @@ from typing import Any
 
 from . import provenance
 from .slurm import ParseError, SlurmError, parse_duration
-from .submit.params import ParameterError, parse_assignment
-from .submit.spec import RunError, RunSpec, load_record, local_run_id, now, prepare, save_record
+from .submit.params import ParameterError, parse_assignment, parse_yaml, read_yaml_file
+from .submit.spec import RunError, RunSpec, load_record, local_run_id, prepare, save_record
+from .timestamps import now
 
 # Options whose default is None, so that --resubmit can tell which ones were given.
 _SPEC_OPTIONS = ("output", "timeout", "ranks", "nodes", "ntasks_per_node", "time",
@@ -42,9 +43,16 @@ def add_commands(sub: Any) -> None:
     what.add_argument("--resubmit", metavar="RUN", help="repeat an earlier run (its .json "
                       "record or executed .ipynb) with the same settings, except those given")
     run.add_argument("-p", "--parameter", type=_parameter, action="append", default=[],
-                     dest="parameters", metavar="NAME=VALUE",
+                     dest="parameters", metavar="NAME VALUE",
                      help="set a parameter: a cell NAME = VALUE is injected after the cell "
-                     "tagged 'parameters' (VALUE is a Python literal, else a string)")
+                     "tagged 'parameters' (VALUE is a Python literal, else a string; "
+                     "NAME=VALUE works too)")
+    run.add_argument("-f", "--parameters-file", "--parameters_file", action="append",
+                     default=[], dest="parameter_files", metavar="YAML_FILE",
+                     help="parameters from a YAML file (as papermill's -f)")
+    run.add_argument("-y", "--parameters-yaml", "--parameters_yaml", action="append",
+                     default=[], dest="parameter_yaml", metavar="YAML",
+                     help="parameters as a YAML mapping, e.g. -y 'n: 10' (as papermill's -y)")
     run.add_argument("--output", help="executed notebook ({run_id} is replaced; default: "
                      "NOTEBOOK.run-{run_id}.ipynb)")
     run.add_argument("--timeout", type=float, help="seconds each cell may run (default: "
@@ -102,8 +110,14 @@ def _spec(args: argparse.Namespace) -> RunSpec:
         given["sbatch_args"] = args.sbatch_args
     if args.local:
         given["local"] = True
-    spec = replace(base, **given, parameters={**base.parameters, **dict(args.parameters)},
-                   run_id="", submitted=now())
+    # As papermill: files, then YAML strings, then -p, each overriding the ones before.
+    parameters = dict(base.parameters)
+    for path in args.parameter_files:
+        parameters.update(read_yaml_file(path))
+    for text in args.parameter_yaml:
+        parameters.update(parse_yaml(text, "-y"))
+    parameters.update(args.parameters)
+    spec = replace(base, **given, parameters=parameters, run_id="", submitted=now())
     if spec.output:
         spec.output = str(Path(spec.output).absolute())
     if not spec.local and parse_duration(spec.time) is None:

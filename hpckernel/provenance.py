@@ -11,7 +11,6 @@ the nbclient hook (``on_cell_executed``) that puts the record into the cell's me
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import platform
 from importlib import metadata
@@ -20,6 +19,7 @@ from typing import Any
 
 from .plane.addresses import node_name
 from .targets import format_ranks
+from .timestamps import shown
 
 #: Packages whose versions every record carries (those installed).
 PACKAGES = ("hpckernel", "ipykernel", "ipython", "jupyter_client", "pyzmq", "mpi4py",
@@ -93,10 +93,6 @@ async def probe_environment(cwd: Path) -> dict[str, Any]:
 
 # -- records ------------------------------------------------------------------------------
 
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
-
-
 def mpi_summary(version: str) -> str:
     """The first line of MPI_Get_library_version, spaces collapsed (MPICH's is 20 lines)."""
     first = version.strip().splitlines()[0] if version.strip() else ""
@@ -153,12 +149,6 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return list(records.values())
 
 
-def _when(iso: str | None) -> str:
-    if not iso:
-        return "-"
-    return datetime.datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _first_line(code: str, width: int = 48) -> str:
     line = next((s.strip() for s in code.splitlines() if s.strip()), "")
     return line if len(line) <= width else line[:width - 3] + "..."
@@ -173,7 +163,7 @@ def format_table(records: list[dict[str, Any]]) -> str:
         where = "hub" if r.get("targets") is None else format_ranks(r["targets"])
         secs = "-" if r.get("seconds") is None else f"{r['seconds']:.2f}"
         rows.append((str(r.get("execution_count") or ""), f"{r.get('kind', '')}:{where}",
-                     _when(r.get("start")), secs, r.get("status", ""),
+                     shown(r.get("start")), secs, r.get("status", ""),
                      states_text(r.get("ranks") or {}) if r.get("ranks") else "",
                      _first_line(r.get("code", ""))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -10,7 +10,8 @@ import sys
 import threading
 
 from ipykernel.kernelapp import IPKernelApp, kernel_aliases
-from traitlets import Type, Unicode
+from jupyter_core.paths import jupyter_config_path
+from traitlets import List, Type, Unicode, default
 
 from ..plane.addresses import node_ip
 from .kernel import HubKernel
@@ -24,6 +25,20 @@ class HubApp(IPKernelApp):
     aliases = {**kernel_aliases, "ranks": "RankLauncher.ranks"}  # type: ignore[assignment]
     ready_file = Unicode("", help="File to create once the kernel listens (the Slurm "
                          "provisioner waits for it).").tag(config=True)
+    config_files = List(Unicode(), help="Config files read, later ones winning: ipykernel's "
+                        "(ipython_kernel_config.py), then the hub's own.")
+
+    @default("config_files")
+    def _both_config_files(self) -> list[str]:
+        # The hub is an ipykernel: settings users put where ipykernel reads them count too.
+        return ["ipython_kernel_config.py", self.config_file_name]
+
+    def init_config_files(self) -> None:
+        # Jupyter's config directories (JUPYTER_CONFIG_DIR or ~/.jupyter, then the
+        # environment's and the system's), after the IPython profile's and before IPython's
+        # environment and system directories (which IPython adds in this call).
+        self.config_file_paths.extend(jupyter_config_path())
+        super().init_config_files()
 
     def initialize(self, argv: list[str] | None = None) -> None:
         # hpckernel's own log goes to the kernel's real stderr (the server's log, the batch

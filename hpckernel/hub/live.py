@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from itertools import islice
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,9 @@ class LiveStore(Mapping[str, "dict[int, list[Any]]"]):
         self.interval = interval
         self._lock = threading.Lock()
         self._series: dict[str, dict[int, deque[Any]]] = {}
+        # Values each rank ever published per name (never reset, so a reader that counted
+        # what it took learns what is new even after the deque dropped old values).
+        self._published: dict[str, dict[int, int]] = {}
         self._dirty: set[str] = set()
         self._listeners: dict[str, list[Listener]] = {}
         self._last_push = 0.0
@@ -37,6 +41,8 @@ class LiveStore(Mapping[str, "dict[int, list[Any]]"]):
         with self._lock:
             per_rank = self._series.setdefault(name, {})
             per_rank.setdefault(rank, deque(maxlen=self.maxlen)).append(value)
+            counts = self._published.setdefault(name, {})
+            counts[rank] = counts.get(rank, 0) + 1
             self._dirty.add(name)
 
     def __getitem__(self, name: str) -> dict[int, list[Any]]:
@@ -52,6 +58,20 @@ class LiveStore(Mapping[str, "dict[int, list[Any]]"]):
 
     def __len__(self) -> int:
         return len(self._series)
+
+    def since(self, name: str, seen: Mapping[int, int]) -> dict[int, tuple[int, list[Any]]]:
+        """What each rank published as ``name`` after its first ``seen[rank]`` values:
+        ``{rank: (number of the first new value, [new values])}``, less any the store
+        already dropped (the live plot sends only these)."""
+        new: dict[int, tuple[int, list[Any]]] = {}
+        with self._lock:
+            for rank, values in self._series.get(name, {}).items():
+                total = self._published[name][rank]
+                first = max(seen.get(rank, 0), total - len(values))
+                if first < total:
+                    new[rank] = (first, list(islice(values, len(values) - (total - first),
+                                                    None)))
+        return new
 
     def latest(self, name: str) -> dict[int, Any]:
         """The last value of ``name`` from each rank that published it."""

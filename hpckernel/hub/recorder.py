@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import provenance
+from ..timestamps import now
 from .requests import Request
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class Recorder:
         """A new record for a cell that starts now; ``kind`` and ``targets`` are set by the
         kernel once it knows where the cell runs."""
         record = {"id": uuid.uuid4().hex, "cell_id": cell_id, "execution_count": None,
-                  "kind": "px", "code": code, "targets": None, "start": provenance.now(),
+                  "kind": "px", "code": code, "targets": None, "start": now(),
                   "end": None, "seconds": None, "status": "running", "error": None,
                   "ranks": {}, "notebook": str(self.notebook) if self.notebook else None,
                   "_t0": time.monotonic(), **self.context()}
@@ -98,7 +99,7 @@ class Recorder:
 
     def _close(self, record: dict[str, Any], status: str) -> None:
         record["status"] = status
-        record["end"] = provenance.now()
+        record["end"] = now()
         record["seconds"] = round(time.monotonic() - record["_t0"], 3)
 
     def _log(self, record: dict[str, Any]) -> None:

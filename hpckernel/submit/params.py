@@ -1,13 +1,20 @@
-"""Notebook parameters, papermill-style: ``-p n=10`` becomes a cell ``n = 10`` placed right
-after the cell tagged ``parameters`` (or first, if none is), so it overrides its defaults."""
+"""Notebook parameters, papermill-style: ``-p n 10`` becomes a cell ``n = 10`` placed right
+after the cell tagged ``parameters`` (or first, if none is), so it overrides its defaults.
+
+Parameters travel as Python-literal text (what ``-p`` gave, or the ``repr`` of a YAML value
+from ``-f``/``-y``), so the run record keeps them as JSON strings; :func:`value_of` turns
+them back into values when the notebook is prepared.
+"""
 
 from __future__ import annotations
 
 import ast
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import nbformat
+import yaml
 
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
@@ -22,8 +29,41 @@ def parse_assignment(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     name = name.strip()
     if not sep or not name.isidentifier():
-        raise ParameterError(f"-p takes NAME=VALUE with a Python name, not {text!r}")
+        raise ParameterError(f"-p takes NAME VALUE (or NAME=VALUE) with a Python name, not "
+                             f"{text!r}")
     return name, value
+
+
+def parse_yaml(text: str, origin: str) -> dict[str, str]:
+    """Parameters from a YAML mapping (papermill's ``-y``/``-f``), as literal text."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ParameterError(f"{origin} is not YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ParameterError(f"{origin} must be a YAML mapping of NAME: VALUE, not "
+                             f"{type(data).__name__}")
+    parameters: dict[str, str] = {}
+    for name, value in data.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ParameterError(f"{origin}: parameter {name!r} is not a Python name")
+        text = repr(value)
+        if value_of(text) != value:  # a date, a NaN: not a Python literal
+            raise ParameterError(f"{origin}: {name}: {value!r} is not a plain value (number, "
+                                 "string, boolean, null, list or mapping); quote it")
+        parameters[name] = text
+    return parameters
+
+
+def read_yaml_file(path: str) -> dict[str, str]:
+    """Parameters from a YAML file (``-f params.yaml``)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ParameterError(f"-f {path}: {e.strerror or e}") from None
+    return parse_yaml(text, path)
 
 
 def value_of(text: str) -> Any:

@@ -41,6 +41,10 @@ class RunSpec:
     run_id: str = ""  # the Slurm job id, or local-<timestamp>
     submitted: str = ""
 
+    def parameter_values(self) -> dict[str, Any]:
+        """The parameters as the notebook gets them (Python values, see ``value_of``)."""
+        return {name: value_of(text) for name, text in self.parameters.items()}
+
     @property
     def size(self) -> int:
         return self.ranks if self.local else self.nodes * self.ntasks_per_node
@@ -61,10 +65,6 @@ class RunSpec:
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def local_run_id() -> str:
@@ -92,7 +92,7 @@ def prepare(spec: RunSpec) -> Any:
     bad = [name for name in spec.parameters if not name.isidentifier()]
     if bad:
         raise RunError(f"parameter {bad[0]!r} is not a Python name")
-    inject(nb, {name: value_of(text) for name, text in spec.parameters.items()})
+    inject(nb, spec.parameter_values())
     return nb
 
 

@@ -1,8 +1,10 @@
 """The notebook widgets: live plots, the dashboard and Slurm job control (ipywidgets).
 
-`svg` draws the live plot, `liveplot` is its widget, `panel` the ``%dashboard``,
-`jobviews` the widgets of ``%squeue`` and ``%%sbatch``, `magics` the magics. In a plain
-IPython kernel, ``%load_ext hpckernel.widgets`` adds the job magics.
+`plot` is the live plot's widget (drawn in the browser by ``plot.js``), `lines` its data,
+`svg` its static picture; `panel` the ``%dashboard``, `jobviews` the widgets of ``%squeue``
+and ``%%sbatch``, `fallback` what front ends without widgets show, `magics` the magics. No
+module is named like a function of this package (importing it would replace the function).
+In a plain IPython kernel, ``%load_ext hpckernel.widgets`` adds the job magics.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def load_ipython_extension(ipython: Any) -> None:
 def liveplot(name: str) -> Any:
     """The live plot of what the ranks publish as ``name`` (``%liveplot name``)."""
     from .hubref import hub_kernel
-    from .liveplot import LivePlot
+    from .plot import LivePlot
 
     pool = hub_kernel().pool
     assert pool is not None

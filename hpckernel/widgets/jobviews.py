@@ -22,6 +22,7 @@ import traitlets
 
 from ..slurm import JobInfo, Poller, Slurm, SlurmError, Snapshot, Watch, format_duration, sync
 from ..slurm.jobcontrol import Job, tail
+from .fallback import TextFallback
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,10 +56,11 @@ def trouble_html(trouble: str) -> str:
     return f"<i style='color:#b26a00'>{html.escape(trouble)}</i>" if trouble else ""
 
 
-class SqueueWidget(w.VBox):
+class SqueueWidget(TextFallback, w.VBox):
     """This user's jobs (`squeue --me`), kept up to date, with a Cancel button each;
     ``jobs`` lists the ids shown."""
 
+    summary = "Slurm jobs (%squeue)"
     jobs: traitlets.List[str] = traitlets.List(help="ids of the jobs shown").tag(sync=True)
     trouble = traitlets.Unicode(help="why Slurm could not be asked, and when it is tried "
                                 "again (empty while it answers)").tag(sync=True)
@@ -139,9 +141,10 @@ def _row(info: JobInfo) -> str:
             f"{(info.reason or '')[:14]:<14} {info.nodelist[:10]:<10} {left or limit}")
 
 
-class SbatchWidget(w.VBox):
+class SbatchWidget(TextFallback, w.VBox):
     """Follows a submitted job to its end, then shows its output's tail; Resubmit."""
 
+    summary = "Slurm job follower (%%sbatch)"
     state = traitlets.Unicode(help="the job's last state").tag(sync=True)
     job_id = traitlets.Unicode(help="the job followed").tag(sync=True)
     trouble = traitlets.Unicode(help="why Slurm could not be asked, and when it is tried "

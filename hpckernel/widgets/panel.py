@@ -21,6 +21,7 @@ import traitlets
 
 from ..slurm import Poller, Snapshot, Watch
 from . import jobviews
+from .fallback import TextFallback
 from .sacct import sacct_text
 
 if TYPE_CHECKING:
@@ -43,9 +44,10 @@ def rank_table(infos: list[RankInfo]) -> str:
             "<th>CPU %</th><th>RSS</th><th>host</th><th>note</th></tr>" + rows + "</table>")
 
 
-class Dashboard(w.VBox):
+class Dashboard(TextFallback, w.VBox):
     """The panel; ``close()`` (or the kernel's end) stops its refresh thread."""
 
+    summary = "hpckernel dashboard"
     states: traitlets.List[str] = traitlets.List(
         help="each rank's state as last shown").tag(sync=True)
 

@@ -1,79 +1,75 @@
-"""A line chart as a self-contained SVG string: the live plot's drawing, no plotting library.
-
-Numbers only; a dict value becomes one line per numeric key, an array value plots its
-latest contents against the index.
+"""The live plot as a self-contained SVG: the static picture for front ends without widgets
+(an HTML export, nbclient, JupyterLab without the widget manager). Axes with values, one
+coloured line per label, a legend; no plotting library.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
-from numbers import Real
-from typing import Any
+from collections.abc import Mapping
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
-WIDTH, HEIGHT, PAD = 560, 240, 40
+WIDTH, HEIGHT = 640, 260
+LEFT, RIGHT, TOP, BOTTOM = 56, 110, 24, 34
+LEGEND_ROWS = 14
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        try:  # numpy scalars and 0-d arrays
-            value = float(value)
-        except (TypeError, ValueError):
-            return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+def ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """About ``count`` round values spanning [low, high] (1, 2 or 5 times a power of ten)."""
+    if high <= low:
+        return [low]
+    raw = (high - low) / count
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step) * step
+    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
 
 
-def lines_of(series: Mapping[int, Sequence[Any]], keep: int = 200) -> dict[str, list[float]]:
-    """``{rank: [values]}`` → ``{label: [y...]}``: what the plot draws, as plain floats."""
-    lines: dict[str, list[float]] = {}
-    for rank, values in series.items():
-        if not values:
-            continue
-        last = values[-1]
-        if isinstance(last, Mapping):
-            for key in last:
-                ys = [_number(v.get(key)) for v in values[-keep:] if isinstance(v, Mapping)]
-                lines[f"{rank}:{key}"] = [y for y in ys if y is not None]
-        elif _number(last) is None and hasattr(last, "__len__"):
-            ys = [_number(v) for v in list(last)[:keep]]  # an array: its latest contents
-            lines[str(rank)] = [y for y in ys if y is not None]
-        else:
-            ys = [_number(v) for v in values[-keep:]]
-            lines[str(rank)] = [y for y in ys if y is not None]
-    return {label: ys for label, ys in lines.items() if ys}
-
-
-def render(lines: Mapping[str, Sequence[float]], title: str) -> str:
-    """The SVG of ``lines`` (label → y values, x is the index)."""
-    ys = [y for values in lines.values() for y in values]
+def render(lines: Mapping[str, Mapping[str, list[float]]], title: str) -> str:
+    """The SVG of ``lines`` ({label: {"x": [...], "y": [...]}})."""
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-            f'font-family="sans-serif" font-size="11"><text x="{PAD}" y="14">'
-            f"{html.escape(title)}</text>")
+            f'font-family="sans-serif" font-size="11"><text x="{LEFT}" y="14" '
+            f'font-weight="bold">{html.escape(title)}</text>')
+    xs = [x for points in lines.values() for x in points["x"]]
+    ys = [y for points in lines.values() for y in points["y"]]
     if not ys:
-        return head + f'<text x="{PAD}" y="{HEIGHT // 2}">waiting for values…</text></svg>'
-    low, high = min(ys), max(ys)
-    span = (high - low) or 1.0
-    longest = max(len(v) for v in lines.values())
-    plot_w, plot_h = WIDTH - 2 * PAD - 60, HEIGHT - 2 * PAD
+        return head + f'<text x="{LEFT}" y="{HEIGHT // 2}">waiting for values…</text></svg>'
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    if y0 == y1:
+        y0, y1 = y0 - 1, y1 + 1
+    x1 = x1 if x1 > x0 else x0 + 1
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
-    def point(i: int, y: float) -> str:
-        x = PAD + plot_w * (i / max(1, longest - 1))
-        return f"{x:.1f},{PAD + plot_h * (1 - (y - low) / span):.1f}"
+    def px(x: float) -> float:
+        return LEFT + plot_w * (x - x0) / (x1 - x0)
 
-    parts = [head,
-             f'<rect x="{PAD}" y="{PAD}" width="{plot_w}" height="{plot_h}" fill="none" '
-             'stroke="#ccc"/>',
-             f'<text x="2" y="{PAD + 4}">{high:.4g}</text>',
-             f'<text x="2" y="{PAD + plot_h}">{low:.4g}</text>']
-    for n, (label, values) in enumerate(lines.items()):
+    def py(y: float) -> float:
+        return TOP + plot_h * (1 - (y - y0) / (y1 - y0))
+
+    parts = [head, f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" '
+                   'fill="none" stroke="#999"/>']
+    for y in ticks(y0, y1):
+        parts.append(f'<line x1="{LEFT - 4}" x2="{LEFT + plot_w}" y1="{py(y):.1f}" '
+                     f'y2="{py(y):.1f}" stroke="#eee"/><text x="{LEFT - 6}" '
+                     f'y="{py(y) + 4:.1f}" text-anchor="end">{y:.4g}</text>')
+    for x in ticks(x0, x1):
+        parts.append(f'<text x="{px(x):.1f}" y="{TOP + plot_h + 14}" '
+                     f'text-anchor="middle">{x:.4g}</text>')
+    parts.append(f'<text x="{LEFT + plot_w / 2:.0f}" y="{HEIGHT - 4}" '
+                 'text-anchor="middle" fill="#555">published value number</text>')
+    for n, (label, points) in enumerate(lines.items()):
         colour = COLOURS[n % len(COLOURS)]
-        points = " ".join(point(i, y) for i, y in enumerate(values))
+        path = " ".join(f"{px(x):.1f},{py(y):.1f}"
+                        for x, y in zip(points["x"], points["y"], strict=True))
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" '
-                     f'points="{points}"/>')
-        parts.append(f'<text x="{PAD + plot_w + 8}" y="{PAD + 12 * n + 8}" fill="{colour}">'
-                     f"rank {html.escape(label)}</text>")
+                     f'points="{path}"/>')
+        if n < LEGEND_ROWS:
+            parts.append(f'<text x="{LEFT + plot_w + 10}" y="{TOP + 12 * n + 8}" '
+                         f'fill="{colour}">— rank {html.escape(label)}</text>')
+    if len(lines) > LEGEND_ROWS:
+        parts.append(f'<text x="{LEFT + plot_w + 10}" y="{TOP + 12 * LEGEND_ROWS + 8}">'
+                     f"… {len(lines) - LEGEND_ROWS} more</text>")
     return "".join(parts) + "</svg>"

@@ -37,6 +37,7 @@ from hpckernel.slurm import (
     parse_duration,
 )
 
+from ..timestamps import now
 from . import call, fileformat, graph, jobscript
 from .errors import (
     DefinitionError,
@@ -47,7 +48,7 @@ from .errors import (
     WorkflowTimeout,
 )
 from .fileformat import Document
-from .provenance import Run, now
+from .provenance import Run
 from .spec import Step, check_step, normalise_options
 from .states import (
     ACTIVE,

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
 
+from .. import notebook_run
 from ..submit.params import inject
 
 
@@ -32,19 +31,14 @@ def run(source: Path, target: Path, parameters: Mapping[str, Any], kernel: str) 
     inject(nb, parameters)  # the same injection as `hpckernel submit -p`
     nb.metadata["hpckernel"] = {"source": str(source), "parameters": dict(parameters),
                                 "job_id": os.environ.get("SLURM_JOB_ID")}
-    # A kernel on a busy compute node may take longer than nbclient's 60 s to start.
-    client = NotebookClient(nb, kernel_name=kernel, timeout=None, startup_timeout=300,
-                            resources={"metadata": {"path": str(source.parent)}})
-    try:
-        client.execute()
-        return True
-    except CellExecutionError as err:
-        print(f"notebook {source} failed; executed notebook in {target}\n{err}", file=sys.stderr)
+    outcome = notebook_run.execute(nb, source.parent, kernel=kernel)
+    notebook_run.record_papermill(nb, parameters, source, target, outcome)
+    notebook_run.write(nb, target)
+    if outcome.error is not None:
+        print(f"notebook {source} failed; executed notebook in {target}\n{outcome.error}",
+              file=sys.stderr)
         return False
-    finally:
-        tmp = target.with_name(target.name + ".tmp")
-        nbformat.write(nb, tmp)
-        os.replace(tmp, target)
+    return True
 
 
 def main(argv: Sequence[str]) -> int:

@@ -16,14 +16,11 @@ from typing import Any
 
 import hpckernel
 from hpckernel.slurm import JobInfo
-
-
-def now() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")
+from hpckernel.timestamps import iso
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="seconds") if value else None
+    return iso(value) if value else None
 
 
 @dataclass

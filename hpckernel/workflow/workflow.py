@@ -228,7 +228,7 @@ class Workflow:
     # ---------------------------------------------------------------- views
 
     def widget(self) -> WorkflowWidget:
-        """The live ipywidgets view (needs ipywidgets: pip install 'hpckernel[widgets]')."""
+        """The live ipywidgets view."""
         if self._widget is None:
             from .widget import WorkflowWidget
 

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from jupyter_client.manager import start_new_kernel
 
 from hpckernel.slurm import Job, SlurmError, SlurmNotFoundError, SubmitError, submit
-from tests.cluster.fixtures import testbed_env
-from tests.kernel.harness import Kernel, wait_gone
+from tests.kernel.harness import Kernel
 
 from .widgets import Comms
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
-
-
-@pytest.fixture
-def slurm_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
-    env = testbed_env()  # fails, not skips, when the cluster is down
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.chdir(tmp_path)  # the jobs' output files go here
-    return env
 
 
 def test_submit_wait_output_resubmit_cancel(slurm_env: dict[str, str]) -> None:
@@ -52,15 +39,6 @@ def test_clear_errors(slurm_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SlurmNotFoundError):
         submit("echo x")
-
-
-@pytest.fixture
-def hub(tmp_path: Path, slurm_env: dict[str, str]) -> Iterator[Kernel]:
-    k = Kernel(tmp_path, ranks=2, env=slurm_env)
-    yield k
-    pids = k.process_tree()
-    k.shutdown()
-    assert wait_gone(pids) == []
 
 
 def test_sbatch_squeue_scancel_sacct_magics_in_the_hub(hub: Kernel) -> None:

@@ -44,9 +44,7 @@ class Jobs:
 
 
 @pytest.fixture
-def jobs(cluster_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-         ) -> Iterator[Jobs]:
-    monkeypatch.chdir(tmp_path)  # the jobs' output files go here
+def jobs(slurm_env: dict[str, str]) -> Iterator[Jobs]:
     made = Jobs()
     yield made
     made.cancel()
@@ -91,9 +89,9 @@ def observe(comms: Comms, seconds: float) -> None:
 
 @pytest.mark.timeout(480)
 def test_a_kernel_with_every_job_widget_open_asks_slurm_rarely(
-        jobs: Jobs, cluster_env: dict[str, str], tmp_path: Path) -> None:
+        jobs: Jobs, slurm_env: dict[str, str], tmp_path: Path) -> None:
     shim = SlurmShim(tmp_path / "shim")
-    kernel = start_kernel(tmp_path, cluster_env, shim)
+    kernel = start_kernel(tmp_path, slurm_env, shim)
     workflow = tmp_path / "load.workflow.yaml"
     try:
         comms = Comms(kernel)
@@ -156,10 +154,10 @@ def test_a_kernel_with_every_job_widget_open_asks_slurm_rarely(
 
 
 def test_a_busy_slurm_shows_as_a_state_and_the_widget_recovers(
-        jobs: Jobs, cluster_env: dict[str, str], tmp_path: Path) -> None:
+        jobs: Jobs, slurm_env: dict[str, str], tmp_path: Path) -> None:
     busy = (DATA / "transient_squeue_socket_timeout.txt").read_text()
     shim = SlurmShim(tmp_path / "shim", fail={"squeue": (2, busy)})
-    kernel = start_kernel(tmp_path, cluster_env, shim)
+    kernel = start_kernel(tmp_path, slurm_env, shim)
     try:
         comms = Comms(kernel)
         comms.run("%%sbatch --job-name=hpck-busy --time=1\nsleep 2\necho done\n")

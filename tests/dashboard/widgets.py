@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,8 @@ class Comms:
         self.kernel = kernel
         self.state: dict[str, dict[str, Any]] = {}
         self.updates: dict[str, list[dict[str, Any]]] = {}
+        #: custom messages (the live plot's new points) per widget, with their size in bytes
+        self.custom: dict[str, list[tuple[dict[str, Any], int]]] = {}
 
     def take(self, msg: dict[str, Any]) -> None:
         content = msg["content"]
@@ -27,6 +30,9 @@ class Comms:
             comm_id = content["comm_id"]
             self.state.setdefault(comm_id, {}).update(content["data"]["state"])
             self.updates.setdefault(comm_id, []).append(content["data"]["state"])
+        elif msg["msg_type"] == "comm_msg" and content["data"].get("method") == "custom":
+            self.custom.setdefault(content["comm_id"], []).append(
+                (content["data"]["content"], len(json.dumps(content))))
 
     def run(self, code: str, timeout: float = 60) -> dict[str, Any]:
         """Run a cell, keeping every comm message meanwhile (also those of widgets that

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,14 +32,16 @@ def _spec(root: Path, name: str) -> dict:
 
 def test_install_prefix_passes_every_flag(tmp_path: Path) -> None:
     done = _cli("install", "--prefix", str(tmp_path), "--ranks", "3", "--name", "my-mpi",
-                "--display-name", "My MPI", "--env", "FOO=bar", "--env", "EMPTY=")
+                "--display-name", "My MPI", "--env", "FOO=bar", "--env", "EMPTY=",
+                "--env", "SPACED", "as ipykernel takes it", "--env", "EQ", "a=b")
     assert done.returncode == 0, done.stderr
     assert "Installed kernelspec 'my-mpi'" in done.stdout
     spec = _spec(tmp_path, "my-mpi")
     assert spec["display_name"] == "My MPI"
     assert Path(spec["argv"][0]).parent == BIN  # this environment's Python
     assert "--RankLauncher.ranks=3" in spec["argv"]
-    assert spec["env"] == {"FOO": "bar", "EMPTY": ""}
+    assert spec["env"] == {"FOO": "bar", "EMPTY": "", "SPACED": "as ipykernel takes it",
+                           "EQ": "a=b"}
     assert spec["interrupt_mode"] == "message"
 
 
@@ -66,7 +71,8 @@ def test_install_user_and_sys_prefix(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--ranks", "0"], "must be at least 1, not 0"),
     (["--ranks", "two"], "'two' is not a whole number"),
-    (["--env", "NOVALUE"], "--env takes NAME=VALUE"),
+    (["--env", "NOVALUE"], "--env takes NAME VALUE"),
+    (["--env", "=x"], "--env takes NAME VALUE"),
     (["--user", "--sys-prefix"], "not allowed with argument"),
 ])
 def test_install_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
@@ -74,6 +80,43 @@ def test_install_bad_input(tmp_path: Path, args: list[str], message: str) -> Non
     assert done.returncode == 2
     assert message in done.stderr
     assert not (tmp_path / "share").exists()
+
+
+def _as_nobody(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``hpckernel ARGS`` as the unprivileged user ``nobody``, with ``home`` its own. It
+    keeps only the right to read and search directories (the venv's Python may live in
+    root's 0700 home), none to write where it may not."""
+    return subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
+         str(BIN / "hpckernel"), *args],
+        capture_output=True, text=True, timeout=120, env={
+            **os.environ, "HOME": str(home), "JUPYTER_DATA_DIR": str(home / "jupyter")})
+
+
+@pytest.fixture
+def nobody_home() -> Iterator[Path]:
+    """A home directory of ``nobody``'s own (pytest's temp dirs are root's, 0700)."""
+    home = Path(tempfile.mkdtemp(prefix="hpckernel-nobody-"))
+    shutil.chown(home, "nobody")
+    yield home
+    shutil.rmtree(home)
+
+
+def test_install_without_permission_says_what_to_use_instead(nobody_home: Path) -> None:
+    for where, advice in (([], "use --user to install for yourself, or --sys-prefix to "
+                           "install into this Python environment"),
+                          (["--sys-prefix"], "use --user to install for yourself")):
+        done = _as_nobody(nobody_home, "install", *where)
+        assert done.returncode == 2, (where, done.stdout, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+        assert lines[0].startswith("hpckernel: cannot write to /"), lines
+        assert lines[0].endswith(f"(permission denied): {advice}"), lines
+    done = _as_nobody(nobody_home, "install", "--user", "--env", "A", "1")
+    assert done.returncode == 0, done.stderr
+    spec = json.loads((nobody_home / "jupyter/kernels/mpi-local/kernel.json").read_text())
+    assert spec["env"] == {"A": "1"}
 
 
 def test_jupyter_kernelspec_install_of_the_template_runs_cells(tmp_path: Path) -> None:

@@ -16,8 +16,10 @@ def _run_id(stdout: str) -> str:
 def test_local_run_injects_parameters_and_keeps_outputs_and_provenance(tmp_path: Path
                                                                         ) -> None:
     nb = parameterised(tmp_path / "study.ipynb")
-    done = hpckernel("submit", str(nb), "--local", "--ranks", "2", "-p", "n=5",
-                     "-p", "label=tuned")
+    (tmp_path / "params.yaml").write_text("n: 4\nlabel: from-file\nxs: [1, 2]\n")
+    # papermill's ways, each overriding the one before: a YAML file, YAML text, -p NAME VALUE
+    done = hpckernel("submit", str(nb), "--local", "--ranks", "2", "-f",
+                     str(tmp_path / "params.yaml"), "-y", "label: tuned", "-p", "n", "5")
     assert done.returncode == 0, done.stderr
     run_id = _run_id(done.stdout)
     assert run_id.startswith("local-")
@@ -25,7 +27,8 @@ def test_local_run_injects_parameters_and_keeps_outputs_and_provenance(tmp_path:
     executed = nbformat.read(out, as_version=4)
     # the injected cell follows the parameters cell and overrides its defaults
     assert executed.cells[2].metadata["tags"] == ["injected-parameters"]
-    assert executed.cells[2].source.splitlines()[1:] == ["n = 5", "label = 'tuned'"]
+    assert executed.cells[2].source.splitlines()[1:] == ["n = 5", "label = 'tuned'",
+                                                          "xs = [1, 2]"]
     texts = outputs(out)
     assert texts[0] == "[stdout:0-1] setup\n"
     assert texts[3] == "[stdout:0-1] tuned 15 local\n"  # 5 * (1 + 2)
@@ -34,7 +37,11 @@ def test_local_run_injects_parameters_and_keeps_outputs_and_provenance(tmp_path:
     assert [r["status"] for r in records] == ["ok"] * 5
     assert records[3]["size"] == 2 and records[3]["ranks"] == {"0": "ok", "1": "ok"}
     run = executed.metadata["hpckernel"]["run"]
-    assert run["status"] == "ok" and run["parameters"] == {"n": "5", "label": "tuned"}
+    assert run["status"] == "ok"
+    assert run["parameters"] == {"n": "5", "label": "'tuned'", "xs": "[1, 2]"}
+    papermill = executed.metadata["papermill"]  # where papermill-aware tools look
+    assert papermill["parameters"] == {"n": 5, "label": "tuned", "xs": [1, 2]}
+    assert papermill["input_path"] == str(nb) and papermill["exception"] is False
     saved = record(tmp_path / f"study.run-{run_id}.json")
     assert saved["status"] == "ok" and saved["local"] is True and saved["ranks"] == 2
     # the hub's log beside the source notebook has the run's cells too
@@ -88,7 +95,13 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
          f"no notebook at {tmp_path / 'missing.ipynb'}"),
         (["submit", str(tmp_path / "broken.ipynb"), "--local"], "is not a valid notebook"),
         (["submit", str(tmp_path / "empty.ipynb"), "--local"], "has no code cells to run"),
-        (["submit", str(nb), "--local", "-p", "2x=1"], "-p takes NAME=VALUE"),
+        (["submit", str(nb), "--local", "-p", "2x=1"], "-p takes NAME VALUE"),
+        (["submit", str(nb), "--local", "-p", "n"], "-p takes NAME VALUE"),
+        (["submit", str(nb), "--local", "-f", str(tmp_path / "no.yaml")],
+         "-f " + str(tmp_path / "no.yaml") + ": No such file"),
+        (["submit", str(nb), "--local", "-y", "[1, 2]"], "-y must be a YAML mapping"),
+        (["submit", str(nb), "--local", "-y", "n: {"], "-y is not YAML"),
+        (["submit", str(nb), "--local", "-y", "day: 2024-01-02"], "not a plain value"),
         (["submit", str(nb), "--time", "soon"], "not a Slurm time string"),
         (["submit", "--resubmit", str(tmp_path / "fine.run-42.json")], "no run record at"),
         (["submit"], "one of the arguments notebook --resubmit is required"),

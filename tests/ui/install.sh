@@ -1,8 +1,8 @@
 #!/bin/sh
 # Install the browser the real-browser UI tests (tests/ui) drive: Debian's chromium, used by
 # Playwright through executable_path="/usr/bin/chromium" (Playwright's own browser download
-# is not reachable from the test machines). The Python side (jupyterlab, playwright,
-# ipywidgets) comes with the project's `test` extra.
+# is not reachable from the test machines). The Python side comes with the project: jupyterlab
+# and playwright with its `test` extra, ipywidgets and anywidget with every install.
 # Idempotent: does nothing if /usr/bin/chromium is there; runs `apt-get update` only if the
 # package lists do not offer chromium or offer a version the mirror no longer has.
 # Must run as root on Debian 12. Quiet on success; on failure prints apt's log and exits

@@ -33,6 +33,29 @@ def test_dashboard_follows_a_running_cell(lab: Lab) -> None:
     expect(panel).to_contain_text("idle")
 
 
+def test_liveplot_draws_in_the_browser(lab: Lab) -> None:
+    nb = lab.new_notebook("liveplot", LOCAL_DISPLAY)
+    nb.run("%%px --noblock\nimport time, hpckernel\nfor i in range(80):\n"
+           "    hpckernel.publish('loss', rank + i / 80)\n    time.sleep(0.05)")
+    plot = nb.run("%liveplot loss").outputs.first.locator(".hpc-liveplot")
+    lines = plot.locator("polyline.hpc-line")
+    expect(lines).to_have_count(4, timeout=CELL_TIMEOUT)  # one per rank
+    # The browser adds the new points it is sent: each line grows to all 80.
+    for rank in range(4):
+        expect(plot.locator(f"polyline[data-label='{rank}']")).to_have_attribute(
+            "points", re.compile(r"^(\S+ ){79}\S+$"), timeout=60_000)
+    expect(plot.locator(".hpc-legend")).to_have_text(re.compile(r"rank 0.*rank 3"))
+    expect(plot.locator("svg text", has_text="published value number")).to_be_visible()
+    expect(plot.locator("svg text", has_text=re.compile(r"^3(\.5)?$")).first).to_be_visible()
+    # Hovering a point of rank 3's line names the rank, the value's number and the value.
+    x, y = (float(v) for v in lines.nth(3).get_attribute("points").split()[40].split(","))
+    box = plot.locator("svg").bounding_box()
+    assert box is not None
+    lab.page.mouse.move(box["x"] + x, box["y"] + y)
+    expect(plot.locator(".hpc-tip")).to_have_text(re.compile(r"^rank 3: #40 = 3\.5$"))
+    nb.screenshot("liveplot.png")
+
+
 @pytest.mark.cluster
 def test_squeue_table_in_the_browser(lab: Lab) -> None:
     # The JupyterLab server's kernels inherit this environment (tests/run-all.sh exports
