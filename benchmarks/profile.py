@@ -6,6 +6,8 @@
    measured in a fresh process per phase (imports, MPI init, the IPython shell).
 3. ``transport``: raw ZMQ fan-in: K processes each send 16 MiB to one ROUTER (a pull, bare).
 4. ``sim``: py-spy on a hub driving N simulated ranks (benchmarks/simranks.py).
+5. ``cost``: the hub's own CPU per no-op cell at N=1 against ipykernel's whole process,
+   cell by cell in turn (issue 12's fixed cost: at most 2 ms beyond ipykernel's).
 
 Writes benchmarks/results/profile-*.txt. Needs py-spy (the ``bench`` extra) and ptrace.
 """
@@ -24,8 +26,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .run import RESULTS, bytecode_cache
-from .systems import HpcKernel, mpich_env
+from . import systems
+from .metrics import cpu_seconds
+from .run import RESULTS, bytecode_cache, snapshot
+from .systems import HpcKernel, IPyKernel, mpich_env
 
 #: sample only the thread holding the GIL (CPU attribution), set by --gil
 GIL_ONLY = False
@@ -307,9 +311,78 @@ def profile_sim(n: int, seconds: float) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+RANK_START = """import gc; gc.disable()
+import hpckernel.worker.runner
+from mpi4py import MPI
+from traitlets.config import Config
+from hpckernel.worker.capture import OutStream
+from hpckernel.worker.shell import RankShell
+RankShell.instance(config=Config(HistoryManager={"enabled": False}))
+"""
+
+
+def profile_start_fs() -> str:
+    """What one rank's start costs in imports (``-X importtime``) and file-system calls
+    (``strace -f -c -e trace=%file``; strace comes from Debian, see run.sh)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "rankstart.py"
+        script.write_text(RANK_START)
+        imports = subprocess.run([sys.executable, "-X", "importtime", str(script)],
+                                 capture_output=True, text=True, check=True).stderr
+        rows = [line.split("|") for line in imports.splitlines() if "import time:" in line]
+        top = sorted(((int(r[1]), r[2].strip()) for r in rows[1:]
+                      if r[2].startswith(" ") and not r[2].startswith("  ")), reverse=True)
+        lines = [f"# one rank's start: {len(rows) - 1} modules imported; the largest "
+                 "top-level imports (cumulative ms):"]
+        lines += [f"  {us / 1e3:7.1f}  {name}" for us, name in top[:10]]
+        strace = shutil.which("strace")
+        if strace is None:
+            lines.append("(no strace: apt-get install strace, or bash benchmarks/run.sh)")
+        else:
+            calls = subprocess.run([strace, "-f", "-c", "-e", "trace=%file", sys.executable,
+                                    str(script)], capture_output=True, text=True, check=True)
+            lines += ["# file-system calls (strace -f -c -e trace=%file):",
+                      *calls.stderr.strip().splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def profile_cost(reps: int) -> str:
+    """CPU per no-op cell of the hub (N=1), its rank, and a plain ipykernel, in turn."""
+    hpc, ipk = HpcKernel(1), IPyKernel(1)
+    try:
+        for system in (hpc, ipk):
+            system.start()
+            system.setup()
+        pids = {"hub": hpc.kernel_pid, "rank": hpc.rank_pids()[0], "ipykernel": ipk.kernel_pid}
+        for _ in range(30):  # warm-up
+            hpc.cell("pass")
+            ipk.cell("pass")
+        walls: dict[str, list[float]] = {"hpckernel": [], "ipykernel": []}
+        before = cpu_seconds(list(pids.values()))
+        for _ in range(reps):
+            walls["hpckernel"].append(hpc.cell("pass").seconds)
+            walls["ipykernel"].append(ipk.cell("pass").seconds)
+        after = cpu_seconds(list(pids.values()))
+        ms = {k: (after[p] - before[p]) / reps * 1e3 for k, p in pids.items()}
+        median = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in walls.items()}
+        return (f"# {reps} no-op cells each, in turn (load {os.getloadavg()[0]:.1f})\n"
+                f"  CPU per cell: hub {ms['hub']:.2f} ms, its rank {ms['rank']:.2f} ms, "
+                f"ipykernel {ms['ipykernel']:.2f} ms; hub beyond ipykernel "
+                f"{ms['hub'] - ms['ipykernel']:+.2f} ms\n"
+                f"  round trip (median): hpckernel {median['hpckernel']:.1f} ms, "
+                f"ipykernel {median['ipykernel']:.1f} ms\n")
+    finally:
+        hpc.stop()
+        ipk.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
-    parser.add_argument("what", nargs="*", help="of cells, start, transport, sim (default: all)")
+    parser.add_argument("what", nargs="*",
+                        help="of cells, start, transport, sim, cost (default: all)")
+    parser.add_argument("--reps", type=int, default=300, help="no-op cells of ``cost``")
+    parser.add_argument("--at", metavar="REV", help="profile hpckernel as of a git revision "
+                        "(as benchmarks.run --at)")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--sim-ranks", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=12)
@@ -321,9 +394,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     global GIL_ONLY
     GIL_ONLY = args.gil
-    args.what = args.what or ["cells", "start", "transport", "sim"]
-    if set(args.what) - {"cells", "start", "transport", "sim"}:
-        parser.error("choose from cells, start, transport, sim")
+    args.what = args.what or ["cells", "start", "transport", "sim", "cost"]
+    if set(args.what) - {"cells", "start", "transport", "sim", "cost"}:
+        parser.error("choose from cells, start, transport, sim, cost")
+    if args.at:
+        systems.HPCKERNEL_ROOT = snapshot(args.at)
+        sys.path.insert(0, str(systems.HPCKERNEL_ROOT))
+        args.tag += f"-at-{args.at}"
     mpich_env()
     os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="bench-ipython-")
     bytecode_cache()
@@ -332,9 +409,11 @@ def main(argv: list[str] | None = None) -> None:
         "cells": [(f"cells-{n}{args.tag}", functools.partial(profile_cells, n, args.code,
                                                              args.seconds))
                   for n in args.ranks],
-        "start": [("start", profile_start), ("shell", profile_shell)],
+        "start": [("start", profile_start), ("shell", profile_shell),
+                  ("start-fs", profile_start_fs)],
         "transport": [("transport", profile_transport), ("send-cost", profile_send_cost)],
         "sim": [(f"sim-{args.sim_ranks}", lambda: profile_sim(args.sim_ranks, args.seconds))],
+        "cost": [(f"cost{args.tag}", lambda: profile_cost(args.reps))],
     }
     try:
         for what in args.what:
@@ -344,6 +423,8 @@ def main(argv: list[str] | None = None) -> None:
                 (RESULTS / f"profile-{name}.txt").write_text(text)
     finally:
         shutil.rmtree(os.environ["IPYTHONDIR"], ignore_errors=True)
+        if systems.HPCKERNEL_ROOT is not None:
+            shutil.rmtree(systems.HPCKERNEL_ROOT, ignore_errors=True)
 
 
 if __name__ == "__main__":

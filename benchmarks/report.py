@@ -197,23 +197,27 @@ def targets(data: Data) -> list[tuple[str, str, str]]:
 
 
 def simulated(data: Data) -> str:
-    sim = data.get("simulated") or {}
-    if not sim:
+    """The table of ``simranks.measure_all``'s records (older results, keyed by N, are not
+    shown)."""
+    sim = data.get("simulated") or []
+    if not isinstance(sim, list) or not sim:
         return ""
-    rows = ["| simulated ranks | start s | no-op wall ms | no-op hub CPU ms | hub CPU µs/rank"
-            " | print(rank) wall ms | print(rank) hub CPU ms | hub µs/output line"
-            " | idle hub CPU % |",
+    return sim_table(sim)
+
+
+def sim_table(records: list[dict[str, Any]]) -> str:
+    rows = ["| ranks | nodes | mode | no-op hub CPU ms | no-op wall ms | idle hub CPU % "
+            "| print(rank) lines to client | print(rank) wall ms | hub RSS MB |",
             "|" + "---|" * 9]
-    for n, e in sorted(sim.items(), key=lambda kv: int(kv[0])):
+    for e in records:
         if "error" in e:
-            rows.append(f"| {n} | failed: {e['error'][:80]} |")
+            rows.append(f"| {e['ranks']} | {e['nodes']} | {e['mode']} | failed: "
+                        f"{e['error'][:80]} |")
             continue
-        p, q = e["noop"], e["print"]
-        rows.append(
-            f"| {n} | {e['start']:.2f} | {p['wall_ms']:.1f} | {p['hub_cpu_ms']:.1f} | "
-            f"{p['hub_cpu_ms'] * 1e3 / int(n):.1f} | {q['wall_ms']:.1f} | "
-            f"{q['hub_cpu_ms']:.1f} | {(q['hub_cpu_ms'] - p['hub_cpu_ms']) * 1e3 / int(n):.1f}"
-            f" | {e['idle_hub_pct']:.1f} |")
+        rows.append(f"| {e['ranks']} | {e['nodes'] if e['mode'] == 'agents' else '-'} | "
+                    f"{e['mode']} | {e['hub_cpu_ms_noop']:.1f} | {e['wall_ms_noop']:.1f} | "
+                    f"{e['idle_hub_cpu_pct']:.1f} | {e['print_lines_to_client']} | "
+                    f"{e['print_wall_ms']:.1f} | {e['hub_rss_mb']:.0f} |")
     return "\n".join(rows)
 
 

@@ -169,6 +169,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sim", type=int, nargs="*",
                         help="simulated rank counts for the hub's scaling (default 256 1024 "
                         "4096; none in --quick)")
+    parser.add_argument("--only", choices=["sim", "fanin"],
+                        help="run only this part: 'sim' = the simulated ranks, direct and "
+                        "through node agents (writes results/sim.json); 'fanin' = M1 at N=16 "
+                        "(or --ns) with and without a node agent, interleaved "
+                        "(results/fanin.json)")
     parser.add_argument("--out", help="result name in benchmarks/results (default: full/quick)")
     parser.add_argument("--at", metavar="REV",
                         help="measure hpckernel as of this git revision (a snapshot made with "
@@ -183,6 +188,9 @@ def main(argv: list[str] | None = None) -> None:
         publish(json.loads(out.with_suffix(".json").read_text()), out)
         return
 
+    if args.only is not None:
+        only(args.only, plan, args.ns)
+        return
     if args.at:
         systems.HPCKERNEL_ROOT = snapshot(args.at)
         sys.path.insert(0, str(systems.HPCKERNEL_ROOT))
@@ -195,6 +203,27 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(os.environ["IPYTHONDIR"], ignore_errors=True)
         if systems.HPCKERNEL_ROOT is not None:
             shutil.rmtree(systems.HPCKERNEL_ROOT, ignore_errors=True)
+
+
+def only(part: str, plan: Plan, ns: list[int] | None) -> None:
+    """One part of the benchmarks (``--only``): the simulated ranks, or M1 with and without
+    node agents."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    mpich_env()
+    bytecode_cache()
+    os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="bench-ipython-")
+    try:
+        if part == "sim":
+            from . import simranks
+
+            simranks.measure_all(plan.sim_ns or [1024, 4096, 16384], plan.sim_reps)
+        else:
+            from . import fanin
+
+            fanin.measure(ns[0] if ns else 16, plan.noop_reps)
+    finally:
+        shutil.rmtree(os.environ["IPYTHONDIR"], ignore_errors=True)
 
 
 def run(plan: Plan, out: Path, rev: str | None) -> None:

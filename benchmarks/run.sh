@@ -5,4 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash setup.sh mpich,bench
+# strace counts a rank start's file-system calls (python -m benchmarks.profile start)
+if ! command -v strace >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null
+fi
 exec .venv/bin/python -m benchmarks.run "$@"

@@ -248,6 +248,18 @@ class IPyKernel(JupyterKernel):
 class HpcKernel(JupyterKernel):
     name = "hpckernel"
 
+    def print_complete(self, text: str) -> bool:
+        """Every rank's line shown, or (beyond ``HubKernel.output_groups``) named in the one
+        line on the groups not shown (``… from 32 ranks (32-63) not shown``)."""
+        hidden = re.search(r"ranks? \(([\d,-]+)\) not shown", text)
+        if hidden is None:
+            return super().print_complete(text)
+        found = {int(m) for m in re.findall(r"^(?:\[stdout:\d+\] )?(\d+)$", text, re.M)}
+        for part in hidden[1].split(","):
+            first, _, last = part.partition("-")
+            found.update(range(int(first), int(last or first) + 1))
+        return found == set(range(self.n))
+
     def __init__(self, n: int, extra: list[str] | None = None,
                  env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         super().__init__(n)

@@ -67,15 +67,60 @@ def _empty(spec: str) -> list[int]:
     raise TargetError(f"targets {spec!r} select no ranks")
 
 
-def format_ranks(ranks: Iterable[int]) -> str:
-    """``[0, 1, 2, 3, 5]`` → ``"0-3,5"``."""
-    ordered = sorted(set(ranks))
-    parts: list[str] = []
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
+def _runs(ranks: Iterable[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of ``ranks``: ``[0, 1, 2, 5]`` → ``[(0, 2), (5, 5)]``."""
+    runs: list[tuple[int, int]] = []
+    for rank in sorted(set(ranks)):
+        if runs and rank == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], rank)
+        else:
+            runs.append((rank, rank))
+    return runs
+
+
+def format_ranks(ranks: Iterable[int], width: int = 0) -> str:
+    """``[0, 1, 2, 3, 5]`` → ``"0-3,5"``; with ``width``, cut after about that many
+    characters (``"0-3,5,…"``): scattered ranks of a large job make long labels."""
+    return _shorten(",".join(str(a) if a == b else f"{a}-{b}" for a, b in _runs(ranks)),
+                    width)
+
+
+def format_targets(ranks: Iterable[int]) -> str:
+    """``[0, 1, 2, 3, 5]`` → ``"0:4,5"``: a spec ``parse_targets`` reads back."""
+    return ",".join(str(a) if a == b else f"{a}:{b + 1}" for a, b in _runs(ranks))
+
+
+def _shorten(text: str, width: int) -> str:
+    if not width or len(text) <= width:
+        return text
+    return text[:text.rfind(",", 0, width) + 1] + "…"
+
+
+def parse_ranks(text: str) -> list[int]:
+    """``"0-3,5"`` → ``[0, 1, 2, 3, 5]``: the inverse of :func:`format_ranks` (how requests
+    carry their targets to node agents). ``ValueError`` on anything else."""
+    ranks: list[int] = []
+    for lo, hi in rank_intervals(text):
+        ranks.extend(range(lo, hi + 1))
+    return ranks
+
+
+def rank_intervals(text: str) -> list[tuple[int, int]]:
+    """``"0-3,5"`` → ``[(0, 3), (5, 5)]``, without making a list of every rank."""
+    intervals: list[tuple[int, int]] = []
+    if not text:
+        return intervals
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        lo, hi = int(first), int(last or first)
+        if lo < 0 or hi < lo:
+            raise ValueError(f"bad rank range {part!r}")
+        intervals.append((lo, hi))
+    return intervals
+
+
+def format_all(ranks: list[int], size: int) -> str:
+    """:func:`format_ranks` with a shortcut for the common case, every rank in order."""
+    if len(ranks) == size and size and ranks[0] == 0 and ranks[-1] == size - 1:
+        return f"0-{size - 1}" if size > 1 else "0"
+    return format_ranks(ranks)

@@ -2,16 +2,40 @@
 # Runs one MPI rank and records how it ended, so that the hub can tell the user
 # "rank 3 was killed by SIGSEGV" even when the rank could not say so itself.
 # usage: rank.sh JOB_DIR COMMAND...      (started once per rank by mpiexec or srun)
+# With node agents (HPCKERNEL_FANIN=agents, HubKernel.fanin), the first rank of each node
+# also starts the node's agent (COMMAND's Python, -m hpckernel.agent) and waits for it.
 job_dir=$1
 shift
+rank=${PMI_RANK:-${SLURM_PROCID:-unknown}}
+agent=
+if [ "${HPCKERNEL_FANIN:-}" = agents ]; then
+    if [ -n "${HPCKERNEL_NODES:-}" ]; then
+        # Pretend the ranks are on K nodes (a local test of agents): blocks of ranks.
+        size=${PMI_SIZE:-${SLURM_NTASKS:-1}}
+        node=$(( rank * HPCKERNEL_NODES / size ))
+        first=$(( (node * size + HPCKERNEL_NODES - 1) / HPCKERNEL_NODES ))
+        local_id=$(( rank - first ))
+    elif [ -n "${SLURM_NODEID:-}" ]; then
+        # Slurm's node index, not the host name: several slurmd may share a host.
+        node=$SLURM_NODEID
+        local_id=${SLURM_LOCALID:-0}
+    else
+        node=$(hostname)
+        local_id=${MPI_LOCALRANKID:-0}
+    fi
+    export HPCKERNEL_NODE=$node
+    if [ "$local_id" = 0 ]; then
+        "$1" -m hpckernel.agent "$job_dir" "$node" &
+        agent=$!
+    fi
+fi
 # SIGTERM to the ranks' process group (the hub stopping them) ends the rank; this shell
 # outlives it to record how it ended (a trap, unlike an ignored signal, is not inherited).
 trap ':' TERM
 "$@"
 rc=$?
-rank=${PMI_RANK:-${SLURM_PROCID:-unknown}}
 # A rank that did not end normally leaves MPI's shared-memory files in /dev/shm (MPICH removes
-# them in MPI_Finalize only): remove those the rank listed after MPI_Init (worker/segments.py).
+# them in MPI_Finalize only): remove those the rank listed after MPI_Init (plane/segments.py).
 if [ "$rc" -ne 0 ] && [ -f "$job_dir/shm.$rank" ]; then
     while IFS= read -r segment; do
         case $segment in
@@ -21,4 +45,7 @@ if [ "$rc" -ne 0 ] && [ -f "$job_dir/shm.$rank" ]; then
     done < "$job_dir/shm.$rank"
 fi
 printf '%s\n' "$rc" > "$job_dir/exit.$rank.tmp" && mv "$job_dir/exit.$rank.tmp" "$job_dir/exit.$rank"
+if [ -n "$agent" ]; then
+    wait "$agent"  # the node's other ranks still need it; it leaves on the hub's shutdown
+fi
 exit "$rc"

@@ -20,9 +20,17 @@ eval "$(testbed env)"
 set +e
 .venv/bin/python -m pytest -n 2 --dist loadgroup -p no:cacheprovider "$@"
 rc=$?
+if [ $# -eq 0 ]; then
+    # The kernel tests that exercise the plane again, through node agents
+    # (HubKernel.fanin = agents, the 4 ranks pretended to be on 2 nodes).
+    HPCKERNEL_FANIN=agents HPCKERNEL_NODES=2 .venv/bin/python -m pytest -n 2 \
+        -p no:cacheprovider tests/kernel/test_cells.py tests/kernel/test_faults.py \
+        tests/kernel/test_transfer.py tests/kernel/test_introspect.py \
+        tests/kernel/test_shm_pull.py || rc=1
+fi
 set -e
 # Tests must clean up after themselves: no rank, hub or job may outlive the suite.
-left=$(pgrep -af 'hpckernel\.(worker|hub)|hydra_pmi_proxy' || true)
+left=$(pgrep -af 'hpckernel\.(worker|hub|agent)|hydra_pmi_proxy' || true)
 if [ -n "$left" ]; then
     echo "processes left running after the tests:" >&2
     echo "$left" >&2

@@ -11,7 +11,7 @@ import threading
 
 from ipykernel.kernelapp import IPKernelApp, kernel_aliases
 from jupyter_core.paths import jupyter_config_path
-from traitlets import List, Type, Unicode, default
+from traitlets import Bunch, List, Type, Unicode, default, validate
 
 from ..plane.addresses import node_ip
 from .kernel import HubKernel
@@ -20,13 +20,27 @@ from .lease import ClientLease
 
 class HubApp(IPKernelApp):
     name = "hpckernel-hub"
-    kernel_class = Type(HubKernel, klass=HubKernel).tag(config=True)  # type: ignore[assignment]
+    # Any kernel class is accepted here so that a `c.IPKernelApp.kernel_class` meant for
+    # plain IPython kernels (ipython_kernel_config.py, which the hub reads too) is ignored
+    # with a warning instead of stopping the hub with a TraitError.
+    kernel_class = Type(HubKernel, klass="ipykernel.kernelbase.Kernel").tag(  # type: ignore[assignment]
+        config=True)
 
     aliases = {**kernel_aliases, "ranks": "RankLauncher.ranks"}  # type: ignore[assignment]
     ready_file = Unicode("", help="File to create once the kernel listens (the Slurm "
                          "provisioner waits for it).").tag(config=True)
     config_files = List(Unicode(), help="Config files read, later ones winning: ipykernel's "
                         "(ipython_kernel_config.py), then the hub's own.")
+
+    @validate("kernel_class")
+    def _keep_a_hub_kernel(self, proposal: Bunch) -> type[HubKernel]:
+        value = proposal["value"]
+        if isinstance(value, type) and issubclass(value, HubKernel):
+            return value
+        self.log.warning("ignoring kernel_class=%s from the configuration: the hpckernel hub "
+                         "needs a HubKernel (subclass); set HubApp.kernel_class to change it",
+                         getattr(value, "__qualname__", value))
+        return HubKernel
 
     @default("config_files")
     def _both_config_files(self) -> list[str]:

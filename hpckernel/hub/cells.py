@@ -9,13 +9,28 @@ from __future__ import annotations
 import argparse
 import shlex
 from dataclasses import dataclass, field
+from typing import Literal
 
-#: Line magics that act on the ranks from the hub; a cell starting with one runs in the hub.
-HUB_LINE_MAGICS = frozenset({"px", "pxconfig", "pxresult", "ranks", "restart_ranks", "peek",
-                             "where", "push", "pull", "provenance", "dashboard", "liveplot",
-                             "squeue", "scancel", "sacct"})
-#: Cell magics that run in the hub (the job magics of ``hpckernel.widgets``).
-HUB_CELL_MAGICS = frozenset({"sbatch"})
+from IPython.core.magic import Magics
+
+#: Where a cell runs: on the ranks, in the hub as plain IPython, or as one of the hub's magics.
+RouteKind = Literal["px", "local", "hub"]
+
+
+@dataclass(frozen=True)
+class HubMagics:
+    """The names of the magics registered in the hub: a cell that starts with one runs in
+    the hub (``%ranks``, ``%%sbatch``), not on the ranks."""
+
+    line: frozenset[str]
+    cell: frozenset[str]
+
+    @classmethod
+    def of(cls, *classes: type[Magics]) -> HubMagics:
+        """The magics that ``classes`` (``@magics_class`` classes) define."""
+        line = {name for c in classes for name in c.magics["line"]}
+        cell = {name for c in classes for name in c.magics["cell"]} - {"px"}  # ranks' own
+        return cls(frozenset(line), frozenset(cell))
 
 
 class MagicUsageError(ValueError):
@@ -130,41 +145,47 @@ def _magic_parsers() -> dict[str, _Parser]:
     provenance.add_argument("last", nargs="?", type=int, default=None,
                             help="show only the last N cells")
     provenance.add_argument("--json", action="store_true", help="the full records as JSON")
+    pxoutput = _hub_parser("pxoutput", None, targets=False)
+    pxoutput.add_argument("ranks", nargs="?", default="all",
+                          help="whose output: 3, 1,3, 0:4, -1 or all (the default)")
+    pxoutput.add_argument("--cell", type=int, default=None, metavar="N",
+                          help="the cell In[N] (default: the last cell run on the ranks)")
     return {"peek": peek, "where": _hub_parser("where", None), "push": push, "pull": pull,
-            "provenance": provenance}
+            "provenance": provenance, "pxoutput": pxoutput}
 
 
 MAGIC_PARSERS = _magic_parsers()
 
 
 def parse_magic(magic: str, line: str) -> argparse.Namespace:
-    """Options of ``%peek``, ``%where``, ``%push``, ``%pull`` or ``%provenance``."""
+    """Options of ``%peek``, ``%where``, ``%push``, ``%pull``, ``%provenance`` or
+    ``%pxoutput``."""
     return _parse(line, MAGIC_PARSERS[magic])
 
 
 @dataclass
 class Route:
-    """``kind`` is ``px``, ``local`` or ``hub``; ``code`` what to run there."""
+    """Where a cell runs (``kind``) and ``code``, what to run there."""
 
-    kind: str
+    kind: RouteKind
     code: str
     options: PxOptions
 
 
-def route_cell(code: str) -> Route:
-    """Decide where a cell runs. Raises MagicUsageError for bad ``%%px`` options."""
+def route_cell(code: str, hub: HubMagics) -> Route:
+    """Decide where a cell runs, ``hub`` naming the hub's magics. Raises MagicUsageError
+    for bad ``%%px`` options."""
     first, _, rest = code.lstrip("\n").partition("\n")
     head = first.strip()
     if head == "%%local" or head.startswith("%%local "):
         return Route("local", rest, PxOptions())
     if head == "%%px" or head.startswith("%%px "):
         return Route("px", rest, parse_px_options(head[len("%%px"):]))
-    if head.startswith("%%") and head[2:].split(maxsplit=1)[0:1] in (
-            [m] for m in HUB_CELL_MAGICS):
+    if head.startswith("%%") and head[2:].split(maxsplit=1)[0:1] in ([m] for m in hub.cell):
         return Route("hub", code, PxOptions())
     if head.startswith("%") and not head.startswith("%%"):
         name = head[1:].split(maxsplit=1)[0] if len(head) > 1 else ""
-        if name in HUB_LINE_MAGICS:
+        if name in hub.line:
             return Route("hub", code, PxOptions())
     return Route("px", code, PxOptions())
 

@@ -24,6 +24,10 @@ class InFlight:
         self.table = table
         self.publish = publish
         self.requests: dict[str, Request] = {}
+        #: Keep each rank's queue and busy state as requests come and go. Node agents keep
+        #: their ranks' (the hub's work stays per node); ``busy`` then works it out.
+        self.per_rank = True
+        self._control: set[str] = set()  # ids of the open control requests
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -36,6 +40,9 @@ class InFlight:
         whatever they run, so it neither queues on them nor makes them busy."""
         self.requests[request.id] = request
         if control:
+            self._control.add(request.id)
+            return
+        if not self.per_rank:
             return
         for rank in request.targets:
             info = self.table[rank]
@@ -80,6 +87,45 @@ class InFlight:
                                               "ename": type(e).__name__, "evalue": str(e)}
         self.finish(request)
 
+    def node_reply(self, request_id: str, groups: list[tuple[list[int], dict[str, Any]]],
+                   values: dict[int, Message]) -> None:
+        """A node agent's answer for its ranks: reply headers shared by rank groups, and
+        values by rank. Bulk updates only: this runs once per node, not per rank."""
+        request = self.requests.get(request_id)
+        if request is None:
+            return  # given up on (stuck ranks, expired control request)
+        replies = request.replies
+        for ranks, header in groups:
+            if self.table.unhealthy:  # a stuck rank that answers at last is free again
+                for rank in ranks:
+                    info = self.table[rank]
+                    if info.state == "stuck":
+                        self.table.set_state(info, "idle", "")
+            if replies:
+                ranks = [r for r in ranks if r not in replies]
+            replies.update(dict.fromkeys(ranks, header))
+            if request.merger is not None:
+                request.merger.done.update(ranks)
+        for rank, msg in values.items():
+            try:
+                request.values[rank] = msg.value()
+            except Exception as e:
+                replies[rank] = {**replies.get(rank, {}), "status": "error",
+                                 "ename": type(e).__name__, "evalue": str(e)}
+        self.finish(request)
+
+    def busy(self) -> dict[int, str]:
+        """Ranks some open request waits for, and the label of the oldest such request
+        (for ``%ranks`` when agents keep the ranks' states)."""
+        busy: dict[int, str] = {}
+        for request in self.requests.values():
+            if request.id in self._control:
+                continue
+            for rank in request.targets:
+                if rank not in request.replies:
+                    busy.setdefault(rank, request.label)
+        return busy
+
     def finish(self, request: Request) -> None:
         """Resolve ``request`` if every target has an answer (else nothing)."""
         if not request.done or request.future.done():
@@ -87,6 +133,7 @@ class InFlight:
         if request.merger is not None:
             request.merger.flush(final=True)
         self.requests.pop(request.id, None)
+        self._control.discard(request.id)
         request.finished = time.time()
         request.future.set_result(request)
 
@@ -96,6 +143,7 @@ class InFlight:
                                               "evalue": reason})
         self.finish(request)
         self.requests.pop(request.id, None)  # also when its waiter gave up (cancelled)
+        self._control.discard(request.id)
 
     def fail_rank(self, rank: int, error: dict[str, Any]) -> None:
         """A rank is gone: ``error`` is its answer to every open request it had not answered."""

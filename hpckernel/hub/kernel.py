@@ -9,37 +9,54 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sys
 import threading
-import time
-import uuid
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
-from traitlets import Float, Instance, TraitError, Type, Unicode, observe, validate
+from traitlets import (
+    CaselessStrEnum,
+    Float,
+    Instance,
+    Int,
+    TraitError,
+    Type,
+    Unicode,
+    default,
+    observe,
+    validate,
+)
 
 from .. import __version__, provenance
 from ..plane import make_job_dir
 from ..plane.addresses import node_ip
-from ..targets import TargetError, format_ranks
+from ..sizes import parse_size
 from ..widgets.magics import JobMagics, LiveMagics
-from . import transfer
 from .allocation import Allocation
-from .cells import MagicUsageError, PxOptions, route_cell, strip_local_marker
-from .launch import LaunchError, LocalLauncher, RankLauncher
+from .cells import HubMagics, MagicUsageError, PxOptions, route_cell, strip_local_marker
+from .launch import LocalLauncher, RankLauncher
 from .limits import ReplyLimit
 from .magics import PxMagics
+from .outputs import OutputStore
 from .pool import PoolSettings, RankPool, RanksUnavailable
-from .px import PxController, finish_gather
+from .px import CellError, PxCell, PxController
 from .ranks import RankView
 from .recorder import Recorder
-from .requests import RemoteError, Request
-from .transfer import TransferError
+from .requests import Request
 
 
 class HubKernel(IPythonKernel):
+    """The Jupyter kernel of an hpckernel session (``IPKernelApp.kernel_class``).
+
+    Runs outside MPI, in the kernel process the notebook talks to. It starts the ranks
+    (``launcher_class``) and owns the plane to them (``RankPool``); ``do_execute`` routes
+    each cell (``cells.route_cell``): ``%%local`` cells and the hub's magics to ipykernel in
+    this process, everything else to the ranks through ``PxController.run_cell``, whose
+    merged output comes back as IOPub messages. Every cell leaves a provenance record
+    (``Recorder``). Interrupts, completion and inspection are forwarded to the ranks.
+    """
+
     implementation = "hpckernel"
     implementation_version = __version__
 
@@ -70,7 +87,76 @@ class HubKernel(IPythonKernel):
         "send an equal share; a larger value gives a size error, not a dead hub."
     ).tag(config=True)
 
+    fanin = CaselessStrEnum(
+        ["auto", "direct", "agents"], help="How the hub reaches the ranks: 'direct' (each "
+        "rank talks to the hub), 'agents' (one agent per node talks to the node's ranks, "
+        "the hub to the agents: the hub's work grows with nodes, not ranks), 'auto' "
+        "(agents when the ranks span more than one node). Default from $HPCKERNEL_FANIN."
+    ).tag(config=True)
+
+    @default("fanin")
+    def _default_fanin(self) -> str:
+        value = os.environ.get("HPCKERNEL_FANIN", "auto").strip().lower() or "auto"
+        if value not in ("auto", "direct", "agents"):
+            raise TraitError(f"HPCKERNEL_FANIN={value!r}: use auto, direct or agents")
+        return value
+
+    agent_timeout = Float(4.0, help="Seconds a node agent may stay silent before its node's "
+                          "ranks are reported lost.").tag(config=True)
+    fanout = Int(help="With node agents, the most agents that talk to one peer: above "
+                 "this many nodes, the agents of each group of this many nodes talk to the "
+                 "group's first agent, which talks to the hub. Default from $HPCKERNEL_FANOUT, "
+                 "else 64.").tag(config=True)
+
+    @default("fanout")
+    def _default_fanout(self) -> int:
+        try:
+            return int(os.environ.get("HPCKERNEL_FANOUT") or 64)
+        except ValueError:
+            raise TraitError("HPCKERNEL_FANOUT must be a number of nodes (at least 2)") from None
+
+    @validate("fanout")
+    def _check_fanout(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 2:
+            raise TraitError(f"fanout must be at least 2, not {proposal['value']}")
+        return int(proposal["value"])
+    output_groups = Int(
+        32, help="Most groups of differing output (or kinds of error) a cell shows in the "
+        "notebook; the others are summed up in one line, and %pxoutput or _px.output(rank) "
+        "show them. 0: no limit.").tag(config=True)
+    output_memory = Unicode(
+        "256MB", help="Memory the hub may use to keep the ranks' whole output of recent "
+        "cells; beyond it, output is kept in files in the job directory.").tag(config=True)
+    output_history = Int(
+        100, help="How many of the last requests' outputs the hub keeps for %pxoutput and "
+        "_px.output(rank).").tag(config=True)
+
     launcher = Instance(RankLauncher, allow_none=True)
+
+    @validate("output_memory")
+    def _check_output_memory(self, proposal: dict[str, Any]) -> str:
+        try:
+            parse_size(proposal["value"])
+        except ValueError as e:
+            raise TraitError(f"output_memory {e}") from None
+        return str(proposal["value"])
+
+    @validate("output_groups", "output_history")
+    def _check_count(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 0:
+            raise TraitError(f"HubKernel.{proposal['trait'].name} must be 0 or more, not "
+                             f"{proposal['value']}")
+        return int(proposal["value"])
+
+    @observe("output_groups", "output_memory", "output_history")
+    def _output_settings_changed(self, change: dict[str, Any]) -> None:
+        if getattr(self, "outputs", None) is not None:  # a change by %config
+            self._configure_outputs()
+
+    def _configure_outputs(self) -> None:
+        self.outputs.group_limit = self.output_groups
+        self.outputs.memory = parse_size(self.output_memory)
+        self.outputs.cells = self.output_history
 
     @validate("max_reply_size")
     def _check_reply_size(self, proposal: dict[str, Any]) -> str:
@@ -93,9 +179,13 @@ class HubKernel(IPythonKernel):
         settings = PoolSettings(flush_interval=self.flush_interval,
                                 interrupt_grace=self.interrupt_grace,
                                 start_timeout=self.start_timeout,
-                                tcp_ip=node_ip(self.plane_ip))
+                                tcp_ip=node_ip(self.plane_ip), fanin=self.fanin,
+                                agent_timeout=self.agent_timeout, fanout=self.fanout)
         self.pool = RankPool(self.launcher, self.job_dir, self._publish, settings)
-        self.px = PxController(self.pool, lambda: self.get_parent("shell"), self._publish)
+        self.outputs = OutputStore(Path(self.job_dir))
+        self._configure_outputs()
+        self.px = PxController(self.pool, lambda: self.get_parent("shell"), self._publish,
+                               self.outputs)
         self.px.reply_limit = ReplyLimit.parse(self.max_reply_size)
         cwd = Path.cwd()
         notebook = provenance.notebook_path(os.environ.get("JPY_SESSION_NAME"), cwd)
@@ -104,13 +194,15 @@ class HubKernel(IPythonKernel):
                                  self._context, notebook)
         assert self.shell is not None
         self.shell.configurables.append(self)  # %config HubKernel.max_reply_size = '8GB'
-        self.shell.register_magics(PxMagics(self.shell, self.px, self.recorder))
-        self.shell.register_magics(JobMagics, LiveMagics)
+        self.shell.register_magics(PxMagics(self.shell, self.px, self.recorder),
+                                   JobMagics, LiveMagics)
+        self.hub_magics = HubMagics.of(PxMagics, JobMagics, LiveMagics)
         self.shell.user_ns["ranks"] = RankView(self.px)
         # %%local cells reach IPython whole (so history keeps them as typed); this drops
         # the marker line before IPython compiles them.
         self.shell.input_transformers_cleanup.insert(0, strip_local_marker)
         self._local_running = False
+        self._hosts: tuple[object, list[str]] = (None, [])  # (pool.ready, hosts) of _context
         self._notices: list[str] = []
         self._last_parent: dict[str, Any] | None = None
         self.allocation = self.px.allocation = Allocation.from_environment()
@@ -171,7 +263,7 @@ class HubKernel(IPythonKernel):
                        ) -> tuple[dict[str, Any], Request | None]:
         record = record if record is not None else {}
         try:
-            route = route_cell(code)
+            route = route_cell(code, self.hub_magics)
         except MagicUsageError as e:
             return self._px_error("UsageError", str(e), [str(e)], silent), None
         if route.kind == "px":
@@ -192,64 +284,32 @@ class HubKernel(IPythonKernel):
     async def _execute_px(self, cell: str, body: str, options: PxOptions, silent: bool,
                           store_history: bool, record: dict[str, Any]
                           ) -> tuple[dict[str, Any], Request | None]:
-        assert self.shell is not None and self.pool is not None
+        assert self.shell is not None
         count = self.shell.execution_count
         if store_history and not silent:
             self.shell.history_manager.store_inputs(count, cell)
             self.shell.execution_count += 1
+        ran = PxCell()
         try:
-            targets = self.px.resolve(options.targets)
-        except TargetError as e:
-            return self._px_error("TargetError", str(e), [str(e)], silent, count), None
-        record["targets"] = targets
-        try:
-            await self._wait_for_ranks()
-        except LaunchError as e:
-            return self._px_error("LaunchError", str(e), [str(e), "Fix the cause, then run "
-                                  "%restart_ranks (or restart the kernel)."], silent,
-                                  count), None
-        block = self.px.block if options.block is None else options.block
-        record["block"] = block
-        try:
-            if options.ins:
-                values = transfer.hub_values(self.shell.user_ns, options.ins)
-                await self.px.push(targets, values, options.scatter)
-        except (TransferError, RemoteError, RanksUnavailable, TypeError) as e:
-            return self._px_error(type(e).__name__, f"--in: {e}", [f"--in: {e}",
-                                  "The cell did not run."], silent, count), None
-        handle = self.px.submit("execute", targets, {"code": body, "silent": silent,
-                                                     "execution_count": count},
-                                block=block, label=f"[{count}]", execution_count=count)
-        if not block:
-            self._publish("execute_result", {"data": {"text/plain": repr(handle)},
+            await self.px.run_cell(body, options, self.shell.user_ns, count=count,
+                                   silent=silent, cell=ran)
+        except CellError as e:
+            if ran.ranks:
+                record["ranks"] = ran.ranks
+            request = ran.handle.request if ran.handle is not None else None
+            return self._px_error(e.ename, e.evalue, e.traceback, silent, count), request
+        finally:
+            record["targets"], record["block"] = ran.targets, ran.block
+        assert ran.handle is not None
+        if not ran.block:
+            self._publish("execute_result", {"data": {"text/plain": repr(ran.handle)},
                                              "metadata": {}, "execution_count": count},
                           {}, self.get_parent("shell"))
-            self.shell.user_ns["_px"] = handle
             return {"status": "ok", "execution_count": count, "user_expressions": {},
-                    "payload": []}, handle.request
-        try:
-            request = await asyncio.wrap_future(handle.request.future)
-        except RanksUnavailable as e:
-            record["ranks"] = {str(i.rank): i.state if i.state in ("dead", "stuck")
-                               else "not run" for i in self.pool.snapshot()
-                               if i.rank in targets}
-            return self._px_error("RanksUnavailable", str(e), [str(e)], silent, count), None
-        error = request.error_content()
-        if error is not None:
-            return self._px_error(error["ename"], error["evalue"], error["traceback"],
-                                  silent, count), request
-        if options.outs:
-            try:
-                pulled = self.px.pull(targets, options.outs, options.concat)
-                await asyncio.wrap_future(pulled.request.future)
-                self.shell.user_ns.update(
-                    finish_gather(pulled.request, options.outs, options.concat))
-            except (TransferError, RemoteError, RanksUnavailable) as e:
-                return self._px_error(type(e).__name__, f"--out: {e}", [
-                    f"--out: {e}", "The cell itself ran; its output is above."],
-                    silent, count), request
+                    "payload": []}, ran.handle.request
         return {"status": "ok", "execution_count": count, "user_expressions": {},
-                "payload": [], "metadata": {"hpckernel": {"ranks": targets}}}, request
+                "payload": [], "metadata": {"hpckernel": {"ranks": ran.targets}}
+                }, ran.handle.request
 
     def finish_metadata(self, parent: dict[str, Any], metadata: dict[str, Any],
                         reply_content: dict[str, Any]) -> dict[str, Any]:
@@ -265,34 +325,18 @@ class HubKernel(IPythonKernel):
         assert self.pool is not None and self.session is not None
         env = self._environment
         alloc = self.allocation
-        return {"size": self.pool.size,
-                "hosts": sorted({i.host for i in self.pool.snapshot() if i.host}),
+        ready = self.pool.ready
+        if self._hosts[0] is not ready:
+            # Hosts change only with a new launch (a new `ready`): not a copy of the rank
+            # table for every cell, which at thousands of ranks costs milliseconds.
+            hosts = sorted({i.host for i in self.pool.snapshot() if i.host})
+            self._hosts = (ready if ready.done() else None, hosts)
+        return {"size": self.pool.size, "hosts": self._hosts[1],
                 "job": {"id": alloc.job_id, "nodes": alloc.nodelist,
                         "partition": alloc.partition} if alloc else None,
                 "mpi": provenance.mpi_summary(self.pool.mpi_version),
                 "environment": env.result() if env.done() and not env.exception() else None,
                 "session": self.session.session}
-
-    async def _wait_for_ranks(self) -> None:
-        """Wait for the ranks to register; while they start, the cell shows a line that
-        turns into the start time once they are up (a display, updated in place)."""
-        assert self.pool is not None
-        if self.pool.ready.done():
-            self.pool.ready.result()
-            return
-        parent = self.get_parent("shell")
-        display_id = uuid.uuid4().hex
-        t0 = time.monotonic()
-
-        def show(text: str, msg_type: str) -> None:
-            self._publish(msg_type, {"data": {"text/plain": f"[hpckernel] {text}"},
-                                     "metadata": {}, "transient": {"display_id": display_id}},
-                          {"hpckernel": {"notice": True}}, parent)
-
-        show(f"waiting for {self.pool.size} ranks to start...", "display_data")
-        await asyncio.wrap_future(self.pool.ready)
-        show(f"{self.pool.size} ranks started in {time.monotonic() - t0:.1f} s",
-             "update_display_data")
 
     def _px_error(self, ename: str, evalue: str, traceback: list[str], silent: bool,
                   count: int | None = None) -> dict[str, Any]:
@@ -338,7 +382,7 @@ class HubKernel(IPythonKernel):
     async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:
         """Completion in the namespace of rank 0 (of the hub for ``%%local`` cells)."""
         cursor_pos = len(code) if cursor_pos is None else cursor_pos
-        if route_cell(code).kind == "px":
+        if route_cell(code, self.hub_magics).kind == "px":
             reply = await self._ask_rank0("complete", {"code": code, "cursor_pos": cursor_pos})
             if reply is not None:
                 return reply
@@ -346,7 +390,7 @@ class HubKernel(IPythonKernel):
 
     async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
                          omit_sections: Any = ()) -> dict[str, Any]:
-        if route_cell(code).kind == "px":
+        if route_cell(code, self.hub_magics).kind == "px":
             reply = await self._ask_rank0("inspect", {"code": code, "cursor_pos": cursor_pos,
                                                       "detail_level": detail_level})
             if reply is not None:
@@ -370,6 +414,7 @@ class HubKernel(IPythonKernel):
     def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
         self.stop_ranks()
         self.recorder.close()
+        self.outputs.close()
         return super().do_shutdown(restart)  # type: ignore[no-any-return]
 
     def stop_ranks(self) -> None:
@@ -377,7 +422,3 @@ class HubKernel(IPythonKernel):
         if self.pool is not None:
             self.pool.shutdown()
         shutil.rmtree(Path(self.job_dir), ignore_errors=True)
-
-    def describe_ranks(self) -> str:
-        assert self.pool is not None
-        return f"{self.pool.size} ranks ({format_ranks(range(self.pool.size))}) on {sys.platform}"

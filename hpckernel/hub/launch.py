@@ -47,7 +47,27 @@ class RankLauncher(LoggingConfigurable):
             raise TraitError(f"ranks must be at least 1, not {proposal['value']}")
         return proposal["value"]
 
+    nodes = Integer(0, help="Pretend the ranks are on this many nodes, in blocks of "
+                    "consecutive ranks (0: where they really are). For trying node agents "
+                    "(HubKernel.fanin) on one machine; default from $HPCKERNEL_NODES."
+                    ).tag(config=True)
+
+    @default("nodes")
+    def _default_nodes(self) -> int:
+        try:
+            return max(0, int(os.environ.get("HPCKERNEL_NODES") or 0))
+        except ValueError:
+            raise TraitError("HPCKERNEL_NODES must be a number of nodes") from None
+
     proc: asyncio.subprocess.Process | None = None
+    #: The ranks talk to node agents (set by the hub's rank pool before each start), which
+    #: form a tree above this many nodes (HubKernel.fanout).
+    agents = False
+    fanout = 64
+
+    def node_count(self) -> int:
+        """How many nodes the ranks span (the pretended number, if set)."""
+        return min(self.nodes, self.ranks) if self.nodes else 1
 
     def command(self, job_dir: Path, plane_file: Path) -> list[str]:
         raise NotImplementedError
@@ -62,6 +82,15 @@ class RankLauncher(LoggingConfigurable):
         argv = self.command(job_dir, plane_file)
         self.log.info("starting ranks: %s", " ".join(argv))
         env = {**self.environment(), **MPICH_YIELD, **self.env}
+        for name in ("HPCKERNEL_FANIN", "HPCKERNEL_NODES", "HPCKERNEL_AGENT_NODES",
+                     "HPCKERNEL_FANOUT"):
+            env.pop(name, None)
+        if self.agents:  # rank.sh starts one agent per node (launcher/rank.sh)
+            env["HPCKERNEL_FANIN"] = "agents"
+            env["HPCKERNEL_AGENT_NODES"] = str(self.node_count())  # agent/tree.py
+            env["HPCKERNEL_FANOUT"] = str(self.fanout)
+            if self.nodes:
+                env["HPCKERNEL_NODES"] = str(self.node_count())
         with _fresh_start(job_dir) as log:
             try:
                 # A session of its own: the hub's interrupts must not reach mpiexec, and
@@ -134,6 +163,15 @@ class SrunLauncher(RankLauncher):
         return [self.srun, f"--mpi={self.mpi}", "--label", "--kill-on-bad-exit=1",
                 *placement, "-n", str(self.ranks), *self.worker_command(job_dir, plane_file)]
 
+    def node_count(self) -> int:
+        if self.nodes:
+            return super().node_count()
+        nodes = os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or "1"
+        try:
+            return min(int(nodes), self.ranks)
+        except ValueError:
+            return 1
+
     def environment(self) -> dict[str, str]:
         env = super().environment()
         if _in_step():
@@ -148,8 +186,9 @@ def _in_step() -> bool:
 
 
 def _fresh_start(job_dir: Path) -> BinaryIO:
-    """Forget the exit codes of earlier ranks; open the launcher log for appending."""
-    for old in job_dir.glob("exit.*"):
+    """Forget the exit codes of earlier ranks and the addresses of earlier node agents (new
+    ranks must wait for their new agent); open the launcher log for appending."""
+    for old in [*job_dir.glob("exit.*"), *job_dir.glob("agent-*.json")]:
         old.unlink()
     return open(job_dir / LOG_NAME, "ab")
 

@@ -1,12 +1,14 @@
 """The px magics as IPython magics of the hub's shell.
 
 The kernel routes a notebook cell that starts with one of these to the hub shell, and
-``%%local`` code can call them too. ``%%px`` cells typed in the notebook take the kernel's
-async path instead (``HubKernel.do_execute``); these are the synchronous twins.
+``%%local`` code can call them too. ``%%px``/``%px`` here run the same coroutine as a
+``%%px`` cell of the notebook (``PxController.run_cell``), waiting for it on the plane
+thread's loop: the kernel's own loop is busy running this magic.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -35,30 +37,20 @@ class PxMagics(Magics):
     @line_magic("px")  # type: ignore[arg-type]
     def px_line(self, line: str) -> Any:
         """%px CODE: run one line of code on the default target ranks."""
-        return self._run(line, PxOptions(targets=self.px.targets), self.px.block)
+        return self._run(line, PxOptions())
 
     @cell_magic("px")  # type: ignore[arg-type]
     def px_cell(self, line: str, cell: str) -> Any:
         """%%px [--targets SPEC] [--noblock] [--in NAME [--scatter]] [--out NAME [--concat]]:
         run the cell on ranks."""
-        options = parse_px_options(line)
-        block = self.px.block if options.block is None else options.block
-        return self._run(cell, options, block)
+        return self._run(cell, parse_px_options(line))
 
-    def _run(self, code: str, options: PxOptions, block: bool) -> Any:
-        self.px.wait_ready()
-        targets = self.px.resolve(options.targets)
-        if options.ins:
-            values = transfer.hub_values(self._ns, options.ins)
-            self.px.push(targets, values, options.scatter).result()
-        handle = self.px.submit("execute", targets, {"code": code}, block=block, label="%px")
-        if not block:
-            return handle
-        handle.wait()
-        handle.request.raise_for_errors()
-        if options.outs:
-            self._ns.update(self.px.gather(targets, options.outs, options.concat))
-        return None
+    def _run(self, code: str, options: PxOptions) -> Any:
+        """The handle of a --noblock cell, else None; CellError if it failed."""
+        ran = asyncio.run_coroutine_threadsafe(
+            self.px.run_cell(code, options, self._ns, parent=self.px.parent()),
+            self.px.pool.loop).result()
+        return None if ran.block else ran.handle
 
     @line_magic
     def peek(self, line: str) -> None:
@@ -124,6 +116,14 @@ class PxMagics(Magics):
             raise RuntimeError("no %%px --noblock cell has run yet")
         handle.display_outputs()
         handle.request.raise_for_errors()
+
+    @line_magic
+    def pxoutput(self, line: str) -> None:
+        """%pxoutput [RANKS] [--cell N]: the whole output of RANKS (default: all) in the last
+        cell run on the ranks (or in cell In[N]), also what the notebook was not shown;
+        waits for a --noblock cell to end."""
+        args = parse_magic("pxoutput", line)
+        self.px.cell(args.cell).display(args.ranks)
 
     @line_magic
     def ranks(self, line: str) -> None:

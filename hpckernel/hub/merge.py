@@ -3,7 +3,9 @@
 Rules (DESIGN.md): every output names its ranks; identical output from several ranks is
 shown once with a range label (``[stdout:0-3]``), differing output per rank in rank order;
 all ranks' text is coalesced into one message per stream per flush, and what exceeds the
-output budget is dropped with a visible notice, never silently.
+output budget is dropped with a visible notice, never silently. Beyond a number of groups
+(``HubKernel.output_groups``) the notebook gets the first ones in rank order and, at the end,
+one line on the rest, which stays readable from the hub's store (``outputs.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, TypeVar
 
 from ..sizes import format_size
 from ..targets import format_ranks
+from .outputs import RankOutputs
 
 T = TypeVar("T")
 
@@ -67,10 +70,11 @@ class OutputMerger:
 
     Called from the hub's plane thread only: ``add_*`` as messages arrive, ``flush`` on a
     timer while the cell runs and with ``final=True`` once every rank has replied.
+    ``keep``: where every rank's output is also kept whole, and how many groups to show.
     """
 
     def __init__(self, targets: list[int], emit: Emit, budget: OutputBudget,
-                 hold: float = 1.0) -> None:
+                 hold: float = 1.0, keep: RankOutputs | None = None) -> None:
         self.targets = targets
         self.emit = emit
         self.budget = budget
@@ -84,16 +88,26 @@ class OutputMerger:
         self.dropped_msgs = 0
         self.dropped_ranks: set[int] = set()
         self._notice_at = 0.0
+        self.keep = keep
+        self.group_limit = keep.group_limit if keep is not None else 0
+        self.hidden_groups = 0
+        self.hidden_ranks: set[int] = set()
+        self._slots = self.group_limit  # how many more groups of new ranks may be shown
+        self._shown_ranks: set[int] = set()
 
     # -- input ------------------------------------------------------------------------
 
     def add_stream(self, rank: int, name: str, text: str) -> None:
+        if self.keep is not None:
+            self.keep.add(rank, {"output_type": "stream", "name": name, "text": text})
         pending = self.streams.setdefault(name, {}).setdefault(rank, _Pending())
         if not pending.text:
             pending.since = time.monotonic()
         pending.text += text
 
     def add_display(self, rank: int, msg_type: str, content: dict[str, Any]) -> None:
+        if self.keep is not None:
+            self.keep.add(rank, {"output_type": msg_type, **content})
         if msg_type == "execute_result":
             self.results[rank] = content
             return
@@ -117,6 +131,7 @@ class OutputMerger:
         if final:
             self._flush_results()
             self._notice(final=True)
+            self._hidden_notice()
 
     def _flush_stream(self, name: str, force: bool) -> None:
         pending = {r: p for r, p in self.streams[name].items() if p.text}
@@ -143,10 +158,13 @@ class OutputMerger:
         for p in pending.values():
             if p.text:
                 p.since = time.monotonic()
+        groups = self._shown(group_equal(chunks))
+        if not groups:
+            return  # all of it beyond output_groups: kept, and summed up at the end
         text = "".join(f"[{name}:{format_ranks(ranks)}] {chunk}"
                        + ("" if chunk.endswith("\n") else "\n")
-                       for chunk, ranks in group_equal(chunks))
-        self._send("stream", {"name": name, "text": text}, sorted(chunks))
+                       for chunk, ranks in groups)
+        self._send("stream", {"name": name, "text": text}, sorted(r for _, g in groups for r in g))
 
     def _flush_displays(self, force: bool) -> bool:
         """Emit displays, identical ones across ranks collapsed (aligned by their order on
@@ -164,7 +182,7 @@ class OutputMerger:
             return True
         for i in range(count):
             row = {r: items[i] for r, items in pending.items() if i < len(items)}
-            for (msg_type, content), ranks in group_equal(row, _json_key):
+            for (msg_type, content), ranks in self._shown(group_equal(row, _json_key)):
                 if msg_type == "clear_output":
                     self._send("clear_output", content, ranks)
                 else:
@@ -175,9 +193,46 @@ class OutputMerger:
         return any(self.displays.values())
 
     def _flush_results(self) -> None:
-        for content, ranks in group_equal(self.results, lambda c: _json_key(c.get("data"))):
+        for content, ranks in self._shown(
+                group_equal(self.results, lambda c: _json_key(c.get("data")))):
             self._send_rich("execute_result", content, ranks, "out")
         self.results.clear()
+
+    def _shown(self, groups: list[tuple[T, list[int]]]) -> list[tuple[T, list[int]]]:
+        """At most ``group_limit`` groups, in rank order; the rest are counted for the
+        closing line. A group whose ranks all had no output shown yet takes one of the
+        cell's ``group_limit`` slots: so the same ranks stay shown from flush to flush,
+        also when some ranks' output arrives a flush later than the others'."""
+        if not self.group_limit:
+            return groups
+        shown: list[tuple[T, list[int]]] = []
+        for group in groups:
+            known = not self._shown_ranks.isdisjoint(group[1])
+            if len(shown) < self.group_limit and (known or self._slots > 0):
+                shown.append(group)
+                self._slots -= not known
+            else:
+                self.hidden_groups += 1
+                self.hidden_ranks.update(group[1])
+        for _, ranks in shown:
+            self._shown_ranks.update(ranks)
+        return shown
+
+    def _hidden_notice(self) -> None:
+        """One line on the groups not shown, and how to read them."""
+        if not self.hidden_groups:
+            return
+        hidden = sorted(self.hidden_ranks)
+        how = self.keep.how_to_see(hidden) if self.keep is not None else ""
+        text = (f"[hpckernel] {self.hidden_groups} more output group"
+                f"{'s' if self.hidden_groups > 1 else ''} from {len(hidden)} rank"
+                f"{'s' if len(hidden) > 1 else ''} ({format_ranks(hidden, 80)}) not shown"
+                f" (over HubKernel.output_groups = {self.group_limit})"
+                + (f"; to see them: {how}" if how else "") + "\n")
+        self.emit("stream", {"name": "stderr", "text": text},
+                  {"hpckernel": {"ranks": hidden, "hidden": True}})
+        self.hidden_groups = 0
+        self.hidden_ranks.clear()
 
     def _send_rich(self, msg_type: str, content: dict[str, Any], ranks: list[int],
                    label: str) -> None:

@@ -23,10 +23,12 @@ from typing import Any
 import zmq.asyncio
 
 from ..plane import Message, pack, segments, write_plane_info
+from .agents import Agents
 from .inflight import InFlight, Publish
 from .launch import LaunchError, RankLauncher, log_tail
 from .live import LiveStore
 from .merge import OutputBudget, OutputMerger
+from .outputs import RankOutputs
 from .ranktable import RankInfo, RankTable, describe_unavailable
 from .requests import Request
 from .transport import Transport
@@ -51,6 +53,9 @@ class PoolSettings:
     interrupt_grace: float = 3.0
     start_timeout: float = 120.0
     tcp_ip: str = "127.0.0.1"
+    fanin: str = "direct"  # HubKernel.fanin: direct, agents, or auto (agents if > 1 node)
+    agent_timeout: float = 4.0  # seconds of silence after which an agent is dead
+    fanout: int = 64  # HubKernel.fanout: above this many nodes, agents form a tree
 
 
 class RankPool:
@@ -67,6 +72,8 @@ class RankPool:
         self.inflight = InFlight(self.table, publish)
         self.budget = OutputBudget()
         self.live = LiveStore()  # values the ranks publish mid-cell (hpckernel.publish)
+        self.agents = Agents(self, self.settings.agent_timeout)
+        self.use_agents = False  # decided at each launch (settings.fanin)
         self.loop = asyncio.new_event_loop()
         self.ready: Future[None] = Future()
         self.mpi_version = ""
@@ -86,17 +93,19 @@ class RankPool:
 
     def submit(self, kind: str, targets: list[int], header: dict[str, Any] | None = None,
                value: Any = None, parent: dict[str, Any] | None = None, output: str = "live",
-               label: str = "", per_rank: dict[int, Any] | None = None) -> Request:
+               label: str = "", per_rank: dict[int, Any] | None = None,
+               keep: RankOutputs | None = None) -> Request:
         """Send a request to ``targets``. ``output``: ``live`` publishes merged output to
         IOPub under ``parent``, ``capture`` keeps it on the request, ``none`` drops it.
-        ``per_rank`` gives each target a value of its own instead of ``value``."""
-        request = Request(kind, targets, parent=parent, label=label)
+        ``per_rank`` gives each target a value of its own instead of ``value``; ``keep``
+        keeps every rank's whole output (``outputs.py``)."""
+        request = Request(kind, targets, parent=parent, label=label, outputs=keep)
         if output != "none":
             if output == "capture":
                 request.captured = []
             request.merger = OutputMerger(targets,
                                           lambda *m: self.inflight.emit(request, *m),
-                                          self.budget)
+                                          self.budget, keep=keep)
         self.loop.call_soon_threadsafe(self._send_request, request, header or {}, value,
                                        per_rank)
         return request
@@ -114,7 +123,18 @@ class RankPool:
         return asyncio.run_coroutine_threadsafe(self._restart(), self.loop)
 
     def snapshot(self) -> list[RankInfo]:
-        return [replace(info, queue=deque(info.queue)) for info in self.table]
+        if not self.use_agents or threading.current_thread() is self._thread:
+            return self._snapshot()
+        # Agents keep the ranks' busy states: read them where they change.
+        done: Future[list[RankInfo]] = Future()
+        self.loop.call_soon_threadsafe(lambda: done.set_result(self._snapshot()))
+        return done.result(timeout=10)
+
+    def _snapshot(self) -> list[RankInfo]:
+        infos = [replace(info, queue=deque(info.queue)) for info in self.table]
+        if self.use_agents:
+            self.agents.fill(infos)
+        return infos
 
     def shutdown(self, timeout: float = 10.0) -> None:
         if not self._thread.is_alive():
@@ -143,6 +163,7 @@ class RankPool:
             self.ctx = zmq.asyncio.Context()
             self.transport = Transport(self.ctx, self.size, self.settings.tcp_ip)
             self.plane_file = write_plane_info(self.job_dir, self.transport.bind())
+            self.transport.on_agent = self.agents.handle
             for router in self.transport.routers:
                 self._spawn(self.transport.receive(router, self._handle))
             self._spawn(self._tick())
@@ -155,6 +176,12 @@ class RankPool:
         if self.ready.done():
             self.ready = Future()
         self.table.reset()
+        self.agents.reset()
+        fanin = self.settings.fanin
+        self.use_agents = fanin == "agents" or (fanin == "auto" and self.launcher.node_count() > 1)
+        self.launcher.agents = self.use_agents
+        self.launcher.fanout = self.settings.fanout
+        self.inflight.per_rank = not self.use_agents
         self._started_at = time.monotonic()
         self._launches += 1  # so that checks scheduled for earlier ranks are dropped
         try:
@@ -199,11 +226,15 @@ class RankPool:
             self._launch_task.cancel()
             self._launch_task = None
         proc = self.launcher.proc
-        if proc is not None and all(i.state == "idle" for i in self.table):
+        if proc is not None and all(i.state == "idle" for i in self.table) and not (
+                self.use_agents and self.inflight.busy()):
             # Idle ranks can leave on their own (MPI_Finalize); busy ones are terminated.
-            frames = pack("shutdown", {})
-            for info in self.table:
-                self._send_to(info.rank, frames)
+            if self.use_agents:
+                self.agents.broadcast("shutdown")
+            else:
+                frames = pack("shutdown", {})
+                for info in self.table:
+                    self._send_to(info.rank, frames)
             try:
                 # MPI_Finalize of many ranks sharing few cores takes a while (64 on 2: ≈4 s).
                 await asyncio.wait_for(proc.wait(), 2.0 + 0.05 * len(self.table))
@@ -227,14 +258,19 @@ class RankPool:
             now = time.monotonic()
             self.live.flush(now)
             self.inflight.tick(now, self.settings.interrupt_grace)
-            if len(self.inflight) or now - last_beat >= self.settings.heartbeat_interval:
+            beat_due = now - last_beat >= self.settings.heartbeat_interval
+            # With agents, a rank's death also comes as a "lost" rank in its node's reply.
+            if beat_due or (len(self.inflight) and not self.use_agents):
                 self._check_exits()
-            if now - last_beat >= self.settings.heartbeat_interval:
+            if beat_due:
                 last_beat = now
-                beat = pack("hb", {})
-                for info in self.table:
-                    if info.state in ("idle", "busy", "stuck"):
-                        self._send_to(info.rank, beat)
+                if self.use_agents:
+                    self.agents.heartbeat(now)
+                else:
+                    beat = pack("hb", {})
+                    for info in self.table:
+                        if info.state in ("idle", "busy", "stuck"):
+                            self._send_to(info.rank, beat)
             if not self.ready.done() and now - self._started_at > self.settings.start_timeout:
                 await self.launcher.stop()
                 self._launch_failed(f"the ranks did not start within "
@@ -247,7 +283,7 @@ class RankPool:
         info = self.table[rank]
         header = msg.header
         if msg.msg_type == "register":
-            self._register(info, header)
+            self.register(info, header)
         elif msg.msg_type == "hb":
             info.cpu, info.rss = header.get("cpu", 0.0), header.get("rss", 0)
         elif msg.msg_type in ("stream", "display"):
@@ -263,7 +299,8 @@ class RankPool:
         elif msg.msg_type == "live":
             self.live.add(str(header.get("name")), info.rank, msg.value())
 
-    def _register(self, info: RankInfo, header: dict[str, Any]) -> None:
+    def register(self, info: RankInfo, header: dict[str, Any]) -> None:
+        """A rank's registration (directly, or through its node's agent)."""
         info.pid, info.host = header.get("pid"), header.get("host", "")
         self.mpi_version = header.get("mpi") or self.mpi_version
         if header.get("error"):
@@ -291,33 +328,44 @@ class RankPool:
             return
         header = {**header, "id": request.id}
         try:
-            frames = ({r: pack(request.kind, header, per_rank[r], has_value=True)
-                       for r in request.targets} if per_rank is not None else
-                      dict.fromkeys(request.targets, pack(request.kind, header, value,
-                                                          has_value=value is not None)))
+            if self.use_agents:
+                to_nodes = self.agents.pack_request(request, header, value, per_rank)
+            else:
+                frames = ({r: pack(request.kind, header, per_rank[r], has_value=True)
+                           for r in request.targets} if per_rank is not None else
+                          dict.fromkeys(request.targets, pack(request.kind, header, value,
+                                                              has_value=value is not None)))
         except Exception as e:  # an unpicklable value: the caller's error, not the plane's
             request.future.set_exception(TypeError(
                 f"cannot send this value to the ranks: {type(e).__name__}: {e}"))
             return
         self.inflight.add(request, control)
+        if self.use_agents:
+            for node, node_frames in to_nodes:
+                self.agents.send(node, node_frames)
+            return
         for rank in request.targets:
             self._send_to(rank, frames[rank])
 
     def _interrupt(self) -> None:
         now = time.monotonic()
-        frames = pack("interrupt", {})
-        for info in self.table:
-            if info.state == "busy":
-                self._send_to(info.rank, frames)
+        if self.use_agents:
+            self.agents.broadcast("interrupt")  # each agent interrupts its busy ranks
+        else:
+            frames = pack("interrupt", {})
+            for info in self.table:
+                if info.state == "busy":
+                    self._send_to(info.rank, frames)
         self.inflight.interrupted(now)
 
     def _send_to(self, rank: int, frames: list[Any]) -> None:
         if not self.transport.send(rank, frames):
-            self._unreachable(rank)
+            self.unreachable(rank)
 
     # -- the plane thread: deaths -------------------------------------------------------
 
-    def _unreachable(self, rank: int) -> None:
+    def unreachable(self, rank: int) -> None:
+        """``rank`` cannot be reached (directly, or by its node's agent)."""
         # The socket can learn of a death before rank.sh has written the exit code: give it
         # a moment, so the user reads "killed by SIGSEGV" rather than "unreachable".
         self._check_exits()

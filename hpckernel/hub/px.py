@@ -1,33 +1,108 @@
-"""Running code on the ranks from the hub: the engine behind ``%%px`` and ``ranks``."""
+"""Running code on the ranks from the hub: the engine behind ``%%px`` and ``ranks``.
+
+A ``%%px`` cell has one path, ``PxController.run_cell``, whether the notebook sent it
+(``HubKernel.do_execute`` awaits it) or hub code ran the ``%%px`` magic (which waits for it
+on the plane thread's loop).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
+import time
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Generator
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from ..targets import format_ranks, parse_targets
+from ..targets import TargetError, format_ranks, parse_targets
 from . import transfer
 from .allocation import Allocation
+from .cells import PxOptions
+from .launch import LaunchError
 from .limits import ReplyLimit
-from .pool import RankPool, describe_unavailable
+from .merge import group_equal
+from .outputs import Output, OutputStore, output_size
+from .pool import RankPool, RanksUnavailable, describe_unavailable
 from .requests import RemoteError, Request
+from .transfer import TransferError
 
 #: Requests whose replies carry no value, so no share of HubKernel.max_reply_size is worked
 #: out for them (reading the available memory costs ≈50 µs, and every cell is one).
 _NO_VALUE_KINDS = frozenset({"execute", "push"})
 
+#: where a request's merged output goes: into the current cell, kept on its handle, nowhere
+OutputMode = Literal["live", "capture", "none"]
+
 #: the IOPub parent of the cell that is running now (from the kernel)
 ParentGetter = Callable[[], "dict[str, Any] | None"]
 
 
-class PxHandle:
-    """A cell sent to the ranks; what ``%%px --noblock`` returns and ``%pxresult`` shows."""
+class CellOutputs:
+    """Each rank's whole output and error of one request, once it has ended: what
+    ``%pxoutput`` and ``_px.output(rank)`` read, also what the notebook was not shown.
 
-    def __init__(self, request: Request, replay: Callable[[Request], None]) -> None:
+    Holds no ``Request``: a request sits in reference cycles (its futures, its merger), and
+    one kept for the last ``output_history`` cells would outlive the young GC generations,
+    so that finished requests piled up until a full collection."""
+
+    def __init__(self, request: Request, size: int,
+                 show: Callable[[dict[int, list[Output]]], None]) -> None:
+        self.label = request.label
+        self.targets = request.targets
+        self.size = size  # of the kernel, to read target specs
+        self.kept = request.outputs
+        self.replies = request.replies
+        self._show = show
+        self.finished = threading.Event()
+        request.future.add_done_callback(lambda _: self.finished.set())
+
+    def get(self, ranks: list[int]) -> dict[int, list[Output]]:
+        """The outputs of ``ranks`` (waits for the request to end), a failed rank's error
+        last."""
+        self.finished.wait()
+        if self.kept is None:
+            raise ValueError(f"{self.label}: this request keeps no output")
+        found = self.kept.get(ranks)
+        for rank in ranks:
+            error = self.replies.get(rank)
+            if error is not None and error.get("status") != "ok":
+                found.setdefault(rank, []).append({
+                    "output_type": "error", "ename": str(error.get("ename")),
+                    "evalue": str(error.get("evalue")),
+                    "traceback": list(error.get("traceback") or [])})
+        return found
+
+    def streams(self, name: str) -> list[str]:
+        """Each target's whole text of stream ``name``, in target order."""
+        found = self.get(self.targets)
+        return ["".join(o["text"] for o in found.get(r, []) if o["output_type"] == "stream"
+                        and o["name"] == name) for r in self.targets]
+
+    def display(self, spec: Any = "all") -> None:
+        """Publish the whole output of the ranks ``spec`` names into the current cell,
+        identical outputs collapsed, with no limit on groups."""
+        chosen = parse_targets(spec, self.size)
+        outside = sorted(set(chosen) - set(self.targets))
+        if outside:
+            raise TargetError(f"{self.label} ran on ranks {format_ranks(self.targets)}, "
+                              f"not on {format_ranks(outside)}")
+        self._show(self.get(chosen))
+
+
+class PxHandle:
+    """A cell sent to the ranks (``_px`` in the hub is the last one): what ``%%px
+    --noblock`` returns, ``%pxresult`` shows, and where each rank's whole output is read
+    (``output(rank)``, ``stdout``, ``stderr``, ``display_outputs(ranks)``)."""
+
+    def __init__(self, request: Request, replay: Callable[[Request], None],
+                 cell: CellOutputs) -> None:
         self.request = request
         self._replay = replay
+        self.cell = cell
 
     @property
     def targets(self) -> list[int]:
@@ -55,10 +130,31 @@ class PxHandle:
         self.request.raise_for_errors()
         return self.request.value_list()
 
-    def display_outputs(self) -> None:
-        """Publish the kept output into the current cell (what ``%pxresult`` does)."""
+    def output(self, rank: int) -> list[Output]:
+        """Everything ``rank`` sent for this cell, as nbformat outputs (``stream``,
+        ``display_data``, ``execute_result``, and its ``error``), whatever the notebook
+        was shown. Waits for the cell to end."""
+        return self.cell.get([rank]).get(rank, [])
+
+    @property
+    def stdout(self) -> list[str]:
+        """Each target's whole stdout, in target order (waits for the cell to end)."""
+        return self.cell.streams("stdout")
+
+    @property
+    def stderr(self) -> list[str]:
+        """Each target's whole stderr, in target order (waits for the cell to end)."""
+        return self.cell.streams("stderr")
+
+    def display_outputs(self, ranks: Any = None) -> None:
+        """Publish the output into the current cell: as the cell showed it (what
+        ``%pxresult`` does), or with ``ranks`` (a target spec, ``'3:8'``) those ranks'
+        whole output, identical outputs collapsed, with no limit on groups."""
         self.request.future.result()
-        self._replay(self.request)
+        if ranks is None:
+            self._replay(self.request)
+        else:
+            self.cell.display(ranks)
 
     def __await__(self) -> Generator[Any, None, list[Any]]:
         yield from asyncio.wrap_future(self.request.future).__await__()
@@ -77,13 +173,18 @@ class PxController:
 
     def __init__(self, pool: RankPool, parent: ParentGetter,
                  publish: Callable[[str, dict[str, Any], dict[str, Any],
-                                    dict[str, Any] | None], None]) -> None:
+                                    dict[str, Any] | None], None],
+                 outputs: OutputStore) -> None:
         self.pool = pool
         self.parent = parent
         self.publish = publish
+        self.outputs = outputs
         self.targets = "all"
         self.block = True
-        self.last: PxHandle | None = None
+        self.last: PxHandle | None = None  # the last --noblock cell (%pxresult)
+        #: the cells run on the ranks, by execution count, as long as their output is kept
+        self.cells: OrderedDict[int, CellOutputs] = OrderedDict()
+        self.latest: PxHandle | None = None  # the last %%px cell (``_px``)
         self.allocation: Allocation | None = None  # the Slurm job the hub runs in, if any
         #: the bytes one request may bring into the hub (HubKernel.max_reply_size)
         self.reply_limit = ReplyLimit.parse("50%")
@@ -97,24 +198,156 @@ class PxController:
 
     def submit(self, kind: str, targets: list[int], header: dict[str, Any] | None = None,
                value: Any = None, *, block: bool = True, label: str = "",
-               execution_count: int | None = None, output: str | None = None,
-               per_rank: dict[int, Any] | None = None) -> PxHandle:
+               execution_count: int | None = None, output: OutputMode | None = None,
+               per_rank: dict[int, Any] | None = None, hint: str = "",
+               parent: dict[str, Any] | None = None) -> PxHandle:
+        """Send one request to ``targets`` (the plane does the rest) and return its handle.
+
+        ``output``: ``live`` publishes the merged output into the current cell (default when
+        ``block``), ``capture`` keeps it on the handle (``--noblock``), ``none`` drops it;
+        with output, every rank's whole output is also kept (``hint``: how a user reads it,
+        ``{ranks}`` standing for a target spec). ``parent``: the IOPub parent, when not the
+        current cell's. Requests whose replies carry values get their share of
+        ``max_reply_size`` in the header."""
         header = header or {}
         if kind not in _NO_VALUE_KINDS and "max_bytes" not in header:
             header = {**header, **self.reply_limit.header(len(targets))}
-        request = self.pool.submit(kind, targets, header, value, parent=self.parent(),
-                                   output=output or ("live" if block else "capture"),
-                                   label=label, per_rank=per_rank)
+        mode: OutputMode = output or ("live" if block else "capture")
+        keep = None if mode == "none" else self.outputs.open(uuid.uuid4().hex, hint)
+        request = self.pool.submit(kind, targets, header, value,
+                                   parent=self.parent() if parent is None else parent,
+                                   output=mode, label=label, per_rank=per_rank, keep=keep)
         request.execution_count = execution_count
-        handle = PxHandle(request, self._replay)
+        handle = PxHandle(request, self._replay,
+                          CellOutputs(request, self.size, self._show_outputs))
         if not block:
             self.last = handle
         return handle
 
     def _replay(self, request: Request) -> None:
+        """Publish into the current cell what ``request``'s cell showed (``--noblock``)."""
         parent = self.parent()
         for msg_type, content, metadata in request.captured or []:
             self.publish(msg_type, content, metadata, parent)
+
+    def _show_outputs(self, outputs: dict[int, list[Output]]) -> None:
+        """Publish into the current cell these ranks' whole outputs, paced by the kernel's
+        output budget (jupyter_server would drop a burst silently). Runs in the shell's
+        thread (``%pxoutput``), where waiting is fine."""
+        parent = self.parent()
+        budget = self.pool.budget
+        for msg_type, content, metadata in render_outputs(outputs):
+            size = output_size(content)
+            granted = budget.take(size)
+            while granted is None:
+                time.sleep(0.05)
+                granted = budget.take(size)
+            if granted < size:
+                time.sleep((size - granted) / budget.bytes_per_s)
+            self.publish(msg_type, content, metadata, parent)
+
+    # -- one %%px cell -----------------------------------------------------------------
+
+    async def run_cell(self, code: str, options: PxOptions, ns: dict[str, Any], *,
+                       count: int | None = None, silent: bool = False,
+                       parent: dict[str, Any] | None = None, cell: PxCell | None = None
+                       ) -> PxCell:
+        """Run a ``%%px`` cell: resolve its targets, wait for the ranks, send ``--in``
+        values, run it, then gather ``--out`` values into ``ns`` (the hub's namespace).
+
+        Returns once it ran (at once with ``--noblock``); raises ``CellError``, ready for
+        the notebook, when it could not run or failed on some rank. ``cell`` is filled in
+        as it goes (the provenance record reads it also after a failure)."""
+        cell = cell if cell is not None else PxCell()
+        parent = self.parent() if parent is None else parent
+        try:
+            cell.targets = self.resolve(options.targets)
+        except TargetError as e:
+            raise CellError("TargetError", str(e), [str(e)]) from None
+        try:
+            await self.ready(parent)
+        except LaunchError as e:
+            raise CellError("LaunchError", str(e), [str(e), "Fix the cause, then run "
+                            "%restart_ranks (or restart the kernel)."]) from None
+        cell.block = self.block if options.block is None else options.block
+        try:
+            if options.ins:
+                values = transfer.hub_values(ns, options.ins)
+                pushed = self.push(cell.targets, values, options.scatter, parent=parent)
+                await asyncio.wrap_future(pushed.request.future)
+                pushed.request.raise_for_errors()
+        except (TransferError, RemoteError, RanksUnavailable, TypeError) as e:
+            raise CellError(type(e).__name__, f"--in: {e}",
+                            [f"--in: {e}", "The cell did not run."]) from None
+        header = {"code": code, "silent": silent, "execution_count": count}
+        label = f"[{count}]" if count is not None else "%%px"
+        hint = f"%pxoutput {{ranks}} --cell {count}" if count is not None else (
+            "_px.display_outputs('{ranks}')")
+        cell.handle = handle = self.submit("execute", cell.targets, header, block=cell.block,
+                                           label=label, execution_count=count, hint=hint,
+                                           parent=parent)
+        self._remember(handle, count)
+        ns["_px"] = handle
+        if not cell.block:
+            return cell
+        try:
+            await asyncio.wrap_future(handle.request.future)
+        except RanksUnavailable as e:
+            infos = self.pool.snapshot()
+            cell.ranks = {str(r): infos[r].state if infos[r].state in ("dead", "stuck")
+                          else "not run" for r in cell.targets}
+            raise CellError("RanksUnavailable", str(e), [str(e)]) from None
+        error = handle.request.error_content()
+        if error is not None:
+            raise CellError(error["ename"], error["evalue"], error["traceback"])
+        if options.outs:
+            try:
+                pulled = self.pull(cell.targets, options.outs, options.concat, parent=parent)
+                await asyncio.wrap_future(pulled.request.future)
+                ns.update(finish_gather(pulled.request, options.outs, options.concat))
+            except (TransferError, RemoteError, RanksUnavailable) as e:
+                raise CellError(type(e).__name__, f"--out: {e}", [
+                    f"--out: {e}", "The cell itself ran; its output is above."]) from None
+        return cell
+
+    def _remember(self, handle: PxHandle, count: int | None) -> None:
+        self.latest = handle
+        if count is not None:
+            self.cells[count] = handle.cell
+            while len(self.cells) > max(self.outputs.cells, 1):
+                self.cells.popitem(last=False)
+
+    def cell(self, count: int | None) -> CellOutputs:
+        """The outputs of cell ``In[count]``, or of the last cell run on the ranks."""
+        if count is None:
+            if self.latest is None:
+                raise LookupError("no cell has run on the ranks yet")
+            return self.latest.cell
+        kept = self.cells.get(count)
+        if kept is None:
+            known = (f"cells {min(self.cells)}-{max(self.cells)}" if self.cells else "none")
+            raise LookupError(f"cell {count} did not run on the ranks, or its output is no "
+                              f"longer kept (kept: {known}; HubKernel.output_history)")
+        return kept
+
+    async def ready(self, parent: dict[str, Any] | None) -> None:
+        """Wait for the ranks to register; while they start, the cell shows a line that
+        turns into the start time once they are up (a display, updated in place)."""
+        if self.pool.ready.done():
+            self.pool.ready.result()
+            return
+        display_id = uuid.uuid4().hex
+        t0 = time.monotonic()
+
+        def show(text: str, msg_type: str) -> None:
+            self.publish(msg_type, {"data": {"text/plain": f"[hpckernel] {text}"},
+                                    "metadata": {}, "transient": {"display_id": display_id}},
+                         {"hpckernel": {"notice": True}}, parent)
+
+        show(f"waiting for {self.pool.size} ranks to start...", "display_data")
+        await asyncio.wrap_future(self.pool.ready)
+        show(f"{self.pool.size} ranks started in {time.monotonic() - t0:.1f} s",
+             "update_display_data")
 
     def wait_ready(self, timeout: float | None = None) -> None:
         self.pool.ready.result(timeout)
@@ -128,20 +361,21 @@ class PxController:
 
     # -- data in and out (transfer.py says how) ----------------------------------------
 
-    def push(self, targets: list[int], values: dict[str, Any], scatter: bool = False
-             ) -> PxHandle:
+    def push(self, targets: list[int], values: dict[str, Any], scatter: bool = False,
+             parent: dict[str, Any] | None = None) -> PxHandle:
         """Assign ``values`` on ``targets``: the same everywhere, or split with ``scatter``."""
         pieces = transfer.per_rank(values, targets, scatter)
         return self.submit("push", targets, value=None if pieces else values,
-                           per_rank=pieces, output="none", label="push")
+                           per_rank=pieces, output="none", label="push", parent=parent)
 
-    def pull(self, targets: list[int], names: list[str], concat: bool = False) -> PxHandle:
+    def pull(self, targets: list[int], names: list[str], concat: bool = False,
+             parent: dict[str, Any] | None = None) -> PxHandle:
         """Read ``names`` on ``targets``; ``transfer.collect`` turns the reply into lists.
         With ``concat`` the hub briefly holds the parts and their concatenation: each rank
         may send half as much."""
         limit = self.reply_limit.header(len(targets), copies=2 if concat else 1)
         return self.submit("pull", targets, {"names": names, **limit}, output="none",
-                           label="pull")
+                           label="pull", parent=parent)
 
     def gather(self, targets: list[int], names: list[str], concat: bool = False
                ) -> dict[str, Any]:
@@ -173,10 +407,81 @@ class PxController:
         return handle.request
 
 
+@dataclass
+class PxCell:
+    """Where a ``%%px`` cell ran and how (filled in by ``PxController.run_cell``)."""
+
+    targets: list[int] | None = None
+    block: bool = True
+    handle: PxHandle | None = None
+    #: per-rank states when the cell could not run on its ranks (dead, stuck, not run)
+    ranks: dict[str, str] = field(default_factory=dict)
+
+
+class CellError(Exception):
+    """A ``%%px`` cell that failed, as the notebook's error output shows it."""
+
+    def __init__(self, ename: str, evalue: str, traceback: list[str]) -> None:
+        super().__init__(evalue)
+        self.ename, self.evalue, self.traceback = ename, evalue, traceback
+
+    def content(self) -> dict[str, Any]:
+        return {"ename": self.ename, "evalue": self.evalue, "traceback": self.traceback}
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython (the %%px magic in hub code) shows this, not the hub's own stack.
+        return [*self.traceback, f"{self.ename}: {self.evalue}"]
+
+
+def render_outputs(outputs: dict[int, list[Output]]
+                   ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """IOPub messages (msg_type, content, metadata) showing each rank's whole output,
+    ranks with identical output together, labelled as the merged output is; consecutive
+    text of one stream in one message (10,000 ranks' lines are one message, not 10,000)."""
+    messages: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    for kept, ranks in group_equal(outputs, _output_key):
+        label, meta = format_ranks(ranks), {"hpckernel": {"ranks": ranks}}
+        for output in kept:
+            kind = output["output_type"]
+            if kind == "clear_output":
+                continue  # it cleared the rank's own cell; here it would clear this one
+            content = {k: v for k, v in output.items()
+                       if k not in ("output_type", "transient")}
+            if kind == "stream":
+                text = output["text"]
+                content["text"] = f"[{output['name']}:{label}] {text}" + (
+                    "" if text.endswith("\n") else "\n")
+            elif kind == "error":
+                content["traceback"] = [f"[error:{label}] {output['ename']}: "
+                                        f"{output['evalue']}", *output["traceback"]]
+            elif kind in ("display_data", "update_display_data", "execute_result"):
+                tag = f"[{'out' if kind == 'execute_result' else 'display'}:{label}]"
+                data = dict(content.get("data", {}))
+                if set(data) <= {"text/plain"}:  # labelled as merge.py labels them
+                    data["text/plain"] = f"{tag} {data.get('text/plain', '')}"
+                else:
+                    messages.append(("stream", {"name": "stdout", "text": tag + "\n"}, meta))
+                content = {**content, "data": data}
+                content.pop("execution_count", None)
+                kind = "display_data"  # not a result of the cell showing it
+            last = messages[-1] if messages else None
+            if (kind == "stream" and last is not None and last[0] == "stream"
+                    and last[1]["name"] == content["name"]):
+                messages[-1] = ("stream", {**last[1], "text": last[1]["text"] + content["text"]},
+                                {"hpckernel": {"ranks": last[2]["hpckernel"]["ranks"] + ranks}})
+            else:
+                messages.append((kind, content, meta))
+    return messages
+
+
+def _output_key(outputs: list[Output]) -> str:
+    return json.dumps(outputs, sort_keys=True, default=str)
+
+
 def finish_gather(request: Request, names: list[str], concat: bool) -> dict[str, Any]:
     """The gathered values of a finished pull: lists, or arrays with ``concat``."""
     values = transfer.collect(request, names)
     return {n: transfer.concat(n, v) if concat else v for n, v in values.items()}
 
 
-__all__ = ["PxController", "PxHandle", "RemoteError"]
+__all__ = ["CellError", "CellOutputs", "PxCell", "PxController", "PxHandle", "RemoteError"]

@@ -58,7 +58,9 @@ class RankView:
         """Run ``code`` on these ranks; their output shows in the current cell."""
         self._px.wait_ready()
         handle = self._px.submit("execute", self.targets, {"code": code}, block=block,
-                                 label="ranks.execute", output="live")
+                                 label="ranks.execute", output="live",
+                                 hint="the handle of ranks.execute(...): .display_outputs("
+                                 "'{ranks}')")
         if block:
             handle.result()
         return handle

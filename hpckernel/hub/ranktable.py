@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..plane.headers import RankState
 from ..sizes import format_memory
 from ..targets import format_ranks
 from .launch import describe_exit, exit_codes, log_tail
@@ -21,7 +22,7 @@ class RankInfo:
     """What the hub knows of one rank (shown by ``%ranks``)."""
 
     rank: int
-    state: str = "starting"  # starting, idle, busy, stuck, dead
+    state: RankState = "starting"
     pid: int | None = None
     host: str = ""
     cpu: float = 0.0
@@ -39,12 +40,14 @@ class RankInfo:
 
 class RankTable:
     """Every rank's ``RankInfo``. State changes go through ``set_state``, which keeps count of
-    the ranks still starting, so that "all registered" is O(1) per registration, not O(N)."""
+    the ranks still starting, so that "all registered" is O(1) per registration, not O(N),
+    and of the ranks that cannot take requests, so that "all can" is O(1) per request."""
 
     def __init__(self, size: int, job_dir: Path) -> None:
         self.infos = [RankInfo(r) for r in range(size)]
         self.job_dir = job_dir
         self.starting = size
+        self.unhealthy = size  # starting, stuck or dead
 
     def __getitem__(self, rank: int) -> RankInfo:
         return self.infos[rank]
@@ -55,9 +58,10 @@ class RankTable:
     def __len__(self) -> int:
         return len(self.infos)
 
-    def set_state(self, info: RankInfo, state: str, reason: str | None = None) -> None:
+    def set_state(self, info: RankInfo, state: RankState, reason: str | None = None) -> None:
         """Move ``info`` to ``state`` (and ``reason``, when given)."""
         self.starting += (state == "starting") - (info.state == "starting")
+        self.unhealthy += (state in _UNHEALTHY) - (info.state in _UNHEALTHY)
         info.state = state
         if reason is not None:
             info.reason = reason
@@ -72,26 +76,32 @@ class RankTable:
     def unavailable(self, targets: list[int], control: bool) -> list[RankInfo]:
         """Targets that cannot take a request now; a stuck rank's I/O thread still answers
         control requests (``%peek``, ``%where``)."""
+        if not self.unhealthy:
+            return []
         return [self.infos[r] for r in targets
                 if self.infos[r].state in ("dead", "starting")
                 or (self.infos[r].state == "stuck" and not control)]
 
-    def mark_dead(self, rank: int, reason: str) -> dict[str, Any]:
-        """Record the death; returns the error that the rank's open requests get."""
+    def mark_dead(self, rank: int, reason: str, tail: bool = True) -> dict[str, Any]:
+        """Record the death; returns the error that the rank's open requests get (with the
+        rank's last log lines if ``tail``)."""
         info = self.infos[rank]
         self.set_state(info, "dead", reason)
         info.queue.clear()
         info.cell = ""
-        tail = log_tail(self.job_dir, rank)
+        tail_text = log_tail(self.job_dir, rank) if tail else ""
         # No rank number in the text, so that ranks that died alike collapse into one.
         return {"status": "error", "ename": "RankDied", "evalue": reason,
-                "traceback": [*([f"last output of the rank:\n{tail}"] if tail else []),
+                "traceback": [*([f"last output of the rank:\n{tail_text}"] if tail_text else []),
                               "Run %restart_ranks to start fresh ranks."]}
 
     def new_exits(self) -> list[tuple[int, str]]:
         """Ranks not yet known dead whose exit ``launcher/rank.sh`` has recorded, and how."""
         return [(rank, describe_exit(code)) for rank, code in exit_codes(self.job_dir).items()
                 if 0 <= rank < len(self.infos) and self.infos[rank].state != "dead"]
+
+
+_UNHEALTHY = frozenset({"starting", "stuck", "dead"})
 
 
 def describe_unavailable(infos: list[RankInfo]) -> str:

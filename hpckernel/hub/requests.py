@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..targets import format_ranks
-from .merge import OutputMerger
+from .merge import OutputMerger, group_equal
+from .outputs import RankOutputs
 
 
 class RemoteError(RuntimeError):
@@ -41,6 +42,8 @@ class Request:
     execution_count: int | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     merger: OutputMerger | None = None
+    #: every rank's whole output, kept by the hub; also how many error groups to show
+    outputs: RankOutputs | None = None
     #: IOPub messages kept for later display instead of being published (``--noblock``)
     captured: list[tuple[str, dict[str, Any], dict[str, Any]]] | None = None
     replies: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -56,35 +59,42 @@ class Request:
 
     @property
     def errors(self) -> dict[int, dict[str, Any]]:
-        return {r: h for r, h in sorted(self.replies.items()) if h.get("status") != "ok"}
+        # Filter, then sort: at thousands of ranks nearly all replies are "ok".
+        return dict(sorted((r, h) for r, h in self.replies.items() if h.get("status") != "ok"))
 
     def error_content(self) -> dict[str, Any] | None:
         """One error for the notebook naming the failed ranks, identical tracebacks
-        collapsed; None when every rank succeeded."""
+        collapsed, the first ``HubKernel.output_groups`` kinds of error in full and a line
+        on the others; None when every rank succeeded."""
         errors = self.errors
         if not errors:
             return None
-        groups: list[tuple[dict[str, Any], list[int]]] = []
-        for rank, err in errors.items():
-            key = (err.get("ename"), err.get("evalue"), err.get("traceback"))
-            for first, ranks in groups:
-                if (first.get("ename"), first.get("evalue"), first.get("traceback")) == key:
-                    ranks.append(rank)
-                    break
-            else:
-                groups.append((err, [rank]))
+        groups = group_equal(errors, lambda e: (e.get("ename"), e.get("evalue"),
+                                                tuple(e.get("traceback") or ())))
         names = {e.get("ename") for e, _ in groups}
         ename = names.pop() if len(names) == 1 else "RemoteError"
-        summary = "; ".join(f"rank{'s' if len(r) > 1 else ''} {format_ranks(r)}: "
-                            f"{e.get('ename')}: {e.get('evalue')}" for e, r in groups)
+        limit = self.outputs.group_limit if self.outputs is not None else 0
+        shown, hidden = (groups[:limit], groups[limit:]) if limit else (groups, [])
+        more = ""
+        if hidden:
+            ranks = sorted(r for _, rs in hidden for r in rs)
+            how = self.outputs.how_to_see(ranks) if self.outputs is not None else ""
+            more = (f"{len(hidden)} more kinds of error on {len(ranks)} ranks "
+                    f"({format_ranks(ranks, 80)}) not shown" + (f"; to see them: {how}" if how
+                                                            else ""))
+        summary = "; ".join([f"rank{'s' if len(r) > 1 else ''} {format_ranks(r)}: "
+                             f"{e.get('ename')}: {e.get('evalue')}" for e, r in shown]
+                            + ([more] if more else []))
         traceback: list[str] = []
-        for err, ranks in groups:
+        for err, ranks in shown:
             traceback.append(f"[error:{format_ranks(ranks)}] {err.get('ename')}: "
                              f"{err.get('evalue')}")
             traceback.extend(err.get("traceback") or [])
         ok = [r for r in self.targets if r not in errors]
+        if more:
+            traceback.append(f"[hpckernel] {more}")
         if ok:
-            traceback.append(f"(ranks {format_ranks(ok)} succeeded)")
+            traceback.append(f"(ranks {format_ranks(ok, 80)} succeeded)")
         return {"ename": str(ename), "evalue": summary, "traceback": traceback}
 
     def raise_for_errors(self) -> None:

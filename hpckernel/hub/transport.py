@@ -23,6 +23,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from ..plane import Message, PlaneInfo, make_job_dir, shm, unpack
 from ..plane.addresses import node_name
+from ..plane.credentials import KeyCheck
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +38,10 @@ _LAST = int(zmq.NOBLOCK)
 
 #: on_message(rank, message), for every well-formed message from a rank.
 OnMessage = Callable[[int, Message], None]
-
-
-class _KeyCheck:
-    """ZAP credentials provider: only the ranks' CurveZMQ key may connect over TCP."""
-
-    def __init__(self, public: str) -> None:
-        self.public = public
-
-    def callback(self, domain: str, key: bytes | str) -> bool:
-        return (key.decode() if isinstance(key, bytes) else key) == self.public
+#: on_agent(node, message), for every well-formed message from a node agent.
+OnAgent = Callable[[str, Message], None]
+#: A node agent's identity on the plane starts with this byte (a rank's is its number).
+AGENT_PREFIX = b"@"
 
 
 class _Router:
@@ -72,6 +67,9 @@ class Transport:
         self.tcp_ip = tcp_ip
         self.routers: list[_Router] = []
         self._routes: dict[int, _Router] = {}
+        self._agent_routes: dict[str, _Router] = {}
+        #: where messages from node agents go (HubKernel.fanin); dropped while None
+        self.on_agent: OnAgent | None = None
         self._identities = [str(r).encode() for r in range(size)]
         self.shm_prefix = ""  # this kernel's shared-memory segments, once bound
 
@@ -82,7 +80,7 @@ class Transport:
         self.auth.start()
         server_public, server_secret = zmq.curve_keypair()
         client_public, client_secret = zmq.curve_keypair()
-        self.auth.configure_curve_callback("*", _KeyCheck(client_public.decode()))
+        self.auth.configure_curve_callback("*", KeyCheck(client_public.decode()))
         ipc, tcp = self._router(), self._router()
         tcp.curve_server = True
         tcp.curve_secretkey = server_secret
@@ -143,6 +141,23 @@ class Transport:
             router.wake.set()
         return True
 
+    def send_agent(self, node: str, frames: list[Any]) -> bool:
+        """As :meth:`send`, to the agent of ``node``."""
+        router = self._agent_routes.get(node)
+        if router is None:
+            return False
+        send = router.sock.send
+        try:
+            send(AGENT_PREFIX + node.encode(), _MORE, copy=False)
+            for frame in frames[:-1]:
+                send(frame, _MORE, copy=False)
+            send(frames[-1], _LAST, copy=False)
+        except zmq.ZMQError:
+            return False
+        finally:
+            router.wake.set()
+        return True
+
     async def receive(self, router: _Router, on_message: OnMessage) -> None:
         """Hand every message arriving on ``router`` to ``on_message``, until cancelled."""
         while True:
@@ -164,8 +179,12 @@ class Transport:
                 return False
             while frames[-1].more:  # the rest of a message arrives with its first frame
                 frames.append(recv(_LAST, copy=False))
+            ident = frames[0].bytes
+            if ident[:1] == AGENT_PREFIX:
+                self._from_agent(router, ident, frames)
+                continue
             try:
-                rank = int(frames[0].bytes)
+                rank = int(ident)
                 msg = unpack(frames[1:], router.shm_prefix)
                 if not 0 <= rank < self.size:
                     raise ValueError(f"unknown rank {rank}")
@@ -179,9 +198,30 @@ class Transport:
                 log.exception("error handling %s from rank %d", msg.msg_type, rank)
         return True
 
+    def agent_is_local(self, node: str) -> bool:
+        """Whether the agent of ``node`` reached the hub over IPC (it is on this node)."""
+        router = self._agent_routes.get(node)
+        return router is not None and bool(router.shm_prefix)
+
+    def _from_agent(self, router: _Router, ident: bytes, frames: list[zmq.Frame]) -> None:
+        try:
+            node = ident[1:].decode()
+            msg = unpack(frames[1:], "")  # agents hand over no shared memory
+        except (ValueError, UnicodeDecodeError) as e:
+            log.warning("dropped a malformed plane message from an agent: %s", e)
+            return
+        self._agent_routes[node] = router
+        if self.on_agent is None:
+            return
+        try:
+            self.on_agent(node, msg)
+        except Exception:
+            log.exception("error handling %s from the agent of node %s", msg.msg_type, node)
+
     def close(self) -> None:
         """Stop watching and close the sockets; later sends find no route (unreachable)."""
         self._routes.clear()
+        self._agent_routes.clear()
         for router in self.routers:
             self._loop.remove_reader(router.fd)
             router.sock.close(linger=0)

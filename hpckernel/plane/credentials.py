@@ -28,6 +28,17 @@ class PlaneInfo:
     size: int  # number of ranks expected
 
 
+class KeyCheck:
+    """ZAP credentials provider for a plane's TCP sockets (the hub's, a tree agent's): only
+    the plane's client key may connect."""
+
+    def __init__(self, public: str) -> None:
+        self.public = public
+
+    def callback(self, domain: str, key: bytes | str) -> bool:
+        return (key.decode() if isinstance(key, bytes) else key) == self.public
+
+
 def make_job_dir(parent: str | os.PathLike[str] | None = None) -> Path:
     """Create a fresh 0700 directory for one kernel's files (plane file, sockets, exit codes)."""
     old = os.umask(0o077)

@@ -102,8 +102,8 @@ def to_shm(frames: list[Any], prefix: str) -> list[Any]:
     return [frames[0], json.dumps(header).encode(), frames[2], *rest]
 
 
-def _attach(msg_type: str, segments: Any, frames: list[memoryview],
-            prefix: str | None) -> list[memoryview]:
+def attach_segments(msg_type: str, segments: Any, frames: list[memoryview],
+                    prefix: str | None) -> list[memoryview]:
     """``frames`` with the header's shared-memory segments mapped in at their indices."""
     named = ([e[1] for e in segments if isinstance(e, list) and len(e) == 3
               and isinstance(e[1], str)] if isinstance(segments, list) else [])
@@ -139,12 +139,14 @@ def _view(frame: zmq.Frame | bytes) -> memoryview:
     return frame.buffer if isinstance(frame, zmq.Frame) else memoryview(frame)
 
 
-def unpack(frames: list[zmq.Frame] | list[bytes], shm_prefix: str | None = None) -> Message:
+def unpack(frames: list[zmq.Frame] | list[bytes], shm_prefix: str | None = None,
+           keep_shm: bool = False) -> Message:
     """Decode frames received with ``copy=False`` (or plain bytes, in tests).
 
     Buffers in shared-memory segments (see :func:`to_shm`) are mapped, and their names
     removed, here; with ``shm_prefix``, only segments of that kernel are accepted (with
-    ``""``, none: for messages from other nodes).
+    ``""``, none: for messages from other nodes). With ``keep_shm`` they stay named in the
+    header, unmapped, for whoever the message goes to next.
     Raises ``ValueError`` on a malformed message, so a receiver can log and drop it.
     """
     if len(frames) < 3:
@@ -156,5 +158,8 @@ def unpack(frames: list[zmq.Frame] | list[bytes], shm_prefix: str | None = None)
     buffers = [_view(f) for f in frames[3:]]
     segments = header.pop(SHM, None)
     if segments is not None:
-        buffers = _attach(msg_type, segments, buffers, shm_prefix)
+        if keep_shm:  # passed on unopened (a node agent on the hub's node)
+            header[SHM] = segments
+        else:
+            buffers = attach_segments(msg_type, segments, buffers, shm_prefix)
     return Message(msg_type, header, _view(frames[2]), buffers)

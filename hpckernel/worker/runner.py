@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import logging
 import os
@@ -16,8 +15,10 @@ import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..deathsig import die_with_parent
 from ..plane import Message, pack, read_plane_info, segments
 from ..plane.addresses import node_name
+from ..plane.nodes import agent_plane_file, rank_node, wait_for_plane_info
 from . import publish
 from .channel import HubChannel
 from .introspect import peek, where
@@ -28,15 +29,6 @@ if TYPE_CHECKING:  # main() imports IPython once the rank has registered with th
     from .shell import RankShell
 
 log = logging.getLogger("hpckernel.worker")
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to kill this rank when its launcher process dies (no orphans)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _mpi_identity() -> tuple[int, int, str, str | None]:
@@ -133,6 +125,13 @@ class RankRunner:
                 continue
 
     def handle(self, msg: Message) -> None:
+        """Run one request of the hub (``execute``, ``apply``, ``push``, ``pull``) on this
+        rank's main thread and send its reply: ``status`` and, on failure, the error's
+        ``ename``/``evalue``/``traceback``, with the value (if any) as payload.
+
+        Called by ``serve`` for each message the I/O thread queues; the request's output is
+        tagged with its id meanwhile, and a ``KeyboardInterrupt`` (the hub's interrupt)
+        becomes the reply's error like any other exception."""
         if self.streams is not None:
             # A cell may have replaced sys.stdout/sys.stderr: each request writes to the
             # notebook again.
@@ -249,16 +248,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="exit when the hub has been silent this many seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    _die_with_parent()
+    die_with_parent()  # the rank dies with its launcher process
     # The launcher may start ranks with SIGINT ignored; the hub's interrupts need it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     import faulthandler
 
     faulthandler.enable()  # a segfault's Python stack goes to the launcher log
-    info = read_plane_info(args.plane_file)
+    job_dir = Path(args.plane_file).parent
+    node = rank_node()
+    # With node agents the rank talks to its node's agent, which starts beside it.
+    info = (read_plane_info(args.plane_file) if node is None
+            else wait_for_plane_info(agent_plane_file(job_dir, node), args.hub_timeout))
     rank, size, mpi_version, error = _mpi_identity()
-    segments.record(Path(args.plane_file).parent, rank)
+    segments.record(job_dir, rank)
 
     inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
     streams: list[OutStream] = []

@@ -43,6 +43,9 @@ class HubKernelConformance(jupyter_kernel_test.KernelTests):
         cls._old_path = os.environ.get("JUPYTER_PATH")
         os.environ["JUPYTER_PATH"] = cls._dir
         super().setUpClass()
+        # Wait for the ranks once, so that no test's first output is the
+        # "[hpckernel] waiting for 2 ranks to start" display (a loaded machine starts slowly).
+        cls.kc.execute_interactive("pass", timeout=120)
 
     @classmethod
     def tearDownClass(cls) -> None:

@@ -1,0 +1,95 @@
+"""Requests open at a node: which of the node's ranks still owe a reply, and the one answer
+(``nreply``) the agent sends up for them all.
+
+A node reply groups identical reply headers (``ok`` on 64 ranks is one entry), lists the
+ranks the agent stopped waiting for (``lost``: dead or unreachable, the hub says how), and
+carries the values of ``apply``/``pull`` as each rank's frames, unopened.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_left
+from typing import Any
+
+from ..plane.headers import PlaneHeader
+from ..targets import format_ranks
+
+#: Fields that differ between ranks' replies without making them different answers.
+_PER_RANK = ("id", "rank", "shm")
+
+
+def local_targets(intervals: list[tuple[int, int]], ranks: list[int]) -> list[int]:
+    """The node's ``ranks`` (sorted) inside the request's target ``intervals``."""
+    chosen: list[int] = []
+    for lo, hi in intervals:
+        chosen.extend(ranks[bisect_left(ranks, lo):bisect_left(ranks, hi + 1)])
+    return chosen
+
+
+class NodeRequest:
+    """One request at this node (and, for a relay, at the nodes below it), until each of its
+    ranks answered or was lost."""
+
+    __slots__ = ("control", "groups", "id", "interrupted", "kind", "lost", "pending",
+                 "segments", "targets", "values")
+
+    def __init__(self, request_id: str, kind: str, targets: list[int], control: bool) -> None:
+        self.id = request_id
+        self.kind = kind
+        self.targets = targets
+        self.control = control
+        self.pending = set(targets)
+        self.groups: dict[str, tuple[dict[str, Any], list[int]]] = {}  # replies not sent up
+        self.values: dict[int, list[Any]] = {}
+        self.segments: dict[int, Any] = {}  # rank -> its reply's shared-memory segments
+        self.lost: list[int] = []
+        self.interrupted = False
+
+    @property
+    def done(self) -> bool:
+        return not self.pending
+
+    def reply(self, rank: int, header: dict[str, Any], frames: list[Any]) -> None:
+        """A rank's reply: its header and its [payload, *buffers] frames."""
+        if rank not in self.pending:
+            return  # a duplicate, or a rank already given up on
+        common = {k: v for k, v in header.items() if k not in _PER_RANK}
+        self.group([rank], common)
+        if len(frames) > 1 or (frames and len(frames[0])):
+            self.values[rank] = frames
+            if header.get("shm"):
+                self.segments[rank] = header["shm"]
+
+    def group(self, ranks: list[int], common: dict[str, Any]) -> None:
+        """Ranks that answered alike (a rank's reply, or a group of a lower agent's)."""
+        ranks = [r for r in ranks if r in self.pending]
+        if not ranks:
+            return
+        self.pending.difference_update(ranks)
+        key = json.dumps(common, sort_keys=True, default=str)
+        self.groups.setdefault(key, (common, []))[1].extend(ranks)
+
+    def lose(self, rank: int) -> None:
+        if rank in self.pending:
+            self.pending.discard(rank)
+            self.lost.append(rank)
+
+    def take(self) -> list[Any] | None:
+        """The frames of one ``nreply`` with what arrived since the last one (None if
+        nothing did)."""
+        if not self.groups and not self.lost:
+            return None
+        frames: list[Any] = []
+        values: list[list[Any]] = []
+        for rank in sorted(self.values):
+            parts = self.values[rank]
+            segments = self.segments.get(rank)
+            values.append([rank, len(parts), segments] if segments else [rank, len(parts)])
+            frames.extend(parts)
+        header: PlaneHeader = {
+            "id": self.id, "request": self.kind,
+            "groups": [[format_ranks(ranks), common] for common, ranks in self.groups.values()],
+            "lost": format_ranks(self.lost), "values": values}
+        self.groups, self.values, self.segments, self.lost = {}, {}, {}, []
+        return [b"nreply", json.dumps(header).encode(), b"", *frames]

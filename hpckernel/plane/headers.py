@@ -1,0 +1,60 @@
+"""The JSON header of plane messages, as one ``TypedDict`` (every field optional: each
+message type uses a few). Requests and replies between the hub and the ranks, and what
+node agents add on their way through (``HubKernel.fanin``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+#: What the hub knows a rank to be doing (``%ranks`` shows it).
+RankState = Literal["starting", "idle", "busy", "stuck", "dead"]
+
+
+class PlaneHeader(TypedDict, total=False):
+    # -- every request and its reply
+    id: str | None  # the request's id; output carries it too
+    rank: int  # the rank that sent this
+    request: str  # a reply: the kind of request it answers
+    status: Literal["ok", "error"]
+    ename: str
+    evalue: str
+    traceback: list[str]
+    # -- requests
+    code: str
+    silent: bool
+    execution_count: int | None
+    cursor_pos: int
+    detail_level: int
+    names: list[str]
+    max_bytes: int  # the share of HubKernel.max_reply_size each rank may send
+    max_bytes_note: str
+    # -- output
+    name: str  # stream name
+    text: str
+    msg_type: str  # of a display
+    # -- registration
+    size: int
+    pid: int
+    host: str
+    python: str
+    mpi: str
+    error: str | None
+    # -- heartbeats
+    cpu: float
+    rss: int
+    # -- hub -> agent: whose request this is, compactly (targets.format_ranks)
+    targets: str
+    only: int  # a value for this one rank (scatter): the agent passes it to that rank only
+    interval: float  # hb: the hub's heartbeat interval
+    # -- agent -> hub
+    node: str  # the agent's node key
+    registered: list[dict[str, Any]]  # nregister: the register headers of the node's ranks
+    summaries: list[list[str]]  # nsummary of a tree's agent: [node, ranks, load JSON] below
+    via: str  # nregister passed up a tree: the agent that talks to the hub for this node
+    ranks: str  # nsummary, display: the ranks it covers (nsummary: their [cpu, rss] pairs
+    # are the payload, as JSON)
+    parts: list[list[str]]  # nstream: [ranks, text] per distinct text
+    groups: list[list[Any]]  # nreply: [ranks, reply header] per distinct reply
+    lost: str  # nreply: ranks the agent stopped waiting for (dead, unreachable)
+    values: list[list[Any]]  # nreply: [rank, frame count(, shared-memory segments)] per value
+    shm_prefix: str  # nregister: an agent on the hub's node passes its ranks' segments on
