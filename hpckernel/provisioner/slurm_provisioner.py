@@ -27,9 +27,11 @@ from traitlets import Bool, Float, Integer, List, TraitError, Unicode, validate
 from ..slurm import (
     JobInfo,
     ParseError,
+    Poller,
     Slurm,
     SlurmError,
     SubmitError,
+    Watch,
     check_request,
     parse_duration,
 )
@@ -142,6 +144,7 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     _tunnels: dict[int, int] | None = None  # hub port -> local port
     _login_lost_at: float | None = None
     _job_env: dict[str, str] | None = None  # sbatch's (and srun's) environment here
+    _job_watch: Watch | None = None  # the pending start's watch with the Slurm poller
 
     @property
     def slurm(self) -> Slurm:
@@ -217,6 +220,10 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             # A failed or cancelled start (shutdown while pending) must not leave a job.
             await asyncio.shield(self._cancel_job())
             raise
+        finally:
+            if self._job_watch is not None:
+                self._job_watch.close()
+                self._job_watch = None
         if self._ssh is not None:
             info = await self._tunnel(info)
         self.connection_info.update(info)  # type: ignore[typeddict-item]
@@ -357,8 +364,21 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         raise KernelStartError(f"Slurm job {self.job_id}: the start was cancelled")
 
     async def _job_state(self, before: JobInfo | None) -> JobInfo:
-        """The job's state, logged when it or its reason changed; raises if it ended."""
-        info = await self.slurm.job(self.job_id or "")
+        """The job's state, logged when it or its reason changed; raises if it ended.
+
+        The process's Slurm poller follows the job, in one squeue with every other kernel
+        start of this server: a look at once, then pauses growing from 1 s; this reads what
+        it last saw."""
+        if self._job_watch is None:
+            self._job_watch = Poller.of(self.slurm).watch([self.job_id or ""], interval=1.0)
+        snapshot = await self._job_watch.snapshot()
+        while self.job_id not in snapshot.jobs:  # Slurm has not answered yet
+            if self._stop_launch:
+                raise KernelStartError(f"Slurm job {self.job_id}: the start was cancelled")
+            if snapshot.trouble:
+                self.log.warning("Slurm job %s: %s", self.job_id, snapshot.trouble)
+            snapshot = await self._job_watch.next()
+        info = snapshot.jobs[self.job_id or ""]
         if info is None or info.ended:
             raise KernelStartError(await self._ended_message(info))
         reason = info.reason_text or info.reason

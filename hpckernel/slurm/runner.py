@@ -2,9 +2,9 @@
 
 `hpckernel.slurm.jobs.Slurm` builds plain argv lists and hands them to a runner; it never
 touches processes itself. `LocalRunner` runs them on this machine (a login node, or inside an
-allocation). An SSH runner for a remote login node can implement the same interface by
-running `ssh <host> -- <shlex.join(argv)>`, which is why argv stays a list of plain strings
-and nothing here goes through a shell.
+allocation); `hpckernel.provisioner.ssh.SSHRunner` runs them on a login node through the
+kernel's SSH master connection (`ssh <host> -- <shlex.join(argv)>`), which is why argv stays a
+list of plain strings and nothing here goes through a shell.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import shlex
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import SlurmError, SlurmNotFoundError, SlurmTimeoutError
@@ -38,7 +38,14 @@ class CommandResult:
 
 
 class CommandRunner(ABC):
-    """Runs one command to completion. Implementations: `LocalRunner` (and later SSH)."""
+    """Runs one command to completion. Implementations: `LocalRunner` and
+    `hpckernel.provisioner.ssh.SSHRunner`."""
+
+    @property
+    def key(self) -> Hashable:
+        """Runners with equal keys reach the same Slurm the same way: the process has one
+        `hpckernel.slurm.poller.Poller` per key. By default each runner is its own."""
+        return self
 
     @abstractmethod
     async def run(
@@ -65,6 +72,10 @@ class LocalRunner(CommandRunner):
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self._overlay = dict(env or {})
+
+    @property
+    def key(self) -> Hashable:
+        return ("local", tuple(sorted(self._overlay.items())))
 
     async def run(
         self, argv: Sequence[str], *, input: bytes | None = None, timeout: float,
