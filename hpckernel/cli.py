@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "node: anything ssh accepts (user@host, a Host alias)")
     slurm.add_argument("--ssh-arg", action="append", default=[], dest="ssh_args",
                        metavar="ARG", help="another ssh option (repeatable)")
+    slurm.add_argument("--export-env", action="append", default=[], dest="export_env",
+                       metavar="NAME", help="pass this variable of the Jupyter server's "
+                       "environment into the job (repeatable; the job gets an allow-list, "
+                       "never the whole environment)")
     slurm.add_argument("--python", default="", help="Python with hpckernel on the compute "
                        "nodes (default: this one)")
     where = inst.add_mutually_exclusive_group()
@@ -124,7 +128,7 @@ def _slurm_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {"nodes": args.nodes, "ntasks_per_node": args.ntasks_per_node,
                                 "time": args.time}
     for key in ("partition", "account", "qos", "constraint", "setup", "sbatch_args",
-                "launch_timeout", "login", "ssh_args", "python"):
+                "launch_timeout", "login", "ssh_args", "python", "export_env"):
         value = getattr(args, key)
         if value not in ("", [], None):
             settings[key] = value

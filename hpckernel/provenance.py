@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .gitstate import git_state
 from .plane.addresses import node_name
 from .targets import format_ranks, format_sorted
 from .timestamps import shown
@@ -60,36 +61,13 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-async def _git(cwd: Path, *args: str) -> str | None:
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            "git", *args, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    except OSError:  # no git
-        return None
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), 10)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return None
-    return out.decode(errors="replace").strip() if proc.returncode == 0 else None
-
-
-async def git_state(cwd: Path) -> dict[str, Any] | None:
-    """The commit checked out in ``cwd`` and whether tracked files differ from it."""
-    commit = await _git(cwd, "rev-parse", "HEAD")
-    if not commit:
-        return None
-    changes = await _git(cwd, "status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(changes)}
-
-
 async def probe_environment(cwd: Path) -> dict[str, Any]:
     """What stays the same for every cell of a hub: Python, packages, git, host."""
     return {"python": platform.python_version(),
             "packages": await asyncio.to_thread(package_versions),
-            "git": await git_state(cwd), "cwd": str(cwd), "hub_host": node_name()}
+            # Read as data: running git would run what the directory's .git/config names.
+            "git": await asyncio.to_thread(git_state, cwd), "cwd": str(cwd),
+            "hub_host": node_name()}
 
 
 # -- records ------------------------------------------------------------------------------

@@ -8,6 +8,9 @@
 # its key from the 0600 launch file the provisioner wrote in the job directory.
 set -u
 job_dir=${job_dir}
+# The variables asked for (kernelspec env, export_env) and the notebook's path: sbatch
+# passes only an allow-list of the Jupyter server's environment (which holds tokens).
+[ -f "$$job_dir/job.env" ] && . "$$job_dir/job.env"
 ${setup}
 cd ${workdir} 2>/dev/null || cd "$$HOME"
 

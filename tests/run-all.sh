@@ -15,6 +15,11 @@ eval "$(testbed env)"
 
 .venv/bin/ruff check .
 .venv/bin/mypy
+# MPI's and hpckernel's shared-memory files: those the tests make must be gone after them.
+shm_files() {
+    find /dev/shm -maxdepth 1 \( -name 'mpich_shm_*' -o -name 'hpck*' \) -printf '%f\n' | sort
+}
+shm_before=$(shm_files)
 # Kernel tests start real MPI ranks: two workers keep the 2-core machine busy, not swamped.
 # The cluster tests form one xdist group (they fill and down nodes): one worker runs them.
 set +e
@@ -34,6 +39,12 @@ left=$(pgrep -af 'hpckernel\.(worker|hub|agent)|hydra_pmi_proxy' || true)
 if [ -n "$left" ]; then
     echo "processes left running after the tests:" >&2
     echo "$left" >&2
+    rc=1
+fi
+shm_left=$(comm -13 <(echo "$shm_before") <(shm_files))
+if [ -n "$shm_left" ]; then
+    echo "shared-memory files left in /dev/shm after the tests:" >&2
+    echo "$shm_left" >&2
     rc=1
 fi
 jobs=$(squeue -h 2>/dev/null || true)

@@ -9,24 +9,41 @@ import signal
 import sys
 import threading
 
+import zmq
 from ipykernel.kernelapp import IPKernelApp, kernel_aliases
+from jupyter_client.session import Session
 from jupyter_core.paths import jupyter_config_path
-from traitlets import List, Type, Unicode, default
+from traitlets import Bunch, List, Type, Unicode, default, validate
 
 from ..plane.addresses import node_ip
+from .badmessages import CheckedSession, cap_log_records
 from .kernel import HubKernel
-from .lease import ClientLease
+from .lease import ClientLease, watch
 
 
 class HubApp(IPKernelApp):
     name = "hpckernel-hub"
-    kernel_class = Type(HubKernel, klass=HubKernel).tag(config=True)  # type: ignore[assignment]
+    # Any kernel class is accepted here so that a `c.IPKernelApp.kernel_class` meant for
+    # plain IPython kernels (ipython_kernel_config.py, which the hub reads too) is ignored
+    # with a warning instead of stopping the hub with a TraitError.
+    kernel_class = Type(HubKernel, klass="ipykernel.kernelbase.Kernel").tag(  # type: ignore[assignment]
+        config=True)
 
     aliases = {**kernel_aliases, "ranks": "RankLauncher.ranks"}  # type: ignore[assignment]
     ready_file = Unicode("", help="File to create once the kernel listens (the Slurm "
                          "provisioner waits for it).").tag(config=True)
     config_files = List(Unicode(), help="Config files read, later ones winning: ipykernel's "
                         "(ipython_kernel_config.py), then the hub's own.")
+
+    @validate("kernel_class")
+    def _keep_a_hub_kernel(self, proposal: Bunch) -> type[HubKernel]:
+        value = proposal["value"]
+        if isinstance(value, type) and issubclass(value, HubKernel):
+            return value
+        self.log.warning("ignoring kernel_class=%s from the configuration: the hpckernel hub "
+                         "needs a HubKernel (subclass); set HubApp.kernel_class to change it",
+                         getattr(value, "__qualname__", value))
+        return HubKernel
 
     @default("config_files")
     def _both_config_files(self) -> list[str]:
@@ -49,18 +66,35 @@ class HubApp(IPKernelApp):
         package_log.addHandler(handler)
         package_log.propagate = False
         super().initialize(argv)
+        # A bad message costs one short log line, whatever it carries.
+        cap_log_records(self.log, package_log, logging.getLogger())
         if self.ready_file:
             with open(self.ready_file, "w") as f:
                 f.write(f"{os.getpid()}\n")
+
+    @default("session")
+    def _session_default(self) -> Session:
+        return CheckedSession(parent=self)
 
     def init_connection_file(self) -> None:
         super().init_connection_file()
         self.ip = node_ip(self.ip)  # "auto" in a batch job: bind this node's address
 
-    def init_sockets(self) -> None:
-        super().init_sockets()
-        # Monitors must be attached before the control and shell threads start.
-        self._lease_sockets = [self.control_socket, self.shell_socket]
+    _watched: list[tuple[zmq.Socket[bytes], zmq.Socket[bytes]]]  # (socket, its monitor)
+
+    def _bind_socket(self, s: zmq.Socket[bytes], port: int) -> int:
+        # For the lease, the control and stdin channels are watched from before they bind (a
+        # client may connect the moment they do); not shell, where ipykernel's own debug
+        # socket is connected for good.
+        if s.socket_type == zmq.ROUTER and s is not self.shell_socket:
+            if not hasattr(self, "_watched"):
+                self._watched = []
+                # At exit after the lease's thread has stopped, however the start went: an
+                # open monitor would keep ipykernel's close() waiting in Context.term.
+                atexit.register(self._stop_watching)
+            self._watched.append((s, watch(s)))
+        port = super()._bind_socket(s, port)
+        return port
 
     def init_signal(self) -> None:
         super().init_signal()
@@ -75,10 +109,23 @@ class HubApp(IPKernelApp):
         # Ranks must not outlive the hub, however it ends.
         atexit.register(kernel.stop_ranks)
         if kernel.client_timeout > 0:
-            lease = ClientLease(self._lease_sockets, kernel.client_timeout,
-                                self._lease_expired)
+            lease = ClientLease([monitor for _, monitor in self._watched],
+                                kernel.client_timeout, self._lease_expired)
             lease.start()
             atexit.register(lease.stop)  # runs before ipykernel's own close()
+        else:
+            self._stop_watching()
+
+    def _stop_watching(self) -> None:
+        """End the monitors of the lease. The sockets stop sending events first: libzmq
+        sends them blocking, and with nobody at the monitor's end its I/O thread would hang
+        at the next connection."""
+        for sock, monitor in self._watched:
+            try:
+                sock.disable_monitor()
+            except zmq.ZMQError:
+                pass  # the socket is closed already
+            monitor.close(linger=0)
 
     def _walltime_warning(self) -> None:
         allocation = self.kernel.allocation

@@ -38,7 +38,7 @@ class RankLauncher(LoggingConfigurable):
 
     ranks = Integer(4, help="Number of MPI ranks.").tag(config=True)
     env = Dict(help="Extra environment variables for the ranks.").tag(config=True)
-    stop_timeout = Float(5.0, help="Seconds to wait after SIGTERM before SIGKILL.").tag(
+    stop_timeout = Float(5.0, help="Seconds between the signals that stop the ranks.").tag(
         config=True)
 
     @validate("ranks")
@@ -60,6 +60,9 @@ class RankLauncher(LoggingConfigurable):
             raise TraitError("HPCKERNEL_NODES must be a number of nodes") from None
 
     proc: asyncio.subprocess.Process | None = None
+    #: How the launcher is asked to end the ranks (and is told that the hub died), then
+    #: made to, ``stop_timeout`` apart.
+    stop_signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGKILL)
     #: The ranks talk to node agents (set by the hub's rank pool before each start), which
     #: form a tree above this many nodes (HubKernel.fanout).
     agents = False
@@ -96,8 +99,9 @@ class RankLauncher(LoggingConfigurable):
                 # A session of its own: the hub's interrupts must not reach mpiexec, and
                 # stop() can end the whole tree. setpriv ends it if the hub dies.
                 self.proc = await asyncio.create_subprocess_exec(
-                    *_die_with_parent(argv), stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                    stderr=log, env=env, start_new_session=True)
+                    *_die_with_parent(argv, self.stop_signals[0]),
+                    stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                    start_new_session=True)
             except FileNotFoundError as e:
                 raise LaunchError(f"cannot start the ranks: {e.filename} not found") from e
 
@@ -111,11 +115,11 @@ class RankLauncher(LoggingConfigurable):
         return await self.proc.wait()
 
     async def stop(self) -> None:
-        """End every rank: SIGTERM to the process group, SIGKILL after ``stop_timeout``."""
+        """End every rank: ``stop_signals`` to the process group, ``stop_timeout`` apart."""
         proc, self.proc = self.proc, None
         if proc is None or proc.returncode is not None:
             return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig in self.stop_signals:
             try:
                 os.killpg(proc.pid, sig)
             except ProcessLookupError:
@@ -149,6 +153,10 @@ class LocalLauncher(RankLauncher):
 
 class SrunLauncher(RankLauncher):
     """Ranks across a Slurm allocation, started by ``srun`` from inside the batch job."""
+
+    # srun answers SIGTERM by SIGKILLing the ranks, and rank.sh with them, which then cannot
+    # remove MPI's /dev/shm files; it passes USR2 on as it is (rank.sh survives it).
+    stop_signals = (signal.SIGUSR2, signal.SIGTERM, signal.SIGKILL)
 
     srun = Unicode("srun", help="The srun command.").tag(config=True)
     mpi = Unicode("pmi2", help="srun --mpi= plugin that matches the MPI library.").tag(
@@ -193,9 +201,9 @@ def _fresh_start(job_dir: Path) -> BinaryIO:
     return open(job_dir / LOG_NAME, "ab")
 
 
-def _die_with_parent(argv: list[str]) -> list[str]:
+def _die_with_parent(argv: list[str], sig: signal.Signals) -> list[str]:
     setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else argv
+    return [setpriv, "--pdeathsig", sig.name[3:], "--", *argv] if setpriv else argv
 
 
 def exit_codes(job_dir: Path) -> dict[int, int]:

@@ -1,4 +1,5 @@
-"""Job directory and the plane file that tells ranks how to reach the hub.
+"""Job directory and the plane file that tells ranks how to reach the hub (``write_private``:
+``private.py``).
 
 Secrets (the CurveZMQ keys) are written only to a 0600 file in a 0700 directory — never
 on a command line or in the environment — and ranks are given the file's path.
@@ -11,6 +12,8 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .private import check_parents, write_private
 
 PLANE_FILE = "plane.json"
 
@@ -40,20 +43,15 @@ class KeyCheck:
 
 
 def make_job_dir(parent: str | os.PathLike[str] | None = None) -> Path:
-    """Create a fresh 0700 directory for one kernel's files (plane file, sockets, exit codes)."""
+    """Create a fresh 0700 directory for one kernel's files (plane file, sockets, exit codes)
+    in ``parent`` (default: the temp dir), which no other user may be able to change."""
+    check_parents(parent if parent is not None else tempfile.gettempdir())
     old = os.umask(0o077)
     try:
         path = tempfile.mkdtemp(prefix="hpckernel-", dir=parent)
     finally:
         os.umask(old)
     return Path(path)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to a file created 0600 before any byte of it is written."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def write_plane_info(job_dir: Path, info: PlaneInfo) -> Path:

@@ -3,10 +3,11 @@
 MPICH keeps its intra-node buffers in ``/dev/shm/mpich_shm_*`` and removes them in
 ``MPI_Finalize``; ranks that are killed (a crash, ``MPI.Abort``, busy ranks terminated on
 restart) leave them behind, in memory, for good. Right after ``MPI_Init`` each rank lists
-the ``/dev/shm`` files it maps in ``JOB_DIR/shm.RANK`` (:func:`record`). When ranks end
-abnormally ``launcher/rank.sh`` removes its rank's, and once all ranks are gone the hub
-removes those of its own node (:func:`remove_listed`): on ``MPI.Abort`` the launcher kills
-``rank.sh`` too.
+the ``/dev/shm`` files it maps in ``JOB_DIR/shm.RANK`` (:func:`record`). When a rank ends
+``launcher/rank.sh`` removes its rank's (gone already after ``MPI_Finalize``), also when the
+hub was killed (``srun`` is told with USR2, which it passes on, not TERM, which it answers
+with SIGKILL); once all ranks are gone the hub removes those of its own node
+(:func:`remove_listed`): on ``MPI.Abort`` the launcher kills ``rank.sh`` too.
 """
 
 from __future__ import annotations

@@ -151,8 +151,12 @@ def unpack(frames: list[zmq.Frame] | list[bytes], shm_prefix: str | None = None,
     """
     if len(frames) < 3:
         raise ValueError(f"plane message has {len(frames)} frames, expected at least 3")
-    msg_type = bytes(_view(frames[0])).decode("ascii")
-    header = json.loads(bytes(_view(frames[1])))
+    try:
+        msg_type = bytes(_view(frames[0])).decode("ascii")
+        header = json.loads(bytes(_view(frames[1])))
+    except (ValueError, RecursionError) as e:  # RecursionError: deeply nested JSON
+        raise ValueError(f"plane message does not decode: {type(e).__name__}: "
+                         f"{str(e)[:200]}") from None
     if not isinstance(header, dict):
         raise ValueError("plane message header is not a JSON object")
     buffers = [_view(f) for f in frames[3:]]

@@ -9,11 +9,10 @@ provisioner), ``connection.json`` (the same after the hub bound its ports), ``hu
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from pathlib import Path, PurePosixPath
 
-from ..plane.credentials import write_private
+from ..plane.private import make_private_dir, write_private
 from ..slurm import CommandResult
 from .ssh import LoginError, SSHConnection, explain_ssh_failure
 
@@ -28,8 +27,9 @@ class LocalJobDir:
         return str(self.path)
 
     async def create(self) -> None:
-        """Make the directory 0700 (before any secret is written into it)."""
-        await asyncio.to_thread(_make_private_dir, self.path)
+        """Make the directory 0700 (before any secret is written into it); refuse one that
+        another user could change (``UnsafeDirectoryError``)."""
+        await asyncio.to_thread(make_private_dir, self.path)
 
     async def write_private(self, name: str, text: str) -> None:
         await asyncio.to_thread(write_private, self.path / name, text)
@@ -49,15 +49,6 @@ class LocalJobDir:
 
     async def delete(self) -> None:
         await asyncio.to_thread(shutil.rmtree, self.path, True)
-
-
-def _make_private_dir(path: Path) -> None:
-    old = os.umask(0o077)
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    finally:
-        os.umask(old)
-    path.chmod(0o700)
 
 
 class RemoteJobDir:
@@ -87,11 +78,13 @@ class RemoteJobDir:
             raise OSError(f"on {self.connection.destination}: {result.stderr.strip()}")
 
     async def create(self) -> None:
-        await self._check('umask 077 && mkdir -p "$1" && chmod 700 "$1"')
+        """The same checks as ``LocalJobDir.create``, by the login node's shell."""
+        await self._check(_MAKE_PRIVATE_DIR)
 
     async def write_private(self, name: str, text: str) -> None:
-        await self._check('umask 077 && cat > "$1.tmp" && mv -f "$1.tmp" "$1"', name,
-                          text.encode())
+        # set -C: the fresh file is created O_EXCL (a planted link is not followed).
+        await self._check('umask 077 && set -C && t="$1.$$.tmp" && cat > "$t" && '
+                          'mv -f "$t" "$1"', name, text.encode())
 
     async def read(self, name: str) -> str | None:
         result = await self._sh('[ -e "$1" ] || exit 3; cat "$1"', name)
@@ -109,6 +102,41 @@ class RemoteJobDir:
 
     async def delete(self) -> None:
         await self._check('rm -rf "$1"')
+
+
+#: ``make_private_dir`` in POSIX sh (and GNU stat), for job directories on a login node.
+_MAKE_PRIVATE_DIR = r"""
+umask 077
+case $1 in /*) dir=$1 ;; *) dir=$PWD/$1 ;; esac
+mkdir -p "$dir" || exit 1
+me=$(id -u)
+if [ -L "$dir" ] || [ ! -d "$dir" ] || [ "$(stat -c %u "$dir")" != "$me" ]; then
+    echo "$dir is not a directory of yours: remove it, or choose another job directory" >&2
+    exit 1
+fi
+chmod 700 "$dir" || exit 1
+real=$(cd -P "$dir" && pwd) || exit 1
+for start in "$dir" "$real"; do
+    p=$start
+    while :; do
+        info=$(stat -L -c '%u %a' "$p") || exit 1
+        set -- $info
+        if [ "$1" != "$me" ] && [ "$1" != 0 ]; then
+            echo "$p belongs to user $1, who could replace what is in it and read the" \
+                 "kernel's keys: choose a SlurmProvisioner.job_root of your own" >&2
+            exit 1
+        fi
+        if [ $((0$2 & 022)) -ne 0 ] && [ $((0$2 & 01000)) -eq 0 ]; then
+            echo "$p is writable by other users (mode $2) without the sticky bit: they" \
+                 "could swap the job directory and read the kernel's keys; run" \
+                 "chmod go-w $p, or choose another SlurmProvisioner.job_root" >&2
+            exit 1
+        fi
+        [ "$p" = / ] && break
+        p=$(dirname "$p")
+    done
+done
+"""
 
 
 async def remote_home(connection: SSHConnection) -> str:

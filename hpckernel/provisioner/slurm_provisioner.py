@@ -27,13 +27,16 @@ from traitlets import Bool, Float, Integer, List, TraitError, Unicode, validate
 from ..slurm import (
     JobInfo,
     ParseError,
+    Poller,
     Slurm,
     SlurmError,
     SubmitError,
+    Watch,
     check_request,
     parse_duration,
 )
-from .batch import JobRequest, render_script
+from ..slurm.environment import check_names
+from .batch import ENV_FILE, JobRequest, job_env, render_script
 from .jobdir import JobDir, LocalJobDir, RemoteJobDir, remote_home
 from .ssh import LoginError, SSHConnection, SSHRunner
 
@@ -93,6 +96,10 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                      "the node's name).").tag(config=True)
     encryption = Bool(True, help="Encrypt the kernel's channels with CurveZMQ.").tag(
         config=True)
+    export_env = List(Unicode(), help="Names of more variables of the Jupyter server's "
+                      "environment to pass into the job; it gets an allow-list (PATH, HOME, "
+                      "the locale, Python, module-system, Slurm and MPI settings) and the "
+                      "kernelspec's env, never the whole environment.").tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
         # A typo in a kernelspec's provisioner config must not be silently ignored.
@@ -109,6 +116,13 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             raise TraitError(f"{proposal['trait'].name} must be at least 1, "
                              f"not {proposal['value']}")
         return int(proposal["value"])
+
+    @validate("export_env")
+    def _check_names(self, proposal: dict[str, Any]) -> list[str]:
+        try:
+            return check_names(proposal["value"])
+        except ValueError as e:
+            raise TraitError(f"export_env: {e}") from None
 
     @validate("time")
     def _check_time(self, proposal: dict[str, Any]) -> str:
@@ -132,6 +146,8 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     _ssh: SSHConnection | None = None
     _tunnels: dict[int, int] | None = None  # hub port -> local port
     _login_lost_at: float | None = None
+    _job_env: dict[str, str] | None = None  # sbatch's (and srun's) environment here
+    _job_watch: Watch | None = None  # the pending start's watch with the Slurm poller
 
     @property
     def slurm(self) -> Slurm:
@@ -189,6 +205,9 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         for stale in ("hub.exit", "hub.ready", "stop"):
             await self.job_dir.remove(stale)
         await self.job_dir.write_private("launch.json", json.dumps(self._launch_file()))
+        self._job_env, env_file = job_env(kwargs.get("env"), [
+            *self.export_env, *(self.kernel_spec.env or {})])
+        await self.job_dir.write_private(ENV_FILE, env_file)
         self._exit_code = None
         if self.job_id is None and self.jobid:
             self.job_id = await self._start_step()
@@ -204,6 +223,10 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             # A failed or cancelled start (shutdown while pending) must not leave a job.
             await asyncio.shield(self._cancel_job())
             raise
+        finally:
+            if self._job_watch is not None:
+                self._job_watch.close()
+                self._job_watch = None
         if self._ssh is not None:
             info = await self._tunnel(info)
         self.connection_info.update(info)  # type: ignore[typeddict-item]
@@ -286,7 +309,7 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                                workdir=cwd or os.getcwd(),
                                relaunch_timeout=self.relaunch_timeout)
         job_id = await slurm.submit(script, request.sbatch_options(
-            f"{self.job_dir}/slurm-%j.out"))
+            f"{self.job_dir}/slurm-%j.out"), env=self._job_env)
         self.log.info("Slurm job %s submitted: %d node(s) x %d rank(s), walltime %s",
                       job_id, self.nodes, self.ntasks_per_node, self.time)
         return job_id
@@ -310,7 +333,7 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         else:
             self._step = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+                stderr=asyncio.subprocess.DEVNULL, start_new_session=True, env=self._job_env)
         assert self._step.stdin is not None
         self._step.stdin.write(script.encode())
         await self._step.stdin.drain()
@@ -344,8 +367,21 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         raise KernelStartError(f"Slurm job {self.job_id}: the start was cancelled")
 
     async def _job_state(self, before: JobInfo | None) -> JobInfo:
-        """The job's state, logged when it or its reason changed; raises if it ended."""
-        info = await self.slurm.job(self.job_id or "")
+        """The job's state, logged when it or its reason changed; raises if it ended.
+
+        The process's Slurm poller follows the job, in one squeue with every other kernel
+        start of this server: a look at once, then pauses growing from 1 s; this reads what
+        it last saw."""
+        if self._job_watch is None:
+            self._job_watch = Poller.of(self.slurm).watch([self.job_id or ""], interval=1.0)
+        snapshot = await self._job_watch.snapshot()
+        while self.job_id not in snapshot.jobs:  # Slurm has not answered yet
+            if self._stop_launch:
+                raise KernelStartError(f"Slurm job {self.job_id}: the start was cancelled")
+            if snapshot.trouble:
+                self.log.warning("Slurm job %s: %s", self.job_id, snapshot.trouble)
+            snapshot = await self._job_watch.next()
+        info = snapshot.jobs[self.job_id or ""]
         if info is None or info.ended:
             raise KernelStartError(await self._ended_message(info))
         reason = info.reason_text or info.reason
@@ -469,7 +505,7 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         await self._cancel_job()
         try:
             if self.job_dir is not None:
-                for name in ("launch.json", "connection.json"):
+                for name in ("launch.json", "connection.json", ENV_FILE):
                     await self.job_dir.remove(name)
         finally:
             if self._ssh is not None:

@@ -14,7 +14,7 @@ import logging
 import shlex
 import shutil
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import psutil
 
@@ -166,7 +166,8 @@ class SSHRunner(CommandRunner):
         self.connection = connection
 
     async def run(self, argv: Sequence[str], *, input: bytes | None = None,
-                  timeout: float) -> CommandResult:
+                  timeout: float, env: Mapping[str, str] | None = None) -> CommandResult:
+        # ``env`` is this machine's: on the login node commands have its own environment.
         result = await self.connection.run(argv, input=input, timeout=timeout)
         if result.returncode == 255:  # ssh's own failure, not the command's
             raise SlurmError(explain_ssh_failure(self.connection.destination, result.stderr),

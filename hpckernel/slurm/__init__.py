@@ -2,15 +2,24 @@
 
 Users: the Slurm kernel provisioner, the job magics (%squeue, %%sbatch, %scancel, %sacct)
 and the workflow module. Start from `Slurm` (in `jobs.py`); `parse.py` holds the parsers and
-`runner.py` the `CommandRunner` that actually runs commands. Sync code uses `jobcontrol`
+`runner.py` the `CommandRunner` that actually runs commands; `poller.py` follows jobs for
+the whole process with few, filtered queries. Sync code uses `jobcontrol`
 (`submit(script, *options) -> Job`) on the private loop of `sync`.
 """
 
-from .errors import ParseError, SlurmError, SlurmNotFoundError, SlurmTimeoutError, SubmitError
+from .errors import (
+    ParseError,
+    SlurmBusyError,
+    SlurmError,
+    SlurmNotFoundError,
+    SlurmTimeoutError,
+    SubmitError,
+)
 from .jobcontrol import Job, submit
 from .jobs import Slurm, check_request
 from .models import ENDED_STATES, PENDING_STATES, RUNNING_STATES, JobInfo, PartitionInfo
 from .parse import format_duration, parse_duration
+from .poller import Poller, Snapshot, Watch
 from .runner import CommandResult, CommandRunner, LocalRunner
 
 __all__ = [
@@ -24,11 +33,15 @@ __all__ = [
     "LocalRunner",
     "ParseError",
     "PartitionInfo",
+    "Poller",
     "Slurm",
+    "SlurmBusyError",
     "SlurmError",
     "SlurmNotFoundError",
     "SlurmTimeoutError",
+    "Snapshot",
     "SubmitError",
+    "Watch",
     "check_request",
     "format_duration",
     "parse_duration",

@@ -36,6 +36,11 @@ class SlurmNotFoundError(SlurmError):
     """A Slurm command is not installed or not on PATH (e.g. running on a laptop)."""
 
 
+class SlurmBusyError(SlurmError):
+    """Slurm is overloaded, rate-limits this user or is briefly unreachable ("Socket timed
+    out on send/recv operation", "Resource temporarily unavailable"): try again later."""
+
+
 class SlurmTimeoutError(SlurmError, TimeoutError):
     """A Slurm command, or a wait for a job state, did not finish in time."""
 

@@ -17,6 +17,7 @@ from . import sync
 from .errors import SlurmError
 from .jobs import Slurm
 from .models import JobInfo
+from .poller import Poller
 
 #: lines of the output file `Job.output` returns by default
 TAIL_LINES = 20
@@ -76,7 +77,8 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> JobInfo:
         """Wait until the job has ended and return its last state (`SlurmTimeoutError`
-        after ``timeout`` seconds, default: no limit)."""
+        after ``timeout`` seconds, default: no limit). Follows the job with the process's
+        `Poller`: the first look at once, then after 2 s, 4 s, ... up to 60 s."""
         limit = float("inf") if timeout is None else timeout
         info = sync.run(self.slurm.wait_gone(self.id, limit))
         if info is None:
@@ -87,6 +89,7 @@ class Job:
         """scancel the job (not an error once it has ended; an unknown id is)."""
         self.info()  # scancel itself only warns about an unknown id
         sync.run(self.slurm.cancel(self.id))
+        Poller.of(self.slurm).poke()  # the widgets following it show it at once
 
     def output(self, lines: int = TAIL_LINES) -> str:
         """The last ``lines`` lines of the job's output file (empty if not written yet)."""

@@ -5,29 +5,34 @@ feed output recorded from a real Slurm 22.05 cluster (tests/unit/data/slurm/).
 
 Formats, and why these ones:
 - `sbatch --parsable`: "<job id>[;<cluster>]".
-- `squeue --json` for listings. On 22.05 (OpenAPI v0.0.38) numbers are plain (null when
-  unset or infinite), `job_state` is a string and `exit_code` a raw wait status (768 = exit 3,
-  9 = SIGKILL); 22.05 also ignores `--jobs`/`--user` with `--json` and lists jobs ended in the
-  last MinJobAge, so callers filter. Newer Slurm wraps numbers as {"set", "infinite",
-  "number"}, makes `job_state` a list and `exit_code` an object; both shapes are read.
+- `squeue --noheader --Format=<SQUEUE_FORMAT>` for listings: "|"-separated fields, the job
+  name last (only it may contain "|"). Not `squeue --json`: on 22.05 it ignores `--jobs`
+  and `--user`, so slurmctld packs every job of every user each time, which is the load
+  this package must not cause. `exit_code` is a raw wait status (768 = exit 3, 9 = SIGKILL).
 - `scontrol show job -o` for one job: cheap, has the expanded stdout path and "exit:signal".
 - `sacct --parsable2` for jobs slurmctld has forgotten: 22.05's `sacct --json` reports
   exit code 0 for a job that exited with 3, so its text output is used instead.
 - `scontrol show partition -o` for partition limits.
+- Error text: `is_transient` tells a busy or briefly unreachable Slurm (worth retrying
+  later) from a real refusal.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
-from typing import Any
 
-from .errors import ParseError, SlurmError
+from .errors import ParseError
 from .models import JobInfo, PartitionInfo
 
+# squeue columns requested by `Slurm.jobs`; Name last, since only it may contain "|".
+SQUEUE_FIELDS = ("JobID", "State", "Reason", "UserName", "Partition", "NodeList", "NumNodes",
+                 "TimeLimit", "SubmitTime", "StartTime", "EndTime", "exit_code", "ArrayJobID",
+                 "ArrayTaskID", "BatchHost", "WorkDir", "STDOUT", "Name")
+# "Field:|" prints the whole value followed by "|"; "Name:" the whole value, nothing after.
+SQUEUE_FORMAT = ",".join([*(f"{f}:|" for f in SQUEUE_FIELDS[:-1]), f"{SQUEUE_FIELDS[-1]}:"])
 # sacct columns requested by `Slurm.accounting`; JobName last, since only it may contain "|".
 SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "Reason", "Partition", "NodeList", "NNodes",
                 "Timelimit", "Submit", "Start", "End", "User", "WorkDir", "JobName")
@@ -104,6 +109,18 @@ def _int(text: str) -> int | None:
     return int(m.group()) if m else None
 
 
+def _rows(text: str, fields: tuple[str, ...], command: str) -> Iterator[dict[str, str]]:
+    """"|"-separated lines -> {field: value}; only the last field may contain "|"."""
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        values = line.split("|", len(fields) - 1)
+        if len(values) != len(fields):
+            raise ParseError(f"{command} printed {len(values)} fields, expected "
+                             f"{len(fields)}: {line!r}")
+        yield dict(zip(fields, values, strict=True))
+
+
 def parse_hostnames(text: str) -> list[str]:
     """Output of `scontrol show hostnames <hostlist>`: one host per line."""
     return [line.strip() for line in text.splitlines() if line.strip()]
@@ -135,100 +152,71 @@ def parse_sbatch_error(stderr: str) -> str:
     return "; ".join(reasons) or "no message from sbatch"
 
 
-# ---------------------------------------------------------------- squeue --json
+# ---------------------------------------------------------------- squeue
 
 
-def _num(value: Any) -> int | None:
-    """A JSON number in either shape: 5, or {"set": true, "infinite": false, "number": 5}."""
-    if isinstance(value, Mapping):
-        if value.get("infinite") or not value.get("set", True):
-            return None
-        value = value.get("number")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return int(value)
-
-
-def _epoch(value: Any) -> datetime | None:
-    seconds = _num(value)
-    return datetime.fromtimestamp(seconds).astimezone() if seconds else None
-
-
-def _json_exit(value: Any) -> tuple[int | None, int | None]:
-    if isinstance(value, Mapping):  # Slurm >= 23.02: {"return_code": .., "signal": {"id": ..}}
-        sig = value.get("signal")
-        sig_id = sig.get("id", sig.get("signal_id")) if isinstance(sig, Mapping) else sig
-        return _num(value.get("return_code")), _num(sig_id) or 0
-    status = _num(value)
+def _wait_status(text: str) -> tuple[int | None, int | None]:
+    """squeue's exit_code, a raw wait status: low 7 bits the signal, next byte the exit
+    status ("768" -> (3, 0), "9" -> (0, 9))."""
+    status = _int(text)
     if status is None:
         return None, None
-    # 22.05 gives the raw wait status: low 7 bits signal, next byte exit status.
     return (status >> 8) & 0xFF, status & 0x7F
 
 
-def _json_state(value: Any) -> str:
-    if isinstance(value, list):  # Slurm >= 23.02: ["RUNNING", "COMPLETING"], base state first
-        value = value[0] if value else ""
-    return str(value).upper()
-
-
-def _expand_output(pattern: str, job: Mapping[str, Any], job_id: str) -> str | None:
-    """squeue shows the --output pattern as given ("" for the default slurm-%j.out)."""
-    array_id, task_id = _num(job.get("array_job_id")), _num(job.get("array_task_id"))
-    workdir = str(job.get("current_working_directory") or "")
-    if not pattern:
-        pattern = "slurm-%A_%a.out" if task_id is not None else "slurm-%j.out"
-    fields = {"%": "%", "j": job_id, "x": str(job.get("name", "")),
-              "u": str(job.get("user_name", "")), "A": str(array_id or job_id),
-              "a": "" if task_id is None else str(task_id), "N": str(job.get("batch_host", ""))}
-
+def _expand_output(pattern: str, fields: dict[str, str], workdir: str) -> str | None:
+    """squeue shows the --output pattern as given ("/tmp/out-%j.out"); expand it as the job
+    does. `fields` maps the pattern letters (j, x, u, A, a, N) to their values."""
     def sub(m: re.Match[str]) -> str:
-        value = fields[m.group(2)]
+        value = "%" if m.group(2) == "%" else fields.get(m.group(2), "")
         return value.zfill(int(m.group(1))) if m.group(1) and value.isdigit() else value
 
     path = _OUTPUT_PATTERN.sub(sub, pattern)
-    if workdir and not path.startswith("/"):
+    if workdir and path and not path.startswith("/"):
         path = str(PurePosixPath(workdir) / path)
     return path or None
 
 
-def _job_from_json(job: Mapping[str, Any]) -> JobInfo:
-    job_id = str(_num(job.get("job_id")))
-    exit_code, sig = _json_exit(job.get("exit_code"))
-    limit = _num(job.get("time_limit"))
-    return JobInfo(
-        job_id=job_id,
-        state=_json_state(job.get("job_state")),
-        source="squeue",
-        name=str(job.get("name", "")),
-        user=str(job.get("user_name", "")),
-        partition=str(job.get("partition", "")),
-        reason=_reason(job.get("state_reason")),
-        reason_text=job.get("state_description") or None,
-        nodelist=str(job.get("nodes") or ""),
-        node_count=_num(job.get("node_count")),
-        exit_code=exit_code,
-        signal=sig,
-        time_limit=None if limit is None else timedelta(minutes=limit),
-        submit_time=_epoch(job.get("submit_time")),
-        start_time=_epoch(job.get("start_time")),
-        end_time=_epoch(job.get("end_time")),
-        workdir=job.get("current_working_directory") or None,
-        stdout=_expand_output(str(job.get("standard_output") or ""), job, job_id),
-    )
+def parse_squeue(text: str) -> list[JobInfo]:
+    """`squeue --noheader --Format=<SQUEUE_FORMAT>` -> jobs, in Slurm's order. With
+    `--states=all` it includes jobs ended in the last MinJobAge."""
+    jobs = []
+    for row in _rows(text, SQUEUE_FIELDS, "squeue"):
+        job_id = row["JobID"].strip()
+        if not job_id.isdigit():
+            raise ParseError(f"squeue printed no job id: {'|'.join(row.values())!r}")
+        exit_code, sig = _wait_status(row["exit_code"])
+        task = _int(row["ArrayTaskID"])
+        workdir = _value(row["WorkDir"])
+        letters = {"j": job_id, "x": row["Name"], "u": row["UserName"],
+                   "A": _value(row["ArrayJobID"]) or job_id,
+                   "a": "" if task is None else str(task), "N": _value(row["BatchHost"])}
+        jobs.append(JobInfo(
+            job_id=job_id,
+            state=row["State"].split()[0].upper() if row["State"].strip() else "",
+            source="squeue",
+            name=row["Name"],
+            user=row["UserName"],
+            partition=_value(row["Partition"]),
+            reason=_reason(row["Reason"]),
+            nodelist=_value(row["NodeList"]),
+            node_count=_int(row["NumNodes"]),
+            exit_code=exit_code,
+            signal=sig,
+            time_limit=parse_duration(row["TimeLimit"]),
+            submit_time=_timestamp(row["SubmitTime"]),
+            start_time=_timestamp(row["StartTime"]),
+            end_time=_timestamp(row["EndTime"]),
+            workdir=workdir or None,
+            stdout=_expand_output(_value(row["STDOUT"]), letters, workdir),
+        ))
+    return jobs
 
 
-def parse_squeue_json(text: str) -> list[JobInfo]:
-    """`squeue --json` -> jobs, in Slurm's order. Includes recently ended jobs on 22.05."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ParseError(f"squeue --json printed invalid JSON ({err})") from None
-    errors = [e.get("error") or e.get("description") or str(e) for e in data.get("errors") or []
-              if isinstance(e, Mapping)]
-    if errors and not data.get("jobs"):
-        raise SlurmError("squeue reported: " + "; ".join(map(str, errors)))
-    return [_job_from_json(job) for job in data.get("jobs") or []]
+def squeue_unknown_job(stderr: str) -> bool:
+    """Whether squeue failed only because the one job asked for is unknown (with a single
+    `--jobs` id squeue asks slurmctld for that job alone, and an unknown id is an error)."""
+    return "invalid job id" in stderr.lower()
 
 
 # ---------------------------------------------------------------- scontrol
@@ -302,14 +290,7 @@ def parse_scontrol_partition(text: str) -> list[PartitionInfo]:
 def parse_sacct(text: str) -> list[JobInfo]:
     """`sacct -X --parsable2 --noheader -o <SACCT_FIELDS>` -> one JobInfo per allocation."""
     jobs = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        values = line.split("|", len(SACCT_FIELDS) - 1)
-        if len(values) != len(SACCT_FIELDS):
-            raise ParseError(f"sacct printed {len(values)} fields, expected "
-                             f"{len(SACCT_FIELDS)}: {line!r}")
-        row = dict(zip(SACCT_FIELDS, values, strict=True))
+    for row in _rows(text, SACCT_FIELDS, "sacct"):
         exit_code, sig = parse_exit_code(row["ExitCode"] or "0:0")
         jobs.append(JobInfo(
             job_id=row["JobIDRaw"],
@@ -330,3 +311,31 @@ def parse_sacct(text: str) -> list[JobInfo]:
             workdir=row["WorkDir"] or None,
         ))
     return jobs
+
+
+# ---------------------------------------------------------------- failures
+
+
+# What Slurm's commands print when slurmctld or slurmdbd is overloaded, rate-limits this user
+# or is briefly unreachable (a restart, a fail-over): worth trying again later, unlike a
+# refusal. Recorded examples are in tests/unit/data/slurm/transient_*.txt.
+_TRANSIENT = re.compile(
+    r"socket timed out|resource temporarily unavailable|\beagain\b|rate.?limit|"
+    r"too many rpcs|unable to contact slurm controller|zero bytes were transmitted|"
+    r"problem talking to the database|slurmctld.*(not responding|in standby)",
+    re.IGNORECASE)
+
+
+def is_transient(text: str) -> bool:
+    """Whether a failed command's message says Slurm is busy or briefly unreachable."""
+    return bool(_TRANSIENT.search(text))
+
+
+def transient_reason(text: str) -> str:
+    """The line of `text` that says why Slurm did not answer, without the command's prefix
+    ("slurm_load_jobs error: Socket timed out on send/recv operation" ->
+    "Socket timed out on send/recv operation")."""
+    for line in text.splitlines():
+        if _TRANSIENT.search(line):
+            return re.sub(r"^.*?(error|fatal):\s*", "", line.strip()).strip()
+    return text.strip()

@@ -2,9 +2,9 @@
 
 `hpckernel.slurm.jobs.Slurm` builds plain argv lists and hands them to a runner; it never
 touches processes itself. `LocalRunner` runs them on this machine (a login node, or inside an
-allocation). An SSH runner for a remote login node can implement the same interface by
-running `ssh <host> -- <shlex.join(argv)>`, which is why argv stays a list of plain strings
-and nothing here goes through a shell.
+allocation); `hpckernel.provisioner.ssh.SSHRunner` runs them on a login node through the
+kernel's SSH master connection (`ssh <host> -- <shlex.join(argv)>`), which is why argv stays a
+list of plain strings and nothing here goes through a shell.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import shlex
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import SlurmError, SlurmNotFoundError, SlurmTimeoutError
@@ -38,13 +38,24 @@ class CommandResult:
 
 
 class CommandRunner(ABC):
-    """Runs one command to completion. Implementations: `LocalRunner` (and later SSH)."""
+    """Runs one command to completion. Implementations: `LocalRunner` and
+    `hpckernel.provisioner.ssh.SSHRunner`."""
+
+    @property
+    def key(self) -> Hashable:
+        """Runners with equal keys reach the same Slurm the same way: the process has one
+        `hpckernel.slurm.poller.Poller` per key. By default each runner is its own."""
+        return self
 
     @abstractmethod
     async def run(
-        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float
+        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float,
+        env: Mapping[str, str] | None = None,
     ) -> CommandResult:
         """Run `argv` with `input` on stdin and return its result whatever the exit status.
+
+        `env`: the command's whole environment, for commands run on this machine (sbatch
+        passes it into the job); a command run elsewhere (a login node) has that machine's.
 
         Raises `SlurmNotFoundError` if the program does not exist and `SlurmTimeoutError`
         (after killing the process) if it runs longer than `timeout` seconds.
@@ -55,18 +66,26 @@ class LocalRunner(CommandRunner):
     """Runs commands on this machine with `asyncio.create_subprocess_exec`.
 
     `env` entries are laid over this process's environment (e.g. the test bed's
-    `SLURM_CONF`); by default the environment passes through unchanged.
+    `SLURM_CONF`), or over the environment a call gives; by default the environment passes
+    through unchanged.
     """
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        self._env = {**os.environ, **env} if env else None
+        self._overlay = dict(env or {})
+
+    @property
+    def key(self) -> Hashable:
+        return ("local", tuple(sorted(self._overlay.items())))
 
     async def run(
-        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float
+        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float,
+        env: Mapping[str, str] | None = None,
     ) -> CommandResult:
         if not argv:
             raise ValueError("empty command")
         argv = tuple(argv)
+        full = None if env is None and not self._overlay else {
+            **(os.environ if env is None else env), **self._overlay}
         began = time.monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -74,7 +93,7 @@ class LocalRunner(CommandRunner):
                 stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env=self._env,
+                env=full,
             )
         except FileNotFoundError:
             raise SlurmNotFoundError(

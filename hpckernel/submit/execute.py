@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import notebook_run
+from ..plane.private import make_private_dir
 from ..provenance import keep_in_cell
 from .spec import RunError, RunSpec, prepare
 
@@ -25,7 +26,7 @@ def _hub_options(spec: RunSpec) -> tuple[int, list[str]]:
         return spec.ranks, []
     ranks = int(os.environ.get("SLURM_NTASKS") or spec.size)
     job_root = Path.home() / ".hpckernel" / "jobs"  # the compute nodes must see it
-    job_root.mkdir(parents=True, exist_ok=True)
+    make_private_dir(job_root)
     return ranks, ["--HubKernel.launcher_class=hpckernel.hub.launch.SrunLauncher",
                    "--HubKernel.plane_ip=auto", f"--HubKernel.job_dir_parent={job_root}"]
 

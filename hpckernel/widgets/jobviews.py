@@ -1,14 +1,17 @@
 """Widgets of the job magics: ``%squeue``'s table and ``%%sbatch``'s follower.
 
-Every Slurm call runs on the private loop of `hpckernel.slurm.sync` and reports back into a
-widget when done: a button's callback never waits on Slurm, so a slow or absent Slurm
-cannot freeze the kernel. Failures show as a red line in the widget.
+Both follow their jobs through the process's `hpckernel.slurm.Poller` — one filtered squeue a
+round for every widget and workflow of the kernel, 2 s, 4 s, ... up to 60 s apart while
+nothing changes — and redraw from its callbacks on the private loop of
+`hpckernel.slurm.sync`: a button's callback never waits on Slurm, so a slow or absent Slurm
+cannot freeze the kernel. Their actions (Cancel, Refresh, Resubmit) make the poller look at
+once. A busy Slurm shows as a line saying when the next try comes (the `trouble` trait);
+failures as a red line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import getpass
 import html
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,7 +20,7 @@ from typing import Any, TypeVar
 import ipywidgets as w
 import traitlets
 
-from ..slurm import JobInfo, Slurm, SlurmError, format_duration, sync
+from ..slurm import JobInfo, Poller, Slurm, SlurmError, Snapshot, Watch, format_duration, sync
 from ..slurm.jobcontrol import Job, tail
 from .fallback import TextFallback
 
@@ -49,50 +52,93 @@ def show_async(target: w.HTML, coro: Awaitable[str]) -> None:
              lambda e: setattr(target, "value", error_html(e)))
 
 
+def trouble_html(trouble: str) -> str:
+    return f"<i style='color:#b26a00'>{html.escape(trouble)}</i>" if trouble else ""
+
+
 class SqueueWidget(TextFallback, w.VBox):
-    """The user's jobs with a Cancel button each; ``jobs`` lists the ids shown."""
+    """This user's jobs (`squeue --me`), kept up to date, with a Cancel button each;
+    ``jobs`` lists the ids shown."""
 
     summary = "Slurm jobs (%squeue)"
     jobs: traitlets.List[str] = traitlets.List(help="ids of the jobs shown").tag(sync=True)
+    trouble = traitlets.Unicode(help="why Slurm could not be asked, and when it is tried "
+                                "again (empty while it answers)").tag(sync=True)
 
-    def __init__(self, slurm: Slurm | None = None, user: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, slurm: Slurm | None = None, **kwargs: Any) -> None:
         self.slurm = slurm or Slurm()
-        self.user = user or getpass.getuser()
-        self.rows = w.VBox()
+        self.poller = Poller.of(self.slurm)
+        self.header = w.HTML("<b><tt>" + html.escape(
+            f"{'id':>8} {'name':<16} {'state':<10} {'reason':<14} {'nodes':<10} time")
+            + "</tt></b>")
+        self.rows = w.VBox([self.header])
+        self._rows: dict[str, tuple[w.HBox, w.HTML]] = {}
         self.message = w.HTML()
+        self._watch: Watch | None = None
         refresh = w.Button(description="Refresh")
         refresh.on_click(lambda _b: self.load())
         super().__init__([self.rows, w.HBox([refresh]), self.message], **kwargs)
 
     def load(self) -> None:
-        self.message.value = "<i>asking Slurm…</i>"
-        run_then(self.slurm.jobs(self.user), self.show, self._failed)
+        """Follow the jobs (the first time), and look at once."""
+        if self._watch is None:
+            self.message.value = "<i>asking Slurm…</i>"
+            self._watch = self.poller.watch(mine=True, callback=self._update)
+        else:
+            self.poller.poke()
+
+    def _update(self, snapshot: Snapshot) -> None:
+        self.trouble = snapshot.trouble
+        if snapshot.mine is not None:
+            self.show(list(snapshot.mine))
+        if snapshot.trouble:
+            self.message.value = trouble_html(snapshot.trouble)
 
     def _failed(self, error: BaseException) -> None:
         self.message.value = error_html(error)
 
     def show(self, infos: list[JobInfo]) -> None:
-        header = w.HTML("<b><tt>" + html.escape(f"{'id':>8} {'name':<16} {'state':<10} "
-                                                 f"{'reason':<14} {'nodes':<10} time")
-                        + "</tt></b>")
-        rows: list[w.Widget] = [header]
+        """Redraw the table: rows of jobs still listed are updated in place (no new
+        widgets each round), rows of jobs gone are closed."""
         for info in infos:
-            used = ("" if info.start_time is None or not info.running
-                    else str(info.time_left() or ""))
-            text = (f"{info.job_id:>8} {info.name[:16]:<16} {info.state:<10} "
-                    f"{(info.reason or '')[:14]:<14} {info.nodelist[:10]:<10} "
-                    f"{used or (format_duration(info.time_limit) if info.time_limit else '')}")
+            text = f"<tt>{html.escape(_row(info))}</tt>"
+            if info.job_id in self._rows:
+                self._rows[info.job_id][1].value = text
+                continue
             cancel = w.Button(description="Cancel", layout=w.Layout(width="80px"))
             cancel.on_click(lambda _b, job_id=info.job_id: self.cancel(job_id))
-            rows.append(w.HBox([w.HTML(f"<tt>{html.escape(text)}</tt>"), cancel]))
-        self.rows.children = rows
-        self.jobs = [i.job_id for i in infos]
-        self.message.value = "" if infos else f"<i>no jobs of {html.escape(self.user)}</i>"
+            line = w.HTML(text)
+            self._rows[info.job_id] = (w.HBox([line, cancel]), line)
+        listed = [i.job_id for i in infos]
+        for job_id in set(self._rows) - set(listed):
+            box = self._rows.pop(job_id)[0]
+            for child in box.children:
+                child.close()
+            box.close()
+        self.rows.children = [self.header, *(self._rows[j][0] for j in listed)]
+        self.jobs = listed
+        self.message.value = "" if infos else "<i>no jobs of yours in the queue</i>"
 
     def cancel(self, job_id: str) -> None:
         self.message.value = f"cancelling {html.escape(job_id)}…"
-        run_then(self.slurm.cancel(job_id), lambda _r: self.load(), self._failed)
+
+        def done(_result: None) -> None:
+            self.message.value = f"job {html.escape(job_id)} cancelled"
+            self.poller.poke()
+
+        run_then(self.slurm.cancel(job_id), done, self._failed)
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+        super().close()
+
+
+def _row(info: JobInfo) -> str:
+    left = "" if info.start_time is None or not info.running else str(info.time_left() or "")
+    limit = format_duration(info.time_limit) if info.time_limit else ""
+    return (f"{info.job_id:>8} {info.name[:16]:<16} {info.state:<10} "
+            f"{(info.reason or '')[:14]:<14} {info.nodelist[:10]:<10} {left or limit}")
 
 
 class SbatchWidget(TextFallback, w.VBox):
@@ -101,6 +147,8 @@ class SbatchWidget(TextFallback, w.VBox):
     summary = "Slurm job follower (%%sbatch)"
     state = traitlets.Unicode(help="the job's last state").tag(sync=True)
     job_id = traitlets.Unicode(help="the job followed").tag(sync=True)
+    trouble = traitlets.Unicode(help="why Slurm could not be asked, and when it is tried "
+                                "again (empty while it answers)").tag(sync=True)
 
     def __init__(self, job: Job | None, error: BaseException | None = None,
                  **kwargs: Any) -> None:
@@ -111,6 +159,7 @@ class SbatchWidget(TextFallback, w.VBox):
         self.resubmit_button.on_click(lambda _b: self.resubmit())
         super().__init__([self.status, self.output, self.resubmit_button], **kwargs)
         self.job = job
+        self._watch: Watch | None = None
         if error is not None:
             self.state = "ERROR"
             self.status.value = error_html(error)
@@ -122,28 +171,53 @@ class SbatchWidget(TextFallback, w.VBox):
         self.output.value = ""
         self.resubmit_button.layout.display = "none"
         self.status.value = f"job {html.escape(job.id)} submitted"
-        asyncio.run_coroutine_threadsafe(self._follow(job), sync.loop())
+        if self._watch is not None:
+            self._watch.close()
+        self._watch = Poller.of(job.slurm).watch(
+            [job.id], callback=lambda snapshot: self._update(job, snapshot))
 
-    async def _follow(self, job: Job) -> None:
-        try:
-            while True:
-                info = await job.slurm.job(job.id)
-                if info is None:
-                    raise SlurmError(f"job {job.id} vanished from Slurm while followed")
-                self.state = info.state
-                reason = info.reason_text or info.reason or ""
-                self.status.value = html.escape(
-                    f"job {job.id}: {info.state}" + (f" ({reason})" if reason else ""))
-                if info.ended:
-                    break
-                await asyncio.sleep(job.slurm.poll_interval)
-            text = tail(info)
-            self.output.value = f"<pre>{html.escape(text)}</pre>"
-        except Exception as e:
-            log.info("following job %s failed: %s", job.id, e)
-            self.status.value += error_html(e)
+    def _update(self, job: Job, snapshot: Snapshot) -> None:
+        if job is not self.job:
+            return  # a round for the job followed before a resubmit
+        self.trouble = snapshot.trouble
+        if job.id not in snapshot.jobs:  # not known yet: Slurm did not answer
+            if snapshot.trouble:
+                self.status.value = (f"job {html.escape(job.id)} submitted · "
+                                     + trouble_html(snapshot.trouble))
+            return
+        info = snapshot.jobs[job.id]
+        if info is None:
+            self._stop(job)
+            self.status.value += error_html(
+                SlurmError(f"job {job.id} vanished from Slurm while followed"))
+            return
+        self.state = info.state
+        reason = info.reason_text or info.reason or ""
+        self.status.value = (html.escape(f"job {job.id}: {info.state}"
+                                         + (f" ({reason})" if reason else ""))
+                             + (" · " + trouble_html(snapshot.trouble)
+                                if snapshot.trouble else ""))
+        if info.ended:
+            self._stop(job)
+            # The output file may be large: read its tail off the poller's loop.
+            asyncio.get_running_loop().run_in_executor(None, self._show_tail, job, info)
+
+    def _stop(self, job: Job) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if job.script is not None:
             self.resubmit_button.layout.display = ""
+
+    def _show_tail(self, job: Job, info: JobInfo) -> None:
+        try:
+            text = tail(info)
+        except Exception as e:
+            log.info("reading the output of job %s failed: %s", job.id, e)
+            self.status.value += error_html(e)
+            return
+        if job is self.job:
+            self.output.value = f"<pre>{html.escape(text)}</pre>"
 
     def resubmit(self) -> None:
         job = self.job
@@ -151,3 +225,8 @@ class SbatchWidget(TextFallback, w.VBox):
         run_then(job.slurm.submit(job.script, list(job.options)),
                  lambda job_id: self.follow(Job(job_id, job.script, job.options, job.slurm)),
                  lambda e: setattr(self.status, "value", error_html(e)))
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+        super().close()

@@ -1,10 +1,12 @@
 """``%dashboard``: the kernel at a glance, refreshed about once a second.
 
-Job id, partition, nodes and state (from the hub's `Allocation`, "local" outside Slurm), a
-walltime bar, and one row per rank (state, the cell it runs, CPU %, RSS) read from
-``pool.snapshot()`` by a hub thread of the panel's own, never from the ranks' shells, so it
-keeps moving while cells run. Its buttons call what the interrupt request, ``%restart_ranks``
-and ``%sacct`` call.
+Job id, partition, nodes (from the hub's `Allocation`, "local" outside Slurm), a walltime
+bar, and one row per rank (state, the cell it runs, CPU %, RSS) read from ``pool.snapshot()``
+by a hub thread of the panel's own, never from the ranks' shells, so it keeps moving while
+cells run: none of that asks Slurm. The job's state comes from the process's Slurm poller,
+which follows the job with every other widget's jobs (rounds 2 s -> 60 s apart while nothing
+changes). Its buttons call what the interrupt request, ``%restart_ranks`` and ``%sacct``
+call.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 import traitlets
 
+from ..slurm import Poller, Snapshot, Watch
 from . import jobviews
 from .fallback import TextFallback
 from .sacct import sacct_text
@@ -69,6 +72,12 @@ class Dashboard(TextFallback, w.VBox):
         self.details = w.HTML()
         super().__init__([self.job, self.walltime, self.table, w.HBox(buttons), self.message,
                           self.details], **kwargs)
+        self._job_state = "RUNNING"  # the hub runs in it; the poller says more
+        self._trouble = ""
+        self._watch: Watch | None = None
+        if kernel.allocation is not None:
+            self._watch = Poller.of().watch([kernel.allocation.job_id],
+                                            callback=self._slurm_says)
         self.refresh()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hpckernel-dashboard",
@@ -89,7 +98,10 @@ class Dashboard(TextFallback, w.VBox):
         else:
             self.job.value = (f"<b>Slurm job {html.escape(alloc.job_id)}</b> · partition "
                               f"{html.escape(alloc.partition or '?')} · nodes "
-                              f"{html.escape(alloc.nodelist or '?')} · RUNNING")
+                              f"{html.escape(alloc.nodelist or '?')} · "
+                              f"{html.escape(self._job_state)}"
+                              + (f" · {jobviews.trouble_html(self._trouble)}"
+                                 if self._trouble else ""))
             left, limit = alloc.time_left(), alloc.limit
             if left is not None:
                 self.walltime.layout.display = ""
@@ -99,6 +111,14 @@ class Dashboard(TextFallback, w.VBox):
         infos = self.pool.snapshot()
         self.table.value = rank_table(infos)
         self.states = [i.state for i in infos]  # last: a client seeing it sees the table
+
+    def _slurm_says(self, snapshot: Snapshot) -> None:
+        """The poller's round (on its thread): the job's state, or why Slurm is silent."""
+        alloc = self.kernel.allocation
+        info = snapshot.jobs.get(alloc.job_id) if alloc is not None else None
+        if info is not None:
+            self._job_state = info.state
+        self._trouble = snapshot.trouble
 
     def _interrupt(self) -> None:
         self.pool.interrupt()
@@ -123,4 +143,6 @@ class Dashboard(TextFallback, w.VBox):
 
     def close(self) -> None:
         self._closed.set()
+        if self._watch is not None:
+            self._watch.close()
         super().close()

@@ -3,7 +3,10 @@
 Runs on one event loop (the private loop of `hpckernel.slurm.sync` behind the sync `Workflow`), and
 every operation takes `self._lock`, so a background refresh never interleaves with a
 submission. Slurm is reached only through `hpckernel.slurm.Slurm`; state comes from Slurm at
-each refresh and is written, with provenance, to the workflow file (`fileformat`).
+each refresh and is written, with provenance, to the workflow file (`fileformat`). Jobs are
+followed through the process's `hpckernel.slurm.Poller`: an explicit refresh (every call of
+the user: submit, approve, status...) looks at once; the widget and `wait` get the poller's
+rounds, which back off while nothing changes.
 
 Submitting is all or nothing: the planned steps are checked (files, dependencies, partition
 limits) before the first `sbatch`, and if Slurm refuses a step, the steps queued before it
@@ -16,8 +19,7 @@ import asyncio
 import getpass
 import logging
 import shlex
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,12 @@ from hpckernel.slurm import (
     JobInfo,
     ParseError,
     PartitionInfo,
+    Poller,
     Slurm,
     SlurmError,
+    Snapshot,
     SubmitError,
+    Watch,
     check_request,
     parse_duration,
 )
@@ -67,17 +72,24 @@ Listener = Callable[[], None]
 class Engine:
     """Drives one workflow `doc` on Slurm. Create and call it on a single event loop."""
 
-    def __init__(self, doc: Document, slurm: Slurm, *, poll_interval: float = 1.0) -> None:
+    def __init__(self, doc: Document, slurm: Slurm, *, poll_interval: float | None = None
+                 ) -> None:
         self.doc = doc
         self.slurm = slurm
-        self.poll_interval = poll_interval
+        self.poller = Poller.of(slurm)
+        # The first pause between looks at Slurm while a step is active; it doubles while
+        # nothing changes, up to 30 times as long (the slurm's own pauses by default).
+        self.poll_interval = poll_interval or slurm.poll_interval
+        self.max_poll_interval = 30 * poll_interval if poll_interval else slurm.max_poll_interval
         self.statuses: dict[str, StepStatus] = {}
         self.listeners: list[Listener] = []
         """Called on the engine's loop after every refresh (the widget redraws)."""
         self._lock = asyncio.Lock()
-        self._watcher: asyncio.Task[None] | None = None
+        self._watch: Watch | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.refresh_error: str | None = None
-        """Why the last background refresh failed (None if it worked), for the views."""
+        """Why the last background refresh failed, and when the next try comes (None if it
+        worked), for the views: "Slurm busy (Socket timed out ...), retrying in 8 s"."""
         for name in doc.steps:
             self._set_unrefreshed(name)
 
@@ -120,12 +132,18 @@ class Engine:
         return dict(self.statuses)
 
     async def _refresh(self) -> None:
-        runs = {name: run for name in self.doc.steps if (run := self.doc.current(name))}
-        infos = await self.slurm.jobs_by_id([run.job_id for run in runs.values()])
+        ids = [run.job_id for name in self.doc.steps if (run := self.doc.current(name))]
+        await self._apply((await self.poller.fetch(ids)).jobs)
+        self.refresh_error = None
+
+    async def _apply(self, infos: Mapping[str, JobInfo | None]) -> None:
+        """Classify every step from what Slurm said of its job (steps whose job is not in
+        `infos` keep their state); save the file if anything changed."""
         changed = False
         for name in self.doc.steps:
-            run = runs.get(name)
-            changed |= self._classify(name, run, infos.get(run.job_id) if run else None)
+            run = self.doc.current(name)
+            if run is None or run.job_id in infos:
+                changed |= self._classify(name, run, infos.get(run.job_id) if run else None)
         for name in self._gates_that_cannot_open():
             changed |= await self._release_dead_gate(name)
         if changed:
@@ -204,30 +222,52 @@ class Engine:
 
     # ---------------------------------------------------------------- watching
 
-    def watch(self) -> None:
-        """Refresh every `poll_interval` while a step is active and someone listens; call on
-        the engine's loop. Stops by itself once every step has ended."""
-        if self.listeners and (self._watcher is None or self._watcher.done()):
-            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+    def _active_jobs(self) -> list[str]:
+        return [st.job_id for st in self.statuses.values() if st.active and st.job_id]
 
-    async def _watch(self) -> None:
-        while self.listeners:
+    def _follow(self, job_ids: Sequence[str], callback: Callable[[Snapshot], None] | None = None
+                ) -> Watch:
+        return self.poller.watch(job_ids, callback=callback, interval=self.poll_interval,
+                                 max_interval=self.max_poll_interval)
+
+    def watch(self) -> None:
+        """Follow the active steps' jobs through the poller while someone listens; call on
+        the engine's loop (after every change of the steps). Stops once every step ended."""
+        self._loop = asyncio.get_running_loop()
+        active = self._active_jobs()
+        if not self.listeners or not active:
+            self._unwatch()
+        elif self._watch is None:
+            self._watch = self._follow(active, self._on_snapshot)
+        else:
+            self._watch.update(active)
+
+    def _unwatch(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
+    def _on_snapshot(self, snapshot: Snapshot) -> None:
+        """The poller's round (on its thread): apply it on the engine's loop."""
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._take(snapshot), self._loop)
+
+    async def _take(self, snapshot: Snapshot) -> None:
+        if self._lock.locked():
+            return  # a submit/approve/refresh is under way and reads Slurm itself
+        async with self._lock:
+            self.refresh_error = snapshot.trouble or None
             try:
-                await self.refresh()
-                self.refresh_error = None
-            except Exception as err:  # keep watching: slurmctld may be back in a moment
+                await self._apply(snapshot.jobs)
+            except Exception as err:  # keep following: the next round may do better
                 log.warning("workflow %s: refresh failed: %s", self.doc.name, err,
                             exc_info=not isinstance(err, SlurmError))
-                self.refresh_error = f"{type(err).__name__}: {err}"
+                self.refresh_error = f"refresh failed: {type(err).__name__}: {err}"
                 self._notify()
-            if not any(st.active for st in self.statuses.values()):
-                return
-            await asyncio.sleep(self.poll_interval)
+        self.watch()
 
     async def stop_watching(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
+        self._unwatch()
 
     # ---------------------------------------------------------------- submitting
 
@@ -442,26 +482,43 @@ class Engine:
 
     async def wait(self, names: Sequence[str] = (), timeout: float | None = None
                    ) -> dict[str, StepStatus]:
-        """Refresh until the named steps (default: all) have ended; returns the statuses."""
+        """Follow the jobs until the named steps (default: all) have ended; the statuses."""
         for name in names:
             self.step(name)
         chosen = list(names or self.doc.steps)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            statuses = await self.refresh()
-            left = [statuses[n] for n in chosen if not statuses[n].ended]
-            if not left:
-                return statuses
-            unsubmitted = [st.name for st in left if st.state == NOT_SUBMITTED]
-            if unsubmitted:
-                raise StepStateError(f"steps not submitted: {', '.join(unsubmitted)}: "
-                                     "wf.submit() first")
-            if deadline is not None and time.monotonic() >= deadline:
-                held = [st.name for st in statuses.values() if st.state == HELD]
-                hint = "".join(f"; gate {g!r} waits for wf.approve({g!r})" for g in held)
-                states = ", ".join(f"{st.name}: {st.state}" for st in left)
-                raise WorkflowTimeout(f"after {timeout:g} s still not ended: {states}{hint}")
-            await asyncio.sleep(self.poll_interval)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        statuses = await self.refresh()
+        watch: Watch | None = None
+        try:
+            while True:
+                left = [statuses[n] for n in chosen if not statuses[n].ended]
+                if not left:
+                    return statuses
+                unsubmitted = [st.name for st in left if st.state == NOT_SUBMITTED]
+                if unsubmitted:
+                    raise StepStateError(f"steps not submitted: {', '.join(unsubmitted)}: "
+                                         "wf.submit() first")
+                if deadline is not None and loop.time() >= deadline:
+                    held = [st.name for st in statuses.values() if st.state == HELD]
+                    hint = "".join(f"; gate {g!r} waits for wf.approve({g!r})" for g in held)
+                    states = ", ".join(f"{st.name}: {st.state}" for st in left)
+                    raise WorkflowTimeout(f"after {timeout:g} s still not ended: {states}{hint}")
+                if watch is None:
+                    watch = self._follow(self._active_jobs())
+                else:
+                    watch.update(self._active_jobs())
+                try:
+                    snapshot = await watch.next(None if deadline is None
+                                                else max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    continue
+                async with self._lock:
+                    await self._apply(snapshot.jobs)
+                statuses = dict(self.statuses)
+        finally:
+            if watch is not None:
+                watch.close()
 
     async def result(self, name: str, timeout: float | None = None) -> Any:
         """The return value of function step `name` (a list, one per rank, if it ran on

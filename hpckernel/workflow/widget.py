@@ -3,9 +3,11 @@
 Steps are boxes in rows by dependency depth, coloured by state; a gate waiting for approval
 has a Continue button, a failed or cancelled step a Resubmit button, and clicking a step
 shows the tail of its output. The buttons call the same `Workflow` methods as code does.
-The view registers as a listener of the engine, whose refresh runs about once a second on
-the background loop while a step is active and stops when all have ended; every redraw sets
-traitlets there (ipykernel's IOPub socket may be used from any thread).
+The view registers as a listener of the engine, which then follows the active steps' jobs
+through the process's Slurm poller (a look after 2 s, then 4, 8, ... up to 60 s while nothing
+changes; at once after a button or a call) and stops when all have ended; every redraw sets
+traitlets on the background loop (ipykernel's IOPub socket may be used from any thread).
+When Slurm is busy, the header says so and when the next try comes.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class StepView(w.VBox):
 class WorkflowWidget(w.VBox):
     """The workflow's live view; `Workflow.widget()` makes one per workflow."""
 
-    states = traitlets.Dict(help="{step: state} as last drawn")
+    states = traitlets.Dict(help="{step: state} as last drawn").tag(sync=True)
     selected = traitlets.Unicode("", help="the step whose output tail is shown")
 
     def __init__(self, wf: Workflow, **kwargs: Any) -> None:
@@ -101,8 +103,8 @@ class WorkflowWidget(w.VBox):
             counts[st.state] = counts.get(st.state, 0) + 1
         summary = ", ".join(f"{n} {state}" for state, n in counts.items())
         error = self.wf.engine.refresh_error
-        trouble = (f"<br><span style='color:#c62828'>refresh failed: {html.escape(error)}"
-                   "</span>" if error else "")
+        trouble = (f"<br><span class='hpc-trouble' style='color:#c62828'>"
+                   f"{html.escape(error)}</span>" if error else "")
         self.header.value = (f"<b>workflow {html.escape(self.wf.name)}</b> "
                              f"<small>{html.escape(summary)} — {html.escape(str(self.wf.path))}"
                              f"</small>{trouble}")

@@ -53,13 +53,15 @@ class Workflow:
 
     `python` is the interpreter that runs function and notebook steps inside their jobs
     (default: this kernel's); `slurm` a configured `hpckernel.slurm.Slurm`; `poll_interval`
-    the seconds between refreshes while a step is active and the widget is shown. An existing
-    workflow file is an error unless `overwrite` (its jobs and provenance would be lost).
+    the first pause (seconds) between looks at Slurm while a step is active and the widget is
+    shown or `wait` runs, doubling while nothing changes up to 30 times as long (default: the
+    slurm's, 2 s -> 60 s); every call of yours looks at once. An existing workflow file is an
+    error unless `overwrite` (its jobs and provenance would be lost).
     """
 
     def __init__(self, name: str, path: str | os.PathLike[str] | None = None, *,
                  python: str | None = None, slurm: Slurm | None = None,
-                 poll_interval: float = 1.0, overwrite: bool = False) -> None:
+                 poll_interval: float | None = None, overwrite: bool = False) -> None:
         check_name(name, "workflow")
         where = Path(path) if path is not None else Path.cwd() / f"{name}.workflow.yaml"
         if where.exists() and not overwrite:
@@ -69,13 +71,13 @@ class Workflow:
         self._init(Document(name=name, path=where.resolve(), python=python or sys.executable),
                    slurm, poll_interval)
 
-    def _init(self, doc: Document, slurm: Slurm | None, poll_interval: float) -> None:
+    def _init(self, doc: Document, slurm: Slurm | None, poll_interval: float | None) -> None:
         self.engine = Engine(doc, slurm or Slurm(), poll_interval=poll_interval)
         self._widget: WorkflowWidget | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, slurm: Slurm | None = None,
-             poll_interval: float = 1.0) -> Workflow:
+             poll_interval: float | None = None) -> Workflow:
         """Read a workflow file (checked entry by entry: `WorkflowFileError` says what is
         wrong where). Its steps' states come from Slurm by job id at the next refresh."""
         wf = cls.__new__(cls)

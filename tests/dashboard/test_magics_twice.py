@@ -50,7 +50,9 @@ class Steps:
         return self.comms.find(**state)
 
     def sbatch(self) -> None:
-        job = self.widget("%%sbatch --job-name=hpck-twice --time=1\nsleep 120\n")
+        self.comms.run("%%sbatch --job-name=hpck-twice --time=1\nsleep 120\n")
+        # The newest follower: other widgets (the %squeue rows) open models meanwhile.
+        job = next(c for c, s in reversed(self.comms.state.items()) if "job_id" in s)
         job_id = self.comms.state[job]["job_id"]
         assert job_id and job_id not in self.jobs
         self.jobs.append(job_id)

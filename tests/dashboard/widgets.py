@@ -35,9 +35,22 @@ class Comms:
                 (content["data"]["content"], len(json.dumps(content))))
 
     def run(self, code: str, timeout: float = 60) -> dict[str, Any]:
-        """Run a cell, keeping its comm messages; the reply."""
-        reply: dict[str, Any] = self.kernel.kc.execute_interactive(
-            code, output_hook=self.take, timeout=timeout)
+        """Run a cell, keeping every comm message meanwhile (also those of widgets that
+        update from their own threads, whatever cell they are parented to); the reply."""
+        kc = self.kernel.kc
+        msg_id = kc.execute(code)
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            self.take(msg)
+            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"):
+                break
+        while True:
+            reply: dict[str, Any] = kc.get_shell_msg(
+                timeout=max(0.1, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
         assert reply["content"]["status"] == "ok", reply["content"]
         return reply
 

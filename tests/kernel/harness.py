@@ -74,18 +74,27 @@ class Kernel:
 
     def __init__(self, tmp: Path, ranks: int = 4, extra: list[str] | None = None,
                  env: dict[str, str] | None = None, wait_ranks: bool = True,
-                 slurm: dict[str, Any] | None = None, cwd: Path | None = None) -> None:
+                 slurm: dict[str, Any] | None = None, cwd: Path | None = None,
+                 log: Path | None = None, encrypted: bool = False) -> None:
         """A local MPI kernel, or with ``slurm`` (SlurmProvisioner settings) a Slurm one;
         ``cwd``: the hub's working directory (a notebook's directory; default ``tmp``, where
-        its provenance log goes)."""
+        its provenance log goes); ``log``: a file for the hub's stderr (its log); ``encrypted``:
+        CurveZMQ on the channels (as the Slurm kernels and ``hpckernel submit`` have)."""
         name = "hpckernel-test"
         if slurm is None:
             write_kernel_spec(tmp / "kernels" / name, ranks=ranks, extra=extra)
         else:
             write_kernel_spec(tmp / "kernels" / name, slurm=slurm)
         self.km = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(
-            kernel_dirs=[str(tmp / "kernels")]))
-        self.km.start_kernel(env={**os.environ, **(env or {})}, cwd=str(cwd or tmp))
+            kernel_dirs=[str(tmp / "kernels")]),
+            transport_encryption="auto" if encrypted else "disabled")
+        stderr = open(log, "ab") if log else None  # the hub gets a descriptor of its own
+        try:
+            self.km.start_kernel(env={**os.environ, **(env or {})}, cwd=str(cwd or tmp),
+                                 stderr=stderr)
+        finally:
+            if stderr is not None:
+                stderr.close()
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)

@@ -44,7 +44,9 @@ def test_each_documented_config_place_reaches_the_kernel(tmp_path: Path) -> None
         f"c.HubKernel.provenance_log = {str(log)!r}\n")
     (profile / "ipython_kernel_config.py").write_text(
         "c.IPKernelApp.exec_lines = ['from_profile = 42']\n"
-        "c.HubKernel.max_reply_size = '1GB'\n")  # the command line's value wins
+        "c.HubKernel.max_reply_size = '1GB'\n"  # the command line's value wins
+        # Meant for plain IPython kernels: the hub ignores it (with a warning) and starts.
+        "c.IPKernelApp.kernel_class = 'ipykernel.ipkernel.IPythonKernel'\n")
     write_kernel_spec(tmp_path / "kernels" / "cfg", ranks=3)  # argv: --RankLauncher.ranks=3
     km = KernelManager(kernel_name="cfg", kernel_spec_manager=KernelSpecManager(
         kernel_dirs=[str(tmp_path / "kernels")]))

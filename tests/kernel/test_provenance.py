@@ -183,6 +183,40 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
+def test_a_hostile_git_config_runs_nothing(tmp_path: Path) -> None:
+    """A notebook's directory whose .git/config names commands (fsmonitor, hooks, filters,
+    an external diff): the commit is recorded and none of them runs."""
+    project = tmp_path / "project"
+    commit = _git_repo(project)
+    marks = {name: tmp_path / f"PWNED-{name}" for name in ("fsmonitor", "hook", "filter",
+                                                           "diff")}
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    for hook in ("post-checkout", "post-index-change", "reference-transaction",
+                 "pre-commit", "fsmonitor-watchman"):
+        (hooks / hook).write_text(f"#!/bin/sh\ntouch {marks['hook']}\n")
+        (hooks / hook).chmod(0o755)
+    config = {"core.fsmonitor": f"touch {marks['fsmonitor']}", "core.hooksPath": str(hooks),
+              "filter.evil.clean": f"touch {marks['filter']}; cat",
+              "filter.evil.process": f"touch {marks['filter']}",
+              "diff.external": f"touch {marks['diff']}"}
+    for name, value in config.items():
+        subprocess.run(["git", "-C", str(project), "config", name, value], check=True)
+    (project / ".gitattributes").write_text("* filter=evil\n")
+    os.utime(project / "analysis.py")  # stat-dirty: git would run it through the filter
+    kernel = Kernel(tmp_path, ranks=1, cwd=project,
+                    env={"JPY_SESSION_NAME": str(project / "analysis.ipynb")})
+    try:
+        record = _record(kernel.ok("print(1)"))
+    finally:
+        kernel.shutdown()
+    assert record["environment"]["git"] == {"commit": commit, "dirty": False}
+    assert [m.name for m in marks.values() if m.exists()] == []
+    # The trap is real: git itself springs it.
+    subprocess.run(["git", "-C", str(project), "status", "--porcelain"], capture_output=True)
+    assert marks["fsmonitor"].exists() and marks["filter"].exists()
+
+
 def test_a_notebook_run_with_nbclient_keeps_provenance_in_its_cells(tmp_path: Path) -> None:
     path = _run_notebook(tmp_path, ["total = rank + 1", "%%local\nhub = 3", "print(total)"])
     saved = nbformat.read(path, as_version=4)

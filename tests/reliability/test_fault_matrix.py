@@ -33,12 +33,20 @@ def test_killed_hub_ends_job_and_ranks(tmp_path: Path, cluster_env: dict[str, st
         km = kernel.km
         job_id = km.provisioner.job_id  # type: ignore[union-attr]
         ranks = kernel.rank_pids()
-        hub_pid = int(Path(str(km.provisioner.job_dir), "hub.ready").read_text())  # type: ignore[union-attr]
-        os.kill(hub_pid, signal.SIGKILL)
+        job_dir = Path(str(km.provisioner.job_dir))  # type: ignore[union-attr]
+        # MPI's shared-memory files, as the ranks listed them (MPICH removes them only in
+        # MPI_Finalize, which ranks of a killed hub never reach).
+        shm = {line for f in job_dir.glob("hpckernel-*/shm.*")
+               for line in f.read_text().splitlines() if line.startswith("/dev/shm/")}
+        assert shm and all(os.path.exists(f) for f in shm), shm
+        kernel.ok("%%px --noblock\nimport time\ntime.sleep(60)")  # busy ranks
+        os.kill(int((job_dir / "hub.ready").read_text()), signal.SIGKILL)
         wait_until(lambda: not km.is_alive(), 30, "the kernel to be seen dead")
         wait_until(lambda: not queued(job_id), 60, "the job to end")
         wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in ranks), 30,
                    "the ranks to end")
+        wait_until(lambda: not any(os.path.exists(f) for f in shm), 10,
+                   "rank.sh to remove MPI's files from /dev/shm")
     finally:
         kernel.shutdown()
 

@@ -6,13 +6,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import zmq
 from jupyter_client.kernelspec import KernelSpecManager
@@ -29,6 +33,29 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
                extra=["--HubKernel.interrupt_grace=5"])
     yield k
     k.shutdown()
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kernel, Path]]:
+    """A 1-rank kernel whose log (the hub's stderr) is a file."""
+    tmp = tmp_path_factory.mktemp("logged")
+    k = Kernel(tmp, ranks=1, log=tmp / "hub.log")
+    yield k, tmp / "hub.log"
+    k.shutdown()
+
+
+def wait_for_log(log: Path, text: str, start: int = 0, timeout: float = 30) -> str:
+    """The log from byte ``start`` on, once ``text`` is in it (the hub writes it from
+    another process: there is nothing to wait on but the file)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(log, "rb") as f:
+            f.seek(start)
+            new = f.read().decode(errors="replace")
+        if text in new:
+            return new
+        assert time.monotonic() < deadline, f"{text!r} never reached the log: {new[-2000:]}"
+        time.sleep(0.1)
 
 
 def _message(key: bytes, msg_type: str, content: dict[str, Any]) -> list[bytes]:
@@ -89,6 +116,118 @@ def test_huge_message_does_not_take_the_hub_down(kernel: Kernel) -> None:
         sock.close()
     assert kernel.km.is_alive()
     assert kernel.ok("print('after the big one')").text() == "[stdout:0-1] after the big one\n"
+
+
+def test_a_huge_bad_signature_costs_one_short_log_line(
+        logged: tuple[Kernel, Path]) -> None:
+    kernel, log = logged
+    sock = _socket(kernel, "shell")
+    before = log.stat().st_size
+    try:
+        forged = _message(kernel.km.session.key, "execute_request",
+                          {"code": MARK, "silent": False})
+        forged[1] = b"f" * 2**20  # a 1 MB signature
+        sock.send_multipart(forged)
+        wait_for_log(log, "Invalid Signature", before)
+    finally:
+        sock.close()
+    assert kernel.ok("print('still serving')").text() == "[stdout:0] still serving\n"
+    grown = log.stat().st_size - before
+    assert grown < 2048, f"one bad message wrote {grown} bytes to the log"
+    # Whatever else puts a huge text into a log record (the kernel's log, hpckernel's own),
+    # the record is cut.
+    before = log.stat().st_size
+    kernel.ok("%%local\nimport logging\nget_ipython().kernel.log.error('x' * 10**6)\n"
+              "logging.getLogger('hpckernel.test').error('y' * 10**6)")
+    new = wait_for_log(log, "more characters]", before)
+    wait_for_log(log, "yyy", before)
+    assert log.stat().st_size - before < 2 * 4500, new[:200]
+
+
+def _plane_peer(plane: dict[str, Any], tcp: bool) -> zmq.Socket[bytes]:
+    """A peer of the hub's plane with the ranks' credentials (IPC: a same-user process on
+    the node; TCP: the ranks' CurveZMQ key) but no rank's identity."""
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.setsockopt(zmq.IDENTITY, b"7")  # not a rank: must not take over a rank's route
+    if tcp:
+        sock.curve_serverkey = plane["server_public"].encode()
+        sock.curve_publickey = plane["client_public"].encode()
+        sock.curve_secretkey = plane["client_secret"].encode()
+    sock.connect(plane["tcp_url"] if tcp else plane["ipc_url"])
+    return sock
+
+
+def test_malformed_plane_messages_are_dropped_and_the_plane_serves_on(
+        logged: tuple[Kernel, Path]) -> None:
+    kernel, log = logged
+    plane_file = kernel.ok("%%local\nprint(get_ipython().kernel.pool.plane_file)").text()
+    plane = json.loads(Path(plane_file.strip()).read_text())
+    for tcp in (False, True):
+        start = log.stat().st_size
+        sock = _plane_peer(plane, tcp)
+        try:
+            for frames in ([b"stream", b"[" * 100000, b""],   # RecursionError in json
+                           [b"\xff\xfe", b"{}", b""],          # type not ASCII
+                           [b"stream", b"\xff" * 64, b""],      # header not UTF-8
+                           [b"stream", b"[]", b""],             # header not an object
+                           [b"stream"]):                        # too few frames
+                sock.send_multipart(frames)
+            # Then a well-formed one: that it is read (and refused) shows the plane still
+            # receives on this socket.
+            sock.send_multipart([b"stream", b"{}", b""])
+            new = wait_for_log(log, "unknown rank 7", start)
+        finally:
+            sock.close()
+        assert new.count("dropped a malformed plane message") == 6, new
+        assert "does not decode: RecursionError" in new
+    assert kernel.ok("print(rank)").text() == "[stdout:0] 0\n"
+
+
+def test_the_lease_counts_only_clients_that_authenticate(tmp_path: Path) -> None:
+    timeout = 5
+    kernel = Kernel(tmp_path, ranks=1, encrypted=True,
+                    extra=[f"--HubKernel.client_timeout={timeout}"])
+    hub = psutil.Process(kernel.hub_pid)
+    stop = threading.Event()
+    try:
+        info = kernel.km.get_connection_info()
+        assert info.get("curve_publickey"), "the test needs a CurveZMQ kernel"
+        # A real client (the manager's control connection, the client's channels) holds it.
+        with pytest.raises(psutil.TimeoutExpired):
+            hub.wait(timeout + 2)
+        assert kernel.ok("print('held')").text() == "[stdout:0] held\n"
+
+        def attack() -> None:
+            """Raw TCP connections and CurveZMQ peers with a made-up key, renewed every
+            second on the shell and control ports."""
+            ctx = zmq.Context()
+            while not stop.is_set():
+                opened: list[Any] = []
+                for port in (info["shell_port"], info["control_port"]):
+                    opened.append(socket.create_connection((info["ip"], port)))
+                    peer = ctx.socket(zmq.DEALER)
+                    peer.linger = 0
+                    public, secret = zmq.curve_keypair()
+                    peer.curve_serverkey, peer.curve_publickey = public, public
+                    peer.curve_secretkey = secret
+                    peer.connect(f"tcp://{info['ip']}:{port}")
+                    opened.append(peer)
+                stop.wait(1.0)
+                for conn in opened:
+                    conn.close()
+            ctx.term()
+
+        attacker = threading.Thread(target=attack)
+        attacker.start()
+        kernel.kc.stop_channels()
+        kernel.km._close_control_socket()  # the manager's own client connection
+        hub.wait(timeout + 15)  # psutil.TimeoutExpired: the strangers kept it alive
+    finally:
+        stop.set()
+        if "attacker" in locals():
+            attacker.join()
+        kernel.km.shutdown_kernel(now=True)
 
 
 def test_cells_that_misbehave_on_the_ranks(kernel: Kernel) -> None:

@@ -26,7 +26,8 @@ def test_every_option_reaches_the_provisioner_config(tmp_path: Path) -> None:
                     "--sbatch-arg=--exclusive", "--sbatch-arg=--mem=1G",
                     "--setup", "module load python", "--launch-timeout", "60",
                     "--login", "alice@login", "--ssh-arg=-F", "--ssh-arg=cfg",
-                    "--python", "/opt/py/bin/python")
+                    "--python", "/opt/py/bin/python", "--export-env", "OMP_PLACES",
+                    "--export-env", "MY_SETTING")
     assert done.returncode == 0, done.stderr
     kernels = tmp_path / "share/jupyter/kernels"
     spec = json.loads((kernels / "slurm-mpi/kernel.json").read_text())
@@ -39,7 +40,7 @@ def test_every_option_reaches_the_provisioner_config(tmp_path: Path) -> None:
         "account": "A", "qos": "Q", "constraint": "C",
         "sbatch_args": ["--exclusive", "--mem=1G"], "setup": "module load python",
         "launch_timeout": 60.0, "login": "alice@login", "ssh_args": ["-F", "cfg"],
-        "python": "/opt/py/bin/python"}
+        "python": "/opt/py/bin/python", "export_env": ["OMP_PLACES", "MY_SETTING"]}
     # jupyter_client finds the provisioner through its entry point and applies the config.
     ksm = KernelSpecManager(kernel_dirs=[str(kernels)])
     kernel_spec = ksm.get_kernel_spec("slurm-mpi")

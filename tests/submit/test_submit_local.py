@@ -112,3 +112,32 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert message in done.stderr, (args, done.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+EAVESDROP = """%%local
+import json, zmq
+from ipykernel.kernelapp import IPKernelApp
+info = json.load(open(IPKernelApp.instance().connection_file))
+sub = zmq.Context.instance().socket(zmq.SUB)
+sub.linger = 0
+sub.setsockopt(zmq.SUBSCRIBE, b"")
+sub.connect(f"tcp://{info['ip']}:{info['iopub_port']}")
+heard = False
+for i in range(30):
+    print("tick", i, flush=True)
+    if sub.poll(100):
+        heard = True
+        break
+sub.close()
+print("curve keys:", bool(info.get("curve_secretkey")), "plain client heard:", heard)
+"""
+
+
+def test_the_runs_channels_are_encrypted(tmp_path: Path) -> None:
+    # A plain ZMQ client on the kernel's IOPub port (any user of the node can connect to
+    # it) hears nothing while the cell prints.
+    nb = write_notebook(tmp_path / "secret.ipynb", EAVESDROP)
+    done = hpckernel("submit", str(nb), "--local", "--ranks", "1")
+    assert done.returncode == 0, done.stderr
+    text = outputs(tmp_path / f"secret.run-{_run_id(done.stdout)}.ipynb")[0]
+    assert text.endswith("curve keys: True plain client heard: False\n"), text

@@ -1,8 +1,6 @@
 """hpckernel.slurm.parse against output recorded from the virtual Slurm 22.05 cluster.
 
-The files in tests/unit/data/slurm/ were captured from real commands (see the README there),
-except `squeue_newer_format_synthetic.json`, which is hand-written in the shape newer Slurm
-prints, to check that the JSON reader tolerates it.
+The files in tests/unit/data/slurm/ were captured from real commands (see the README there).
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hpckernel.slurm import ParseError, SlurmError, format_duration, parse_duration
+from hpckernel.slurm import ParseError, format_duration, parse_duration
 from hpckernel.slurm import parse as p
 from hpckernel.slurm.models import JobInfo
 
@@ -110,69 +108,95 @@ def test_parse_sbatch_error(name: str, message: str) -> None:
     assert p.parse_sbatch_error(read(name)) == message
 
 
-# ---------------------------------------------------------------- squeue --json (22.05)
+# ---------------------------------------------------------------- squeue --Format
 
 
-def test_squeue_pending_and_running() -> None:
-    jobs = by_id(p.parse_squeue_json(read("squeue_pending_running.json")))
-    running, pending, blocked = jobs["3"], jobs["4"], jobs["5"]
+def test_squeue_running_and_held() -> None:
+    jobs = by_id(p.parse_squeue(read("squeue_running_held.txt")))
+    running, held = jobs["123"], jobs["124"]
 
     assert running.state == "RUNNING" and running.running and running.source == "squeue"
-    assert (running.name, running.user, running.partition) == ("fill", "root", "short")
-    assert running.nodelist == "n[1-3]" and running.node_count == 3
-    assert running.reason is None
-    assert running.time_limit == timedelta(minutes=5)
-    assert running.start_time is not None and running.start_time.timestamp() == 1795739050
-    assert running.end_time is not None and running.end_time.timestamp() == 1795739350
-    assert running.stdout == "/tmp/fill-3.out"  # "-o /tmp/fill-%j.out" expanded
+    assert (running.name, running.user, running.partition) == ("hpck-rec", "root", "debug")
+    assert running.nodelist == "n[2-3]" and running.node_count == 2
+    assert running.reason is None and (running.exit_code, running.signal) == (0, 0)
+    assert running.time_limit == timedelta(minutes=2)
+    assert running.start_time == local("2026-11-30T21:33:44")
+    assert running.end_time == local("2026-11-30T21:35:44")
+    assert running.time_left(local("2026-11-30T21:34:44")) == timedelta(minutes=1)
+    assert running.stdout == "/tmp/poller-rec/out/run-123.out"  # "-o .../run-%j.out" expanded
 
-    assert pending.state == "PENDING" and pending.pending
-    assert pending.reason == "Resources" and pending.reason_text is None
-    assert pending.nodelist == "" and pending.start_time is None
-    assert pending.stdout == "/tmp/slurm-4.out"  # Slurm's default, in the job's workdir
-
-    assert blocked.reason == "Resources"
-    assert blocked.reason_text is not None and blocked.reason_text.startswith("Nodes required")
+    assert held.state == "PENDING" and held.pending and held.reason == "JobHeldUser"
+    assert held.name == "rec name with|pipe"  # the last column keeps its "|"
+    assert held.time_limit is None  # UNLIMITED
+    assert held.nodelist == "" and held.start_time is None and held.end_time is None
+    assert held.stdout == "/tmp/poller-rec/out/slurm-124.out"  # Slurm's default, expanded
 
 
-def test_squeue_unlimited_time_is_none() -> None:
-    job = by_id(p.parse_squeue_json(read("squeue_pending_running.json")))["1"]
-    assert job.partition == "debug" and job.time_limit is None
+def test_squeue_pending_reasons() -> None:
+    jobs = by_id(p.parse_squeue(read("squeue_pending.txt")))
+    assert jobs["98"].reason == "Priority" and jobs["98"].node_count == 1
+    # squeue prints the long description instead of the code when there is one.
+    assert jobs["96"].reason is not None and jobs["96"].reason.startswith("Nodes required")
+    assert jobs["96"].node_count == 2
+    assert jobs["101"].state == "CANCELLED" and jobs["101"].ended
 
 
 def test_squeue_ended_jobs_exit_codes() -> None:
-    # 22.05 keeps ended jobs in squeue --json for MinJobAge; exit_code is a raw wait status.
-    jobs = by_id(p.parse_squeue_json(read("squeue_ended.json")))
-    assert (jobs["7"].state, jobs["7"].exit_code, jobs["7"].signal) == ("COMPLETED", 0, 0)
-    assert (jobs["8"].state, jobs["8"].reason, jobs["8"].exit_code) == (
+    # With --states=all squeue keeps ended jobs for MinJobAge; exit_code is a wait status.
+    jobs = by_id(p.parse_squeue(read("squeue_ended.txt")))
+    assert (jobs["98"].state, jobs["98"].exit_code, jobs["98"].signal) == ("COMPLETED", 0, 0)
+    assert (jobs["99"].state, jobs["99"].reason, jobs["99"].exit_code) == (
         "FAILED", "NonZeroExitCode", 3)
-    assert (jobs["9"].state, jobs["9"].signal) == ("CANCELLED", 15)
-    assert (jobs["10"].state, jobs["10"].reason, jobs["10"].signal) == (
-        "TIMEOUT", "TimeLimit", 15)
-    assert (jobs["11"].state, jobs["11"].exit_code, jobs["11"].signal) == ("FAILED", 0, 9)
-    assert all(j.ended for j in jobs.values())
+    assert (jobs["100"].state, jobs["100"].exit_code, jobs["100"].signal) == ("FAILED", 0, 9)
+    assert jobs["96"].state == "CANCELLED" and jobs["96"].nodelist == ""
+    assert jobs["98"].nodelist == "n1" and jobs["98"].end_time == local("2026-11-30T21:32:31")
+    assert all(j.ended for j in jobs.values()) and len(jobs) == 10
 
 
-def test_squeue_newer_format() -> None:
-    jobs = by_id(p.parse_squeue_json(read("squeue_newer_format_synthetic.json")))
-    hub, waiting, crashed = jobs["525"], jobs["526"], jobs["527"]
-    assert hub.state == "RUNNING" and hub.node_count == 2 and hub.nodelist == "node[001-002]"
-    assert hub.time_limit == timedelta(hours=1)
-    assert hub.start_time is not None and hub.start_time.timestamp() == 1755290346
-    assert hub.stdout == "/home/alice/hub-525.out"
-    assert (hub.exit_code, hub.signal) == (0, 0)
-    assert waiting.state == "PENDING" and waiting.reason == "Priority"
-    assert waiting.time_limit is None and waiting.start_time is None
-    assert waiting.stdout == "/home/bob/slurm-526.out"
-    assert (crashed.state, crashed.exit_code, crashed.signal) == ("FAILED", 0, 9)
-    assert crashed.stdout == "/home/bob/out/crash.00527.log"  # relative, padded %5j
+def test_squeue_unknown_job_and_garbage() -> None:
+    assert p.squeue_unknown_job(read("squeue_unknown_job.txt"))
+    assert not p.squeue_unknown_job(read("transient_squeue_socket_timeout.txt"))
+    assert p.parse_squeue("") == [] and p.parse_squeue("\n") == []
+    with pytest.raises(ParseError, match="fields"):
+        p.parse_squeue("JOBID PARTITION NAME\n")
+    with pytest.raises(ParseError, match="no job id"):
+        p.parse_squeue("x|" * (len(p.SQUEUE_FIELDS) - 1) + "name")
 
 
-def test_squeue_errors_and_garbage() -> None:
-    with pytest.raises(ParseError, match="invalid JSON"):
-        p.parse_squeue_json("squeue: error: ...")
-    with pytest.raises(SlurmError, match="Invalid user"):
-        p.parse_squeue_json('{"errors": [{"error": "Invalid user"}], "jobs": []}')
+def test_squeue_format_names_every_field_once() -> None:
+    assert p.SQUEUE_FORMAT.count("|") == len(p.SQUEUE_FIELDS) - 1
+    assert p.SQUEUE_FORMAT.endswith(",Name:")  # the last column unpadded, without "|"
+
+
+# ---------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("transient_squeue_socket_timeout.txt", "Socket timed out on send/recv operation"),
+        ("transient_squeue_connect_failure.txt",
+         "Unable to contact slurm controller (connect failure)"),
+        ("transient_sacct_eagain.txt",
+         "Sending PersistInit msg: Resource temporarily unavailable"),
+        ("transient_sacct_connection_refused.txt",
+         "Problem talking to the database: Connection refused"),
+        ("transient_sbatch_socket_timeout.txt",
+         "Batch job submission failed: Socket timed out on send/recv operation"),
+        ("transient_scancel_socket_timeout.txt",
+         "Kill job error on job id 999999: Socket timed out on send/recv operation"),
+    ],
+)
+def test_busy_slurm_is_transient(name: str, reason: str) -> None:
+    text = read(name)
+    assert p.is_transient(text)
+    assert p.transient_reason(text) == reason
+
+
+@pytest.mark.parametrize("name", ["sbatch_error_partition.txt", "sbatch_error_nodes.txt",
+                                  "sbatch_error_time.txt", "squeue_unknown_job.txt"])
+def test_refusals_are_not_transient(name: str) -> None:
+    assert not p.is_transient(read(name))
 
 
 # ---------------------------------------------------------------- scontrol show job -o

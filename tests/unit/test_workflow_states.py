@@ -2,8 +2,9 @@
 
 Jobs 466-469 (tests/unit/data/slurm/README.md): 466 fails with exit 3; 467 waits for it with
 --kill-on-invalid-dep=yes, 468 is the same but held (a gate), 469 waits with
---kill-on-invalid-dep=no. Each recording goes through `hpckernel.slurm.parse`, the one place
-that reads Slurm output, and then through `classify`.
+--kill-on-invalid-dep=no. The squeue recordings are of the same four as jobs 125-128. Each
+recording goes through `hpckernel.slurm.parse`, the one place that reads Slurm output, and
+then through `classify`.
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ def by_id(jobs: list[JobInfo]) -> dict[str, JobInfo]:
 
 
 def test_waiting_and_held_from_squeue() -> None:
-    jobs = by_id(p.parse_squeue_json((DATA / "workflow_squeue_waiting.json").read_text()))
+    jobs = by_id(p.parse_squeue((DATA / "squeue_workflow_waiting.txt").read_text()))
     assert {i: classify(j) for i, j in jobs.items()} == {
-        "466": RUNNING, "467": WAITING, "468": HELD, "469": WAITING}
-    assert describe(HELD, jobs["468"], note="look at it") == "waiting for approval: look at it"
+        "125": RUNNING, "126": WAITING, "127": HELD, "128": WAITING}
+    assert describe(HELD, jobs["127"], note="look at it") == "waiting for approval: look at it"
 
 
 def test_waiting_and_held_from_scontrol() -> None:
@@ -60,9 +61,13 @@ def test_a_failed_dependency_is_never_run_not_cancelled() -> None:
     assert "DependencyNeverSatisfied" in describe(NEVER_RUN, killed)
     # Without --kill-on-invalid-dep Slurm keeps it pending forever: still never-run.
     assert classify(scontrol("workflow_scontrol_pending_never_satisfied.txt")) == NEVER_RUN
-    ended = by_id(p.parse_squeue_json((DATA / "workflow_squeue_ended.json").read_text()))
-    assert classify(ended["466"]) == FAILED and classify(ended["467"]) == NEVER_RUN
-    assert classify(ended["469"]) == NEVER_RUN
+    failed = by_id(p.parse_squeue((DATA / "squeue_workflow_failed.txt").read_text()))
+    assert classify(failed["125"]) == FAILED and classify(failed["126"]) == NEVER_RUN
+    assert classify(failed["128"]) == NEVER_RUN
+    # A held gate is not checked by Slurm: held still, until the engine releases it.
+    assert classify(failed["127"]) == HELD
+    ended = by_id(p.parse_squeue((DATA / "squeue_workflow_ended.txt").read_text()))
+    assert classify(ended["127"]) == NEVER_RUN
 
 
 def test_a_released_gate_whose_dependency_failed_ends_as_never_run() -> None:

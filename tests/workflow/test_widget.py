@@ -66,9 +66,8 @@ def test_widget_follows_the_steps_and_its_buttons_act(make_workflow: MakeWorkflo
     assert view.views["run"].button.style.button_color == COLOURS["completed"]
     assert flaky.action.layout.display == "none"
     assert len(wf.engine.doc.runs["flaky"]) == 2
-    # Nothing is active any more: the background refresh stops by itself.
-    watcher = wf.engine._watcher
-    eventually(lambda: watcher is not None and watcher.done(), 10, "the refresh stopped")
+    # Nothing is active any more: the engine stops following the jobs by itself.
+    eventually(lambda: wf.engine._watch is None, 10, "the engine's watch closed")
 
 
 def test_without_ipywidgets_the_workflow_shows_as_an_html_table(tmp_path: Path) -> None:
