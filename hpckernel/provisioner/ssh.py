@@ -112,19 +112,21 @@ class SSHConnection:
         return await self._local.run([*self._base(), "-O", command, *args, self.destination],
                                      timeout=self.connect_timeout)
 
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """The local command that runs ``argv`` on the login node through the master."""
+        return [*self._base(), self.destination, "--", shlex.join(argv)]
+
     async def run(self, argv: Sequence[str], *, input: bytes | None = None,
                   timeout: float) -> CommandResult:
         """Run ``argv`` on the login node (through the master) and return its result."""
-        remote = shlex.join(argv)
-        return await self._local.run([*self._base(), self.destination, "--", remote],
-                                     input=input, timeout=timeout)
+        return await self._local.run(self.command(argv), input=input, timeout=timeout)
 
     async def spawn(self, argv: Sequence[str], output: int | None = None
                     ) -> asyncio.subprocess.Process:
         """Start ``argv`` on the login node and leave it running (stdin is a pipe)."""
         return await asyncio.create_subprocess_exec(
-            *self._base(), self.destination, "--", shlex.join(argv),
-            stdin=asyncio.subprocess.PIPE, stdout=output, stderr=output)
+            *self.command(argv), stdin=asyncio.subprocess.PIPE, stdout=output,
+            stderr=output)
 
     async def forward(self, remote_host: str, remote_port: int,
                       local_port: int | None = None) -> int:
