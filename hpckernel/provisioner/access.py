@@ -17,7 +17,7 @@ from typing import Any
 from ..slurm import Slurm, SlurmError
 from .jobdir import JobDir, LocalJobDir, RemoteJobDir, remote_home
 from .settings import JobSettings, check_login
-from .ssh import LoginError, SSHConnection, SSHRunner
+from .ssh import LoginError, PortTakenError, SSHConnection, SSHRunner
 
 PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
@@ -102,6 +102,9 @@ class ClusterAccess:
         try:
             await self.open()
             await self.restore_tunnels()
+        except PortTakenError as e:
+            self.log.error("%s", e)
+            return False
         except (LoginError, SlurmError) as e:
             if now - self.lost_at > self.settings.login_timeout:
                 self.log.error("the login node %s has been unreachable for %.0f s: %s",

@@ -16,6 +16,7 @@ from typing import Any
 from ..slurm import SlurmError
 from .access import ClusterAccess
 from .jobdir import JobDir
+from .probe import iopub_works
 from .settings import JobSettings
 from .start import (
     Log,
@@ -42,6 +43,7 @@ class KernelJob:
         self.stopping = False  # no hub is to follow (shutdown, also while pending)
         self.ending = False  # the hub ends because it was asked to (shutdown or restart)
         self._step: asyncio.subprocess.Process | None = None  # our srun, with ``jobid``
+        self.client_info: dict[str, Any] = {}  # what clients use, through the tunnels
 
     @property
     def running(self) -> bool:
@@ -82,6 +84,14 @@ class KernelJob:
             await asyncio.shield(self.cancel())
             raise
 
+    async def tunnel(self, hub: dict[str, Any], connection_info: dict[str, Any],
+                     local: dict[str, int] | None = None) -> dict[str, Any]:
+        """Forward loopback ports to the hub through the login node (``local``: the ports
+        to use, e.g. a front end's); the address and ports clients use."""
+        ports = await self.access.tunnel(hub, local)
+        self.client_info = {**connection_info, **ports}
+        return ports
+
     async def poll(self) -> int | None:
         """None while the hub runs, else an exit code; repairs a lost SSH master."""
         if self.job_id is None or self.liveness is None:
@@ -90,8 +100,20 @@ class KernelJob:
             return self.exit_code
         repaired = await self.access.repair()
         if repaired is False:
+            # A dead kernel must not keep its allocation (nor its SSH master) either; the
+            # cancel may fail if the login node stays away: then the hub's lease ends it.
+            await self.close(wait=15.0)
             self.exit_code = 1
             return 1
+        if repaired and self.client_info:
+            # The request channels work again at once; IOPub only once a subscription has
+            # reached the hub again: output sent before that would be lost.
+            if await iopub_works(self.client_info, timeout=15.0):
+                self.log.info("Slurm job %s: IOPub works through the rebuilt tunnels",
+                              self.job_id)
+            else:
+                self.log.warning("Slurm job %s: no IOPub message through the rebuilt "
+                                 "tunnels within 15 s", self.job_id)
         if self.access.lost_at is not None:
             return None  # still reconnecting: nothing can be read from the cluster
         code = await self.liveness.check(expected=self.ending)

@@ -158,7 +158,7 @@ class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         hub = await job.start(dict(self.connection_info), self.kernel_id or "",
                               kwargs.get("cwd"))
         if job.access.ssh is not None:
-            hub = await job.access.tunnel(hub)
+            hub = await job.tunnel(hub, dict(self.connection_info))
         self.connection_info.update(hub)  # type: ignore[typeddict-item]
         return self.connection_info
 

@@ -77,3 +77,29 @@ def test_bad_trait_values_in_a_kernelspec_are_named(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="bad walltime 'whenever'"):
         KernelProvisionerFactory.instance().create_provisioner_instance(
             "k2", kernel_spec, parent=None)
+
+
+def test_a_login_that_looks_like_an_ssh_option_is_refused(tmp_path: Path) -> None:
+    """`--login=-oProxyCommand=…` would make ssh run a command instead of logging in."""
+    planted = tmp_path / "pwned"
+    login = f"-oProxyCommand=touch {planted}"
+    done = _install(tmp_path, f"--login={login}")
+    assert done.returncode == 2
+    assert "starts with '-'" in done.stderr and not (tmp_path / "share").exists()
+    # A kernelspec edited by hand: refused when the kernel starts, by either path.
+    assert _install(tmp_path).returncode == 0
+    spec = json.loads((tmp_path / "share/jupyter/kernels/slurm-mpi/kernel.json").read_text())
+    spec["metadata"]["kernel_provisioner"]["config"]["login"] = login
+    (tmp_path / "kernels/bad").mkdir(parents=True)
+    (tmp_path / "kernels/bad/kernel.json").write_text(json.dumps(spec))
+    kernel_spec = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]).get_kernel_spec(
+        "bad")
+    with pytest.raises(Exception, match="starts with '-'"):
+        KernelProvisionerFactory.instance().create_provisioner_instance(
+            "k3", kernel_spec, parent=None)
+    (tmp_path / "c.json").write_text("{}")
+    bridge = subprocess.run([sys.executable, "-m", "hpckernel.bridge", "-f",
+                             str(tmp_path / "c.json"), f"--login={login}"],
+                            capture_output=True, text=True, timeout=60)
+    assert bridge.returncode == 2 and "starts with '-'" in bridge.stderr
+    assert not planted.exists()

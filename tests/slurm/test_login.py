@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -130,6 +131,34 @@ def test_tunnel_loss_is_repaired_and_the_session_survives(login_kernel: Kernel) 
     assert provisioner.ssh.master.pid != old.pid  # type: ignore[union-attr]
     result = login_kernel.ok("print(kept)", timeout=60)
     assert result.text() == "[stdout:0-1] namespace intact\n"
+
+
+def test_a_tunnel_port_taken_meanwhile_stops_the_kernel_loudly(
+        login_kernel: Kernel, caplog: pytest.LogCaptureFixture) -> None:
+    """Between a lost SSH master and its rebuild, another local process binds one of the
+    tunnel's ports: clients must not be sent there, so the kernel is declared dead."""
+    provisioner = login_kernel.km.provisioner
+    port = login_kernel.km.get_connection_info()["shell_port"]
+    provisioner.ssh.master.kill()  # type: ignore[union-attr]
+    wait_until(lambda: not provisioner.ssh.alive, 10)  # type: ignore[union-attr]
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+    try:
+        wait_until(lambda: _try_bind(squatter, port), 10)
+        squatter.listen()
+        with caplog.at_level("ERROR"):
+            assert not login_kernel.km.is_alive()
+        assert f"local port {port}" in caplog.text and "is now held by" in caplog.text
+    finally:
+        squatter.close()
+
+
+def _try_bind(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize("case", ["host", "key", "hostkey", "ssh"])
