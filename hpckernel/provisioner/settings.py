@@ -24,6 +24,17 @@ def _opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (nodes, ranks)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 @dataclass
 class JobSettings:
     """Every setting of a Slurm kernel; each is also a ``SlurmProvisioner`` trait."""
@@ -37,7 +48,7 @@ class JobSettings:
     qos: str = _opt("", "Slurm quality of service.")
     constraint: str = _opt("", "Slurm node features (--constraint).")
     sbatch_args: list[str] = field(default_factory=list, metadata={
-        "help": "More sbatch options, e.g. ['--exclusive']."})
+        "help": "More sbatch options, e.g. ['--exclusive'].", "flag": "--sbatch-arg"})
     setup: str = _opt("", "Shell lines run in the job before the hub starts, e.g. "
                       "'module load python'.")
     python: str = _opt(sys.executable, "Python on the compute nodes that has hpckernel "
@@ -50,7 +61,7 @@ class JobSettings:
     login: str = _opt("", "Reach the cluster through this login node: anything `ssh` "
                       "accepts (user@host, a Host alias of ~/.ssh/config).")
     ssh_args: list[str] = field(default_factory=list, metadata={
-        "help": "More options for ssh, e.g. ['-F', 'my_config']."})
+        "help": "More options for ssh, e.g. ['-F', 'my_config'].", "flag": "--ssh-arg"})
     connect_timeout: float = _opt(20.0, "Seconds to wait for the login node to answer.")
     login_timeout: float = _opt(120.0, "Seconds the login node may stay unreachable before "
                                 "the kernel is reported dead.")
@@ -106,10 +117,19 @@ def check_login(value: str) -> str:
 
 
 SETTING_NAMES = tuple(f.name for f in fields(JobSettings))
+_FIELDS = {f.name: f for f in fields(JobSettings)}
+# Settings that are counts: at least 1 on every command line.
+_COUNTS = ("nodes", "ntasks_per_node")
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return str(_FIELDS[name].metadata.get("flag") or "--" + name.replace("_", "-"))
+
+
+def describe(name: str) -> tuple[Any, str]:
+    """A setting's default and help text."""
+    f = _FIELDS[name]
+    return ([] if f.default is MISSING else f.default), str(f.metadata["help"])
 
 
 def to_argv(config: dict[str, Any]) -> list[str]:
@@ -117,7 +137,7 @@ def to_argv(config: dict[str, Any]) -> list[str]:
     config); :func:`add_arguments` reads them back."""
     argv: list[str] = []
     for name, value in config.items():
-        if name not in SETTING_NAMES:
+        if name not in _FIELDS:
             raise SettingError(f"unknown Slurm kernel setting {name!r}; the settings are: "
                                f"{', '.join(SETTING_NAMES)}")
         if isinstance(value, list):
@@ -129,20 +149,28 @@ def to_argv(config: dict[str, Any]) -> list[str]:
     return argv
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One option per setting, named like the setting (``--ntasks-per-node``)."""
-    for f in fields(JobSettings):
-        default = f.default if f.default is not MISSING else []
+def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                  names: tuple[str, ...] = SETTING_NAMES, given_only: bool = False) -> None:
+    """One option per setting in ``names``, named like the setting (``--ntasks-per-node``;
+    ``--sbatch-arg``, ``--ssh-arg`` repeatable), with the setting's help. ``given_only``:
+    options not on the command line are None (so that callers keep their own defaults)."""
+    for name in names:
+        f = _FIELDS[name]
+        default = [] if f.default is MISSING else f.default
+        kind = type(default)
+        value = None if given_only else default
         helptext = f.metadata["help"]
-        if isinstance(default, bool):
-            parser.add_argument(_flag(f.name), dest=f.name, default=default,
+        if given_only and default not in ("", [], False) and name != "python":
+            helptext += f" (default {default})"
+        if kind is bool:
+            parser.add_argument(_flag(name), dest=name, default=value,
                                 action=argparse.BooleanOptionalAction, help=helptext)
-        elif isinstance(default, list):
-            parser.add_argument(_flag(f.name), dest=f.name, action="append", default=[],
+        elif kind is list:
+            parser.add_argument(_flag(name), dest=name, action="append", default=value,
                                 metavar="ARG", help=helptext + " (repeatable)")
         else:
-            parser.add_argument(_flag(f.name), dest=f.name, type=type(default),
-                                default=default, help=helptext)
+            parser.add_argument(_flag(name), dest=name, default=value, help=helptext,
+                                type=positive_int if name in _COUNTS else kind)
 
 
 def from_args(args: argparse.Namespace) -> JobSettings:

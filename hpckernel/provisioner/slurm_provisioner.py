@@ -13,13 +13,13 @@ a command line.
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 import zmq
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning import KernelProvisionerBase
-from traitlets import Bool, Float, Integer, List, TraitError, Unicode, validate
+from traitlets import Bool, Float, Integer, List, TraitError, TraitType, Unicode, validate
+from traitlets.config import LoggingConfigurable
 
 from ..slurm import SubmitError
 from .jobdir import JobDir
@@ -31,57 +31,30 @@ from .settings import (
     check_login,
     check_positive,
     check_time,
+    describe,
 )
 from .ssh import SSHConnection
 from .start import KernelStartError
 
 
-class SlurmProvisioner(KernelProvisionerBase):  # type: ignore[misc]
-    """Runs the kernel's hub in a Slurm allocation; its ranks span the allocation."""
+def _trait(name: str) -> TraitType[Any, Any]:
+    """The configurable trait of one setting (its default and help from ``JobSettings``)."""
+    default, helptext = describe(name)
+    if isinstance(default, list):
+        return List(Unicode(), help=helptext).tag(config=True)
+    kinds: dict[type, type[TraitType[Any, Any]]] = {bool: Bool, int: Integer, float: Float,
+                                                    str: Unicode}
+    return kinds[type(default)](default, help=helptext).tag(config=True)
 
-    partition = Unicode("", help="Slurm partition (default: the cluster's default).").tag(
-        config=True)
-    nodes = Integer(1, help="Number of nodes.").tag(config=True)
-    ntasks_per_node = Integer(1, help="MPI ranks per node.").tag(config=True)
-    time = Unicode("01:00:00", help="Walltime, in any Slurm time format "
-                   "(minutes, HH:MM:SS, D-HH:MM:SS).").tag(config=True)
-    account = Unicode("", help="Slurm account to charge.").tag(config=True)
-    qos = Unicode("", help="Slurm quality of service.").tag(config=True)
-    constraint = Unicode("", help="Slurm node features (--constraint).").tag(config=True)
-    sbatch_args = List(Unicode(), help="More sbatch options, e.g. ['--exclusive'].").tag(
-        config=True)
-    setup = Unicode("", help="Shell lines run in the job before the hub starts, e.g. "
-                    "'module load python'.").tag(config=True)
-    python = Unicode(sys.executable, help="Python on the compute nodes that has hpckernel "
-                     "installed (default: this one, on a shared file system).").tag(config=True)
-    job_root = Unicode("", help="Where job directories are made; the compute nodes must "
-                       "see it (default: ~/.hpckernel/jobs where sbatch runs).").tag(config=True)
-    jobid = Unicode("", help="Run in this existing allocation (e.g. from `salloc "
-                    "--no-shell`) as a job step, instead of submitting a job; the allocation "
-                    "is left running at shutdown.").tag(config=True)
-    login = Unicode("", help="Reach the cluster through this login node: anything `ssh` "
-                    "accepts (user@host, a Host alias of ~/.ssh/config).").tag(config=True)
-    ssh_args = List(Unicode(), help="More options for ssh, e.g. ['-F', 'my_config'].").tag(
-        config=True)
-    connect_timeout = Float(20.0, help="Seconds to wait for the login node to answer.").tag(
-        config=True)
-    login_timeout = Float(120.0, help="Seconds the login node may stay unreachable before "
-                          "the kernel is reported dead.").tag(config=True)
-    launch_timeout = Float(600.0, help="Seconds the job may stay pending before it is "
-                           "cancelled and the start fails; 0: wait forever.").tag(config=True)
-    walltime_warning = Integer(300, help="Warn in the notebook this many seconds before the "
-                               "walltime ends (0: no warning).").tag(config=True)
-    client_timeout = Float(600.0, help="The hub ends itself, releasing the allocation, after "
-                           "this many seconds without a client (the Jupyter server died)."
-                           ).tag(config=True)
-    relaunch_timeout = Integer(300, help="Seconds the job waits for the next hub after a "
-                               "restart before it ends.").tag(config=True)
-    poll_interval = Float(5.0, help="Seconds between checks of the job with Slurm while the "
-                          "kernel runs.").tag(config=True)
-    hub_ip = Unicode("auto", help="Address the hub binds on its node ('auto': the address of "
-                     "the node's name).").tag(config=True)
-    encryption = Bool(True, help="Encrypt the kernel's channels with CurveZMQ.").tag(
-        config=True)
+
+# Every setting as a trait (partition, nodes, …, login, ssh_args, launch_timeout, …), so that
+# a kernelspec's provisioner config or ``c.SlurmProvisioner.partition`` sets it.
+SlurmSettings = type("SlurmSettings", (LoggingConfigurable,),
+                     {name: _trait(name) for name in SETTING_NAMES})
+
+
+class SlurmProvisioner(KernelProvisionerBase, SlurmSettings):  # type: ignore[misc,valid-type]
+    """Runs the kernel's hub in a Slurm allocation; its ranks span the allocation."""
 
     def __init__(self, **kwargs: Any) -> None:
         # A typo in a kernelspec's provisioner config must not be silently ignored.

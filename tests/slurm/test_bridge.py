@@ -20,6 +20,7 @@ from typing import Any
 import pexpect
 import psutil
 import pytest
+from jupyter_client.connect import write_connection_file
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
@@ -207,3 +208,39 @@ def test_a_bare_slurm_hub_outside_an_allocation_refuses(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "there is no Slurm allocation here" in done.stderr
     assert "mpiexec" not in done.stderr
+
+
+def _launcher_argv(tmp: Path, *options: str) -> list[str]:
+    connection = tmp / "connection.json"
+    write_connection_file(str(connection), ip="127.0.0.1", key=b"k" * 32)
+    return [sys.executable, "-m", "hpckernel.bridge", "-f", str(connection),
+            "--partition=debug", "--nodes=1", "--time=00:05:00",
+            f"--job-root={tmp / 'jobs'}", *options]
+
+
+def test_a_bad_request_ends_the_launcher_with_slurms_message(tmp_path: Path) -> None:
+    done = subprocess.run(_launcher_argv(tmp_path, "--partition=nosuch"),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "nosuch" in done.stderr and "submitted" not in done.stderr, done.stderr
+
+
+def test_the_front_end_going_away_cancels_the_job(tmp_path: Path) -> None:
+    """The launcher's parent (the front end) is SIGKILLed: the launcher cancels the job."""
+    err = tmp_path / "launcher.err"
+    err.touch()
+    front_end = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time\n"
+         f"subprocess.Popen(sys.argv[1:], stderr=open({str(err)!r}, 'w'))\n"
+         "time.sleep(600)", *_launcher_argv(tmp_path)])
+    try:
+        wait_until(lambda: "the kernel is connected" in err.read_text(), 60,
+                   "the launcher to connect")
+        job_id = re.findall(r"Slurm job (\d+) submitted", err.read_text())[0]
+        launcher = psutil.Process(front_end.pid).children()[0]
+    finally:
+        front_end.kill()
+        front_end.wait()
+    wait_until(lambda: not queued(job_id), 30, "the job to be cancelled")
+    launcher.wait(timeout=30)
+    assert "the front end that started the kernel is gone" in err.read_text()
