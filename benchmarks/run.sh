@@ -5,4 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash setup.sh mpich,bench
-exec .venv/bin/python -m benchmarks.run "$@"
+.venv/bin/python -m benchmarks.run "$@"
+# With a Slurm cluster at hand (e.g. the test bed's: eval "$(python3 tests/cluster/testbed.py
+# env)"), the Slurm kernel through its provisioner and through argv + relay, side by side.
+if [ -n "${SLURM_CONF:-}" ] && command -v sbatch >/dev/null; then
+    .venv/bin/python -m benchmarks.frontends
+fi
