@@ -89,10 +89,12 @@ class SlurmProvisioner(KernelProvisionerBase, SlurmSettings):  # type: ignore[mi
 
     @property
     def job_id(self) -> str | None:
+        """The kernel's Slurm job id, once submitted (for logs, tests, ``%ranks``)."""
         return self.job.job_id
 
     @property
     def job_dir(self) -> JobDir | None:
+        """Where the provisioner and the batch job meet (see the module docstring)."""
         return self.job.job_dir
 
     @property
@@ -102,10 +104,12 @@ class SlurmProvisioner(KernelProvisionerBase, SlurmSettings):  # type: ignore[mi
 
     @property
     def ranks(self) -> int:
+        """The number of MPI ranks the job runs."""
         return self.nodes * self.ntasks_per_node
 
     @property
     def has_process(self) -> bool:
+        """Whether a job runs for this kernel. Read by ``KernelManager.has_kernel``."""
         return self.job.running
 
     # -- start ----------------------------------------------------------------------------

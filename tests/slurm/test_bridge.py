@@ -210,6 +210,14 @@ def test_a_bare_slurm_hub_outside_an_allocation_refuses(tmp_path: Path) -> None:
     assert "mpiexec" not in done.stderr
 
 
+def ended(process: psutil.Process) -> bool:
+    """Exited (a zombie whose parent has not reaped it counts)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _launcher_argv(tmp: Path, *options: str) -> list[str]:
     connection = tmp / "connection.json"
     write_connection_file(str(connection), ip="127.0.0.1", key=b"k" * 32)
@@ -225,8 +233,11 @@ def test_a_bad_request_ends_the_launcher_with_slurms_message(tmp_path: Path) -> 
     assert "nosuch" in done.stderr and "submitted" not in done.stderr, done.stderr
 
 
-def test_the_front_end_going_away_cancels_the_job(tmp_path: Path) -> None:
-    """The launcher's parent (the front end) is SIGKILLed: the launcher cancels the job."""
+@pytest.mark.parametrize("how", ["front end killed", "SIGTERM"])
+def test_the_front_end_going_away_or_sigterm_cancels_the_job(tmp_path: Path, how: str
+                                                             ) -> None:
+    """The launcher's parent (the front end) is SIGKILLed, or the launcher gets SIGTERM:
+    the launcher cancels the job and exits."""
     err = tmp_path / "launcher.err"
     err.touch()
     front_end = subprocess.Popen(
@@ -238,9 +249,14 @@ def test_the_front_end_going_away_cancels_the_job(tmp_path: Path) -> None:
                    "the launcher to connect")
         job_id = re.findall(r"Slurm job (\d+) submitted", err.read_text())[0]
         launcher = psutil.Process(front_end.pid).children()[0]
+        if how == "SIGTERM":
+            launcher.terminate()
+            wait_until(lambda: ended(launcher), 30, "the launcher to exit")
     finally:
         front_end.kill()
         front_end.wait()
     wait_until(lambda: not queued(job_id), 30, "the job to be cancelled")
-    launcher.wait(timeout=30)
-    assert "the front end that started the kernel is gone" in err.read_text()
+    wait_until(lambda: ended(launcher), 30, "the launcher to exit")
+    expected = ("SIGTERM" if how == "SIGTERM"
+                else "the front end that started the kernel is gone")
+    assert f"{expected}: cancelling the kernel's job" in err.read_text()
