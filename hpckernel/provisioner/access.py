@@ -92,7 +92,9 @@ class ClusterAccess:
         ports, so that connected clients just reconnect. True once repaired (the caller
         checks the path end to end), None while fine or still reconnecting, False once
         the login node has been gone for longer than ``login_timeout``."""
-        if self.ssh is None or self.ssh.alive:
+        # A repair cut short (a shutdown's timeout) goes on where it stopped: the master
+        # may be back before its tunnels are.
+        if self.ssh is None or (self.ssh.alive and self.lost_at is None):
             return None
         now = time.monotonic()
         if self.lost_at is None:
