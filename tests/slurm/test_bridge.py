@@ -122,6 +122,10 @@ def test_argv_kernel_runs_on_the_allocation(argv_kernel: ArgvKernel) -> None:
                             "os.environ['SLURMD_NODENAME'])")
     assert result.text() == f"[stdout:0] {job_id} n1\n[stdout:1] {job_id} n2\n"
     assert argv_kernel.ok("%%px --targets 1\nprint(rank)").text() == "[stdout:1] 1\n"
+    # stdin: the hub's input_request finds its way back through the relay to this client.
+    answered = argv_kernel.run("%%local\nprint('got', input('name? '))", allow_stdin=True,
+                               stdin_hook=lambda msg: argv_kernel.kc.input("alice"))
+    assert answered.status == "ok" and "got alice" in answered.text()
     # Interrupt by message (interrupt_mode "message"), then by SIGINT to the launcher.
     for how in ("message", "SIGINT"):
         msg_id = argv_kernel.submit("import time\nprint('go', flush=True)\ntime.sleep(60)")
