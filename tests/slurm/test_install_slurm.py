@@ -11,6 +11,9 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.provisioning import KernelProvisionerFactory
 
+from hpckernel.bridge.launcher import build_parser
+from hpckernel.provisioner.settings import from_args
+
 BIN = Path(sys.executable).parent
 
 
@@ -49,6 +52,11 @@ def test_every_option_reaches_the_provisioner_config(tmp_path: Path) -> None:
     assert (instance.partition, instance.nodes, instance.ntasks_per_node, instance.login) == (
         "debug", 2, 2, "alice@login")
     assert instance.ranks == 4
+    # Front ends without provisioners run argv: the launcher, with the same settings.
+    assert spec["argv"][1:5] == ["-m", "hpckernel.bridge", "-f", "{connection_file}"]
+    settings = from_args(build_parser().parse_args(["-f", "c.json", *spec["argv"][5:]]))
+    assert {key: getattr(settings, key) for key in provisioner["config"]} == (
+        provisioner["config"])
 
 
 @pytest.mark.parametrize(("args", "message"), [
