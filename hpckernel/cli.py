@@ -16,6 +16,7 @@ from .kernelspec import (
     default_prefix,
     install,
 )
+from .provisioner.settings import add_arguments, describe, positive_int
 from .slurm import ParseError, parse_duration
 
 
@@ -48,14 +49,10 @@ def join_pairs(argv: list[str]) -> list[str]:
     return joined
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+# The options of `install --slurm`: each sets the SlurmProvisioner trait of the same name.
+INSTALL_SETTINGS = ("partition", "nodes", "ntasks_per_node", "time", "account", "qos",
+                    "constraint", "sbatch_args", "setup", "launch_timeout", "login",
+                    "ssh_args", "python", "export_env", "overcommit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="ranks on this machine, started by mpiexec (the default)")
     kind.add_argument("--slurm", action="store_true",
                       help="ranks in a Slurm allocation that the kernel submits")
-    inst.add_argument("--ranks", type=_positive, default=4,
+    inst.add_argument("--ranks", type=positive_int, default=4,
                       help="number of MPI ranks (--local)")
     inst.add_argument("--name", default=None,
                       help=f"kernelspec name (default: {LOCAL_NAME} or {SLURM_NAME})")
@@ -78,30 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                       f"{SLURM_DISPLAY!r}, with the size when not the default)")
     slurm = inst.add_argument_group("Slurm options (with --slurm; each sets the "
                                     "SlurmProvisioner trait of the same name)")
-    slurm.add_argument("--partition", default="", help="partition")
-    slurm.add_argument("--nodes", type=_positive, default=1, help="nodes")
-    slurm.add_argument("--ntasks-per-node", type=_positive, default=1, help="ranks per node")
-    slurm.add_argument("--time", default="01:00:00", help="walltime, e.g. 00:30:00")
-    slurm.add_argument("--account", default="", help="account to charge")
-    slurm.add_argument("--qos", default="", help="quality of service")
-    slurm.add_argument("--constraint", default="", help="node features")
-    slurm.add_argument("--sbatch-arg", action="append", default=[], dest="sbatch_args",
-                       metavar="ARG", help="another sbatch option (repeatable), e.g. "
-                       "--sbatch-arg=--exclusive")
-    slurm.add_argument("--setup", default="", help="shell code run in the job before the "
-                       "kernel, e.g. 'module load python'")
-    slurm.add_argument("--launch-timeout", type=float, default=None,
-                       help="seconds the job may stay pending before the start fails")
-    slurm.add_argument("--login", default="", help="reach the cluster through this login "
-                       "node: anything ssh accepts (user@host, a Host alias)")
-    slurm.add_argument("--ssh-arg", action="append", default=[], dest="ssh_args",
-                       metavar="ARG", help="another ssh option (repeatable)")
-    slurm.add_argument("--export-env", action="append", default=[], dest="export_env",
-                       metavar="NAME", help="pass this variable of the Jupyter server's "
-                       "environment into the job (repeatable; the job gets an allow-list, "
-                       "never the whole environment)")
-    slurm.add_argument("--python", default="", help="Python with hpckernel on the compute "
-                       "nodes (default: this one)")
+    add_arguments(slurm, INSTALL_SETTINGS, given_only=True)
     where = inst.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="install for the current user")
     where.add_argument("--sys-prefix", action="store_true",
@@ -112,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(repeatable; NAME=VALUE works too)")
 
     demo = sub.add_parser("demo", help="run the example notebook on local MPI ranks")
-    demo.add_argument("--ranks", type=_positive, default=4, help="number of MPI ranks")
+    demo.add_argument("--ranks", type=positive_int, default=4, help="number of MPI ranks")
     demo.add_argument("--notebook", default=None, help="notebook to run (default: the "
                       "bundled examples/mpi_demo.ipynb)")
     demo.add_argument("--output", default=None, help="where to write the executed notebook")
@@ -123,15 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _slurm_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The SlurmProvisioner traits the options set (defaults left out of the spec)."""
-    if parse_duration(args.time) is None:
-        raise KernelSpecError(f"--time {args.time!r} is not a walltime: use e.g. 00:30:00")
-    settings: dict[str, Any] = {"nodes": args.nodes, "ntasks_per_node": args.ntasks_per_node,
-                                "time": args.time}
-    for key in ("partition", "account", "qos", "constraint", "setup", "sbatch_args",
-                "launch_timeout", "login", "ssh_args", "python", "export_env"):
+    # The size is always written, so the kernelspec says what it asks for.
+    settings: dict[str, Any] = {key: describe(key)[0] for key in ("nodes", "ntasks_per_node",
+                                                                  "time")}
+    for key in INSTALL_SETTINGS:
         value = getattr(args, key)
         if value not in ("", [], None):
             settings[key] = value
+    if parse_duration(settings["time"]) is None:
+        raise KernelSpecError(f"--time {settings['time']!r} is not a walltime: use e.g. "
+                              "00:30:00")
     return settings
 
 

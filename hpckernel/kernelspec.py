@@ -16,6 +16,7 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 
+from .provisioner.settings import SettingError, check_login, to_argv
 from .resources import template_dir
 
 LOCAL_NAME = "mpi-local"
@@ -65,8 +66,16 @@ def get_slurm_kernel_dict(provisioner: dict[str, Any], display_name: str | None 
         if key in provisioner and provisioner[key] < 1:
             raise KernelSpecError(f"--{key.replace('_', '-')} must be at least 1, "
                                   f"not {provisioner[key]}")
+    try:
+        check_login(provisioner.get("login", ""))
+        options = to_argv(provisioner)
+    except SettingError as e:
+        raise KernelSpecError(str(e)) from None
     spec: dict[str, Any] = {
-        "argv": [python or sys.executable, "-m", "hpckernel.hub", "-f", "{connection_file}"],
+        # Front ends without kernel provisioners (VS Code, jupyter console) run argv: a
+        # launcher that submits the job itself. Provisioner-aware ones use the metadata.
+        "argv": [python or sys.executable, "-m", "hpckernel.bridge", "-f", "{connection_file}",
+                 *options],
         "display_name": display_name or SLURM_DISPLAY,
         "language": "python",
         "interrupt_mode": "message",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import provenance
+from .provisioner.settings import add_arguments, positive_int
 from .slurm import ParseError, SlurmError, parse_duration
 from .submit.params import ParameterError, parse_assignment, parse_yaml, read_yaml_file
 from .submit.spec import RunError, RunSpec, load_record, local_run_id, prepare, save_record
@@ -28,10 +29,13 @@ def _parameter(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+# The Slurm options of `submit` (sbatch's, on its command line; defaults in RunSpec).
+SUBMIT_SETTINGS = ("nodes", "ntasks_per_node", "time", "partition", "account", "qos",
+                   "constraint", "sbatch_args", "setup", "python")
+
+
 def add_commands(sub: Any) -> None:
     """Add ``submit`` and ``provenance`` to the CLI's subparsers."""
-    from .cli import _positive  # the CLI's one check of counts (cli.py imports this module)
-
     run = sub.add_parser("submit", help="run a notebook headless as a Slurm batch job "
                          "(or --local) and write the executed notebook",
                          description="Runs NOTEBOOK with nbclient inside a Slurm job (ranks "
@@ -61,21 +65,9 @@ def add_commands(sub: Any) -> None:
                      help="wait for the job to end; exit 1 if the notebook failed")
     run.add_argument("--local", action="store_true",
                      help="run here, on local MPI ranks (mpiexec), not in a Slurm job")
-    run.add_argument("--ranks", type=_positive, help="MPI ranks with --local (default 4)")
+    run.add_argument("--ranks", type=positive_int, help="MPI ranks with --local (default 4)")
     slurm = run.add_argument_group("Slurm options (sbatch's, on its command line)")
-    slurm.add_argument("--nodes", type=_positive, help="nodes (default 1)")
-    slurm.add_argument("--ntasks-per-node", type=_positive, help="ranks per node (default 1)")
-    slurm.add_argument("--time", help="walltime, e.g. 00:30:00 (default 01:00:00)")
-    slurm.add_argument("--partition", help="partition")
-    slurm.add_argument("--account", help="account to charge")
-    slurm.add_argument("--qos", help="quality of service")
-    slurm.add_argument("--constraint", help="node features")
-    slurm.add_argument("--sbatch-arg", action="append", default=None, dest="sbatch_args",
-                       metavar="ARG", help="another sbatch option (repeatable)")
-    slurm.add_argument("--setup", help="shell code run in the job first, e.g. "
-                       "'module load python'")
-    slurm.add_argument("--python", help="Python with hpckernel on the compute nodes "
-                       "(default: this one)")
+    add_arguments(slurm, SUBMIT_SETTINGS, given_only=True)  # None: not given
 
     prov = sub.add_parser("provenance", help="show the provenance records of a notebook",
                           description="Prints what ran in each cell of NOTEBOOK, where and "

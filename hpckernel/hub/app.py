@@ -18,6 +18,7 @@ from traitlets import Bunch, List, Type, Unicode, default, validate
 from ..plane.addresses import node_ip
 from .badmessages import CheckedSession, cap_log_records
 from .kernel import HubKernel
+from .launch import SrunLauncher
 from .lease import ClientLease, watch
 
 
@@ -106,6 +107,13 @@ class HubApp(IPKernelApp):
     def init_kernel(self) -> None:
         super().init_kernel()
         kernel: HubKernel = self.kernel
+        if isinstance(kernel.launcher, SrunLauncher) and not os.environ.get("SLURM_JOB_ID"):
+            # A Slurm kernel's ranks never fall back to this machine (a shared login node).
+            print("hpckernel: this is a Slurm kernel and there is no Slurm allocation here "
+                  "(SLURM_JOB_ID is unset): start it through its kernelspec (the Slurm "
+                  "provisioner or `python -m hpckernel.bridge`), not as a bare hub",
+                  file=sys.__stderr__)
+            sys.exit(2)
         # Ranks must not outlive the hub, however it ends.
         atexit.register(kernel.stop_ranks)
         if kernel.client_timeout > 0:

@@ -28,6 +28,11 @@ class LoginError(RuntimeError):
     """The login node could not be reached; the message names the host and the cause."""
 
 
+class PortTakenError(RuntimeError):
+    """A local tunnel port the kernel's clients use is held by another process: they must
+    not be sent there (without CurveZMQ it would read every cell)."""
+
+
 def explain_ssh_failure(destination: str, stderr: str) -> str:
     """Turn ssh's stderr into one actionable sentence."""
     text = stderr.strip()
@@ -112,32 +117,57 @@ class SSHConnection:
         return await self._local.run([*self._base(), "-O", command, *args, self.destination],
                                      timeout=self.connect_timeout)
 
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """The local command that runs ``argv`` on the login node through the master."""
+        return [*self._base(), self.destination, "--", shlex.join(argv)]
+
     async def run(self, argv: Sequence[str], *, input: bytes | None = None,
                   timeout: float) -> CommandResult:
         """Run ``argv`` on the login node (through the master) and return its result."""
-        remote = shlex.join(argv)
-        return await self._local.run([*self._base(), self.destination, "--", remote],
-                                     input=input, timeout=timeout)
+        return await self._local.run(self.command(argv), input=input, timeout=timeout)
 
     async def spawn(self, argv: Sequence[str], output: int | None = None
                     ) -> asyncio.subprocess.Process:
         """Start ``argv`` on the login node and leave it running (stdin is a pipe)."""
         return await asyncio.create_subprocess_exec(
-            *self._base(), self.destination, "--", shlex.join(argv),
-            stdin=asyncio.subprocess.PIPE, stdout=output, stderr=output)
+            *self.command(argv), stdin=asyncio.subprocess.PIPE, stdout=output,
+            stderr=output)
 
     async def forward(self, remote_host: str, remote_port: int,
                       local_port: int | None = None) -> int:
         """Forward a loopback port of this machine to ``remote_host:remote_port`` as seen
         from the login node; the local port."""
         port = local_port or free_local_port()
+        if local_port is not None:
+            # The port was ours before (a rebuilt master, or the front end's choice): in
+            # the meantime someone else may have bound it.
+            await asyncio.to_thread(self._check_port_free, port)
         spec = f"127.0.0.1:{port}:{remote_host}:{remote_port}"
         result = await self._control("forward", "-L", spec)
+        if not result.ok and local_port is not None and self.alive:
+            # The master is up and still cannot bind the port: someone holds it (perhaps
+            # another user's process, which psutil cannot see).
+            raise PortTakenError(f"cannot forward local port {port}, a tunnel of this "
+                                 f"kernel, again: {result.stderr.strip()}; the kernel is "
+                                 "stopped so that no client sends its messages elsewhere")
         if not result.ok:
             raise LoginError(f"cannot forward local port {port} to {remote_host}:"
                              f"{remote_port} through {self.destination}: "
                              f"{result.stderr.strip()}")
         return port
+
+    def _check_port_free(self, port: int) -> None:
+        owners = {c.pid for c in psutil.net_connections("tcp")
+                  if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                  and c.laddr.ip in ("127.0.0.1", "0.0.0.0", "::", "::1")}
+        owners.discard(self.master.pid if self.master is not None else None)
+        if owners:
+            who = ", ".join("another user's process" if pid is None else f"process {pid}"
+                            for pid in owners)
+            raise PortTakenError(
+                f"local port {port}, a tunnel of this kernel, is now held by {who}: the "
+                "kernel is stopped so that no client sends its messages there; start it "
+                "again (it gets new ports)")
 
     async def close(self) -> None:
         """End the master (and with it every tunnel) and remove its socket directory."""

@@ -11,6 +11,9 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.provisioning import KernelProvisionerFactory
 
+from hpckernel.bridge.launcher import build_parser
+from hpckernel.provisioner.settings import from_args
+
 BIN = Path(sys.executable).parent
 
 
@@ -50,6 +53,11 @@ def test_every_option_reaches_the_provisioner_config(tmp_path: Path) -> None:
     assert (instance.partition, instance.nodes, instance.ntasks_per_node, instance.login) == (
         "debug", 2, 2, "alice@login")
     assert instance.ranks == 4
+    # Front ends without provisioners run argv: the launcher, with the same settings.
+    assert spec["argv"][1:5] == ["-m", "hpckernel.bridge", "-f", "{connection_file}"]
+    settings = from_args(build_parser().parse_args(["-f", "c.json", *spec["argv"][5:]]))
+    assert {key: getattr(settings, key) for key in provisioner["config"]} == (
+        provisioner["config"])
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -78,3 +86,29 @@ def test_bad_trait_values_in_a_kernelspec_are_named(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="bad walltime 'whenever'"):
         KernelProvisionerFactory.instance().create_provisioner_instance(
             "k2", kernel_spec, parent=None)
+
+
+def test_a_login_that_looks_like_an_ssh_option_is_refused(tmp_path: Path) -> None:
+    """`--login=-oProxyCommand=…` would make ssh run a command instead of logging in."""
+    planted = tmp_path / "pwned"
+    login = f"-oProxyCommand=touch {planted}"
+    done = _install(tmp_path, f"--login={login}")
+    assert done.returncode == 2
+    assert "starts with '-'" in done.stderr and not (tmp_path / "share").exists()
+    # A kernelspec edited by hand: refused when the kernel starts, by either path.
+    assert _install(tmp_path).returncode == 0
+    spec = json.loads((tmp_path / "share/jupyter/kernels/slurm-mpi/kernel.json").read_text())
+    spec["metadata"]["kernel_provisioner"]["config"]["login"] = login
+    (tmp_path / "kernels/bad").mkdir(parents=True)
+    (tmp_path / "kernels/bad/kernel.json").write_text(json.dumps(spec))
+    kernel_spec = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]).get_kernel_spec(
+        "bad")
+    with pytest.raises(Exception, match="starts with '-'"):
+        KernelProvisionerFactory.instance().create_provisioner_instance(
+            "k3", kernel_spec, parent=None)
+    (tmp_path / "c.json").write_text("{}")
+    bridge = subprocess.run([sys.executable, "-m", "hpckernel.bridge", "-f",
+                             str(tmp_path / "c.json"), f"--login={login}"],
+                            capture_output=True, text=True, timeout=60)
+    assert bridge.returncode == 2 and "starts with '-'" in bridge.stderr
+    assert not planted.exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -89,11 +90,11 @@ def login_kernel(tmp_path: Path, login_env: dict[str, str]) -> Iterator[Kernel]:
     kernel = Kernel(tmp_path, slurm=settings(tmp_path, ssh_config(tmp_path, login_env)))
     kernel.logins = accepted_logins()[before:]  # type: ignore[attr-defined]
     provisioner = kernel.km.provisioner
-    job_id, master = provisioner.job_id, provisioner._ssh.master  # type: ignore[union-attr]
+    job_id, master = provisioner.job_id, provisioner.ssh.master  # type: ignore[union-attr]
     yield kernel
     kernel.shutdown()
     assert not queued(job_id, login_env), "the job outlived the kernel"
-    assert provisioner._ssh is None, "the SSH connection was not closed"
+    assert provisioner.ssh is None, "the SSH connection was not closed"
     assert not psutil.pid_exists(master.pid) or (
         psutil.Process(master.pid).status() == psutil.STATUS_ZOMBIE), "the SSH master lives on"
 
@@ -104,13 +105,13 @@ def test_kernel_through_the_login_node(login_kernel: Kernel, login_env: dict[str
     assert result.text() == "[stdout:0] 0 n1\n[stdout:1] 1 n2\n"
     # Every command went through the master: one login while the kernel started, the
     # master's own (cluster tests run one at a time, so no other test's ssh logs in).
-    master = psutil.Process(login_kernel.km.provisioner._ssh.master.pid)  # type: ignore
+    master = psutil.Process(login_kernel.km.provisioner.ssh.master.pid)  # type: ignore
     logins = login_kernel.logins  # type: ignore[attr-defined]
     port = client_port(master, int(login_env["HPCKERNEL_TEST_SSH_PORT"]))
     assert len(logins) == 1 and f" port {port} " in logins[0], logins
     info = login_kernel.km.get_connection_info()
     assert info["ip"] == "127.0.0.1"
-    master = login_kernel.km.provisioner._ssh.master  # type: ignore[union-attr]
+    master = login_kernel.km.provisioner.ssh.master  # type: ignore[union-attr]
     listening = {c.laddr.ip for c in psutil.Process(master.pid).net_connections("tcp")
                  if c.status == psutil.CONN_LISTEN}
     assert listening == {"127.0.0.1"}, "a tunnel listens beyond loopback"
@@ -123,13 +124,41 @@ def test_kernel_through_the_login_node(login_kernel: Kernel, login_env: dict[str
 def test_tunnel_loss_is_repaired_and_the_session_survives(login_kernel: Kernel) -> None:
     login_kernel.ok("kept = 'namespace intact'")
     provisioner = login_kernel.km.provisioner
-    old = provisioner._ssh.master  # type: ignore[union-attr]
+    old = provisioner.ssh.master  # type: ignore[union-attr]
     old.kill()
-    wait_until(lambda: not provisioner._ssh.alive, 10)  # type: ignore[union-attr]
+    wait_until(lambda: not provisioner.ssh.alive, 10)  # type: ignore[union-attr]
     assert login_kernel.km.is_alive()  # the manager's poll rebuilds master and tunnels
-    assert provisioner._ssh.master.pid != old.pid  # type: ignore[union-attr]
+    assert provisioner.ssh.master.pid != old.pid  # type: ignore[union-attr]
     result = login_kernel.ok("print(kept)", timeout=60)
     assert result.text() == "[stdout:0-1] namespace intact\n"
+
+
+def test_a_tunnel_port_taken_meanwhile_stops_the_kernel_loudly(
+        login_kernel: Kernel, caplog: pytest.LogCaptureFixture) -> None:
+    """Between a lost SSH master and its rebuild, another local process binds one of the
+    tunnel's ports: clients must not be sent there, so the kernel is declared dead."""
+    provisioner = login_kernel.km.provisioner
+    port = login_kernel.km.get_connection_info()["shell_port"]
+    provisioner.ssh.master.kill()  # type: ignore[union-attr]
+    wait_until(lambda: not provisioner.ssh.alive, 10)  # type: ignore[union-attr]
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+    try:
+        wait_until(lambda: _try_bind(squatter, port), 10)
+        squatter.listen()
+        with caplog.at_level("ERROR"):
+            assert not login_kernel.km.is_alive()
+        assert f"local port {port}" in caplog.text and "is now held by" in caplog.text
+    finally:
+        squatter.close()
+
+
+def _try_bind(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize("case", ["host", "key", "hostkey", "ssh"])

@@ -1,0 +1,204 @@
+"""``python -m hpckernel.bridge -f CONNECTION_FILE [Slurm options]``: the "Slurm MPI" kernel
+for front ends that run kernel.json's ``argv`` themselves (VS Code, ``jupyter console``,
+nteract, gateways, old jupyter_client) and never read ``metadata.kernel_provisioner``.
+
+It does what the Slurm provisioner does, with the same ``KernelJob``: submit, report the
+queue wait on stderr, wait for the hub; then it connects the front end's five ports (from
+the connection file it was given) to the hub: ``ssh -L`` on exactly those ports with
+``--login``, a ZMQ relay on loopback otherwise. The hub uses the front end's key (and
+CurveZMQ keys, when the file has them), so messages pass through unchanged.
+
+Lifetimes: SIGINT interrupts the ranks; SIGTERM, SIGHUP or the front end going away cancel
+the job; a SIGKILL is covered by a watchdog process that cancels it; the job ending
+(scancel, walltime, node failure) ends this process with Slurm's reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import uuid
+from typing import Any
+
+import zmq
+from jupyter_client.session import Session
+
+from ..provisioner.access import PORTS
+from ..provisioner.kernel_job import KernelJob
+from ..provisioner.settings import JobSettings, SettingError, add_arguments, from_args
+from ..provisioner.ssh import LoginError
+from ..provisioner.start import KernelStartError
+from ..slurm import SlurmError
+from .relay import Relay
+
+log = logging.getLogger("hpckernel.bridge")
+
+
+class Bridge:
+    """One front end's kernel: the job, and the path from the front end's ports to it."""
+
+    def __init__(self, settings: JobSettings, connection: dict[str, Any]) -> None:
+        self.settings = settings
+        self.connection = connection
+        self.job = KernelJob(settings, log)
+        self.relay: Relay | None = None
+        self.stopped = asyncio.Event()
+        self.watchdog: asyncio.subprocess.Process | None = None
+        self._interrupts: zmq.Socket[bytes] | None = None
+        self._parent = os.getppid()
+
+    def stop(self, why: str) -> None:
+        """End the kernel (a signal, the front end gone): the job is cancelled."""
+        if not self.stopped.is_set():
+            log.info("%s: cancelling the kernel's job", why)
+            self.stopped.set()
+            self.job.stopping = True  # also ends a wait in the queue
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
+        loop.add_signal_handler(signal.SIGINT, self.interrupt)
+        parent_watch = asyncio.create_task(self._watch_parent())
+        self.watchdog = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hpckernel.bridge.watchdog",
+            stdin=asyncio.subprocess.PIPE, start_new_session=True)
+        try:
+            return await self._serve()
+        except (KernelStartError, LoginError, SlurmError, SettingError, OSError,
+                ValueError) as e:
+            log.error("%s", e)
+            return 1
+        finally:
+            parent_watch.cancel()
+            await self._close()
+
+    async def _serve(self) -> int:
+        if not self.settings.login:
+            self.relay = Relay(self.connection)  # the ports are ours from now on
+        hub_info, public, secret = self._hub_connection()
+        hub = await self.job.start(hub_info, uuid.uuid4().hex, os.getcwd(),
+                                   submitted=self._arm_watchdog)
+        if self.relay is not None:
+            self.relay.connect(hub, public, secret)
+            control = f"tcp://{hub['ip']}:{hub['control_port']}"
+        else:
+            await self.job.tunnel(hub, self.connection,
+                                  {p: int(self.connection[p]) for p in PORTS})
+            self._arm_watchdog()  # now with the SSH master that carries the tunnels
+            control = f"tcp://127.0.0.1:{self.connection['control_port']}"
+        self._interrupts = self._control_socket(control, public, secret)
+        log.info("Slurm job %s: the kernel is connected", self.job.job_id)
+        while not self.stopped.is_set():
+            code = await self.job.poll()
+            if code is not None:
+                return self._ended(code)
+            try:
+                await asyncio.wait_for(self.stopped.wait(),
+                                       1.0 if self.settings.login else 0.5)
+            except asyncio.TimeoutError:
+                pass
+        return 0
+
+    def _hub_connection(self) -> tuple[dict[str, Any], bytes, bytes]:
+        """The hub's connection info (the front end's key; its CurveZMQ keys, or with the
+        relay new ones, since the hub's ports are on the network) and the key pair."""
+        info = dict(self.connection)
+        public, secret = info.get("curve_publickey"), info.get("curve_secretkey")
+        if not (public and secret) and self.relay is not None and self.settings.encryption:
+            public, secret = (k.decode() for k in zmq.curve_keypair())
+            info.update(curve_publickey=public, curve_secretkey=secret)
+        return info, _bytes(public or b""), _bytes(secret or b"")
+
+    def _control_socket(self, address: str, public: bytes, secret: bytes
+                        ) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+        sock.linger = 0
+        if public:
+            sock.curve_secretkey, sock.curve_publickey = secret, public
+            sock.curve_serverkey = public
+        sock.connect(address)
+        return sock
+
+    def interrupt(self) -> None:
+        """SIGINT: an interrupt_request to the hub, which interrupts every busy rank."""
+        if self._interrupts is None:
+            self.stop("SIGINT while the job is not running yet")
+            return
+        session = Session(key=_bytes(self.connection.get("key", "")),
+                          signature_scheme=self.connection.get("signature_scheme",
+                                                               "hmac-sha256"))
+        session.send(self._interrupts, "interrupt_request", {})
+        log.info("SIGINT: interrupting the ranks")
+
+    def _ended(self, code: int) -> int:
+        """The job ended by itself: a shutdown the front end asked for, or Slurm's doing."""
+        liveness = self.job.liveness
+        reason = liveness.reason if liveness is not None else ""
+        final = liveness.final if liveness is not None else None
+        if code == 0 and (final is None or final.state == "COMPLETED"):
+            log.info("Slurm job %s: the kernel has shut down", self.job.job_id)
+            return 0
+        sys.stderr.write(f"hpckernel: the kernel ended: {reason or f'exit code {code}'}\n")
+        return code or 1
+
+    async def _watch_parent(self) -> None:
+        """The front end that started us went away (we were re-parented): stop."""
+        # No event tells a process that its parent died (short of Linux's PDEATHSIG).
+        while os.getppid() == self._parent:  # noqa: ASYNC110
+            await asyncio.sleep(1.0)
+        self.stop("the front end that started the kernel is gone")
+
+    def _arm_watchdog(self) -> None:
+        if self.watchdog is not None and self.watchdog.stdin is not None:
+            orders = self.job.orphan_orders()
+            self.watchdog.stdin.write(json.dumps(orders).encode() + b"\n")
+
+    async def _close(self) -> None:
+        if self._interrupts is not None:
+            self._interrupts.close(linger=0)
+        if self.relay is not None:
+            await asyncio.to_thread(self.relay.close)
+        try:
+            await self.job.close(wait=20.0)
+        finally:
+            if self.watchdog is not None and self.watchdog.stdin is not None:
+                self.watchdog.stdin.write(b'"done"\n')
+                self.watchdog.stdin.close()
+                await self.watchdog.wait()
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hpckernel.bridge",
+        description="Start a Slurm MPI kernel for a front end that runs kernel.json's argv.")
+    parser.add_argument("-f", dest="connection_file", required=True,
+                        help="the front end's connection file (its ports, key, CurveZMQ keys)")
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("hpckernel: %(message)s"))
+    package_log = logging.getLogger("hpckernel")
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
+    try:
+        settings = from_args(args)
+        with open(args.connection_file) as f:
+            connection = json.load(f)
+    except (SettingError, OSError, ValueError) as e:
+        print(f"hpckernel: {e}", file=sys.stderr)
+        return 2
+    return asyncio.run(Bridge(settings, connection).run())

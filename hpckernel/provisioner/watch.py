@@ -1,0 +1,171 @@
+"""Watching the kernel's job: the queue wait until the hub listens, then its liveness.
+
+The job directory says what the hub did (``hub.ready``, ``connection.json``, ``hub.exit``);
+Slurm says what happened to the job (pending reason, end state, exit code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..slurm import JobInfo, Poller, Slurm, SlurmError, Watch
+from .access import PORTS
+from .jobdir import JobDir
+from .settings import JobSettings
+from .start import KernelStartError, Log
+
+
+async def pending_state(watch: Watch, job_id: str, stopped: Callable[[], bool],
+                        log: Log) -> JobInfo | None:
+    """The job's state while the kernel waits for it (None: Slurm no longer knows it).
+
+    The one place a starting kernel asks Slurm about its job: the process's Slurm poller
+    follows it, in one squeue with every other kernel start of this process (a look at
+    once, then pauses growing from 1 s); this reads what it last saw."""
+    snapshot = await watch.snapshot()
+    while job_id not in snapshot.jobs:  # Slurm has not answered yet
+        if stopped():
+            raise KernelStartError(f"Slurm job {job_id}: the start was cancelled")
+        if snapshot.trouble:
+            log.warning("Slurm job %s: %s", job_id, snapshot.trouble)
+        snapshot = await watch.next()
+    return snapshot.jobs[job_id]
+
+
+async def job_state(slurm: Slurm, watch: Watch, job_id: str, job_dir: JobDir,
+                    before: JobInfo | None, stopped: Callable[[], bool], log: Log) -> JobInfo:
+    """The job's state, logged when it or its reason changed; raises if it ended."""
+    info = await pending_state(watch, job_id, stopped, log)
+    if info is None or info.ended:
+        raise KernelStartError(await ended_message(slurm, job_id, job_dir, info))
+    reason = info.reason_text or info.reason
+    if before is None or (before.state, before.reason_text or before.reason) != (
+            info.state, reason):
+        log.info("Slurm job %s: %s%s", job_id, info.state, f" ({reason})" if reason else "")
+    return info
+
+
+async def wait_for_hub(slurm: Slurm, job_id: str, job_dir: JobDir, settings: JobSettings,
+                       stopped: Callable[[], bool], log: Log) -> dict[str, Any]:
+    """Wait through the queue until the hub listens; its address and ports. Raises
+    KernelStartError when the job ends, stays pending beyond ``launch_timeout``, or
+    ``stopped()`` (a shutdown while pending)."""
+    watch = Poller.of(slurm).watch([job_id], interval=1.0)
+    try:
+        return await _wait_for_hub(slurm, watch, job_id, job_dir, settings, stopped, log)
+    finally:
+        watch.close()
+
+
+async def _wait_for_hub(slurm: Slurm, watch: Watch, job_id: str, job_dir: JobDir,
+                        settings: JobSettings, stopped: Callable[[], bool], log: Log
+                        ) -> dict[str, Any]:
+    started = time.monotonic()
+    info = await job_state(slurm, watch, job_id, job_dir, None, stopped, log)
+    checked = time.monotonic()
+    while not stopped():
+        if not info.running or time.monotonic() - checked > settings.poll_interval:
+            info = await job_state(slurm, watch, job_id, job_dir, info, stopped, log)
+            checked = time.monotonic()
+        if info.running:
+            hub = await hub_connection(job_dir)
+            if hub is not None:
+                log.info("Slurm job %s: kernel ready on %s after %.1f s", job_id,
+                         info.nodelist, time.monotonic() - started)
+                return hub
+        elif settings.launch_timeout and time.monotonic() - started > settings.launch_timeout:
+            raise KernelStartError(
+                f"Slurm job {job_id} did not start within {settings.launch_timeout:g} s "
+                f"(still {info.state}: {info.reason_text or info.reason}); it was "
+                "cancelled. Ask for fewer nodes or less time, or raise "
+                "SlurmProvisioner.launch_timeout.")
+        await asyncio.sleep(0.2 if info.running else 1.0)
+    raise KernelStartError(f"Slurm job {job_id}: the start was cancelled")
+
+
+async def hub_connection(job_dir: JobDir) -> dict[str, Any] | None:
+    """The hub's address and ports once it has bound them, else None."""
+    if await job_dir.read("hub.ready") is None:
+        return None  # the hub is not listening yet
+    text = await job_dir.read("connection.json")
+    try:
+        written = json.loads(text or "")
+    except ValueError:
+        return None  # not written yet, or half written
+    if not all(written.get(port) for port in PORTS) or not written.get("ip"):
+        return None
+    return {"ip": written["ip"], **{port: written[port] for port in PORTS}}
+
+
+async def ended_message(slurm: Slurm, job_id: str, job_dir: JobDir,
+                        info: JobInfo | None) -> str:
+    """Slurm's account of an ended job (state, reason, exit code) and its output's tail."""
+    if info is None:
+        info = await slurm.accounting(job_id)
+    what = "is gone" if info is None else (
+        f"ended: {info.state}" + (f" ({info.reason_text or info.reason})"
+                                  if info.reason_text or info.reason else "")
+        + (f", exit code {info.exit_code}:{info.signal}" if info.exit_code is not None
+           else ""))
+    out = await job_dir.read(f"slurm-{job_id}.out") or ""
+    tail = "\n".join(out.strip().splitlines()[-15:])
+    return f"Slurm job {job_id} {what}" + (f"\njob output:\n{tail}" if tail else "")
+
+
+class Liveness:
+    """Whether a started hub still runs: its exit marker first (cheap), Slurm's view of
+    the job at most every ``poll_interval`` seconds."""
+
+    def __init__(self, slurm: Callable[[], Slurm], job_id: str, job_dir: JobDir,
+                 poll_interval: float, log: Log) -> None:
+        self.slurm = slurm  # the current one: a rebuilt SSH master gives a new Slurm
+        self.job_id = job_id
+        self.job_dir = job_dir
+        self.poll_interval = poll_interval
+        self.log = log
+        self.reason = ""  # why the kernel ended, once it has
+        self.final: JobInfo | None = None  # Slurm's last word on the ended job
+        self._last_check = 0.0
+
+    async def check(self, expected: bool) -> int | None:
+        """None while the hub runs, else its exit code; ``expected``: a shutdown or
+        restart was asked for (then an exiting hub is not reported as a death)."""
+        hub_exit = await self.job_dir.read("hub.exit")
+        if hub_exit is not None:
+            code = int(hub_exit.strip() or 1)
+            if not expected:
+                await self.report_death(f"the kernel's hub exited with code {code}")
+            return code
+        if time.monotonic() - self._last_check < self.poll_interval:
+            return None
+        self._last_check = time.monotonic()
+        try:
+            info = await self.slurm().job(self.job_id)
+        except SlurmError as e:
+            self.log.warning("cannot check Slurm job %s: %s", self.job_id, e)
+            return None
+        if info is not None and not info.ended:
+            return None
+        self.final = info
+        self.reason = await ended_message(self.slurm(), self.job_id, self.job_dir, info)
+        self.log.warning("%s", self.reason)
+        return (info.exit_code or 1) if info is not None else 1
+
+    async def report_death(self, what: str) -> None:
+        """Log why a hub ended that nobody asked to end: Slurm's account of the job
+        (cancelled, out of time, node failure), once it has ended."""
+        slurm = self.slurm()
+        try:
+            info = await slurm.wait_gone(self.job_id, timeout=15)
+        except (SlurmError, TimeoutError):
+            info = await slurm.job(self.job_id)
+        self.final = info
+        self.reason = f"{what}; {await ended_message(slurm, self.job_id, self.job_dir, info)}"
+        # A hub that ended cleanly with its job (a front end's shutdown) is no news.
+        clean = info is not None and info.state == "COMPLETED"
+        self.log.log(logging.INFO if clean else logging.WARNING, "%s", self.reason)
