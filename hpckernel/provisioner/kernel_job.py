@@ -81,6 +81,8 @@ class KernelJob:
         else:
             self.log.info("Slurm job %s: restarting the hub in the same allocation",
                           self.job_id)
+        if self.liveness is not None:
+            self.liveness.close()
         self.liveness = Liveness(lambda: self.access.slurm, self.job_id, self.job_dir,
                                  self.settings.poll_interval, self.log)
         if submitted is not None:
@@ -163,6 +165,8 @@ class KernelJob:
 
     async def close(self, wait: float = 30.0) -> None:
         """Cancel the job, remove the job directory's secrets, close the SSH master."""
+        if self.liveness is not None:
+            self.liveness.close()
         await self.cancel(wait)
         try:
             if self.job_dir is not None:

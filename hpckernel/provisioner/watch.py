@@ -117,9 +117,15 @@ async def ended_message(slurm: Slurm, job_id: str, job_dir: JobDir,
     return f"Slurm job {job_id} {what}" + (f"\njob output:\n{tail}" if tail else "")
 
 
+#: Longest pause between two looks at a running kernel's job while nothing changes. The
+#: hub's exit marker reports most ends at once; Slurm is asked for the rest (a lost node).
+LIVENESS_MAX_INTERVAL = 30.0
+
+
 class Liveness:
-    """Whether a started hub still runs: its exit marker first (cheap), Slurm's view of
-    the job at most every ``poll_interval`` seconds."""
+    """Whether a started hub still runs: its exit marker first (cheap), then Slurm's view of
+    the job as the process's Slurm poller last saw it (one squeue for every kernel of this
+    process, at most every ``poll_interval`` seconds, less often while nothing changes)."""
 
     def __init__(self, slurm: Callable[[], Slurm], job_id: str, job_dir: JobDir,
                  poll_interval: float, log: Log) -> None:
@@ -130,7 +136,7 @@ class Liveness:
         self.log = log
         self.reason = ""  # why the kernel ended, once it has
         self.final: JobInfo | None = None  # Slurm's last word on the ended job
-        self._last_check = 0.0
+        self._watch: Watch | None = None
 
     async def check(self, expected: bool) -> int | None:
         """None while the hub runs, else its exit code; ``expected``: a shutdown or
@@ -141,20 +147,34 @@ class Liveness:
             if not expected:
                 await self.report_death(f"the kernel's hub exited with code {code}")
             return code
-        if time.monotonic() - self._last_check < self.poll_interval:
-            return None
-        self._last_check = time.monotonic()
-        try:
-            info = await self.slurm().job(self.job_id)
-        except SlurmError as e:
-            self.log.warning("cannot check Slurm job %s: %s", self.job_id, e)
-            return None
+        snapshot = self._follow().last
+        if snapshot is None or self.job_id not in snapshot.jobs:
+            return None  # no answer from Slurm yet (or it is busy: the poller retries)
+        info = snapshot.jobs[self.job_id]
         if info is not None and not info.ended:
             return None
+        self.close()
         self.final = info
         self.reason = await ended_message(self.slurm(), self.job_id, self.job_dir, info)
         self.log.warning("%s", self.reason)
         return (info.exit_code or 1) if info is not None else 1
+
+    def _follow(self) -> Watch:
+        """The watch on the job, with the poller of the current Slurm (a rebuilt SSH master
+        brings a new one)."""
+        poller = Poller.of(self.slurm())
+        if self._watch is None or self._watch.poller is not poller:
+            self.close()
+            self._watch = poller.watch([self.job_id], interval=self.poll_interval,
+                                       max_interval=max(self.poll_interval,
+                                                        LIVENESS_MAX_INTERVAL))
+        return self._watch
+
+    def close(self) -> None:
+        """Stop following the job."""
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     async def report_death(self, what: str) -> None:
         """Log why a hub ended that nobody asked to end: Slurm's account of the job

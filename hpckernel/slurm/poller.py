@@ -121,7 +121,18 @@ class Watch:
 
     async def snapshot(self) -> Snapshot:
         """The newest snapshot, waiting for the first round if there was none yet."""
-        return self.last if self.last is not None else await self.next()
+        # Looked at on the poller's loop, after `Poller._add` (queued before this) has
+        # handed a new watch the last snapshot: else a watch of jobs already known would
+        # miss it and wait for the next round, a whole pause later.
+        return await _on_poller_loop(self._newest())
+
+    async def _newest(self) -> Snapshot:
+        if self.last is not None:
+            return self.last
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Snapshot] = loop.create_future()
+        self._waiters.append((loop, future))
+        return await future
 
     def _deliver(self, snapshot: Snapshot) -> None:
         """On the poller's loop, after a round."""

@@ -74,6 +74,9 @@ class Steps:
             "%px": lambda: self.ok("%px y = rank * 2"),
             "%pxresult": lambda: (self.ok("%%px --noblock\nz = rank"),
                                   self.ok("%pxresult")),
+            "%pxoutput": lambda: (self.ok("%px print(rank)"),
+                                  "[stdout:1]" in self.ok("%pxoutput 1").text()
+                                  or pytest.fail("%pxoutput showed no rank 1")),
             "%ranks": lambda: "idle" in self.ok("%ranks").text() or pytest.fail("no ranks"),
             "%peek": lambda: (self.ok("%px w = rank"), self.ok("%peek w")),
             "%where": lambda: self.ok("%where"),
