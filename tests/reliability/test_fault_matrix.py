@@ -25,6 +25,34 @@ from tests.kernel.harness import Kernel
 from tests.slurm.test_provisioner import job_state, queued, settings, wait_until
 
 
+def _remove_what_the_lost_node_left_in_dev_shm(before: set[str]) -> None:
+    """The lost node's ranks are SIGKILLed with their rank.sh, so nothing removes MPI's
+    shared-memory file of that node. A real node's /dev/shm goes with the node (reboot, the
+    site's epilog); the test bed's virtual nodes share this host's, so the test removes
+    what the crash left: files made during the test, once no process maps them (the lost
+    step's ranks end a moment after their slurmd is back). MPICH names a node's file
+    ``mpich_shm_<job hash>_<node index>``: n3's end in ``_2`` (local kernels of tests running
+    beside this one make ``_0`` files only)."""
+
+    def left() -> set[str]:
+        new = {name for name in set(os.listdir("/dev/shm")) - before
+               if name.startswith("mpich_shm_") and name.endswith("_2")}
+        for maps in Path("/proc").glob("[0-9]*/maps"):
+            try:
+                text = maps.read_text()
+            except OSError:
+                continue  # a process that ended meanwhile
+            for line in text.splitlines():
+                if " /dev/shm/" in line:
+                    new.discard(line.rsplit("/", 1)[-1].removesuffix(" (deleted)"))
+        for name in new:
+            Path("/dev/shm", name).unlink(missing_ok=True)
+        return {name for name in set(os.listdir("/dev/shm")) - before
+                if name.startswith("mpich_shm_") and name.endswith("_2")}
+
+    wait_until(lambda: not left(), 60, "the lost step's ranks to end")
+
+
 @pytest.mark.cluster
 @pytest.mark.xdist_group("cluster")
 def test_killed_hub_ends_job_and_ranks(tmp_path: Path, cluster_env: dict[str, str]) -> None:
@@ -61,6 +89,7 @@ def test_killed_node_daemon_gives_a_lost_rank_or_dead_kernel(
 
     caplog.set_level(logging.INFO)
     state = Path(cluster_env.get("HPCKERNEL_TESTBED", "/tmp/hpckernel-testbed"))
+    shm_before = set(os.listdir("/dev/shm"))
     kernel = Kernel(tmp_path, slurm=settings(tmp_path, nodes=3))
     km = kernel.km
     job_id = km.provisioner.job_id  # type: ignore[union-attr]
@@ -85,6 +114,8 @@ def test_killed_node_daemon_gives_a_lost_rank_or_dead_kernel(
                    == "idle", 90, "n3 to be idle again")
         # Healthy again for the tests that follow: a step runs on every node.
         subprocess.run(["srun", "-N3", "-n3", "-t", "1", "true"], check=True, timeout=180)
+        # n3's slurmd, back, has ended the lost step's ranks: nothing maps their files now.
+        _remove_what_the_lost_node_left_in_dev_shm(shm_before)
 
 
 @pytest.mark.cluster
