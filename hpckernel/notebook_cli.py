@@ -14,12 +14,20 @@ from . import provenance
 from .provisioner.settings import add_arguments, positive_int
 from .slurm import ParseError, SlurmError, parse_duration
 from .submit.params import ParameterError, parse_assignment, parse_yaml, read_yaml_file
-from .submit.spec import RunError, RunSpec, load_record, local_run_id, prepare, save_record
+from .submit.spec import (
+    SUBMIT_SETTINGS,
+    RunError,
+    RunSpec,
+    load_record,
+    local_run_id,
+    prepare,
+    save_record,
+)
 from .timestamps import now
 
-# Options whose default is None, so that --resubmit can tell which ones were given.
-_SPEC_OPTIONS = ("output", "timeout", "ranks", "nodes", "ntasks_per_node", "time",
-                 "partition", "account", "qos", "constraint", "setup", "python")
+# Options whose default is None, so that --resubmit can tell which ones were given (the
+# Slurm ones too: SUBMIT_SETTINGS).
+_RUN_OPTIONS = ("output", "timeout", "ranks")
 
 
 def _parameter(text: str) -> tuple[str, str]:
@@ -27,11 +35,6 @@ def _parameter(text: str) -> tuple[str, str]:
         return parse_assignment(text)
     except ParameterError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-# The Slurm options of `submit` (sbatch's, on its command line; defaults in RunSpec).
-SUBMIT_SETTINGS = ("nodes", "ntasks_per_node", "time", "partition", "account", "qos",
-                   "constraint", "sbatch_args", "setup", "python")
 
 
 def add_commands(sub: Any) -> None:
@@ -96,10 +99,10 @@ def _spec(args: argparse.Namespace) -> RunSpec:
     option given on this command line."""
     base = (load_record(args.resubmit) if args.resubmit
             else RunSpec(notebook=str(Path(args.notebook).resolve())))
-    given: dict[str, Any] = {k: getattr(args, k) for k in _SPEC_OPTIONS
+    given: dict[str, Any] = {k: getattr(args, k) for k in _RUN_OPTIONS
                              if getattr(args, k) is not None}
-    if args.sbatch_args is not None:
-        given["sbatch_args"] = args.sbatch_args
+    job = replace(base.job, **{k: getattr(args, k) for k in SUBMIT_SETTINGS
+                               if getattr(args, k) is not None})
     if args.local:
         given["local"] = True
     # As papermill: files, then YAML strings, then -p, each overriding the ones before.
@@ -109,10 +112,11 @@ def _spec(args: argparse.Namespace) -> RunSpec:
     for text in args.parameter_yaml:
         parameters.update(parse_yaml(text, "-y"))
     parameters.update(args.parameters)
-    spec = replace(base, **given, parameters=parameters, run_id="", submitted=now())
+    spec = replace(base, **given, job=job, parameters=parameters, run_id="", submitted=now())
     if spec.output:
         spec.output = str(Path(spec.output).absolute())
-    if not spec.local and parse_duration(spec.time) is None:
+    spec.job.check()
+    if not spec.local and parse_duration(spec.job.time) is None:
         raise RunError("--time must be a limit such as 00:30:00, not unlimited")
     return spec
 
@@ -133,8 +137,9 @@ def _submit(args: argparse.Namespace) -> int:
     spec.run_id = asyncio.run(batch.submit(spec))
     record = save_record(spec, status="submitted")
     print(spec.run_id, flush=True)
-    print(f"Slurm job {spec.run_id}: {spec.nodes} node(s) x {spec.ntasks_per_node} rank(s); "
-          f"executed notebook: {spec.output_path()}; run record: {record}", file=sys.stderr)
+    print(f"Slurm job {spec.run_id}: {spec.job.nodes} node(s) x {spec.job.ntasks_per_node} "
+          f"rank(s); executed notebook: {spec.output_path()}; run record: {record}",
+          file=sys.stderr)
     if not args.wait:
         return 0
     info = asyncio.run(batch.wait(spec.run_id))

@@ -8,18 +8,19 @@
 # its key from the 0600 launch file the provisioner wrote in the job directory.
 set -u
 job_dir=${job_dir}
+hub_pid=
+# Slurm's walltime warning (--signal=B:USR1@...) and scancel's TERM go to this shell: pass
+# them to the hub, which tells the notebook. On TERM no new hub follows; the shell stays
+# until the hub is gone, so that Slurm can still find (and SIGKILL) it. Trapped first: an
+# untrapped USR1 would end the job (bash's default), and setup may take a while.
+trap '[ -n "$$hub_pid" ] && kill -USR1 $$hub_pid 2>/dev/null' USR1
+trap 'touch "$$job_dir/stop"; rm -f "$$job_dir/restart"; [ -n "$$hub_pid" ] && kill -TERM $$hub_pid 2>/dev/null' TERM
 # The variables asked for (kernelspec env, export_env) and the notebook's path: sbatch
 # passes only an allow-list of the Jupyter server's environment (which holds tokens).
 [ -f "$$job_dir/job.env" ] && . "$$job_dir/job.env"
 ${setup}
 cd ${workdir} 2>/dev/null || cd "$$HOME"
 
-hub_pid=
-# Slurm's walltime warning (--signal=B:USR1@...) and scancel's TERM go to this shell: pass
-# them to the hub, which tells the notebook. On TERM no new hub follows; the shell stays
-# until the hub is gone, so that Slurm can still find (and SIGKILL) it.
-trap '[ -n "$$hub_pid" ] && kill -USR1 $$hub_pid 2>/dev/null' USR1
-trap 'touch "$$job_dir/stop"; rm -f "$$job_dir/restart"; [ -n "$$hub_pid" ] && kill -TERM $$hub_pid 2>/dev/null' TERM
 
 while true; do
     # Each (re)start of the hub waits for the provisioner's launch file.

@@ -23,7 +23,7 @@ shm_before=$(shm_files)
 # Kernel tests start real MPI ranks: two workers keep the 2-core machine busy, not swamped.
 # The cluster tests form one xdist group (they fill and down nodes): one worker runs them.
 set +e
-.venv/bin/python -m pytest -n 2 --dist loadgroup -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -n 2 --dist loadgroup -p no:cacheprovider --durations=30 "$@"
 rc=$?
 if [ $# -eq 0 ]; then
     # The kernel tests that exercise the plane again, through node agents

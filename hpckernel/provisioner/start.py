@@ -12,7 +12,7 @@ from typing import Any
 
 from ..slurm import check_request, parse_duration
 from .access import PORTS, ClusterAccess
-from .batch import JobRequest, render_script
+from .batch import render_script, sbatch_options, walltime_warning
 from .jobdir import JobDir
 from .settings import JobSettings
 
@@ -53,17 +53,16 @@ async def submit_job(access: ClusterAccess, job_dir: JobDir, name: str, cwd: str
     slurm = access.slurm
     partition = await slurm.partition(settings.partition or None)
     check_request(partition, nodes=settings.nodes, time_limit=parse_duration(settings.time))
-    request = JobRequest(nodes=settings.nodes, ntasks_per_node=settings.ntasks_per_node,
-                         time=settings.time, partition=settings.partition,
-                         account=settings.account, qos=settings.qos,
-                         constraint=settings.constraint, job_name=f"hpckernel-{name[:8]}",
-                         walltime_warning=settings.walltime_warning,
-                         overcommit=settings.overcommit, extra=list(settings.sbatch_args))
     script = render_script(job_dir=str(job_dir), python=settings.python,
                            hub_args=hub_args(settings, job_dir), setup=settings.setup,
                            workdir=cwd or "", relaunch_timeout=settings.relaunch_timeout)
-    job_id = await slurm.submit(script, request.sbatch_options(f"{job_dir}/slurm-%j.out"),
-                                env=env)
+    warning = walltime_warning(settings)
+    if settings.walltime_warning > 0 and not warning:
+        log.info("no walltime warning: the walltime %s is not longer than walltime_warning "
+                 "(%d s)", settings.time, settings.walltime_warning)
+    options = sbatch_options(settings, job_name=f"hpckernel-{name[:8]}",
+                             output=f"{job_dir}/slurm-%j.out", walltime_warning=warning)
+    job_id = await slurm.submit(script, options, env=env)
     log.info("Slurm job %s submitted: %d node(s) x %d rank(s), walltime %s", job_id,
              settings.nodes, settings.ntasks_per_node, settings.time)
     return job_id

@@ -66,12 +66,10 @@ async def _wait_for_hub(slurm: Slurm, watch: Watch, job_id: str, job_dir: JobDir
                         settings: JobSettings, stopped: Callable[[], bool], log: Log
                         ) -> dict[str, Any]:
     started = time.monotonic()
-    info = await job_state(slurm, watch, job_id, job_dir, None, stopped, log)
-    checked = time.monotonic()
+    info: JobInfo | None = None
     while not stopped():
-        if not info.running or time.monotonic() - checked > settings.poll_interval:
-            info = await job_state(slurm, watch, job_id, job_dir, info, stopped, log)
-            checked = time.monotonic()
+        # The poller's last snapshot: no Slurm call here, however often it is read.
+        info = await job_state(slurm, watch, job_id, job_dir, info, stopped, log)
         if info.running:
             hub = await hub_connection(job_dir)
             if hub is not None:
@@ -137,6 +135,7 @@ class Liveness:
         self.reason = ""  # why the kernel ended, once it has
         self.final: JobInfo | None = None  # Slurm's last word on the ended job
         self._watch: Watch | None = None
+        self._trouble = ""  # Slurm's last complaint, as logged
 
     async def check(self, expected: bool) -> int | None:
         """None while the hub runs, else its exit code; ``expected``: a shutdown or
@@ -148,6 +147,12 @@ class Liveness:
                 await self.report_death(f"the kernel's hub exited with code {code}")
             return code
         snapshot = self._follow().last
+        trouble = snapshot.trouble if snapshot is not None else ""
+        if trouble != self._trouble:  # said once, not at every check while it lasts
+            self._trouble = trouble
+            if trouble:
+                self.log.warning("Slurm job %s: cannot check it: %s", self.job_id,
+                                 trouble)
         if snapshot is None or self.job_id not in snapshot.jobs:
             return None  # no answer from Slurm yet (or it is busy: the poller retries)
         info = snapshot.jobs[self.job_id]

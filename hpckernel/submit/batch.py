@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 from string import Template
 
-from ..provisioner.batch import JobRequest
+from ..provisioner.batch import sbatch_options as batch_options
 from ..resources import template_dir
 from ..slurm import JobInfo, Slurm, check_request, parse_duration
 from .spec import RunSpec
@@ -18,25 +18,22 @@ from .spec import RunSpec
 
 def render_script(spec: RunSpec) -> str:
     template = Template((template_dir("launcher") / "notebook-job.sh").read_text())
-    return template.substitute(setup=spec.setup, python=shlex.quote(spec.python),
+    return template.substitute(setup=spec.job.setup, python=shlex.quote(spec.job.python),
                                workdir=shlex.quote(str(Path(spec.notebook).parent)),
                                spec=spec.to_json())
 
 
 def sbatch_options(spec: RunSpec) -> list[str]:
     nb = Path(spec.notebook)
-    request = JobRequest(nodes=spec.nodes, ntasks_per_node=spec.ntasks_per_node,
-                         time=spec.time, partition=spec.partition, account=spec.account,
-                         qos=spec.qos, constraint=spec.constraint,
-                         job_name=f"hpckernel-run-{nb.stem}"[:60], extra=list(spec.sbatch_args))
-    return request.sbatch_options(str(nb.with_name(f"{nb.stem}.run-%j.log")))
+    return batch_options(spec.job, job_name=f"hpckernel-run-{nb.stem}"[:60],
+                         output=str(nb.with_name(f"{nb.stem}.run-%j.log")))
 
 
 async def submit(spec: RunSpec, slurm: Slurm | None = None) -> str:
     """Check the request, submit the job; its id. Raises SlurmError/SubmitError."""
     slurm = slurm or Slurm()
-    partition = await slurm.partition(spec.partition or None)
-    check_request(partition, nodes=spec.nodes, time_limit=parse_duration(spec.time))
+    partition = await slurm.partition(spec.job.partition or None)
+    check_request(partition, nodes=spec.job.nodes, time_limit=parse_duration(spec.job.time))
     return await slurm.submit(render_script(spec), sbatch_options(spec),
                               workdir=str(Path(spec.notebook).parent))
 

@@ -6,14 +6,18 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
+from ..provisioner.settings import JobSettings
 from .params import inject, value_of
+
+#: The kernel settings (``provisioner/settings.py``) that ``hpckernel submit`` takes.
+SUBMIT_SETTINGS = ("nodes", "ntasks_per_node", "time", "partition", "account", "qos",
+                   "constraint", "sbatch_args", "setup", "python")
 
 
 class RunError(ValueError):
@@ -28,16 +32,8 @@ class RunSpec:
     timeout: float | None = None  # seconds per cell; None: the walltime is the limit
     local: bool = False  # on this machine's ranks instead of in a Slurm job
     ranks: int = 4  # with local
-    nodes: int = 1
-    ntasks_per_node: int = 1
-    time: str = "01:00:00"
-    partition: str = ""
-    account: str = ""
-    qos: str = ""
-    constraint: str = ""
-    sbatch_args: list[str] = field(default_factory=list)
-    setup: str = ""  # shell code run in the job first, e.g. "module load python"
-    python: str = sys.executable  # the Python, with hpckernel, on the compute nodes
+    # The Slurm request: the kernel's settings (only SUBMIT_SETTINGS of them are used).
+    job: JobSettings = field(default_factory=JobSettings)
     run_id: str = ""  # the Slurm job id, or local-<timestamp>
     submitted: str = ""
 
@@ -47,7 +43,7 @@ class RunSpec:
 
     @property
     def size(self) -> int:
-        return self.ranks if self.local else self.nodes * self.ntasks_per_node
+        return self.ranks if self.local else self.job.ranks
 
     def output_path(self) -> Path:
         nb = Path(self.notebook)
@@ -58,13 +54,22 @@ class RunSpec:
         nb = Path(self.notebook)
         return nb.with_name(f"{nb.stem}.run-{self.run_id}.json")
 
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON data; of the Slurm request only what submit uses."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "job"}
+        data["slurm"] = {name: getattr(self.job, name) for name in SUBMIT_SETTINGS}
+        return data
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """From :meth:`to_dict`'s data (or a record of before "slurm", flat)."""
+        slurm = data.get("slurm", data)
+        job = JobSettings(**{k: v for k, v in slurm.items() if k in SUBMIT_SETTINGS})
+        known = {f.name for f in fields(cls)} - {"job"}
+        return cls(**{k: v for k, v in data.items() if k in known}, job=job)
 
 
 def local_run_id() -> str:
@@ -99,7 +104,7 @@ def prepare(spec: RunSpec) -> Any:
 def save_record(spec: RunSpec, **status: Any) -> Path:
     """Write (or update) the run record; ``status`` adds fields such as the run's state."""
     path = spec.record_path()
-    record = {**asdict(spec), **status}
+    record = {**spec.to_dict(), **status}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)

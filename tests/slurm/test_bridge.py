@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,10 +98,20 @@ def queued(job_id: str) -> bool:
     return job_id in out.split()
 
 
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
+def _queue() -> str:
+    """The queue, for a failure message (a job pending behind whose?)."""
+    return subprocess.run(["squeue", "-o", "%i %T %r %D %N %j"], capture_output=True,
+                          text=True, env={**os.environ, **testbed_env()}).stdout
+
+
+def wait_until(predicate: Any, timeout: float, what: str,
+               detail: Callable[[], str] = str) -> None:
+    """Poll ``predicate`` (these are other processes' states: no event to wait on);
+    ``detail`` says what was seen when it times out."""
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        assert time.monotonic() < deadline, (
+            f"timed out after {timeout} s waiting for {what}: {detail()}")
         time.sleep(0.2)
 
 
@@ -249,8 +259,14 @@ def test_the_front_end_going_away_or_sigterm_cancels_the_job(tmp_path: Path, how
          f"subprocess.Popen(sys.argv[1:], stderr=open({str(err)!r}, 'w'))\n"
          "time.sleep(600)", *_launcher_argv(tmp_path)])
     try:
-        wait_until(lambda: "the kernel is connected" in err.read_text(), 60,
-                   "the launcher to connect")
+        # Connected, or the launcher exited (a zombie: the front end does not reap it; it
+        # says why on stderr): no waiting for nothing.
+        wait_until(lambda: "the kernel is connected" in err.read_text()
+                   or any(ended(p) for p in psutil.Process(front_end.pid).children()), 120,
+                   "the launcher to connect", lambda: err.read_text() + _queue())
+        assert "the kernel is connected" in err.read_text(), err.read_text()
+        # Its walltime (5 min) is the default walltime_warning: no USR1 at the job's start.
+        assert "no walltime warning" in err.read_text()
         job_id = re.findall(r"Slurm job (\d+) submitted", err.read_text())[0]
         launcher = psutil.Process(front_end.pid).children()[0]
         if how == "SIGTERM":

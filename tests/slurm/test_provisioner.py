@@ -27,7 +27,10 @@ from nbclient import NotebookClient
 from hpckernel.kernelspec import write_kernel_spec
 from hpckernel.provisioner.slurm_provisioner import KernelStartError
 from hpckernel.slurm import Slurm, SlurmError, SlurmNotFoundError
+from tests.dashboard.slurmshim import SlurmShim
 from tests.kernel.harness import Kernel
+
+DATA = Path(__file__).parents[1] / "unit" / "data" / "slurm"
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"),
               pytest.mark.usefixtures("cluster_env")]
@@ -70,17 +73,20 @@ def slurm_kernel(tmp_path: Path) -> Iterator[Kernel]:
 @pytest.fixture
 def filled_short(tmp_path: Path) -> Iterator[list[str]]:
     """Every node of the `short` partition busy, so new jobs there stay PENDING."""
-    ids = []
-    for _ in range(3):
-        done = subprocess.run(["sbatch", "--parsable", "-p", "short", "-N1", "--exclusive",
-                               "-t", "5", "-J", "filler", "-o", "/dev/null",
-                               "--wrap", "sleep 300"], capture_output=True, text=True,
-                              check=True)
-        ids.append(done.stdout.strip().split(";")[0])
-    wait_until(lambda: all(job_state(i) == "RUNNING" for i in ids), 30, "fillers to run")
-    yield ids
-    subprocess.run(["scancel", *ids], check=True)
-    wait_until(lambda: not any(queued(i) for i in ids), 30, "fillers to end")
+    ids: list[str] = []
+    try:  # no filler outlives the test, also when one never ran
+        for _ in range(3):
+            done = subprocess.run(["sbatch", "--parsable", "-p", "short", "-N1", "--exclusive",
+                                   "-t", "5", "-J", "filler", "-o", "/dev/null",
+                                   "--wrap", "sleep 300"], capture_output=True, text=True,
+                                  check=True)
+            ids.append(done.stdout.strip().split(";")[0])
+        wait_until(lambda: all(job_state(i) == "RUNNING" for i in ids), 30, "fillers to run")
+        yield ids
+    finally:
+        if ids:
+            subprocess.run(["scancel", *ids], check=True)
+        wait_until(lambda: not any(queued(i) for i in ids), 30, "fillers to end")
 
 
 def test_cells_run_on_ranks_across_nodes(slurm_kernel: Kernel) -> None:
@@ -250,6 +256,40 @@ def test_external_scancel_gives_a_dead_kernel_with_the_reason(
     wait_until(lambda: not km.is_alive(), 30, "the kernel to be seen dead")
     assert any(f"Slurm job {job_id} ended: CANCELLED" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_busy_slurm_is_logged_once_per_retry_and_the_kernel_lives_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """squeue fails as a busy slurmctld makes it fail (a recorded message) while a kernel
+    runs: the server's log says so once per retry, not at every liveness check, and the
+    kernel is not reported dead."""
+    busy = (DATA / "transient_squeue_socket_timeout.txt").read_text()
+    shim = SlurmShim(tmp_path / "shim", fail={"squeue": (3, busy)})
+    failed = tmp_path / "shim" / "squeue.failed"  # the shim's count of failures made
+    failed.write_text("3")  # none while the kernel starts
+    monkeypatch.setenv("PATH", shim.env()["PATH"])
+    caplog.set_level(logging.INFO)
+    kernel = Kernel(tmp_path, slurm=settings(tmp_path, nodes=1))
+    try:
+        since = time.time()
+        failed.write_text("0")  # busy from now: the next three squeue calls fail
+        checks = 0
+
+        def answered_again() -> bool:
+            nonlocal checks
+            checks += 1
+            assert kernel.km.is_alive(), "a busy Slurm was taken for a dead kernel"
+            return len([c for c in shim.calls(since) if c.command == "squeue"]) > 3
+
+        wait_until(answered_again, 90, "squeue to fail three times, then answer")
+        warned = [r.getMessage() for r in caplog.records if "cannot check it" in
+                  r.getMessage()]
+        assert 1 <= len(warned) <= 3 < checks, (warned, checks)
+        assert "Slurm busy (Socket timed out on send/recv operation)" in warned[0]
+        assert kernel.ok("print(rank)").text() == "[stdout:0] 0\n"
+    finally:
+        kernel.shutdown()
 
 
 def test_walltime_warning_then_expiry(tmp_path: Path,

@@ -63,8 +63,8 @@ def test_a_notebook_runs_as_a_batch_job_and_can_be_resubmitted(cluster: list[str
     assert "[hpckernel] ok after" in (tmp_path / f"study.run-{job_id}.log").read_text()
     saved = record(tmp_path / f"study.run-{job_id}.json")
     assert saved["status"] == "ok" and saved["state"] == "COMPLETED"
-    assert (saved["nodes"], saved["partition"], saved["parameters"]) == (2, "debug",
-                                                                         {"n": "10"})
+    assert (saved["slurm"]["nodes"], saved["slurm"]["partition"], saved["parameters"]) == (
+        2, "debug", {"n": "10"})
 
     again = hpckernel("submit", "--resubmit", str(tmp_path / f"study.run-{job_id}.json"),
                       "-p", "label=again", "--wait", timeout=900)
