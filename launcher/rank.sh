@@ -30,22 +30,11 @@ if [ "${HPCKERNEL_FANIN:-}" = agents ]; then
     fi
 fi
 # SIGTERM to the ranks' process group (the hub stopping them; USR2 through srun, which
-# answers TERM with SIGKILL) ends the rank; this shell outlives it to record how it ended and
-# clean up (a trap, unlike an ignored signal, is not inherited).
+# answers TERM with SIGKILL) ends the rank; this shell outlives it to record how it ended (a
+# trap, unlike an ignored signal, is not inherited).
 trap ':' TERM USR2
 "$@"
 rc=$?
-# A rank that did not reach MPI_Finalize (killed, os._exit, MPI.Abort) leaves MPI's
-# shared-memory files in /dev/shm: remove those it listed after MPI_Init (plane/segments.py).
-# After a normal end they are gone already.
-if [ -f "$job_dir/shm.$rank" ]; then
-    while IFS= read -r segment; do
-        case $segment in
-            /dev/shm/*/* | *..*) ;;  # only plain names directly in /dev/shm
-            /dev/shm/?*) rm -f -- "$segment" ;;
-        esac
-    done < "$job_dir/shm.$rank"
-fi
 printf '%s\n' "$rc" > "$job_dir/exit.$rank.tmp" && mv "$job_dir/exit.$rank.tmp" "$job_dir/exit.$rank"
 if [ -n "$agent" ]; then
     wait "$agent"  # the node's other ranks still need it; it leaves on the hub's shutdown

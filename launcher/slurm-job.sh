@@ -12,8 +12,17 @@ hub_pid=
 # Slurm's walltime warning (--signal=B:USR1@...) and scancel's TERM go to this shell: pass
 # them to the hub, which tells the notebook. On TERM no new hub follows; the shell stays
 # until the hub is gone, so that Slurm can still find (and SIGKILL) it. Trapped first: an
-# untrapped USR1 would end the job (bash's default), and setup may take a while.
-trap '[ -n "$$hub_pid" ] && kill -USR1 $$hub_pid 2>/dev/null' USR1
+# untrapped USR1 would end the job (bash's default), and setup may take a while. A USR1
+# before the hub listens (its pid in hub.ready; before that Python would die of it) is kept
+# in walltime.warning, which the hub reads when it is ready.
+on_usr1() {
+    if [ -n "$$hub_pid" ] && [ "$$(cat "$$job_dir/hub.ready" 2>/dev/null)" = "$$hub_pid" ]; then
+        kill -USR1 "$$hub_pid" 2>/dev/null
+    else
+        touch "$$job_dir/walltime.warning"
+    fi
+}
+trap on_usr1 USR1
 trap 'touch "$$job_dir/stop"; rm -f "$$job_dir/restart"; [ -n "$$hub_pid" ] && kill -TERM $$hub_pid 2>/dev/null' TERM
 # The variables asked for (kernelspec env, export_env) and the notebook's path: sbatch
 # passes only an allow-list of the Jupyter server's environment (which holds tokens).

@@ -21,6 +21,10 @@ from .kernel import HubKernel
 from .launch import SrunLauncher
 from .lease import ClientLease, watch
 
+#: Written by the batch script (launcher/slurm-job.sh) when Slurm's walltime warning comes
+#: before the hub is listening, and read by the next hub.
+WALLTIME_MARKER = "walltime.warning"
+
 
 class HubApp(IPKernelApp):
     name = "hpckernel-hub"
@@ -72,6 +76,17 @@ class HubApp(IPKernelApp):
         if self.ready_file:
             with open(self.ready_file, "w") as f:
                 f.write(f"{os.getpid()}\n")
+            self._walltime_warned_before_start()
+
+    def _walltime_warned_before_start(self) -> None:
+        """Slurm's walltime warning came before this hub could take a signal (the batch
+        script keeps it in a file beside the ready file): warn now."""
+        marker = os.path.join(os.path.dirname(self.ready_file), WALLTIME_MARKER)
+        try:
+            os.unlink(marker)
+        except FileNotFoundError:
+            return
+        self._walltime_warning()
 
     @default("session")
     def _session_default(self) -> Session:

@@ -155,7 +155,7 @@ class SrunLauncher(RankLauncher):
     """Ranks across a Slurm allocation, started by ``srun`` from inside the batch job."""
 
     # srun answers SIGTERM by SIGKILLing the ranks, and rank.sh with them, which then cannot
-    # remove MPI's /dev/shm files; it passes USR2 on as it is (rank.sh survives it).
+    # record how its rank ended; it passes USR2 on as it is (rank.sh survives it).
     stop_signals = (signal.SIGUSR2, signal.SIGTERM, signal.SIGKILL)
 
     srun = Unicode("srun", help="The srun command.").tag(config=True)

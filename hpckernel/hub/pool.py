@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq.asyncio
 
-from ..plane import Message, pack, segments, write_plane_info
+from ..plane import Message, pack, write_plane_info
 from .agents import Agents
 from .inflight import InFlight, Publish
 from .launch import LaunchError, RankLauncher, log_tail
@@ -202,7 +202,6 @@ class RankPool:
     async def _watch_launcher(self) -> None:
         code = await self.launcher.wait()
         await asyncio.sleep(0.2)  # let rank.sh finish writing exit codes
-        segments.remove_listed(self.job_dir)
         self._check_exits()
         tail = log_tail(self.job_dir)
         starting = self.table.starting
@@ -241,7 +240,6 @@ class RankPool:
             except asyncio.TimeoutError:
                 log.warning("ranks did not exit after shutdown; terminating them")
         await self.launcher.stop()
-        segments.remove_listed(self.job_dir)
 
     async def _shutdown(self) -> None:
         await self._stop_ranks()

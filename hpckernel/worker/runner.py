@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..deathsig import die_with_parent
-from ..plane import Message, pack, read_plane_info, segments
+from ..plane import Message, pack, read_plane_info
 from ..plane.addresses import node_name
 from ..plane.nodes import agent_plane_file, rank_node, wait_for_plane_info
-from . import publish
+from . import mpi_files, publish
 from .channel import HubChannel
 from .introspect import peek, where
 from .limit import ReplyTooLarge, over_limit
@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     info = (read_plane_info(args.plane_file) if node is None
             else wait_for_plane_info(agent_plane_file(job_dir, node), args.hub_timeout))
     rank, size, mpi_version, error = _mpi_identity()
-    segments.record(job_dir, rank)
+    if error is None:
+        mpi_files.release()  # nothing of MPI's is left in /dev/shm, however the rank ends
 
     inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
     streams: list[OutStream] = []

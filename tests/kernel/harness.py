@@ -208,3 +208,15 @@ def wait_gone(pids: list[int], timeout: float = 15) -> list[int]:
             continue
     _, alive = psutil.wait_procs(procs, timeout=timeout)
     return [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+MPI_FILES = ("print(*sorted({line.split(None, 5)[5].strip() for line in "
+             "open('/proc/self/maps') if ' /dev/shm/mpich_shm_' in line}))")
+
+
+def mpi_files(kernel: Kernel) -> list[str]:
+    """The MPICH shared-memory files the ranks map: unlinked once all have mapped them."""
+    text = kernel.ok(MPI_FILES).text()
+    names = sorted(set(re.findall(r"/dev/shm/mpich_shm_\w+", text)))
+    assert names and text.count("(deleted)") >= len(names), text
+    return names

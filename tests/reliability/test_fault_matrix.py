@@ -21,36 +21,16 @@ from jupyter_client.session import Session
 
 from hpckernel.kernelspec import write_kernel_spec
 from hpckernel.slurm import Slurm
-from tests.kernel.harness import Kernel
+from tests.kernel.harness import Kernel, mpi_files
 from tests.slurm.test_provisioner import job_state, queued, settings, wait_until
 
 
-def _remove_what_the_lost_node_left_in_dev_shm(before: set[str]) -> None:
-    """The lost node's ranks are SIGKILLed with their rank.sh, so nothing removes MPI's
-    shared-memory file of that node. A real node's /dev/shm goes with the node (reboot, the
-    site's epilog); the test bed's virtual nodes share this host's, so the test removes
-    what the crash left: files made during the test, once no process maps them (the lost
-    step's ranks end a moment after their slurmd is back). MPICH names a node's file
-    ``mpich_shm_<job hash>_<node index>``: n3's end in ``_2`` (local kernels of tests running
-    beside this one make ``_0`` files only)."""
-
-    def left() -> set[str]:
-        new = {name for name in set(os.listdir("/dev/shm")) - before
-               if name.startswith("mpich_shm_") and name.endswith("_2")}
-        for maps in Path("/proc").glob("[0-9]*/maps"):
-            try:
-                text = maps.read_text()
-            except OSError:
-                continue  # a process that ended meanwhile
-            for line in text.splitlines():
-                if " /dev/shm/" in line:
-                    new.discard(line.rsplit("/", 1)[-1].removesuffix(" (deleted)"))
-        for name in new:
-            Path("/dev/shm", name).unlink(missing_ok=True)
-        return {name for name in set(os.listdir("/dev/shm")) - before
-                if name.startswith("mpich_shm_") and name.endswith("_2")}
-
-    wait_until(lambda: not left(), 60, "the lost step's ranks to end")
+def _new_mpi_files_of_n3(before: set[str]) -> set[str]:
+    """MPICH's shared-memory files made since ``before`` by ranks on n3: MPICH names a
+    node's file ``mpich_shm_<job hash>_<node index>``, n3's end in ``_2`` (local kernels
+    of tests running beside this one make ``_0`` files only)."""
+    return {name for name in set(os.listdir("/dev/shm")) - before
+            if name.startswith("mpich_shm_") and name.endswith("_2")}
 
 
 @pytest.mark.cluster
@@ -62,19 +42,14 @@ def test_killed_hub_ends_job_and_ranks(tmp_path: Path, cluster_env: dict[str, st
         job_id = km.provisioner.job_id  # type: ignore[union-attr]
         ranks = kernel.rank_pids()
         job_dir = Path(str(km.provisioner.job_dir))  # type: ignore[union-attr]
-        # MPI's shared-memory files, as the ranks listed them (MPICH removes them only in
-        # MPI_Finalize, which ranks of a killed hub never reach).
-        shm = {line for f in job_dir.glob("hpckernel-*/shm.*")
-               for line in f.read_text().splitlines() if line.startswith("/dev/shm/")}
-        assert shm and all(os.path.exists(f) for f in shm), shm
+        files = mpi_files(kernel)  # unlinked at the start (MPICH would only in MPI_Finalize)
         kernel.ok("%%px --noblock\nimport time\ntime.sleep(60)")  # busy ranks
         os.kill(int((job_dir / "hub.ready").read_text()), signal.SIGKILL)
         wait_until(lambda: not km.is_alive(), 30, "the kernel to be seen dead")
         wait_until(lambda: not queued(job_id), 60, "the job to end")
         wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in ranks), 30,
                    "the ranks to end")
-        wait_until(lambda: not any(os.path.exists(f) for f in shm), 10,
-                   "rank.sh to remove MPI's files from /dev/shm")
+        assert [f for f in files if os.path.exists(f)] == []
     finally:
         kernel.shutdown()
 
@@ -114,8 +89,9 @@ def test_killed_node_daemon_gives_a_lost_rank_or_dead_kernel(
                    == "idle", 90, "n3 to be idle again")
         # Healthy again for the tests that follow: a step runs on every node.
         subprocess.run(["srun", "-N3", "-n3", "-t", "1", "true"], check=True, timeout=180)
-        # n3's slurmd, back, has ended the lost step's ranks: nothing maps their files now.
-        _remove_what_the_lost_node_left_in_dev_shm(shm_before)
+    # The lost node's ranks were SIGKILLed with everything around them; MPI's file of the
+    # node was unlinked when they started, so nothing of it is left.
+    assert not _new_mpi_files_of_n3(shm_before)
 
 
 @pytest.mark.cluster

@@ -309,6 +309,21 @@ def test_walltime_warning_then_expiry(tmp_path: Path,
         kernel.shutdown()
 
 
+def test_a_walltime_warning_before_the_hub_listens_reaches_the_notebook(
+        tmp_path: Path) -> None:
+    """Slurm signals up to a minute early: with a short walltime its USR1 may come while the
+    batch script is still setting up, before any hub could take it. Here the setup sends it
+    itself; the batch script keeps it and the hub says it at the first cell."""
+    kernel = Kernel(tmp_path, slurm=settings(tmp_path, nodes=1, setup="kill -USR1 $$"),
+                    wait_ranks=False)
+    try:
+        result = kernel.ok("print('first')", timeout=120)
+        assert "reaches its walltime" in result.text(), result.text()
+        assert "[stdout:0] first" in result.text()
+    finally:
+        kernel.shutdown()
+
+
 def test_dead_server_releases_the_allocation(tmp_path: Path) -> None:
     """A Jupyter server that dies (SIGKILL) leaves a hub with no client: its lease runs
     out and the job ends."""

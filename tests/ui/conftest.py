@@ -27,11 +27,14 @@ VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 @pytest.fixture(scope="session")
 def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     """JupyterLab on 127.0.0.1 (a free port, a token, a temporary root directory) offering
-    "MPI (local)" with ``RANKS`` ranks; its log is `artifacts/ui/jupyterlab.log`. At the
+    "MPI (local)" with ``RANKS`` ranks and "Slurm MPI" on 2 nodes of the virtual cluster;
+    its log is `artifacts/ui/jupyterlab[-<xdist worker>].log`. At the
     end its kernels are shut down through the REST API and the server is stopped; a hub or
     rank left behind is an error of the test that ran last."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = ARTIFACTS / "jupyterlab.log"
+    # The cluster tests' worker may start a server of its own (tests/ui/test_slurm_lab.py).
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    log = ARTIFACTS / (f"jupyterlab-{worker}.log" if worker else "jupyterlab.log")
     log.unlink(missing_ok=True)
     server = LabServer.start(tmp_path_factory.mktemp("jupyterlab"), log, RANKS)
     yield server

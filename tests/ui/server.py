@@ -1,9 +1,10 @@
 """A JupyterLab server for the UI tests, isolated in a temporary directory, and its teardown.
 
 Every Jupyter directory (config, data, runtime, lab settings, workspaces) lives in the
-temporary directory; `JUPYTER_PATH` adds the test's "MPI (local)" kernelspec to what the
-venv provides. The server and every process it starts carry a marker in their environment,
-so that teardown finds this server's hubs and ranks (and only those) even once reparented.
+temporary directory; `JUPYTER_PATH` adds the test's "MPI (local)" and "Slurm MPI"
+kernelspecs to what the venv provides. The server and every process it starts carry a
+marker in their environment, so that teardown finds this server's hubs and ranks (and only
+those) even once reparented.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from hpckernel.kernelspec import LOCAL_DISPLAY, LOCAL_NAME, install
+from hpckernel.kernelspec import LOCAL_DISPLAY, LOCAL_NAME, SLURM_DISPLAY, SLURM_NAME, install
 
 from .lab import api
 
@@ -32,7 +33,8 @@ START_TIMEOUT = 180.0
 STOP_TIMEOUT = 30.0
 #: environment variable naming the server, inherited by its kernels, hubs and ranks
 MARKER = "HPCKERNEL_UI_SERVER"
-KERNEL_PROCESSES = ("hpckernel.hub", "hpckernel.worker", "hydra_pmi_proxy", "mpiexec")
+KERNEL_PROCESSES = ("hpckernel.hub", "hpckernel.worker", "hpckernel.agent", "hydra_pmi_proxy",
+                    "mpiexec")
 
 # JupyterLab user settings: no news or update prompts over the notebook, and every cell
 # rendered (no windowing), so that what a test reads is in the DOM.
@@ -73,6 +75,12 @@ class LabServer:
         env = _environment(base, marker)
         install(LOCAL_NAME, prefix=str(base / "prefix"), ranks=ranks,
                 display_name=LOCAL_DISPLAY)
+        # "Slurm MPI" as `hpckernel install --slurm` writes it, on the virtual cluster (the
+        # server inherits its SLURM_CONF; the tests that start this kernel need it running).
+        install(SLURM_NAME, prefix=str(base / "prefix"), display_name=SLURM_DISPLAY,
+                slurm={"partition": "debug", "nodes": 2, "ntasks_per_node": 1,
+                       "time": "00:10:00", "job_root": str(base / "jobs"),
+                       "poll_interval": 1.0})
         for attempt in range(1, attempts + 1):
             server = cls._launch(base, root, env, log, marker, ranks)
             try:
