@@ -42,6 +42,11 @@ class OutputBudget:
         self._bytes = self.bytes_per_s * self.burst_s
         self._msgs = self.msgs_per_s * self.burst_s
 
+    @property
+    def burst_bytes(self) -> float:
+        """The most bytes one message can be granted."""
+        return self.bytes_per_s * self.burst_s
+
     def _refill(self) -> None:
         now = time.monotonic()
         dt, self._last = now - self._last, now
@@ -61,8 +66,26 @@ class OutputBudget:
 
 @dataclass
 class _Pending:
-    text: str = ""
+    """A rank's text of one stream not shown yet: pieces, joined once when flushed (adding
+    each piece to a string copied all of it again for every piece: quadratic in a flood)."""
+
+    parts: list[str] = field(default_factory=list)
     since: float = 0.0
+    size: int = 0
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+
+    @property
+    def text(self) -> str:
+        if len(self.parts) > 1:
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
+
+    def keep(self, rest: str) -> None:
+        self.parts[:] = [rest] if rest else []
+        self.size = len(rest)
 
 
 class OutputMerger:
@@ -100,10 +123,12 @@ class OutputMerger:
     def add_stream(self, rank: int, name: str, text: str) -> None:
         if self.keep is not None:
             self.keep.add(rank, {"output_type": "stream", "name": name, "text": text})
+        if not text:
+            return
         pending = self.streams.setdefault(name, {}).setdefault(rank, _Pending())
-        if not pending.text:
+        if not pending.parts:
             pending.since = time.monotonic()
-        pending.text += text
+        pending.add(text)
 
     def add_display(self, rank: int, msg_type: str, content: dict[str, Any]) -> None:
         if self.keep is not None:
@@ -134,18 +159,22 @@ class OutputMerger:
             self._hidden_notice()
 
     def _flush_stream(self, name: str, force: bool) -> None:
-        pending = {r: p for r, p in self.streams[name].items() if p.text}
+        pending = {r: p for r, p in self.streams[name].items() if p.parts}
         if not pending:
             return
         waiting = [r for r in self.targets if r not in self.done]
         expired = time.monotonic() - min(p.since for p in pending.values()) >= self.hold
         everyone = all(r in pending for r in waiting)
-        if not (force or expired or everyone):
+        # More text of a rank than the budget lets through at once is not held for the
+        # others' copy: held, it grew without limit while some ranks printed faster.
+        full = any(p.size > self.budget.burst_bytes for p in pending.values())
+        if not (force or expired or everyone or full):
             return  # wait for the other ranks' copy, so identical lines collapse
         chunks: dict[int, str] = {}
-        if force or expired:
+        if force or expired or full:
             for rank, p in pending.items():
-                chunks[rank], p.text = p.text, ""
+                chunks[rank] = p.text
+                p.keep("")
         else:
             # Every busy rank has output: take the same number of whole lines from each.
             counts = [p.text.count("\n") for p in pending.values()]
@@ -153,10 +182,12 @@ class OutputMerger:
             if lines == 0:
                 return
             for rank, p in pending.items():
-                cut = _nth_newline(p.text, lines) + 1
-                chunks[rank], p.text = p.text[:cut], p.text[cut:]
+                text = p.text
+                cut = _nth_newline(text, lines) + 1
+                chunks[rank] = text[:cut]
+                p.keep(text[cut:])
         for p in pending.values():
-            if p.text:
+            if p.parts:
                 p.since = time.monotonic()
         groups = self._shown(group_equal(chunks))
         if not groups:
