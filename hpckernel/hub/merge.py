@@ -104,6 +104,7 @@ class OutputMerger:
         self.hold = hold  # how long to wait for the other ranks' copy of a line
         self.done: set[int] = set()
         self.streams: dict[str, dict[int, _Pending]] = {}
+        self._held: dict[str, int] = {}  # bytes of each stream's text not shown yet
         self.results: dict[int, dict[str, Any]] = {}
         self.displays: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         self._display_since = 0.0
@@ -129,6 +130,12 @@ class OutputMerger:
         if not pending.parts:
             pending.since = time.monotonic()
         pending.add(text)
+        held = self._held[name] = self._held.get(name, 0) + len(text)
+        if held > self.budget.burst_bytes:
+            # More than the budget lets through at once is not held for the other ranks'
+            # copy, nor until the next flush: held, it grew with the ranks' speed and with
+            # what the hub took in between two flushes.
+            self.flush(force=True)
 
     def add_display(self, rank: int, msg_type: str, content: dict[str, Any]) -> None:
         if self.keep is not None:
@@ -165,13 +172,10 @@ class OutputMerger:
         waiting = [r for r in self.targets if r not in self.done]
         expired = time.monotonic() - min(p.since for p in pending.values()) >= self.hold
         everyone = all(r in pending for r in waiting)
-        # More text of a rank than the budget lets through at once is not held for the
-        # others' copy: held, it grew without limit while some ranks printed faster.
-        full = any(p.size > self.budget.burst_bytes for p in pending.values())
-        if not (force or expired or everyone or full):
+        if not (force or expired or everyone):
             return  # wait for the other ranks' copy, so identical lines collapse
         chunks: dict[int, str] = {}
-        if force or expired or full:
+        if force or expired:
             for rank, p in pending.items():
                 chunks[rank] = p.text
                 p.keep("")
@@ -189,6 +193,7 @@ class OutputMerger:
         for p in pending.values():
             if p.parts:
                 p.since = time.monotonic()
+        self._held[name] = sum(p.size for p in pending.values())
         groups = self._shown(group_equal(chunks))
         if not groups:
             return  # all of it beyond output_groups: kept, and summed up at the end
