@@ -5,7 +5,9 @@ shown once with a range label (``[stdout:0-3]``), differing output per rank in r
 all ranks' text is coalesced into one message per stream per flush, and what exceeds the
 output budget is dropped with a visible notice, never silently. Beyond a number of groups
 (``HubKernel.output_groups``) the notebook gets the first ones in rank order and, at the end,
-one line on the rest, which stays readable from the hub's store (``outputs.py``).
+one line on the rest, which stays readable from the hub's store (``outputs.py``). Text is
+held for the other ranks' copy only up to the budget's burst: in a flood, more could never be
+shown at once, and holding it was what grew the hub.
 """
 
 from __future__ import annotations
