@@ -3,7 +3,7 @@
 went back to the system (``malloc_trim``), with every rank's output read back from the hub.
 
     .venv/bin/python -m benchmarks.flood [--ranks 16] [--lines 100000]
-        [--memory 16MB 256MB] [--fanin agents direct]
+        [--memory 16MB 256MB] [--fanin agents direct] [--window 4MB]
 
 Writes ``results/flood.json``.
 """
@@ -31,10 +31,12 @@ TRIM = ("%%local\nimport ctypes, gc\nget_ipython().kernel.outputs.sync()\ngc.col
 KEPT = "%%local\nprint(sum(len(t) for t in _px.stdout))"
 
 
-def measure(ranks: int, lines: int, memory: str, fanin: str) -> dict[str, Any]:
+def measure(ranks: int, lines: int, memory: str, fanin: str, window: str) -> dict[str, Any]:
     kernel = HpcKernel(ranks, env={"HPCKERNEL_FANIN": fanin},
-                       extra=[f"--HubKernel.output_memory={memory}"])
+                       extra=[f"--HubKernel.output_memory={memory}",
+                              f"--HubKernel.output_window={window}"])
     result: dict[str, Any] = {"ranks": ranks, "fanin": fanin, "output_memory": memory,
+                              "output_window": window,
                               "produced_mb": ranks * lines * 100 / 1e6}
     try:
         kernel.start()
@@ -78,15 +80,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--memory", nargs="+", default=["16MB", "256MB"])
     parser.add_argument("--fanin", nargs="+", default=["agents", "direct"])
+    parser.add_argument("--window", nargs="+", default=["4MB"],
+                        help="HubKernel.output_window (flow control per sender)")
     args = parser.parse_args(argv)
     mpich_env()
     os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="bench-ipython-")
     out = []
     for fanin in args.fanin:
         for memory in args.memory:
-            out.append(measure(args.ranks, args.lines, memory, fanin))
-            print(json.dumps(out[-1]), flush=True)
-            time.sleep(1.0)
+            for window in args.window:
+                out.append(measure(args.ranks, args.lines, memory, fanin, window))
+                print(json.dumps(out[-1]), flush=True)
+                time.sleep(1.0)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "flood.json").write_text(json.dumps(out, indent=1) + "\n")
 

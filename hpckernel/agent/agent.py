@@ -8,6 +8,11 @@ notices ranks that died (their ``exit.<rank>`` file, written by ``rank.sh``).
 In a tree (``HubKernel.fanout``), an agent with agents below it answers for its whole
 subtree: their registrations, summaries and output pass through it (registrations marked
 ``via`` it, so the hub sends their requests here), their node replies merge into its own.
+
+Output goes up under the agent's window of credits (``plane/credit.py``): the agent tells
+a rank (or an agent below) that its output is taken in only once it has sent it up, so ranks
+that print faster than the hub takes their output in wait in ``print``, and the agent holds
+at most a window per rank. Summaries, registrations and interrupts never wait on credits.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import zmq
 
 from ..plane import Message, PlaneInfo, pack, unpack
 from ..plane.addresses import node_name
+from ..plane.credit import Credits, SendWindow, credit_frames, more_frames, stamp_of
 from ..plane.headers import PlaneHeader
 from ..targets import format_ranks, parse_ranks, rank_intervals
 from .link import Link
-from .output import NodeOutput
+from .output import NodeOutput, Outgoing, Sender
 from .replies import NodeRequest, local_targets
 
 log = logging.getLogger("hpckernel.agent")
@@ -79,7 +85,9 @@ class NodeAgent:
         self.load: dict[int, list[float]] = {}  # rank -> [cpu, rss]
         self.below: dict[str, list[str]] = {}  # summaries of agents below, since our last
         self.requests: dict[str, NodeRequest] = {}
-        self.output = NodeOutput()
+        self.window = SendWindow(hub.window)  # output up, to the hub or the parent agent
+        self.credits: Credits[Sender] = Credits(hub.window)  # output of ranks, agents below
+        self.output = NodeOutput(max(self.window.window // 4, 64 * 1024))
         self.registered: list[dict[str, Any]] = []  # not yet sent up
         self.gone: set[int] = set()
         self.stopping = False
@@ -136,8 +144,8 @@ class NodeAgent:
         if self.registered:
             self._to_hub(pack("nregister", {"node": self.node, "registered": self.registered}))
             self.registered = []
-        for frames in self.output.take():
-            self._to_hub(frames)
+        self.output.take()
+        self._pump()
         if self.requests:
             self._check_exits()
         for request in list(self.requests.values()):
@@ -152,6 +160,10 @@ class NodeAgent:
             header: PlaneHeader = json.loads(frames[1].bytes)
         except ValueError:
             log.warning("node %s: dropped a malformed message from the hub", self.node)
+            return
+        if kind == "credit":  # from the hub, or the parent agent: room for more output
+            if self.window.credit(stamp_of(header)):
+                self._pump()
             return
         if kind in ("hb", "interrupt", "shutdown"):
             for kid in list(self.kids.values()):
@@ -249,11 +261,14 @@ class NodeAgent:
                 request.reply(rank, header, [msg.payload, *msg.buffers])
                 self._maybe_done(request)
         elif kind == "stream":
-            self.output.add_stream(rank, header.get("id") or "", header["name"], header["text"])
+            self.output.add_stream(rank, header.get("id") or "", header["name"], header["text"],
+                                   self._arrived(rank, header))
         elif kind == "display":
-            for before in self.output.add_display(rank, header.get("id") or "",
-                                                  header["msg_type"], frames[2:]):
-                self._to_hub(before)
+            self.output.add_display(rank, header.get("id") or "", header["msg_type"],
+                                    frames[2:], self._arrived(rank, header))
+            self._pump()
+        elif kind == "more":
+            self._asked(rank, header)
         elif kind == "hb":
             self.load[rank] = [header.get("cpu", 0.0), header.get("rss", 0)]
         elif kind == "register":
@@ -295,7 +310,22 @@ class NodeAgent:
             node = str(header.get("node"))
             self.below[node] = [node, header.get("ranks") or "", bytes(msg.payload).decode()]
             return
-        self._to_hub(frames)  # output passes through as it is
+        if msg.msg_type == "more":
+            self._asked(kid.ident, msg.header)
+            return
+        stamp = stamp_of(msg.header)
+        if msg.msg_type in ("nstream", "display") and stamp is not None:
+            # Output passes through, in order with ours, under this agent's window; its
+            # size is what the agent below counted (the step between its stamps).
+            size = max(stamp - self.credits.last_arrived(kid.ident), 0)
+            self.credits.arrived(kid.ident, stamp)
+            up = dict(msg.header)
+            del up["sent"]
+            self.output.ready.append(Outgoing([frames[0], b"", *frames[2:]], up, size,
+                                              {kid.ident: stamp}))
+            self._pump()
+            return
+        self._to_hub(frames)  # live values pass through as they are
 
     def _maybe_done(self, request: NodeRequest) -> None:
         if request.done:
@@ -303,11 +333,53 @@ class NodeAgent:
             del self.requests[request.id]
 
     def _send_reply(self, request: NodeRequest) -> None:
-        for frames in self.output.take(request.id):  # output before the reply that ends it
-            self._to_hub(frames)
+        self.output.take(request.id)  # output before the reply that ends it
         reply = request.take()
         if reply is not None:
-            self._to_hub(reply)
+            self.output.ready.append(Outgoing(reply))
+        self._pump()
+
+    # -- flow control (plane/credit.py) ---------------------------------------------------
+
+    def _pump(self) -> None:
+        """Send up what is ready, in order, while the window has room; then tell the ranks
+        (and agents below) whose output went up."""
+        ready = self.output.ready
+        window = self.window
+        while ready:
+            out = ready[0]
+            if out.size and not window.fits(out.size):
+                if not window.asked:
+                    window.asked = True
+                    self._to_hub(more_frames(window.sent))
+                return
+            ready.popleft()
+            self._to_hub(out.encode(window.take(out.size) if out.size else None))
+            for sender, stamp in out.credits.items():
+                self._tell(sender, self.credits.taken(sender, stamp))
+
+    def _arrived(self, sender: Sender, header: dict[str, Any]) -> int | None:
+        stamp = stamp_of(header)
+        if stamp is not None:
+            self.credits.arrived(sender, stamp)
+        return stamp
+
+    def _asked(self, sender: Sender, header: dict[str, Any]) -> None:
+        """``sender`` waits for credit (``more``): told at once if all it sent went up."""
+        stamp = stamp_of(header)
+        if stamp is not None:
+            self._tell(sender, self.credits.asked(sender, stamp))
+
+    def _tell(self, sender: Sender, stamp: int | None) -> None:
+        if stamp is None:
+            return
+        # Not _to_rank/_to_kid: a peer found gone here would end requests from inside
+        # _pump; its death is noticed on the request's, or the heartbeat's, next send.
+        if isinstance(sender, int):
+            if sender not in self.gone:
+                self.link.send(self.link.down, str(sender).encode(), credit_frames(stamp))
+        elif (kid := self.kids.get(sender)) is not None:
+            self.link.send(kid.sock, kid.ident, credit_frames(stamp))
 
     # -- deaths -------------------------------------------------------------------------
 

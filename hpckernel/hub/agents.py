@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..plane import Message, pack, shm
+from ..plane.credit import Credits, credit_frames, stamp_of
 from ..plane.headers import PlaneHeader
 from ..plane.wire import attach_segments
 from ..targets import format_sorted, parse_ranks
@@ -61,6 +62,8 @@ class Agents:
         #: subtree when agents form a tree)
         self.node_of: dict[int, str] = {}
         self.routes: set[str] = set()  # agents that talk to the hub
+        #: how far each agent's output is taken in (flow control, plane/credit.py)
+        self.credits: Credits[str] = Credits(pool.settings.output_window)
         self._handlers: dict[str, Callable[[NodeInfo, Message], None]] = {
             "nregister": self._register, "nsummary": self._summary, "nstream": self._stream,
             "display": self._display, "nreply": self._reply, "live": self._live}
@@ -69,6 +72,7 @@ class Agents:
         self.nodes.clear()
         self.node_of.clear()
         self.routes.clear()
+        self.credits.reset()
 
     # -- to the agents --------------------------------------------------------------------
 
@@ -139,6 +143,19 @@ class Agents:
         handler = self._handlers.get(msg.msg_type)
         if handler is not None:
             handler(info, msg)
+        if msg.msg_type in ("nstream", "display", "more"):
+            self._credit(node, msg)
+
+    def _credit(self, node: str, msg: Message) -> None:
+        """Output taken in (merged), or the agent waits (``more``: all it sent before that
+        is taken in): credit to the agent it came through (plane/credit.py)."""
+        stamp = stamp_of(msg.header)
+        if stamp is None:
+            return
+        told = (self.credits.asked if msg.msg_type == "more" else self.credits.taken)(
+            node, stamp)
+        if told is not None:
+            self.send(node, credit_frames(told))
 
     def _register(self, info: NodeInfo, msg: Message) -> None:
         header: PlaneHeader = msg.header  # type: ignore[assignment]

@@ -128,6 +128,13 @@ class HubKernel(IPythonKernel):
     output_memory = Unicode(
         "256MB", help="Memory the hub may use to keep the ranks' whole output of recent "
         "cells; beyond it, output is kept in files in the job directory.").tag(config=True)
+    output_window = Unicode(
+        "4MB", help="Flow control of output: the most bytes of output each sender (a rank "
+        "talking to the hub, or a node agent; a rank behind an agent, to its agent) may have "
+        "on its way that its receiver has not taken in yet. A rank that prints faster than "
+        "the hub takes its output in waits in print; the hub's memory for output in transit "
+        "is at most this much per sender (plus one message, for a larger display). Read when "
+        "the kernel starts.").tag(config=True)
     output_history = Int(
         100, help="How many of the last requests' outputs the hub keeps for %pxoutput and "
         "_px.output(rank).").tag(config=True)
@@ -140,6 +147,17 @@ class HubKernel(IPythonKernel):
             parse_size(proposal["value"])
         except ValueError as e:
             raise TraitError(f"output_memory {e}") from None
+        return str(proposal["value"])
+
+    @validate("output_window")
+    def _check_output_window(self, proposal: dict[str, Any]) -> str:
+        try:
+            size = parse_size(proposal["value"])
+        except ValueError as e:
+            raise TraitError(f"output_window {e}") from None
+        if size < 64 * 1024:
+            raise TraitError(f"output_window {proposal['value']!r} is too small: use at least "
+                             "64KB (one message of a rank's text)")
         return str(proposal["value"])
 
     @validate("output_groups", "output_history")
@@ -181,7 +199,8 @@ class HubKernel(IPythonKernel):
                                 interrupt_grace=self.interrupt_grace,
                                 start_timeout=self.start_timeout,
                                 tcp_ip=node_ip(self.plane_ip), fanin=self.fanin,
-                                agent_timeout=self.agent_timeout, fanout=self.fanout)
+                                agent_timeout=self.agent_timeout, fanout=self.fanout,
+                                output_window=parse_size(self.output_window))
         self.pool = RankPool(self.launcher, self.job_dir, self._publish, settings)
         self.outputs = OutputStore(Path(self.job_dir))
         self._configure_outputs()

@@ -5,7 +5,9 @@ shown once with a range label (``[stdout:0-3]``), differing output per rank in r
 all ranks' text is coalesced into one message per stream per flush, and what exceeds the
 output budget is dropped with a visible notice, never silently. Beyond a number of groups
 (``HubKernel.output_groups``) the notebook gets the first ones in rank order and, at the end,
-one line on the rest, which stays readable from the hub's store (``outputs.py``).
+one line on the rest, which stays readable from the hub's store (``outputs.py``). Text is
+held for the other ranks' copy only up to the budget's burst: in a flood, more could never be
+shown at once, and holding it was what grew the hub.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class OutputBudget:
         self._bytes = self.bytes_per_s * self.burst_s
         self._msgs = self.msgs_per_s * self.burst_s
 
+    @property
+    def burst_bytes(self) -> float:
+        """The most bytes one message can be granted."""
+        return self.bytes_per_s * self.burst_s
+
     def _refill(self) -> None:
         now = time.monotonic()
         dt, self._last = now - self._last, now
@@ -61,8 +68,26 @@ class OutputBudget:
 
 @dataclass
 class _Pending:
-    text: str = ""
+    """A rank's text of one stream not shown yet: pieces, joined once when flushed (adding
+    each piece to a string copied all of it again for every piece: quadratic in a flood)."""
+
+    parts: list[str] = field(default_factory=list)
     since: float = 0.0
+    size: int = 0
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+
+    @property
+    def text(self) -> str:
+        if len(self.parts) > 1:
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
+
+    def keep(self, rest: str) -> None:
+        self.parts[:] = [rest] if rest else []
+        self.size = len(rest)
 
 
 class OutputMerger:
@@ -81,6 +106,7 @@ class OutputMerger:
         self.hold = hold  # how long to wait for the other ranks' copy of a line
         self.done: set[int] = set()
         self.streams: dict[str, dict[int, _Pending]] = {}
+        self._held: dict[str, int] = {}  # bytes of each stream's text not shown yet
         self.results: dict[int, dict[str, Any]] = {}
         self.displays: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         self._display_since = 0.0
@@ -100,10 +126,18 @@ class OutputMerger:
     def add_stream(self, rank: int, name: str, text: str) -> None:
         if self.keep is not None:
             self.keep.add(rank, {"output_type": "stream", "name": name, "text": text})
+        if not text:
+            return
         pending = self.streams.setdefault(name, {}).setdefault(rank, _Pending())
-        if not pending.text:
+        if not pending.parts:
             pending.since = time.monotonic()
-        pending.text += text
+        pending.add(text)
+        held = self._held[name] = self._held.get(name, 0) + len(text)
+        if held > self.budget.burst_bytes:
+            # More than the budget lets through at once is not held for the other ranks'
+            # copy, nor until the next flush: held, it grew with the ranks' speed and with
+            # what the hub took in between two flushes.
+            self.flush(force=True)
 
     def add_display(self, rank: int, msg_type: str, content: dict[str, Any]) -> None:
         if self.keep is not None:
@@ -134,7 +168,7 @@ class OutputMerger:
             self._hidden_notice()
 
     def _flush_stream(self, name: str, force: bool) -> None:
-        pending = {r: p for r, p in self.streams[name].items() if p.text}
+        pending = {r: p for r, p in self.streams[name].items() if p.parts}
         if not pending:
             return
         waiting = [r for r in self.targets if r not in self.done]
@@ -145,7 +179,8 @@ class OutputMerger:
         chunks: dict[int, str] = {}
         if force or expired:
             for rank, p in pending.items():
-                chunks[rank], p.text = p.text, ""
+                chunks[rank] = p.text
+                p.keep("")
         else:
             # Every busy rank has output: take the same number of whole lines from each.
             counts = [p.text.count("\n") for p in pending.values()]
@@ -153,11 +188,14 @@ class OutputMerger:
             if lines == 0:
                 return
             for rank, p in pending.items():
-                cut = _nth_newline(p.text, lines) + 1
-                chunks[rank], p.text = p.text[:cut], p.text[cut:]
+                text = p.text
+                cut = _nth_newline(text, lines) + 1
+                chunks[rank] = text[:cut]
+                p.keep(text[cut:])
         for p in pending.values():
-            if p.text:
+            if p.parts:
                 p.since = time.monotonic()
+        self._held[name] = sum(p.size for p in pending.values())
         groups = self._shown(group_equal(chunks))
         if not groups:
             return  # all of it beyond output_groups: kept, and summed up at the end

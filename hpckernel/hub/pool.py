@@ -23,6 +23,7 @@ from typing import Any
 import zmq.asyncio
 
 from ..plane import Message, pack, write_plane_info
+from ..plane.credit import DEFAULT_WINDOW, Credits, credit_frames, stamp_of
 from .agents import Agents
 from .inflight import InFlight, Publish
 from .launch import LaunchError, RankLauncher, log_tail
@@ -56,6 +57,7 @@ class PoolSettings:
     fanin: str = "direct"  # HubKernel.fanin: direct, agents, or auto (agents if > 1 node)
     agent_timeout: float = 4.0  # seconds of silence after which an agent is dead
     fanout: int = 64  # HubKernel.fanout: above this many nodes, agents form a tree
+    output_window: int = DEFAULT_WINDOW  # HubKernel.output_window, bytes per sender
 
 
 class RankPool:
@@ -73,6 +75,8 @@ class RankPool:
         self.budget = OutputBudget()
         self.live = LiveStore()  # values the ranks publish mid-cell (hpckernel.publish)
         self.agents = Agents(self, self.settings.agent_timeout)
+        #: how far each rank's output is taken in (flow control, plane/credit.py)
+        self.credits: Credits[int] = Credits(self.settings.output_window)
         self.use_agents = False  # decided at each launch (settings.fanin)
         self.loop = asyncio.new_event_loop()
         self.ready: Future[None] = Future()
@@ -162,7 +166,8 @@ class RankPool:
             # The context's I/O threads carry every rank's bytes; the ZAP handler runs on it.
             self.ctx = zmq.asyncio.Context()
             self.transport = Transport(self.ctx, self.size, self.settings.tcp_ip)
-            self.plane_file = write_plane_info(self.job_dir, self.transport.bind())
+            info = replace(self.transport.bind(), window=self.settings.output_window)
+            self.plane_file = write_plane_info(self.job_dir, info)
             self.transport.on_agent = self.agents.handle
             for router in self.transport.routers:
                 self._spawn(self.transport.receive(router, self._handle))
@@ -177,6 +182,7 @@ class RankPool:
             self.ready = Future()
         self.table.reset()
         self.agents.reset()
+        self.credits.reset()
         fanin = self.settings.fanin
         self.use_agents = fanin == "agents" or (fanin == "auto" and self.launcher.node_count() > 1)
         self.launcher.agents = self.use_agents
@@ -286,16 +292,27 @@ class RankPool:
             info.cpu, info.rss = header.get("cpu", 0.0), header.get("rss", 0)
         elif msg.msg_type in ("stream", "display"):
             request = self.inflight.get(header.get("id") or "")
-            if request is None or request.merger is None:
-                return
-            if msg.msg_type == "stream":
-                request.merger.add_stream(rank, header["name"], header["text"])
-            else:
-                request.merger.add_display(rank, header["msg_type"], msg.value())
+            if request is not None and request.merger is not None:
+                if msg.msg_type == "stream":
+                    request.merger.add_stream(rank, header["name"], header["text"])
+                else:
+                    request.merger.add_display(rank, header["msg_type"], msg.value())
+            # Taken in (merged, or dropped: its request is over): the rank may send more.
+            stamp = stamp_of(header)
+            if stamp is not None:
+                self._credit(rank, self.credits.taken(rank, stamp))
+        elif msg.msg_type == "more":  # the rank waits: all it sent before this is taken in
+            stamp = stamp_of(header)
+            if stamp is not None:
+                self._credit(rank, self.credits.asked(rank, stamp))
         elif msg.msg_type == "reply":
             self.inflight.reply(info, header, msg)
         elif msg.msg_type == "live":
             self.live.add(str(header.get("name")), info.rank, msg.value())
+
+    def _credit(self, rank: int, stamp: int | None) -> None:
+        if stamp is not None:
+            self._send_to(rank, credit_frames(stamp))
 
     def register(self, info: RankInfo, header: dict[str, Any]) -> None:
         """A rank's registration (directly, or through its node's agent)."""

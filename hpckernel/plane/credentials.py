@@ -16,6 +16,8 @@ from pathlib import Path
 from .private import check_parents, write_private
 
 PLANE_FILE = "plane.json"
+#: Bytes of output a sender may have in flight by default (``credit.py``).
+DEFAULT_WINDOW = 4 * 2**20
 
 
 @dataclass
@@ -29,6 +31,8 @@ class PlaneInfo:
     client_public: str
     client_secret: str
     size: int  # number of ranks expected
+    #: bytes of output a sender may have in flight (``credit.py``, HubKernel.output_window)
+    window: int = DEFAULT_WINDOW
 
 
 class KeyCheck:

@@ -32,6 +32,7 @@ class PlaneHeader(TypedDict, total=False):
     name: str  # stream name
     text: str
     msg_type: str  # of a display
+    sent: int  # output, credit, more: a sender's running count of output bytes (credit.py)
     # -- registration
     size: int
     pid: int

@@ -1,23 +1,30 @@
 """Capture of a rank's stdout/stderr and rich display output.
 
 Text is buffered and handed to the I/O thread in chunks, so a rank printing in a tight loop
-costs one plane message per flush interval, not one per ``print``.
+costs one plane message per flush interval, not one per ``print``. A chunk waits for room in
+the output window (``plane/credit.py``): a rank that prints faster than the hub takes its
+output in waits in ``print``, with at most ``FLUSH_BYTES`` buffered here.
 """
 
 from __future__ import annotations
 
 import io
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 
-# Flush at once when this much text is waiting, so memory stays bounded during a flood.
+from . import interrupts
+
+# Flush at once when this much text is waiting, so memory stays bounded during a flood; and
+# the most text one message carries (one large write goes as several).
 FLUSH_BYTES = 64 * 1024
 
-SendStream = Callable[[str, str], None]
+#: send(name, text, wait) queues one message; False when the window is full and not ``wait``
+SendStream = Callable[[str, str, bool], bool]
 SendDisplay = Callable[[str, dict[str, Any]], None]
 
 
@@ -32,6 +39,10 @@ class OutStream(io.TextIOBase):
         self._lock = threading.Lock()
         self._parts: list[str] = []
         self._size = 0
+        #: the thread that must never wait here (the I/O thread: it receives the credits a
+        #: writer holding the lock waits for), and what it wrote, sent with the next flush
+        self.no_wait: int | None = None
+        self._aside: deque[str] = deque()
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -57,6 +68,9 @@ class OutStream(io.TextIOBase):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         if not text:
             return 0
+        if threading.get_ident() == self.no_wait:  # a warning while answering a completion
+            self._aside.append(text)
+            return len(text)
         with self._lock:
             self._parts.append(text)
             self._size += len(text)
@@ -70,14 +84,38 @@ class OutStream(io.TextIOBase):
         self.flush()
 
     def flush(self) -> None:
+        """Send what is buffered, waiting for room in the window if need be."""
         with self._lock:
-            if not self._parts:
-                return
-            text = "".join(self._parts)
-            self._parts.clear()
-            self._size = 0
-            # Sent under the lock so that chunks of one stream keep their order.
-            self._send(self.name_, text)
+            self._send_parts(True)
+
+    def try_flush(self) -> None:
+        """Send what is buffered and fits the window now. Called by the I/O thread, which
+        must never wait: it receives the credits (and a writer may hold the lock, waiting)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._send_parts(False)
+            finally:
+                self._lock.release()
+
+    def _send_parts(self, wait: bool) -> None:
+        # Sent under the lock so that chunks of one stream keep their order.
+        while self._aside:
+            self._parts.append(self._aside.popleft())
+        if not self._parts:
+            return
+        text = "".join(self._parts)
+        done = 0
+        try:
+            while done < len(text):
+                chunk = text[done:done + FLUSH_BYTES]
+                with interrupts.held():  # queued and counted, or neither
+                    if not self._send(self.name_, chunk, wait):
+                        break
+                    done += len(chunk)
+        finally:
+            # What is not sent (no room, or an interrupt while waiting) stays buffered.
+            self._parts[:] = [text[done:]] if done < len(text) else []
+            self._size = len(text) - done
 
 
 class RankDisplayHook(DisplayHook):

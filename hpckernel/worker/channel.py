@@ -4,6 +4,10 @@ Any thread may queue outgoing frames with :meth:`HubChannel.send` (a queue plus 
 pipe); only this thread touches the socket. Requests that must be answered while the main
 thread is busy — heartbeats, interrupts, completion, ``peek`` and ``where`` — are served
 here; cells go to the main thread's inbox.
+
+Output goes under a window of credits (``plane/credit.py``): :meth:`HubChannel.send_output`
+waits while the hub (or the node's agent) has not taken in the rank's earlier output, and
+this thread, which receives the credits, never waits on them.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import zmq
 
 from ..plane import Message, PlaneInfo, pack, unpack
 from ..plane.addresses import node_name
+from ..plane.credit import WaitingWindow, more_frames, stamp_of
 from ..plane.shm import prefix_for
 from ..plane.wire import to_shm
+from . import interrupts
 from .limit import ReplyTooLarge, over_limit
 
 log = logging.getLogger(__name__)
@@ -48,6 +54,7 @@ class HubChannel:
         self.control: dict[str, ControlHandler] = {}
         self._outbox: queue.SimpleQueue[tuple[list[Any], Future[zmq.MessageTracker] | None]] = (
             queue.SimpleQueue())
+        self.window = WaitingWindow(info.window)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._busy_lock = threading.Lock()
@@ -77,6 +84,11 @@ class HubChannel:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def thread_ident(self) -> int | None:
+        """The I/O thread's (which must never wait for credits: it receives them)."""
+        return self._thread.ident
+
     def send(self, frames: list[Any], track: bool = False) -> Future[zmq.MessageTracker] | None:
         """Queue frames for the hub. With ``track``, the future gives the ZMQ tracker that
         says when the buffers (user arrays sent without copying) may change again."""
@@ -84,12 +96,38 @@ class HubChannel:
             frames = to_shm(frames, self.shm_prefix)  # copies the large buffers
             track = track and len(frames) > 3  # only buffers still sent without copying
         done: Future[zmq.MessageTracker] | None = Future() if track else None
+        self._queue(frames, done)
+        return done
+
+    def _queue(self, frames: list[Any], done: Future[zmq.MessageTracker] | None = None
+               ) -> None:
         self._outbox.put((frames, done))
         try:
             os.write(self._wake_w, b"x")
         except BlockingIOError:
             pass  # the pipe is full of wake-ups already
-        return done
+
+    def send_output(self, kind: str, header: dict[str, Any], size: int, value: Any = None,
+                    wait: bool = True) -> bool:
+        """Queue one output message (``stream``, ``display``) counting ``size`` bytes against
+        the window; while the window is full, wait for credit (interruptible: the hub's
+        interrupt raises ``KeyboardInterrupt`` here), or return False without ``wait``."""
+        window = self.window
+        with interrupts.held(), window.cond:
+            while not window.fits(size):
+                if not wait:
+                    return False
+                if not window.asked:
+                    window.asked = True
+                    self._queue(more_frames(window.sent))
+                with interrupts.allowed():
+                    if not window.cond.wait(1.0):
+                        window.asked = False  # no answer within a second: ask again
+            # Stamped and queued under the lock: the stamps reach the hub in their order.
+            stamp = window.take(size)
+            self._queue(pack(kind, {**header, "sent": stamp}, value,
+                             has_value=value is not None))
+        return True
 
     def set_busy(self, request_id: str | None) -> None:
         """Called by the main thread around each request; guards interrupts."""
@@ -160,6 +198,9 @@ class HubChannel:
             self._dispatch(msg)
 
     def _dispatch(self, msg: Message) -> None:
+        if msg.msg_type == "credit":
+            self.window.credit(stamp_of(msg.header))
+            return
         if msg.msg_type == "interrupt":
             self._interrupt()
             return

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from ..deathsig import die_with_parent
 from ..plane import Message, pack, read_plane_info
 from ..plane.addresses import node_name
+from ..plane.credit import display_size
 from ..plane.nodes import agent_plane_file, rank_node, wait_for_plane_info
-from . import mpi_files, publish
+from . import interrupts, mpi_files, publish
 from .channel import HubChannel
 from .introspect import peek, where
 from .limit import ReplyTooLarge, over_limit
@@ -64,16 +65,16 @@ class RankRunner:
 
     # -- output, tagged with the request that produced it ----------------------------
 
-    def send_stream(self, name: str, text: str) -> None:
+    def send_stream(self, name: str, text: str, wait: bool = True) -> bool:
         header = {"id": self.request_id, "rank": self.rank, "name": name, "text": text}
-        self.channel.send(pack("stream", header))
+        return self.channel.send_output("stream", header, len(text), wait=wait)
 
     def send_display(self, msg_type: str, content: dict[str, Any]) -> None:
         # Text printed before a display() call must reach the notebook before it.
         sys.stdout.flush()
         sys.stderr.flush()
         header = {"id": self.request_id, "rank": self.rank, "msg_type": msg_type}
-        self.channel.send(pack("display", header, content))
+        self.channel.send_output("display", header, display_size(content), content)
 
     # -- request handlers: each returns (status header fields, value) ------------------
 
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     die_with_parent()  # the rank dies with its launcher process
     # The launcher may start ranks with SIGINT ignored; the hub's interrupts need it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, interrupts.handler)
 
     import faulthandler
 
@@ -267,9 +268,9 @@ def main(argv: list[str] | None = None) -> None:
     inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
     streams: list[OutStream] = []
 
-    def flush_streams() -> None:
+    def flush_streams() -> None:  # the I/O thread's, while a request runs
         for stream in streams:
-            stream.flush()
+            stream.try_flush()
 
     channel = HubChannel(info, rank, inbox, flush=flush_streams, hub_timeout=args.hub_timeout)
     register = {"rank": rank, "size": size, "pid": os.getpid(), "host": node_name(),
@@ -295,6 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     runner = RankRunner(channel, shell, rank)
     streams.extend([OutStream("stdout", runner.send_stream, 1),
                     OutStream("stderr", runner.send_stream, 2)])
+    for stream in streams:
+        stream.no_wait = channel.thread_ident
     sys.stdout, sys.stderr = streams  # type: ignore[assignment]
     runner.streams = (streams[0], streams[1])
     shell.displayhook.send = runner.send_display  # type: ignore[attr-defined]

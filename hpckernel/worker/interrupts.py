@@ -1,0 +1,67 @@
+"""The rank's SIGINT handler: the hub's interrupt (``channel.HubChannel._interrupt``) becomes
+a ``KeyboardInterrupt`` in the main thread, except inside :func:`held` sections.
+
+Queueing a piece of output and counting it as sent (``capture.OutStream``,
+``channel.HubChannel.send_output``) must not be cut in two: an interrupt in between would
+leave a piece queued but not counted (sent again: twice in the rank's output), or a request
+for credit counted but never sent (a wait for ever). There the interrupt is held and raised
+when the section ends; waits inside a section (for credit) stay interruptible
+(:func:`allowed`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+_main = threading.main_thread().ident
+_held = False  # the main thread is in a held section
+_pending = False  # an interrupt arrived meanwhile
+
+
+def handler(signum: int, frame: FrameType | None) -> None:
+    """The SIGINT handler (Python runs it in the main thread)."""
+    global _pending
+    if _held:
+        _pending = True
+        return
+    raise KeyboardInterrupt
+
+
+def _raise_pending() -> None:
+    global _pending
+    if _pending:
+        _pending = False
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """A section of the main thread that an interrupt does not cut (other threads: no-op)."""
+    global _held
+    if threading.get_ident() != _main or _held:
+        yield
+        return
+    _held = True
+    try:
+        yield
+    finally:
+        _held = False
+        _raise_pending()
+
+
+@contextmanager
+def allowed() -> Iterator[None]:
+    """Inside :func:`held`: a wait that an interrupt may end (raised at once if one came)."""
+    global _held
+    if threading.get_ident() != _main or not _held:
+        yield
+        return
+    _held = False
+    try:
+        _raise_pending()
+        yield
+    finally:
+        _held = True
