@@ -88,16 +88,28 @@ class Kernel:
         self.km = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(
             kernel_dirs=[str(tmp / "kernels")]),
             transport_encryption="auto" if encrypted else "disabled")
-        stderr = open(log, "ab") if log else None  # the hub gets a descriptor of its own
-        try:
-            self.km.start_kernel(env={**os.environ, **(env or {})}, cwd=str(cwd or tmp),
-                                 stderr=stderr)
-        finally:
-            if stderr is not None:
-                stderr.close()
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=60)
+        for attempt in (1, 2):
+            stderr = open(log, "ab") if log else None  # the hub gets a descriptor of its own
+            try:
+                self.km.start_kernel(env={**os.environ, **(env or {})},
+                                     cwd=str(cwd or tmp), stderr=stderr)
+            finally:
+                if stderr is not None:
+                    stderr.close()
+            self.kc = self.km.client()
+            self.kc.start_channels()
+            try:
+                self.kc.wait_for_ready(timeout=60)
+                break
+            except RuntimeError:  # "Kernel died before replying to kernel_info"
+                # jupyter_client picks free ports, then the hub binds them: a process of a
+                # test running beside this one can take one in between ("Address already
+                # in use"). A second start picks new ports; a kernel that cannot start at
+                # all fails again.
+                if attempt == 2 or slurm is not None or self.km.is_alive():
+                    raise
+                self.kc.stop_channels()
+                self.km.cleanup_resources()
         self.ranks = ranks
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._iopub_stash: dict[str | None, list[dict[str, Any]]] = {}

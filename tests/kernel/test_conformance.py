@@ -47,6 +47,23 @@ class HubKernelConformance(jupyter_kernel_test.KernelTests):
         # "[hpckernel] waiting for 2 ranks to start" display (a loaded machine starts slowly).
         cls.kc.execute_interactive("pass", timeout=120)
 
+    def flush_channels(self) -> None:
+        """The suite's flush, made certain: it drains what has arrived, but it runs right
+        after a reply, and the kernel's idle status for that request (IOPub is another
+        socket) may still be on its way — then read as the end of the suite's next cell.
+        A kernel_info request's own idle status comes after every earlier message on
+        IOPub: wait for it."""
+        super().flush_channels()
+        msg_id = self.kc.kernel_info()
+        while self.kc.get_shell_msg(timeout=30)["parent_header"].get("msg_id") != msg_id:
+            pass
+        while True:
+            msg = self.kc.get_iopub_msg(timeout=30)
+            if (msg["parent_header"].get("msg_id") == msg_id
+                    and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"):
+                return
+
     @classmethod
     def tearDownClass(cls) -> None:
         super().tearDownClass()
