@@ -84,7 +84,8 @@ async def accounted(slurm: Slurm, job_id: str, state: str, timeout: float = 20) 
 
 def test_job_runs_then_completes(tmp_path: Path) -> None:
     async def test(slurm: Slurm, jobs: Jobs) -> None:
-        script = "#!/bin/sh\nsleep 2\necho hello from $SLURM_JOB_ID on $SLURMD_NODENAME\n"
+        # Long enough to be seen RUNNING by a poller that backs off while the job pends.
+        script = "#!/bin/sh\nsleep 10\necho hello from $SLURM_JOB_ID on $SLURMD_NODENAME\n"
         job_id = await jobs.submit(script, ["--nodes=2", "--time=2"], workdir=tmp_path)
 
         info = await slurm.wait_state(job_id, {"RUNNING"}, timeout=30)
