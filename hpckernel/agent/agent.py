@@ -29,7 +29,7 @@ import zmq
 
 from ..plane import Message, PlaneInfo, pack, unpack
 from ..plane.addresses import node_name
-from ..plane.credit import Credits, SendWindow, credit_frames, more_frames, stamp_of
+from ..plane.credit import Credits, SendWindow, credit_frames, stamp_of
 from ..plane.headers import PlaneHeader
 from ..targets import format_ranks, parse_ranks, rank_intervals
 from .link import Link
@@ -349,9 +349,9 @@ class NodeAgent:
         while ready:
             out = ready[0]
             if out.size and not window.fits(out.size):
-                if not window.asked:
-                    window.asked = True
-                    self._to_hub(more_frames(window.sent))
+                more = window.ask()
+                if more is not None:
+                    self._to_hub(more)
                 return
             ready.popleft()
             self._to_hub(out.encode(window.take(out.size) if out.size else None))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..plane import Message, pack, shm
-from ..plane.credit import Credits, credit_frames, stamp_of
+from ..plane.credit import Credits
 from ..plane.headers import PlaneHeader
 from ..plane.wire import attach_segments
 from ..targets import format_sorted, parse_ranks
@@ -149,13 +149,9 @@ class Agents:
     def _credit(self, node: str, msg: Message) -> None:
         """Output taken in (merged), or the agent waits (``more``: all it sent before that
         is taken in): credit to the agent it came through (plane/credit.py)."""
-        stamp = stamp_of(msg.header)
-        if stamp is None:
-            return
-        told = (self.credits.asked if msg.msg_type == "more" else self.credits.taken)(
-            node, stamp)
-        if told is not None:
-            self.send(node, credit_frames(told))
+        frames = self.credits.answer(node, msg.msg_type, msg.header)
+        if frames is not None:
+            self.send(node, frames)
 
     def _register(self, info: NodeInfo, msg: Message) -> None:
         header: PlaneHeader = msg.header  # type: ignore[assignment]

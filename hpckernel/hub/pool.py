@@ -23,7 +23,7 @@ from typing import Any
 import zmq.asyncio
 
 from ..plane import Message, pack, write_plane_info
-from ..plane.credit import DEFAULT_WINDOW, Credits, credit_frames, stamp_of
+from ..plane.credit import DEFAULT_WINDOW, Credits
 from .agents import Agents
 from .inflight import InFlight, Publish
 from .launch import LaunchError, RankLauncher, log_tail
@@ -298,21 +298,18 @@ class RankPool:
                 else:
                     request.merger.add_display(rank, header["msg_type"], msg.value())
             # Taken in (merged, or dropped: its request is over): the rank may send more.
-            stamp = stamp_of(header)
-            if stamp is not None:
-                self._credit(rank, self.credits.taken(rank, stamp))
+            self._credit(rank, msg)
         elif msg.msg_type == "more":  # the rank waits: all it sent before this is taken in
-            stamp = stamp_of(header)
-            if stamp is not None:
-                self._credit(rank, self.credits.asked(rank, stamp))
+            self._credit(rank, msg)
         elif msg.msg_type == "reply":
             self.inflight.reply(info, header, msg)
         elif msg.msg_type == "live":
             self.live.add(str(header.get("name")), info.rank, msg.value())
 
-    def _credit(self, rank: int, stamp: int | None) -> None:
-        if stamp is not None:
-            self._send_to(rank, credit_frames(stamp))
+    def _credit(self, rank: int, msg: Message) -> None:
+        frames = self.credits.answer(rank, msg.msg_type, msg.header)
+        if frames is not None:
+            self._send_to(rank, frames)
 
     def register(self, info: RankInfo, header: dict[str, Any]) -> None:
         """A rank's registration (directly, or through its node's agent)."""

@@ -75,6 +75,13 @@ class SendWindow:
         self.sent += size
         return self.sent
 
+    def ask(self) -> list[Any] | None:
+        """The ``more`` message to send when a message does not fit, unless one is out."""
+        if self.asked:
+            return None
+        self.asked = True
+        return more_frames(self.sent)
+
     def credit(self, stamp: Any) -> bool:
         """A ``credit`` arrived; True if it gave room."""
         if type(stamp) is not int or stamp <= self.acked:
@@ -122,6 +129,16 @@ class Credits(Generic[K]):
             self._asked.discard(sender)
             return stamp
         return None
+
+    def answer(self, sender: K, msg_type: str, header: Mapping[str, object]
+               ) -> list[Any] | None:
+        """The ``credit`` message owed to ``sender`` for its output message now taken in,
+        or for its ``more`` (None: none now, or the message carries no stamp)."""
+        stamp = stamp_of(header)
+        if stamp is None:
+            return None
+        told = self.asked(sender, stamp) if msg_type == "more" else self.taken(sender, stamp)
+        return None if told is None else credit_frames(told)
 
     def asked(self, sender: K, stamp: int) -> int | None:
         """``sender`` waits, having sent up to ``stamp``: the stamp to tell it now if all of

@@ -26,7 +26,7 @@ import zmq
 
 from ..plane import Message, PlaneInfo, pack, unpack
 from ..plane.addresses import node_name
-from ..plane.credit import WaitingWindow, more_frames, stamp_of
+from ..plane.credit import WaitingWindow, stamp_of
 from ..plane.shm import prefix_for
 from ..plane.wire import to_shm
 from . import interrupts
@@ -117,9 +117,9 @@ class HubChannel:
             while not window.fits(size):
                 if not wait:
                     return False
-                if not window.asked:
-                    window.asked = True
-                    self._queue(more_frames(window.sent))
+                more = window.ask()
+                if more is not None:
+                    self._queue(more)
                 with interrupts.allowed():
                     if not window.cond.wait(1.0):
                         window.asked = False  # no answer within a second: ask again

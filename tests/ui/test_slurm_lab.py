@@ -6,12 +6,12 @@ ending the job."""
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
 from playwright.sync_api import expect
 
 from hpckernel.kernelspec import SLURM_DISPLAY
+from tests.slurm.test_provisioner import queued
 
 from .lab import CELL_TIMEOUT, UI_TIMEOUT, Lab
 
@@ -21,12 +21,6 @@ pytestmark = [pytest.mark.ui, pytest.mark.cluster, pytest.mark.xdist_group("clus
               pytest.mark.timeout(900), pytest.mark.usefixtures("cluster_env")]
 
 WHERE = "import os\nprint(rank, os.environ['SLURMD_NODENAME'], os.environ['SLURM_JOB_ID'])"
-
-
-def queued(job_id: str) -> bool:
-    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i"], capture_output=True,
-                         text=True).stdout
-    return job_id in out.split()
 
 
 def test_slurm_mpi_kernel_in_jupyterlab(lab: Lab) -> None:
