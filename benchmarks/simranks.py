@@ -35,7 +35,7 @@ import zmq
 
 from hpckernel.agent.agent import summary_frames
 from hpckernel.agent.replies import local_targets
-from hpckernel.hub.launch import RankLauncher
+from hpckernel.hub.rank_launchers import RankLauncher
 from hpckernel.plane import Message, PlaneInfo, pack, read_plane_info, unpack
 from hpckernel.targets import format_ranks, rank_intervals
 

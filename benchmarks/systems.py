@@ -424,7 +424,7 @@ SYSTEMS: dict[str, type[System]] = {
 def mpich_env() -> None:
     """Put the venv's mpiexec first on PATH (ipyparallel runs ``mpiexec``) and make
     oversubscribed MPICH ranks yield, as hpckernel's launcher does for its own."""
-    from hpckernel.hub.launch import MPICH_YIELD
+    from hpckernel.hub.rank_launchers import MPICH_YIELD
 
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     for key, value in MPICH_YIELD.items():

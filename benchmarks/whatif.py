@@ -35,7 +35,7 @@ PATCHES: dict[str, list[tuple[str, str, str]]] = {
     "rank-history-off": [("hpckernel/worker/runner.py", "RankShell.instance()", NO_HISTORY)],
     # Two ZMQ I/O threads for the plane, so large replies of several ranks are read in
     # parallel.
-    "plane-io-threads": [("hpckernel/hub/pool.py", "zmq.asyncio.Context()",
+    "plane-io-threads": [("hpckernel/hub/rank_pool.py", "zmq.asyncio.Context()",
                           "zmq.asyncio.Context(io_threads=2)")],
 }
 PATCHES["both"] = PATCHES["rank-history-off"] + PATCHES["plane-io-threads"]

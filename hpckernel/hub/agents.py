@@ -26,7 +26,7 @@ from ..targets import format_sorted, parse_ranks
 from .ranktable import RankInfo
 
 if TYPE_CHECKING:
-    from .pool import RankPool
+    from .rank_pool import RankPool
     from .requests import Request
 
 log = logging.getLogger(__name__)

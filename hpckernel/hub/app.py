@@ -18,8 +18,8 @@ from traitlets import Bunch, List, Type, Unicode, default, validate
 from ..plane.addresses import node_ip
 from .badmessages import CheckedSession, cap_log_records
 from .kernel import HubKernel
-from .launch import SrunLauncher
 from .lease import ClientLease, watch
+from .rank_launchers import SrunLauncher
 
 #: Written by the batch script (launcher/slurm-job.sh) when Slurm's walltime warning comes
 #: before the hub is listening, and read by the next hub.

@@ -35,13 +35,13 @@ from ..sizes import parse_size
 from ..targets import format_sorted
 from ..widgets.magics import JobMagics, LiveMagics
 from .allocation import Allocation
-from .cells import HubMagics, MagicUsageError, PxOptions, route_cell, strip_local_marker
-from .launch import LocalLauncher, RankLauncher
+from .cell_routing import HubMagics, MagicUsageError, PxOptions, route_cell, strip_local_marker
 from .limits import ReplyLimit
 from .magics import PxMagics
 from .outputs import OutputStore
-from .pool import PoolSettings, RankPool, RanksUnavailable
-from .px import CellError, PxCell, PxController
+from .px_controller import CellError, PxCell, PxController
+from .rank_launchers import LocalLauncher, RankLauncher
+from .rank_pool import PoolSettings, RankPool, RanksUnavailable
 from .ranks import RankView
 from .recorder import Recorder
 from .requests import Request

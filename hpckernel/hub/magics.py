@@ -16,9 +16,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from ..targets import format_ranks
 from . import transfer
-from .cells import PXCONFIG_PARSER, PxOptions, parse_magic, parse_px_options
+from .cell_routing import PXCONFIG_PARSER, PxOptions, parse_magic, parse_px_options
 from .introspect import format_peek, format_where
-from .px import PxController
+from .px_controller import PxController
 from .recorder import Recorder
 
 

@@ -1,6 +1,6 @@
 """Merging the output of many ranks into few, labelled IOPub messages.
 
-Rules (DESIGN.md): every output names its ranks; identical output from several ranks is
+Rules (README, "Output rules"): every output names its ranks; identical output from several ranks is
 shown once with a range label (``[stdout:0-3]``), differing output per rank in rank order;
 all ranks' text is coalesced into one message per stream per flush, and what exceeds the
 output budget is dropped with a visible notice, never silently. Beyond a number of groups

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..targets import format_ranks
 from .live import LiveStore
-from .px import PxController, PxHandle
+from .px_controller import PxController, PxHandle
 
 
 class RankView:

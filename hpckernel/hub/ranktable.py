@@ -14,7 +14,7 @@ from typing import Any
 from ..plane.headers import RankState
 from ..sizes import format_memory
 from ..targets import format_ranks
-from .launch import describe_exit, exit_codes, log_tail
+from .rank_launchers import describe_exit, exit_codes, log_tail
 
 
 @dataclass

@@ -36,7 +36,7 @@ def launch_file(connection_info: dict[str, Any], keep_ports: bool) -> dict[str, 
 
 def hub_args(settings: JobSettings, job_dir: JobDir) -> list[str]:
     return [f"--ip={settings.hub_ip}",
-            "--HubKernel.launcher_class=hpckernel.hub.launch.SrunLauncher",
+            "--HubKernel.launcher_class=hpckernel.hub.rank_launchers.SrunLauncher",
             f"--RankLauncher.ranks={settings.ranks}",
             f"--HubKernel.job_dir_parent={job_dir}",
             f"--HubKernel.plane_ip={settings.hub_ip}",

@@ -27,7 +27,7 @@ def _hub_options(spec: RunSpec) -> tuple[int, list[str]]:
     ranks = int(os.environ.get("SLURM_NTASKS") or spec.size)
     job_root = Path.home() / ".hpckernel" / "jobs"  # the compute nodes must see it
     make_private_dir(job_root)
-    return ranks, ["--HubKernel.launcher_class=hpckernel.hub.launch.SrunLauncher",
+    return ranks, ["--HubKernel.launcher_class=hpckernel.hub.rank_launchers.SrunLauncher",
                    "--HubKernel.plane_ip=auto", f"--HubKernel.job_dir_parent={job_root}"]
 
 

@@ -26,7 +26,7 @@ from .sacct import sacct_text
 
 if TYPE_CHECKING:
     from ..hub.kernel import HubKernel
-    from ..hub.pool import RankInfo
+    from ..hub.rank_pool import RankInfo
 
 log = logging.getLogger(__name__)
 COLOURS = {"idle": "#2ca02c", "busy": "#1f77b4", "starting": "#999", "stuck": "#ff7f0e",

@@ -217,7 +217,7 @@ def test_a_bare_slurm_hub_outside_an_allocation_refuses(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_JOB")}
     done = subprocess.run(
         [sys.executable, "-m", "hpckernel.hub", "-f", str(tmp_path / "c.json"),
-         "--HubKernel.launcher_class=hpckernel.hub.launch.SrunLauncher"],
+         "--HubKernel.launcher_class=hpckernel.hub.rank_launchers.SrunLauncher"],
         capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 2
     assert "there is no Slurm allocation here" in done.stderr

@@ -26,10 +26,10 @@ from ..plane import Message, pack, write_plane_info
 from ..plane.credit import DEFAULT_WINDOW, Credits
 from .agents import Agents
 from .inflight import InFlight, Publish
-from .launch import LaunchError, RankLauncher, log_tail
 from .live import LiveStore
 from .merge import OutputBudget, OutputMerger
 from .outputs import RankOutputs
+from .rank_launchers import LaunchError, RankLauncher, log_tail
 from .ranktable import RankInfo, RankTable, describe_unavailable
 from .requests import Request
 from .transport import Transport

@@ -22,12 +22,12 @@ from .. import provenance
 from ..targets import TargetError, format_ranks, parse_targets
 from . import transfer
 from .allocation import Allocation
-from .cells import PxOptions
-from .launch import LaunchError
+from .cell_routing import PxOptions
 from .limits import ReplyLimit
 from .merge import group_equal
 from .outputs import Output, OutputStore, output_size
-from .pool import RankPool, RanksUnavailable, describe_unavailable
+from .rank_launchers import LaunchError
+from .rank_pool import RankPool, RanksUnavailable, describe_unavailable
 from .requests import RemoteError, Request
 from .transfer import TransferError
 
