@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
 
 DATA = Path(__file__).parents[1] / "unit" / "data" / "slurm"
 WATCHED = 180.0  # seconds the kernel is watched with everything open
-PER_MINUTE = 10  # the most Slurm commands a minute allowed in all (README, "A light touch on slurmctld")
+PER_MINUTE = 10  # the most Slurm commands a minute in all (README: "light touch")
 PROMPT = 5.0  # seconds within which a user's action shows despite the backoff
 
 
