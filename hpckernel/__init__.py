@@ -3,12 +3,13 @@
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "dashboard", "liveplot", "publish"]
+__all__ = ["__version__", "attach", "dashboard", "liveplot", "publish"]
 
 
 def publish(name: str, value: Any) -> None:
     """In rank code: send ``value`` to the hub as the latest ``name`` of this rank, while the
-    cell runs (``%liveplot name`` plots it, ``ranks.live[name]`` holds it)."""
+    cell runs (``%liveplot name`` plots it, ``ranks.live[name]`` holds it). In a live batch
+    job the rank keeps it for attached notebooks; elsewhere it does nothing."""
     from .worker.publish import publish
 
     publish(name, value)
@@ -26,3 +27,12 @@ def dashboard() -> Any:
     from .widgets import dashboard
 
     return dashboard()
+
+
+def attach(job: str | int, login: str | None = None, job_root: str | None = None) -> Any:
+    """Attach to a running live batch job (``srun python -m hpckernel.live SCRIPT``): a
+    handle with ``ranks``, ``nodes``, ``where``, ``peek``, ``live``, ``liveplot``,
+    ``execute`` and ``detach`` (``hpckernel.live.client.LiveJob``)."""
+    from .live.client import attach
+
+    return attach(job, login, job_root)

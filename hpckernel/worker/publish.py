@@ -3,10 +3,15 @@
 The rank's main thread queues the message on its I/O thread (``HubChannel.send``), so a
 publish costs a pickle and a queue put, never a wait on the hub. The hub keeps the values
 (``hpckernel.hub.live``) for ``%liveplot`` and ``ranks.live``.
+
+In a live batch job (``python -m hpckernel.live``) the rank keeps them instead, in a bounded
+history that attached notebooks read (``hpckernel.live.history``); in a program started
+neither way, ``publish`` does nothing, so that one script runs either way.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +21,8 @@ from ..plane import pack
 #: Installed by the rank's ``main()``: sends packed frames to the hub.
 _send: Callable[[list[Any]], Any] | None = None
 _rank: int = -1
+#: Installed by the live runner: keeps (name, value) on the rank.
+_keep: Callable[[str, Any], None] | None = None
 
 
 def install(send: Callable[[list[Any]], Any], rank: int) -> None:
@@ -24,14 +31,25 @@ def install(send: Callable[[list[Any]], Any], rank: int) -> None:
     _send, _rank = send, rank
 
 
+def install_keeper(keep: Callable[[str, Any], None]) -> None:
+    """Called once by the live runner (``hpckernel.live.rank``) with its history's ``add``."""
+    global _keep
+    _keep = keep
+
+
 def publish(name: str, value: Any) -> None:
     """Send ``value`` (a number, a small array, a dict of numbers) to the hub as the latest
     value of ``name`` from this rank; ``%liveplot name`` plots them as they arrive."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"publish needs a name (a non-empty str), got {name!r}")
+    if _keep is not None:
+        _keep(name, value)
+        return
     if _send is None:
-        raise RuntimeError("hpckernel.publish works in code that runs on the ranks "
-                           "(a %%px cell), not in the hub or a plain Python process")
+        if "hpckernel.hub.kernel" in sys.modules:  # the hub: nobody would see the value
+            raise RuntimeError("hpckernel.publish works in code that runs on the ranks "
+                               "(a %%px cell), not in the hub")
+        return  # a program not run as a rank or a live job: nothing to do
     # In band: the caller may change the array right after publishing it.
     _send(pack("live", {"name": name, "rank": _rank, "time": time.time()}, value,
                has_value=True, inband=True))

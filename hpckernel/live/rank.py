@@ -1,0 +1,254 @@
+"""One rank of a live job (``python -m hpckernel.live``): the program on the main thread,
+unchanged; beside it, started in the background so that the program does not wait for
+it, the rank's I/O thread (``worker.channel.HubChannel``) talking to its node's agent.
+
+Rank 0 starts the job's endpoint (``root.py``); the first rank of each node starts the
+node's agent (``hpckernel.agent``, as in the kernel). The I/O thread answers, while the
+program runs: heartbeats, ``peek`` (variables of ``__main__`` and of the functions on the
+main thread's stack), ``where`` (the main thread's stack), ``lvals`` (published values
+after a sequence number), and the safepoint protocol (``larm``, ``execute``, ``lcancel``,
+``safepoints.py``). Nothing here can end the program: the live machinery failing leaves a
+warning on stderr and the program running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections import ChainMap
+from pathlib import Path
+from types import FrameType, SimpleNamespace
+from typing import Any
+
+from ..deathsig import die_with_parent
+from ..plane import Message, pack
+from ..plane.addresses import node_name
+from ..plane.credentials import PLANE_FILE
+from ..plane.nodes import NODE_ENV, agent_plane_file, wait_for_plane_info
+from ..plane.private import make_private_dir
+from ..targets import rank_intervals
+from ..worker import publish
+from ..worker.channel import HubChannel
+from ..worker.introspect import peek
+from ..worker.runner import _Heartbeat
+from . import safepoints as sp
+from .cells import CellRunner
+from .history import History
+
+log = logging.getLogger("hpckernel.live")
+
+#: Seconds a rank waits for its node's agent (and the agent for the endpoint) to start.
+START_TIMEOUT = 60.0
+#: Seconds the first ranks wait at the end for the agent (and endpoint) they started.
+END_WAIT = 10.0
+#: Never give up on the endpoint: the program must not end because nobody talks to it.
+FOREVER = 1e9
+
+
+def identity(environ: dict[str, str] | None = None) -> tuple[int, int, str, int, int]:
+    """(rank, size, node key, rank on the node, nodes) from the launcher's environment, as
+    ``launcher/rank.sh`` works them out (``HPCKERNEL_NODES`` pretends K nodes)."""
+    env = os.environ if environ is None else environ
+    rank = int(env.get("PMI_RANK") or env.get("SLURM_PROCID") or
+               env.get("OMPI_COMM_WORLD_RANK") or 0)
+    size = int(env.get("PMI_SIZE") or env.get("SLURM_NTASKS") or
+               env.get("OMPI_COMM_WORLD_SIZE") or 1)
+    pretend = int(env.get("HPCKERNEL_NODES") or 0)
+    if pretend > 0:
+        node = rank * pretend // size
+        first = (node * size + pretend - 1) // pretend
+        return rank, size, str(node), rank - first, pretend
+    if env.get("SLURM_NODEID"):
+        return (rank, size, env["SLURM_NODEID"], int(env.get("SLURM_LOCALID") or 0),
+                int(env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_NNODES") or 1))
+    local = int(env.get("MPI_LOCALRANKID") or env.get("OMPI_COMM_WORLD_LOCAL_RANK") or 0)
+    return rank, size, node_name(), local, 1
+
+
+class LiveChannel(HubChannel):
+    """The rank's I/O thread: an interrupt stops the cell the main thread runs, if any."""
+
+    cells: CellRunner
+
+    def _interrupt(self) -> None:
+        self.cells.interrupt()
+
+
+def _own_frames() -> tuple[str, ...]:
+    import runpy
+
+    return (str(Path(__file__).parent), runpy.__file__ or "?", "<frozen runpy>")
+
+
+class LiveRank:
+    """This rank's live machinery; :meth:`start` returns at once."""
+
+    def __init__(self, rank: int, size: int, node: str, local: int, nodes: int,
+                 directory: Path, job: str, step: str) -> None:
+        self.rank, self.size, self.node, self.local, self.nodes = rank, size, node, local, nodes
+        self.directory = directory
+        self.job, self.step = job, step
+        self.cells = CellRunner()
+        self.state = sp.Safepoints(self._run_cell)
+        self.history = History()
+        self.started = time.monotonic()
+        self.channel: LiveChannel | None = None
+        self.children: list[subprocess.Popen[bytes]] = []
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._own = _own_frames()
+
+    # -- start and end ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        sp.install(self.state)
+        publish.install_keeper(self.history.add)
+        threading.Thread(target=self._connect, name="hpckernel-live-start",
+                         daemon=True).start()
+
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.children.append(subprocess.Popen(
+            [sys.executable, *argv], stdin=subprocess.DEVNULL, env=env,
+            preexec_fn=die_with_parent))
+
+    def _connect(self) -> None:
+        try:
+            if self.rank == 0:
+                make_private_dir(self.directory)
+                self._spawn(["-m", "hpckernel.live.root", str(self.directory), "--job",
+                             self.job, "--step", self.step, "--size", str(self.size),
+                             "--nodes", str(self.nodes)])
+            if self.local == 0:
+                wait_for_plane_info(self.directory / PLANE_FILE, START_TIMEOUT)
+                env = {**os.environ, NODE_ENV: self.node,
+                       "HPCKERNEL_AGENT_NODES": str(self.nodes)}
+                self._spawn(["-m", "hpckernel.agent", str(self.directory), self.node,
+                             "--hub-timeout", str(FOREVER)], env)
+            info = wait_for_plane_info(agent_plane_file(self.directory, self.node),
+                                       START_TIMEOUT)
+            channel = LiveChannel(info, self.rank, queue.SimpleQueue(), flush=lambda: None,
+                                  hub_timeout=FOREVER)
+            channel.cells = self.cells
+            channel.control.update({
+                "hb": _Heartbeat(self.rank), "peek": self._peek, "where": self._where,
+                "lvals": self._values, "larm": self._arm, "execute": self._decide,
+                "lcancel": self._cancel})
+            channel.send(pack("register", {
+                "rank": self.rank, "size": self.size, "pid": os.getpid(), "host": node_name(),
+                "python": sys.version.split()[0], "mpi": "", "error": None}))
+            channel.start()
+            self.channel = channel
+        except Exception as e:  # the program runs on, unwatched
+            print(f"hpckernel.live: rank {self.rank} cannot be attached to: "
+                  f"{type(e).__name__}: {e}", file=sys.stderr)
+        finally:
+            self._ready.set()
+        # Linux's parent-death signal follows the thread that started a child, not the
+        # process: this thread lives as long as the program, so the children do too.
+        self._done.wait()
+
+    def end(self, error: BaseException | None) -> None:
+        """The program returned (or raised ``error``): say so, then wait a little for the
+        processes this rank started (the node's other ranks still use its agent)."""
+        unrun = self.state.end()
+        self._ready.wait(START_TIMEOUT)
+        channel = self.channel
+        if channel is not None:
+            if unrun is not None:
+                channel.send(self._reply(unrun.id, {
+                    "status": "error", "ename": "ProgramEnded",
+                    "evalue": f"the program ended before safepoint {unrun.at}"}))
+            status = {"status": "ok"} if error is None or (
+                isinstance(error, SystemExit) and error.code in (0, None)) else {
+                "status": "error", "ename": type(error).__name__, "evalue": str(error)[:500]}
+            channel.send(pack("lend", {"rank": self.rank, **status}))
+        deadline = time.monotonic() + END_WAIT
+        for child in self.children:
+            try:
+                child.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+        self._done.set()
+        if channel is not None:
+            channel.stop()
+
+    # -- answered by the I/O thread ---------------------------------------------------------
+
+    def _reply(self, request_id: str | None, fields: dict[str, Any], value: Any = None,
+               ) -> list[Any]:
+        return pack("reply", {"id": request_id, "rank": self.rank, **fields}, value,
+                    has_value=value is not None, inband=True)
+
+    def _main_frame(self) -> FrameType | None:
+        return sys._current_frames().get(self.state.main or 0)
+
+    def _user_frames(self) -> list[FrameType]:
+        """The main thread's frames outside this package and runpy, innermost first."""
+        frames = []
+        frame = self._main_frame()
+        while frame is not None:
+            if not frame.f_code.co_filename.startswith(self._own):
+                frames.append(frame)
+            frame = frame.f_back
+        return frames
+
+    def _peek(self, msg: Message) -> list[Any]:
+        main = sys.modules["__main__"].__dict__
+        scopes = [f.f_locals for f in self._user_frames() if f.f_locals is not main]
+        return peek(SimpleNamespace(user_ns=ChainMap(*scopes, main)),  # type: ignore[arg-type]
+                    self.rank, msg)
+
+    def _where(self, msg: Message) -> tuple[str, dict[str, Any], Any]:
+        stack = [{"file": s.filename, "line": s.lineno, "function": s.name,
+                  "code": (s.line or "").strip()}
+                 for s in traceback.extract_stack(self._main_frame())
+                 if not s.filename.startswith(self._own)]
+        state = "ended" if self.state.ended else "busy"
+        return "reply", {"id": msg.header["id"], "rank": self.rank, "status": "ok"}, {
+            "state": state, "seconds": round(time.monotonic() - self.started, 1),
+            "stack": stack, "safepoint": self.state.count}
+
+    def _values(self, msg: Message) -> list[Any]:
+        since = 0
+        for ranks, seq in msg.header.get("since") or []:
+            if any(lo <= self.rank <= hi for lo, hi in rank_intervals(ranks)):
+                since = int(seq)
+                break
+        return self._reply(msg.header["id"], {"status": "ok"},
+                           self.history.since(since, msg.header.get("names")))
+
+    def _arm(self, msg: Message) -> list[Any]:
+        if self.state.ended:
+            return self._reply(msg.header["id"], {
+                "status": "error", "ename": "ProgramEnded",
+                "evalue": "the program has ended: no more safepoints"})
+        return self._reply(msg.header["id"], {"status": "ok",
+                                              "counter": self.state.arm(msg.header["cell"])})
+
+    def _decide(self, msg: Message) -> list[Any] | None:
+        h = msg.header
+        cell = sp.Decided(h["id"], h["cell"], int(h["at"]), h["code"],
+                          h.get("name") or f"<cell {h['cell'][:8]}>")
+        if self.state.decide(cell):
+            return None  # the main thread answers once it ran the cell
+        return self._reply(h["id"], {"status": "error", "ename": "ProgramEnded",
+                                     "evalue": "the program ended before the cell could run"})
+
+    def _cancel(self, msg: Message) -> list[Any]:
+        self.state.cancel(msg.header["cell"])
+        return self._reply(msg.header["id"], {"status": "ok"})
+
+    # -- the main thread, at a safepoint ------------------------------------------------
+
+    def _run_cell(self, cell: sp.Decided, frame: FrameType | None) -> None:
+        fields = self.cells.run(cell.id, cell.code, cell.name, frame)
+        fields["request"] = "execute"
+        channel = self.channel
+        if channel is not None:
+            channel.send(self._reply(cell.id, fields))
