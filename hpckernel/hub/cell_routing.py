@@ -180,6 +180,8 @@ def route_cell(code: str, hub: HubMagics) -> Route:
     if head == "%%local" or head.startswith("%%local "):
         return Route("local", rest, PxOptions())
     if head == "%%px" or head.startswith("%%px "):
+        if "--job" in head.split() or "--job=" in head:  # a live batch job's: the hub asks it
+            return Route("hub", code, PxOptions())
         return Route("px", rest, parse_px_options(head[len("%%px"):]))
     if head.startswith("%%") and head[2:].split(maxsplit=1)[0:1] in ([m] for m in hub.cell):
         return Route("hub", code, PxOptions())

@@ -29,6 +29,7 @@ from traitlets import (
 )
 
 from .. import __version__, provenance
+from ..live.magics import AttachMagics
 from ..plane import make_job_dir
 from ..plane.addresses import node_ip
 from ..sizes import parse_size
@@ -215,8 +216,8 @@ class HubKernel(IPythonKernel):
         assert self.shell is not None
         self.shell.configurables.append(self)  # %config HubKernel.max_reply_size = '8GB'
         self.shell.register_magics(PxMagics(self.shell, self.px, self.recorder),
-                                   JobMagics, LiveMagics)
-        self.hub_magics = HubMagics.of(PxMagics, JobMagics, LiveMagics)
+                                   JobMagics, LiveMagics, AttachMagics)
+        self.hub_magics = HubMagics.of(PxMagics, JobMagics, LiveMagics, AttachMagics)
         self.shell.user_ns["ranks"] = RankView(self.px)
         # %%local cells reach IPython whole (so history keeps them as typed); this drops
         # the marker line before IPython compiles them.

@@ -22,6 +22,18 @@ from .px_controller import PxController
 from .recorder import Recorder
 
 
+def _for_job(line: str) -> bool:
+    """A magic line aimed at a live batch job (``--job JOBID``)."""
+    return "--job" in line.split() or "--job=" in line
+
+
+def job_magic(magic: str, line: str, cell: str | None = None) -> Any:
+    """Hand the magic to the live-job client (``hpckernel.live.magics``)."""
+    from ..live.magics import job_magic
+
+    return job_magic(magic, line, cell)
+
+
 @magics_class
 class PxMagics(Magics):
     def __init__(self, shell: Any, px: PxController, recorder: Recorder) -> None:
@@ -42,7 +54,9 @@ class PxMagics(Magics):
     @cell_magic("px")  # type: ignore[arg-type]
     def px_cell(self, line: str, cell: str) -> Any:
         """%%px [--targets SPEC] [--noblock] [--in NAME [--scatter]] [--out NAME [--concat]]:
-        run the cell on ranks."""
+        run the cell on ranks; with --job JOBID, in that live batch job."""
+        if _for_job(line):
+            return job_magic("px", line, cell)
         return self._run(cell, parse_px_options(line))
 
     def _run(self, code: str, options: PxOptions) -> Any:
@@ -55,7 +69,10 @@ class PxMagics(Magics):
     @line_magic
     def peek(self, line: str) -> None:
         """%peek NAME... [--targets SPEC] [--timeout S]: the current value of variables on
-        the ranks, while they run a cell (answered without stopping them)."""
+        the ranks, while they run a cell (answered without stopping them); with --job JOBID,
+        in that live batch job."""
+        if _for_job(line):
+            return job_magic("peek", line)
         args = parse_magic("peek", line)
         targets, note = self.px.live(self.px.resolve(args.targets))
         if targets:
@@ -66,7 +83,10 @@ class PxMagics(Magics):
 
     @line_magic
     def where(self, line: str) -> None:
-        """%where [--targets SPEC]: what each rank runs now (its Python stack)."""
+        """%where [--targets SPEC] [--job JOBID]: what each rank runs now (its Python
+        stack), or each rank of a live batch job."""
+        if _for_job(line):
+            return job_magic("where", line)
         args = parse_magic("where", line)
         targets, note = self.px.live(self.px.resolve(args.targets))
         if targets:

@@ -4,7 +4,8 @@
 `svg` its static picture; `panel` the ``%dashboard``, `jobviews` the widgets of ``%squeue``
 and ``%%sbatch``, `fallback` what front ends without widgets show, `magics` the magics. No
 module is named like a function of this package (importing it would replace the function).
-In a plain IPython kernel, ``%load_ext hpckernel.widgets`` adds the job magics.
+In a plain IPython kernel, ``%load_ext hpckernel.widgets`` adds the job magics and those of
+live batch jobs (``%attach``, ``--job``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from typing import Any
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext hpckernel.widgets``: the job magics (and, in the hub, the live ones)."""
+    from ..live.magics import AttachMagics, JobOnlyMagics
     from .magics import JobMagics, LiveMagics
 
-    ipython.register_magics(JobMagics)
+    ipython.register_magics(JobMagics, AttachMagics)
     if getattr(getattr(ipython, "kernel", None), "pool", None) is not None:
         ipython.register_magics(LiveMagics)
+    else:  # a plain kernel: %peek, %where, %liveplot, %%px, %dashboard for live jobs only
+        ipython.register_magics(JobOnlyMagics)
 
 
 def liveplot(name: str) -> Any:

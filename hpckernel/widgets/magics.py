@@ -80,14 +80,24 @@ class JobMagics(Magics):
 class LiveMagics(Magics):
     @line_magic
     def dashboard(self, line: str) -> Any:
-        """%dashboard: the job, the walltime and each rank's state, live."""
+        """%dashboard [--job JOBID]: the job, the walltime and each rank's state, live (or
+        those of an attached live batch job)."""
+        if "--job" in line:
+            from ..live.magics import job_magic
+
+            return job_magic("dashboard", line)
         from . import dashboard
 
         return dashboard()
 
     @line_magic
     def liveplot(self, line: str) -> Any:
-        """%liveplot NAME: plot what the ranks publish as NAME (hpckernel.publish)."""
+        """%liveplot NAME [--job JOBID]: plot what the ranks (of a live batch job) publish as
+        NAME (hpckernel.publish)."""
+        if "--job" in line:
+            from ..live.magics import job_magic
+
+            return job_magic("liveplot", line)
         names = line.split()
         if len(names) != 1:
             raise UsageError("%liveplot NAME: the name the ranks publish, e.g. %liveplot loss")
