@@ -32,6 +32,8 @@ from .reach import LoginRoute, find_local
 #: Seconds between pings; an endpoint silent for ``SILENCE`` is checked with Slurm.
 PING = 1.0
 SILENCE = 6.0
+#: Seconds ``attach`` waits for the ranks of a job that just started to connect.
+START = 60.0
 #: Seconds between pulls of published values while a live plot is open.
 PULL = 0.5
 
@@ -77,6 +79,10 @@ class LiveJob:
                                         name=f"hpckernel-live-{job}")
         self._thread.start()
         welcome = self._request("lhello", {}, timeout=30).header
+        deadline = time.monotonic() + START
+        while welcome.get("registered", 0) < self.ranks and time.monotonic() < deadline:
+            time.sleep(0.1)  # a job that just started: its ranks are still connecting
+            welcome = self._request("lhello", {}, timeout=30).header
         self.nodes: dict[str, str] = welcome.get("hosts", {})
         self._state(welcome)
 
@@ -352,14 +358,15 @@ def _show(replies: dict[int, dict[str, Any]]) -> None:
         print(f"[error:{format_ranks(ranks)}] {text}")
 
 
-def attach(job: str | int, login: str | None = None, job_root: str | None = None
-           ) -> LiveJob:
+def attach(job: str | int, login: str | None = None, job_root: str | None = None,
+           ssh_args: list[str] | None = None) -> LiveJob:
     """Attach to the running live job ``job`` (a Slurm job id; a program started with
     ``srun python -m hpckernel.live``), here or through the login node ``login`` (as the
-    Slurm kernel's ``login``). Only the job's owner can: its keys are in a 0600 file."""
+    Slurm kernel's ``login``, with its ``ssh_args``). Only the job's owner can: its keys
+    are in a 0600 file."""
     job = str(job)
     if login:
-        route = LoginRoute(login)
+        route = LoginRoute(login, ssh_args or [])
         info = slurm_sync.run(route.find(job, job_root))
         url = slurm_sync.run(route.tunnel(info.url))
     else:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the hub registers these magics at start: the client loads o
     from .client import LiveJob
 
 #: Jobs attached in this process, by id.
-JOBS: dict[str, "LiveJob"] = {}
+JOBS: dict[str, LiveJob] = {}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -46,8 +46,8 @@ async def find_local(job: str, root: str | None) -> LiveInfo:
 class LoginRoute:
     """The SSH master to the login node and the tunnel to one endpoint."""
 
-    def __init__(self, login: str) -> None:
-        self.access = ClusterAccess(JobSettings(login=login),
+    def __init__(self, login: str, ssh_args: list[str]) -> None:
+        self.access = ClusterAccess(JobSettings(login=login, ssh_args=ssh_args),
                                     logging.getLogger("hpckernel.live.client"))
 
     async def find(self, job: str, root: str | None) -> LiveInfo:
