@@ -29,10 +29,11 @@ def dashboard() -> Any:
     return dashboard()
 
 
-def attach(job: str | int, login: str | None = None, job_root: str | None = None) -> Any:
+def attach(job: str | int, login: str | None = None, job_root: str | None = None,
+           ssh_args: list[str] | None = None) -> Any:
     """Attach to a running live batch job (``srun python -m hpckernel.live SCRIPT``): a
     handle with ``ranks``, ``nodes``, ``where``, ``peek``, ``live``, ``liveplot``,
     ``execute`` and ``detach`` (``hpckernel.live.client.LiveJob``)."""
     from .live.client import attach
 
-    return attach(job, login, job_root)
+    return attach(job, login, job_root, ssh_args)

@@ -38,6 +38,10 @@ START = 60.0
 PULL = 0.5
 
 
+#: The jobs attached in this process, by id (the magics' ``--job`` finds them here).
+ATTACHED: dict[str, LiveJob] = {}
+
+
 class JobEnded(RuntimeError):
     """The job (or its program) ended; ``state`` is Slurm's (``COMPLETED``, ``CANCELLED``,
     ``TIMEOUT``, ``FAILED`` …), or ``ENDED`` where there is no Slurm."""
@@ -165,6 +169,8 @@ class LiveJob:
         self._stop.set()
         self._wake()
         self._thread.join(5)
+        if ATTACHED.get(self.job) is self:
+            del ATTACHED[self.job]
         if self.route is not None:
             slurm_sync.run(self.route.close())
 
@@ -373,4 +379,5 @@ def attach(job: str | int, login: str | None = None, job_root: str | None = None
         route = None
         info = slurm_sync.run(find_local(job, job_root))
         url = info.url
-    return LiveJob(job, info, url, route)
+    handle = ATTACHED[job] = LiveJob(job, info, url, route)
+    return handle

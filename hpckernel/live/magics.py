@@ -21,9 +21,6 @@ from ..targets import format_ranks
 if TYPE_CHECKING:  # the hub registers these magics at start: the client loads on first use
     from .client import LiveJob
 
-#: Jobs attached in this process, by id.
-JOBS: dict[str, LiveJob] = {}
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -43,11 +40,11 @@ def _parser(prog: str, names: bool = False) -> _Parser:
 
 def job(job_id: str, login: str | None = None) -> LiveJob:
     """The attached job ``job_id`` (attached now if it is not, or if it ended)."""
-    from .client import attach
+    from .client import ATTACHED, attach
 
-    handle = JOBS.get(job_id)
+    handle = ATTACHED.get(job_id)
     if handle is None or handle.ended.is_set():
-        handle = JOBS[job_id] = attach(job_id, login)
+        handle = attach(job_id, login)
     return handle
 
 
@@ -105,9 +102,11 @@ class AttachMagics(Magics):
     @line_magic
     def detach(self, line: str) -> None:
         """%detach [JOBID]: leave the job (all attached jobs without one)."""
-        chosen = line.split() or list(JOBS)
+        from .client import ATTACHED
+
+        chosen = line.split() or list(ATTACHED)
         for job_id in chosen:
-            handle = JOBS.pop(job_id, None)
+            handle = ATTACHED.get(job_id)
             if handle is None:
                 raise UsageError(f"%detach: job {job_id} is not attached")
             handle.detach()
