@@ -383,6 +383,9 @@ class Endpoint:
         self.auth.stop()
         self.ctx.term()
         shutil.rmtree(self._ipc_dir, ignore_errors=True)
+        # Every program ended: nothing is left to attach to (a killed job leaves the
+        # directory; attaching to it then says the job does not answer).
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:
