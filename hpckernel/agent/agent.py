@@ -125,9 +125,9 @@ class NodeAgent:
             kinds.LIVE: self._pass_up, kinds.NDEAD: self._pass_up}
         self._to_hub(self._first_register())
 
-    def _first_register(self) -> list[Any]:
+    def _first_register(self, ranks: list[dict[str, Any]] | None = None) -> list[Any]:
         first: PlaneHeader = {"node": self.node, "host": node_name(), "pid": os.getpid(),
-                              "registered": []}
+                              "registered": ranks or []}
         if self.pass_shm:
             first["shm_prefix"] = self.link.shm_prefix
         return pack(kinds.NREGISTER, dict(first))
@@ -197,8 +197,10 @@ class NodeAgent:
         while self.link.up_connected():
             self._connects += 1
             if self._connects > 1:
-                self._to_hub(self._first_register())
-                self.registered = list(self.headers.values())
+                # One message with every rank: the hub sends what is open on them once it
+                # has it, and the parent must know them all by then.
+                self._to_hub(self._first_register(list(self.headers.values())))
+                self.registered = []
 
     # -- from above ---------------------------------------------------------------------
 
@@ -268,16 +270,20 @@ class NodeAgent:
     def _request(self, header: PlaneHeader, frames: list[zmq.Frame]) -> None:
         kind = frames[0].bytes.decode("ascii")
         request_id = str(header["id"])
+        try:
+            intervals = rank_intervals(header.get("targets", ""), MAX_RANKS)
+        except ValueError:
+            _drops.dropped("the hub", "a request with bad targets")
+            return
+        mine = local_targets(intervals, self.subtree)
         request = self.requests.get(request_id)
         if request is None:
-            try:
-                intervals = rank_intervals(header.get("targets", ""), MAX_RANKS)
-            except ValueError:
-                _drops.dropped("the hub", "a request with bad targets")
-                return
-            request = NodeRequest(request_id, kind, local_targets(intervals, self.subtree),
-                                  kinds.is_control(kind))
+            request = NodeRequest(request_id, kind, mine, kinds.is_control(kind))
             self.requests[request_id] = request
+        else:
+            # Sent again (this agent, or one below, was started again): ranks that
+            # registered since are waited for too; those that answered are not asked again.
+            request.add_targets(mine)
         only = header.get("only")
         chosen = [only] if isinstance(only, int) else request.targets
         kids: dict[bytes, AgentBelow] = {}
@@ -345,10 +351,17 @@ class NodeAgent:
         self._to_hub(frames)
 
     def _rank_reply(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
-        request = self.requests.get(msg.header.get("id") or "")
-        if request is not None:
-            request.reply(rank, msg.header, [msg.payload, *msg.buffers])
-            self._maybe_done(request)
+        request_id = msg.header.get("id") or ""
+        request = self.requests.get(request_id)
+        if request is None:
+            # A request this agent has no record of (it was started again since, or gave
+            # the rank up): the reply goes up alone, for the hub to take if it still waits.
+            request = NodeRequest(request_id, str(msg.header.get("request", "")), [rank],
+                                  False)
+        request.reply(rank, msg.header, [msg.payload, *msg.buffers])
+        if request.id not in self.requests:
+            self._send_reply(request)
+        self._maybe_done(request)
 
     def _rank_stream(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
         header = msg.header
@@ -379,6 +392,7 @@ class NodeAgent:
         header = msg.header
         request = self.requests.get(header.get("id") or "")
         if request is None:
+            self._to_hub(frames)  # one this agent has no record of: the hub decides
             return
         at = 0
         for entry in header.get("values", []):
@@ -426,7 +440,7 @@ class NodeAgent:
         self._pump()
 
     def _maybe_done(self, request: NodeRequest) -> None:
-        if request.done:
+        if request.done and request.id in self.requests:
             self._send_reply(request)
             del self.requests[request.id]
 

@@ -48,6 +48,14 @@ class NodeRequest:
         self.lost: list[int] = []
         self.interrupted = False
 
+    def add_targets(self, ranks: list[int]) -> None:
+        """More of the node's ranks (sorted) to wait for: those registered since the
+        request first came (a copy sent again after an agent was started again)."""
+        new = [r for r in ranks if r not in self.pending and r not in self.targets]
+        if new:
+            self.targets = sorted({*self.targets, *new})
+            self.pending.update(new)
+
     @property
     def done(self) -> bool:
         return not self.pending
