@@ -16,7 +16,8 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 
-from .provisioner.settings import SettingError, check_login, to_argv
+from .jobrequest import SettingError
+from .jobrequest.options import to_argv
 from .resources import template_dir
 
 LOCAL_NAME = "mpi-local"
@@ -61,13 +62,9 @@ def get_slurm_kernel_dict(provisioner: dict[str, Any], display_name: str | None 
                           python: str | None = None, env: dict[str, str] | None = None
                           ) -> dict[str, Any]:
     """The ``kernel.json`` of a "Slurm MPI" kernel; ``provisioner`` holds the
-    SlurmProvisioner's trait values (partition, nodes, ntasks_per_node, time, …)."""
-    for key in ("nodes", "ntasks_per_node"):
-        if key in provisioner and provisioner[key] < 1:
-            raise KernelSpecError(f"--{key.replace('_', '-')} must be at least 1, "
-                                  f"not {provisioner[key]}")
+    SlurmProvisioner's trait values (partition, nodes, ntasks_per_node, time, …), checked
+    by the traits themselves."""
     try:
-        check_login(provisioner.get("login", ""))
         options = to_argv(provisioner)
     except SettingError as e:
         raise KernelSpecError(str(e)) from None

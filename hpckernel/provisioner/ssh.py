@@ -20,17 +20,9 @@ import psutil
 
 from ..plane import make_job_dir
 from ..slurm import CommandResult, CommandRunner, LocalRunner, SlurmError, SlurmNotFoundError
+from .errors import LoginError, PortTakenError
 
 log = logging.getLogger(__name__)
-
-
-class LoginError(RuntimeError):
-    """The login node could not be reached; the message names the host and the cause."""
-
-
-class PortTakenError(RuntimeError):
-    """A local tunnel port the kernel's clients use is held by another process: they must
-    not be sent there (without CurveZMQ it would read every cell)."""
 
 
 def explain_ssh_failure(destination: str, stderr: str) -> str:

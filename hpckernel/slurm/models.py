@@ -89,7 +89,7 @@ class JobInfo:
 class PartitionInfo:
     """Limits of one partition, from `scontrol show partition -o`.
 
-    Used to check a request before submitting (see `hpckernel.slurm.jobs.check_request`),
+    Used to check a request before submitting (see `hpckernel.slurm.limits`),
     because a site may accept an over-limit job and leave it pending forever with reason
     PartitionTimeLimit instead of refusing it.
     """

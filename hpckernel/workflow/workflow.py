@@ -208,18 +208,7 @@ class Workflow:
 
     def logs(self, step: str, lines: int = 20) -> str:
         """The last `lines` lines of the output of the step's current job."""
-        path = self.engine.log_path(step)
-        if path is None:
-            return f"step {step!r} has not been submitted"
-        try:
-            with path.open("rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 256 * lines))
-                tail = f.read().decode("utf-8", errors="replace").splitlines()[-lines:]
-        except FileNotFoundError:
-            st = self.engine.statuses[step]
-            return f"no output yet ({path} does not exist; step {step!r} is {st.state})"
-        return "\n".join(tail)
+        return self.engine.log_tail(step, lines)
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write the workflow file (to `path`, which becomes its file, if given)."""
@@ -230,9 +219,10 @@ class Workflow:
     def widget(self) -> WorkflowWidget:
         """The live ipywidgets view."""
         if self._widget is None:
+            # ipywidgets is imported when a view is first shown, not with every workflow.
             from .widget import WorkflowWidget
 
-            self._widget = WorkflowWidget(self)
+            self._widget = WorkflowWidget(self.engine)
         return self._widget
 
     def _title(self) -> str:

@@ -11,8 +11,8 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.provisioning import KernelProvisionerFactory
 
-from hpckernel.bridge.launcher import build_parser
-from hpckernel.provisioner.settings import from_args
+from hpckernel.bridge.argv_kernel import build_parser
+from hpckernel.jobrequest.options import from_args
 
 BIN = Path(sys.executable).parent
 
