@@ -27,6 +27,7 @@ def cell_text(cell: Any) -> str:
 
 
 def run_demo(ranks: int, notebook: str | None, output: str | None, timeout: float) -> int:
+    """``hpckernel demo``: run the example notebook on ``ranks`` local ranks; its exit code."""
     source = Path(notebook) if notebook else template_dir("examples") / "mpi_demo.ipynb"
     target = Path(output) if output else Path.cwd() / f"{source.stem}.out.ipynb"
     if not source.is_file():

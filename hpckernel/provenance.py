@@ -52,6 +52,7 @@ def log_path(notebook: Path | None, cwd: Path) -> Path:
 # -- the environment, probed once per hub ----------------------------------------------------
 
 def package_versions() -> dict[str, str]:
+    """The installed versions of the packages a record names (missing ones left out)."""
     versions = {}
     for name in PACKAGES:
         try:

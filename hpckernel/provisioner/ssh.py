@@ -190,6 +190,7 @@ class SSHRunner(CommandRunner):
     async def run(self, argv: Sequence[str], *, input: bytes | None = None,
                   timeout: float, env: Mapping[str, str] | None = None) -> CommandResult:
         # ``env`` is this machine's: on the login node commands have its own environment.
+        """Run ``argv`` on the login node; an ssh failure is a `SlurmError` naming the host."""
         result = await self.connection.run(argv, input=input, timeout=timeout)
         if result.returncode == 255:  # ssh's own failure, not the command's
             raise SlurmError(explain_ssh_failure(self.connection.destination, result.stderr),

@@ -34,6 +34,8 @@ def _job_id(line: str, magic: str) -> str:
 
 @magics_class
 class JobMagics(Magics):
+    """``%squeue``, ``%%sbatch``, ``%scancel``, ``%sacct``: Slurm job control in a cell."""
+
     @line_magic
     def squeue(self, line: str) -> Any:
         """%squeue: your jobs, each with a Cancel button."""
@@ -78,6 +80,8 @@ class JobMagics(Magics):
 
 @magics_class
 class LiveMagics(Magics):
+    """``%dashboard`` and ``%liveplot``, in the hub's ``%%local`` namespace."""
+
     @line_magic
     def dashboard(self, line: str) -> Any:
         """%dashboard: the job, the walltime and each rank's state, live."""

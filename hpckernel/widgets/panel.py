@@ -35,6 +35,7 @@ COLOURS = {"idle": "#2ca02c", "busy": "#1f77b4", "starting": "#999", "stuck": "#
 
 
 def rank_table(infos: list[RankInfo]) -> str:
+    """The ranks as an HTML table: state, cell, CPU, memory, host."""
     rows = "".join(
         f"<tr><td>{i.rank}</td><td style='color:{COLOURS.get(i.state, '#000')}'>"
         f"<b class='hpc-state'>{i.state}</b></td><td>{html.escape(i.cell) or '-'}</td>"
@@ -92,6 +93,7 @@ class Dashboard(TextFallback, w.VBox):
                 log.exception("dashboard refresh failed")
 
     def refresh(self) -> None:
+        """Redraw from the hub's rank table and the job's last known state."""
         alloc = self.kernel.allocation
         if alloc is None:
             self.job.value = f"<b>local</b> · {self.pool.size} ranks"
@@ -142,6 +144,7 @@ class Dashboard(TextFallback, w.VBox):
         jobviews.show_async(self.details, sacct_text(alloc.job_id))
 
     def close(self) -> None:
+        """Stop the refreshing and following, and close the widget."""
         self._closed.set()
         if self._watch is not None:
             self._watch.close()

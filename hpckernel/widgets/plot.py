@@ -58,9 +58,11 @@ class LivePlot(TextFallback, anywidget.AnyWidget):
             self.send(change)
 
     def fallbacks(self) -> dict[str, Any]:
+        """The text fallbacks and an SVG of the current points."""
         return {**super().fallbacks(),
                 "image/svg+xml": svg.render(self.points.snapshot(), self.published)}
 
     def close(self) -> None:
+        """Stop taking values, and close the widget."""
         self._stop()
         super().close()

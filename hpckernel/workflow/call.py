@@ -39,6 +39,7 @@ def label(fn: Callable[..., Any]) -> str:
 
 
 def result_path(prefix: Path, job_id: str, rank: int) -> Path:
+    """Where rank ``rank`` of job ``job_id`` writes its outcome."""
     return prefix.with_name(f"{prefix.name}.{job_id}.{rank}.pkl")
 
 
@@ -72,6 +73,8 @@ def _write(path: Path, outcome: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
+    """``python -m hpckernel.workflow.call CALL.pkl RESULT_PREFIX``, in the step's job: 1
+    if the call raised."""
     if len(argv) != 2:
         print("usage: python -m hpckernel.workflow.call CALL.pkl RESULT_PREFIX", file=sys.stderr)
         return 2

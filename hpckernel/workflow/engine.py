@@ -95,6 +95,7 @@ class Engine:
         self.statuses[name] = StepStatus(name, step.kind, state, run.job_id if run else None)
 
     def step(self, name: str) -> Step:
+        """The step named ``name``; DefinitionError naming the steps there are."""
         try:
             return self.doc.steps[name]
         except KeyError:
@@ -180,6 +181,7 @@ class Engine:
         await asyncio.to_thread(fileformat.write, self.doc.path, text)
 
     async def save(self, path: Path | None = None) -> Path:
+        """Write the workflow file (to ``path``, in the same directory, if given); its path."""
         async with self._lock:
             if path is not None:
                 if path.parent != self.doc.path.parent:
@@ -245,6 +247,7 @@ class Engine:
         self.watch()
 
     async def stop_watching(self) -> None:
+        """Stop following the active steps' jobs (the widget went away)."""
         self._unwatch()
 
     # ---------------------------------------------------------------- submitting

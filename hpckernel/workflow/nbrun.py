@@ -42,6 +42,8 @@ def run(source: Path, target: Path, parameters: Mapping[str, Any], kernel: str) 
 
 
 def main(argv: Sequence[str]) -> int:
+    """``python -m hpckernel.workflow.nbrun SOURCE TARGET``, in a notebook step's job: 1 if
+    a cell failed."""
     parser = argparse.ArgumentParser(prog="python -m hpckernel.workflow.nbrun")
     parser.add_argument("source", type=Path)
     parser.add_argument("target", type=Path)

@@ -187,6 +187,7 @@ def check_step(step: Step, known: Sequence[str], base: Path, *, files: bool = Tr
 
 
 def check_file(path: Path, step: str, what: str) -> None:
+    """DefinitionError unless ``path`` (a step's script or notebook) is a file."""
     if not path.is_file():
         raise DefinitionError(f"step {step!r}: {what} {str(path)!r} does not exist (paths are "
                               "relative to the workflow file's directory)")

@@ -91,6 +91,7 @@ class Workflow:
 
     @property
     def name(self) -> str:
+        """The workflow's name."""
         return self.engine.doc.name
 
     @property
@@ -100,6 +101,7 @@ class Workflow:
 
     @property
     def steps(self) -> dict[str, Step]:
+        """The steps by name, in the order they were defined."""
         return dict(self.engine.doc.steps)
 
     def __getitem__(self, name: str) -> Step:
