@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import nbformat
+from nbformat import NotebookNode
 
 from . import notebook_run
 from .resources import template_dir
 
 
-def cell_text(cell: Any) -> str:
+def cell_text(cell: NotebookNode) -> str:
     """A code cell's outputs as the text a reader sees: streams, text/plain results, and
     errors as `ename: evalue`."""
     parts = []

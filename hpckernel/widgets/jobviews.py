@@ -15,7 +15,7 @@ import asyncio
 import html
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import ipywidgets as w
 import traitlets
@@ -67,7 +67,7 @@ class SqueueWidget(TextFallback, w.VBox):
     trouble = traitlets.Unicode(help="why Slurm could not be asked, and when it is tried "
                                 "again (empty while it answers)").tag(sync=True)
 
-    def __init__(self, slurm: Slurm | None = None, **kwargs: Any) -> None:
+    def __init__(self, slurm: Slurm | None = None, **kwargs: object) -> None:
         self.slurm = slurm or Slurm()
         self.poller = Poller.of(self.slurm)
         self.header = w.HTML("<b><tt>" + html.escape(
@@ -155,7 +155,7 @@ class SbatchWidget(TextFallback, w.VBox):
                                 "again (empty while it answers)").tag(sync=True)
 
     def __init__(self, job: Job | None, error: BaseException | None = None,
-                 **kwargs: Any) -> None:
+                 **kwargs: object) -> None:
         self.status = w.HTML()
         self.output = w.HTML()
         self.resubmit_button = w.Button(description="Resubmit",

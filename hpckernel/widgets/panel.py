@@ -14,7 +14,8 @@ from __future__ import annotations
 import html
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
 import ipywidgets as w
 import traitlets
@@ -52,7 +53,7 @@ class Dashboard(TextFallback, w.VBox):
     states: traitlets.List[str] = traitlets.List(
         help="each rank's state as last shown").tag(sync=True)
 
-    def __init__(self, kernel: HubKernel, interval: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, kernel: HubKernel, interval: float = 1.0, **kwargs: object) -> None:
         assert kernel.pool is not None
         self.kernel = kernel
         self.pool = kernel.pool
@@ -130,7 +131,7 @@ class Dashboard(TextFallback, w.VBox):
         self.message.value = "restarting the ranks…"
         done = self.pool.restart()
 
-        def finished(f: Any) -> None:
+        def finished(f: Future[None]) -> None:
             error = f.exception()
             self.message.value = html.escape(f"restart failed: {error}" if error else
                                              f"{self.pool.size} fresh ranks ready")

@@ -122,8 +122,8 @@ class Workflow:
                               script=os.fspath(script) if script is not None else None,
                               command=command))
 
-    def function(self, name: str, fn: Callable[..., Any], *, args: Sequence[Any] = (),
-                 kwargs: Mapping[str, Any] | None = None, ranks: int | None = None,
+    def function(self, name: str, fn: Callable[..., object], *, args: Sequence[object] = (),
+                 kwargs: Mapping[str, object] | None = None, ranks: int | None = None,
                  after: object = None, sbatch_args: Sequence[str] = (),
                  **options: OptionValue) -> Step:
         """A job calling `fn(*args, **kwargs)` (cloudpickled now), under `srun` on `ranks`
@@ -141,7 +141,7 @@ class Workflow:
                               label=call.label(fn), ranks=ranks), data)
 
     def notebook(self, name: str, notebook: str | os.PathLike[str], *,
-                 parameters: Mapping[str, Any] | None = None, after: object = None,
+                 parameters: Mapping[str, object] | None = None, after: object = None,
                  sbatch_args: Sequence[str] = (), **options: OptionValue) -> Step:
         """A job executing `notebook` headless (nbclient, kernel python3) with `parameters`
         injected after its cell tagged "parameters"; the executed notebook is written next
