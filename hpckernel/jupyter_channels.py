@@ -2,7 +2,8 @@
 
 Read by whoever moves a kernel's channels between machines: the Slurm provisioner (the
 hub's ports through the job directory and the SSH tunnels) and the argv bridge (its relay
-and tunnels from a front end's ports to the hub's).
+and tunnels from a front end's ports to the hub's). :func:`channel_address` checks a
+connection file's ports, :func:`key_bytes` reads its keys.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ class ChannelAddress(TypedDict):
     stdin_port: int
     control_port: int
     hb_port: int
+
+
+def key_bytes(value: str | bytes | None) -> bytes:
+    """A connection file's key (HMAC, CurveZMQ) as the bytes zmq and ``Session`` take:
+    jupyter_client holds them as bytes, a file read back as str; None as empty."""
+    return value.encode() if isinstance(value, str) else value or b""
 
 
 def channel_address(ip: str, ports: Mapping[str, object]) -> ChannelAddress:

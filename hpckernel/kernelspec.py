@@ -82,7 +82,7 @@ def get_slurm_kernel_dict(provisioner: Mapping[str, object], display_name: str |
         raise KernelSpecError(str(e)) from None
     spec: KernelJSON = {
         # Front ends without kernel provisioners (VS Code, jupyter console) run argv: a
-        # launcher that submits the job itself. Provisioner-aware ones use the metadata.
+        # bridge that submits the job itself. Provisioner-aware ones use the metadata.
         "argv": [python or sys.executable, "-m", "hpckernel.bridge", "-f", "{connection_file}",
                  *options],
         "display_name": display_name or SLURM_DISPLAY,

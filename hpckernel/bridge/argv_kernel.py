@@ -32,7 +32,7 @@ from jupyter_client.session import Session
 
 from ..jobrequest import JobSettings, SettingError
 from ..jobrequest.options import add_arguments, from_args
-from ..jupyter_channels import PORTS, channel_address
+from ..jupyter_channels import PORTS, channel_address, key_bytes
 from ..provisioner.errors import ProvisionerError
 from ..provisioner.kernel_job import KernelJob
 from ..slurm import SlurmError
@@ -119,7 +119,7 @@ class Bridge:
         if not (public and secret) and self.relay is not None and self.settings.encryption:
             public, secret = (k.decode() for k in zmq.curve_keypair())
             info["curve_publickey"], info["curve_secretkey"] = public, secret
-        return info, _bytes(public or b""), _bytes(secret or b"")
+        return info, key_bytes(public), key_bytes(secret)
 
     def _control_socket(self, address: str, public: bytes, secret: bytes
                         ) -> zmq.Socket[bytes]:
@@ -136,7 +136,7 @@ class Bridge:
         if self._interrupts is None:
             self.stop("SIGINT while the job is not running yet")
             return
-        session = Session(key=_bytes(self.connection.get("key") or ""),
+        session = Session(key=key_bytes(self.connection.get("key")),
                           signature_scheme=self.connection.get("signature_scheme",
                                                                "hmac-sha256"))
         session.send(self._interrupts, "interrupt_request", {})
@@ -178,10 +178,6 @@ class Bridge:
                 self.watchdog.stdin.write(b'"done"\n')
                 self.watchdog.stdin.close()
                 await self.watchdog.wait()
-
-
-def _bytes(value: str | bytes) -> bytes:
-    return value.encode() if isinstance(value, str) else value
 
 
 def read_connection_file(path: str) -> KernelConnectionInfo:

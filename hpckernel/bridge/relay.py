@@ -15,7 +15,7 @@ import threading
 import zmq
 from jupyter_client.connect import KernelConnectionInfo
 
-from ..jupyter_channels import PORTS, ChannelAddress, Port
+from ..jupyter_channels import PORTS, ChannelAddress, Port, key_bytes
 from .errors import RelayError
 
 # Request channels: the front end's DEALER → our ROUTER → our DEALER → the hub's ROUTER.
@@ -52,8 +52,8 @@ class Relay:
             sock = self.ctx.socket(kind)
             sock.linger = 0
             if public and secret:
-                sock.curve_secretkey = _bytes(secret)
-                sock.curve_publickey = _bytes(public)
+                sock.curve_secretkey = key_bytes(secret)
+                sock.curve_publickey = key_bytes(public)
                 sock.curve_server = True
             if kind == zmq.XPUB:
                 # Pass every subscription on, so that each new subscriber gets the hub's
@@ -123,6 +123,3 @@ class Relay:
                 sock.close(linger=0)  # never relayed: the hub was not reached
         self.ctx.term()
 
-
-def _bytes(value: str | bytes) -> bytes:
-    return value.encode() if isinstance(value, str) else value

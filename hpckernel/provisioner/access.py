@@ -3,7 +3,7 @@
 ``ClusterAccess`` owns the SSH master connection (when there is a login node), the
 ``Slurm`` commands that run through it, the kernel's job directory and the tunnels to the
 hub's ports; it rebuilds a lost master with the tunnels on the same local ports. It needs
-no KernelManager: the provisioner and the argv launcher use it alike.
+no KernelManager: the provisioner and the argv bridge use it alike.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``KernelJob`` strings the parts together: ``ClusterAccess`` (SSH login, job directory,
 tunnels), ``start`` (sbatch or a job step), ``watch`` (queue wait, liveness). The Slurm
-provisioner drives it for jupyter_client; the argv launcher (``hpckernel.bridge``) drives
+provisioner drives it for jupyter_client; the argv bridge (``hpckernel.bridge``) drives
 it for front ends that run kernel.json's argv themselves.
 """
 

@@ -16,24 +16,22 @@ import zmq.asyncio
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.session import Session
 
+from ..jupyter_channels import key_bytes
+
 
 def _curve_client(sock: zmq.asyncio.Socket, info: KernelConnectionInfo) -> None:
     """Make ``sock`` a CurveZMQ client of the kernel, when ``info`` has keys."""
-    public, secret = _bytes(info.get("curve_publickey")), _bytes(info.get("curve_secretkey"))
+    public = key_bytes(info.get("curve_publickey"))
+    secret = key_bytes(info.get("curve_secretkey"))
     if public and secret:
         sock.curve_secretkey, sock.curve_publickey, sock.curve_serverkey = (
             secret, public, public)
 
 
-def _bytes(value: str | bytes | None) -> bytes:
-    """A key as the bytes zmq and Session take (connection info holds str or bytes)."""
-    return value.encode() if isinstance(value, str) else value or b""
-
-
 async def iopub_works(info: KernelConnectionInfo, timeout: float) -> bool:
     """Whether a request's IOPub messages come back through ``info``'s ports (the
     connection info clients use) within ``timeout`` seconds."""
-    session = Session(key=_bytes(info.get("key")),
+    session = Session(key=key_bytes(info.get("key")),
                       signature_scheme=info.get("signature_scheme", "hmac-sha256"))
     ctx = zmq.asyncio.Context()
     sub = ctx.socket(zmq.SUB)

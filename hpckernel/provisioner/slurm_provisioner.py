@@ -2,7 +2,7 @@
 
 jupyter_client's KernelManager calls the methods below in its usual order (pre_launch →
 launch_kernel → poll… → shutdown_requested → wait → cleanup); each docstring names its
-caller. The work is done by ``KernelJob`` (``kernel_job.py``), which the argv launcher for
+caller. The work is done by ``KernelJob`` (``kernel_job.py``), which the argv bridge for
 front ends without provisioners uses too. The provisioner and the batch job meet in the
 kernel's job directory: the provisioner writes the connection file (key, ports 0) there as
 ``hub-start.json``; the batch script starts the hub on it; the hub binds its ports and
