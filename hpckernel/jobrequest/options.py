@@ -61,7 +61,6 @@ def _reader(name: str) -> Callable[[str], object]:
             raise argparse.ArgumentTypeError(str(e)) from None
         return value
 
-    read.__name__ = name  # argparse names the type in its "invalid … value" message
     return read
 
 
