@@ -19,7 +19,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from ..targets import format_ranks
 
 if TYPE_CHECKING:  # the hub registers these magics at start: the client loads on first use
+    from ..widgets.plot import LivePlot
     from .client import LiveJob
+    from .panel import JobPanel
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,6 +58,16 @@ def _show(values: dict[int, Any], label: str, name: str = "") -> None:
         prefix = f"{name} =" if name else ""
         sep = "\n" if "\n" in text or not prefix else " "
         print(f"[{label}:{format_ranks(ranks)}] {prefix}{sep}{text}".replace("] \n", "]\n"))
+
+
+def job_dashboard(line: str) -> JobPanel:
+    """``%dashboard --job JOBID`` (the hub's magic hands such a line here)."""
+    return job_magic("dashboard", line)  # type: ignore[no-any-return]
+
+
+def job_liveplot(line: str) -> LivePlot:
+    """``%liveplot --job JOBID NAME`` (the hub's magic hands such a line here)."""
+    return job_magic("liveplot", line)  # type: ignore[no-any-return]
 
 
 def job_magic(magic: str, line: str, cell: str | None = None) -> Any:

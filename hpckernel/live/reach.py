@@ -11,7 +11,7 @@ import logging
 from ..plane.private import check_private_dir
 from ..provisioner.access import ClusterAccess
 from ..provisioner.jobdir import remote_home
-from ..provisioner.settings import JobSettings
+from ..jobrequest import JobSettings
 from .files import JOB_ROOT_ENV, LIVE_FILE, LiveInfo, live_dir, newest_step, parse_live_info
 
 

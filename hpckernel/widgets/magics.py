@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import os
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from ..slurm import SlurmError, sync
 from ..slurm.jobcontrol import Job, submit
+
+if TYPE_CHECKING:  # types only: see above
+    from ..live.panel import JobPanel
+    from .jobviews import SbatchWidget, SqueueWidget
+    from .panel import Dashboard
+    from .plot import LivePlot
 
 
 def _job_id(line: str, magic: str) -> str:
@@ -34,8 +40,10 @@ def _job_id(line: str, magic: str) -> str:
 
 @magics_class
 class JobMagics(Magics):
+    """``%squeue``, ``%%sbatch``, ``%scancel``, ``%sacct``: Slurm job control in a cell."""
+
     @line_magic
-    def squeue(self, line: str) -> Any:
+    def squeue(self, line: str) -> SqueueWidget:
         """%squeue: your jobs, each with a Cancel button."""
         from . import jobviews
 
@@ -44,7 +52,7 @@ class JobMagics(Magics):
         return view
 
     @cell_magic
-    def sbatch(self, line: str, cell: str) -> Any:
+    def sbatch(self, line: str, cell: str) -> SbatchWidget:
         """%%sbatch [sbatch options]: submit the cell as a batch script and follow the job."""
         from . import jobviews
 
@@ -78,26 +86,28 @@ class JobMagics(Magics):
 
 @magics_class
 class LiveMagics(Magics):
+    """``%dashboard`` and ``%liveplot``, in the hub's ``%%local`` namespace."""
+
     @line_magic
-    def dashboard(self, line: str) -> Any:
+    def dashboard(self, line: str) -> Dashboard | JobPanel:
         """%dashboard [--job JOBID]: the job, the walltime and each rank's state, live (or
         those of an attached live batch job)."""
         if "--job" in line:
-            from ..live.magics import job_magic
+            from ..live.magics import job_dashboard
 
-            return job_magic("dashboard", line)
+            return job_dashboard(line)
         from . import dashboard
 
         return dashboard()
 
     @line_magic
-    def liveplot(self, line: str) -> Any:
+    def liveplot(self, line: str) -> LivePlot:
         """%liveplot NAME [--job JOBID]: plot what the ranks (of a live batch job) publish as
         NAME (hpckernel.publish)."""
         if "--job" in line:
-            from ..live.magics import job_magic
+            from ..live.magics import job_liveplot
 
-            return job_magic("liveplot", line)
+            return job_liveplot(line)
         names = line.split()
         if len(names) != 1:
             raise UsageError("%liveplot NAME: the name the ranks publish, e.g. %liveplot loss")
