@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ..jobrequest import JobSettings
 from ..plane.private import check_private_dir
 from ..provisioner.access import ClusterAccess
 from ..provisioner.jobdir import remote_home
-from ..jobrequest import JobSettings
 from .files import JOB_ROOT_ENV, LIVE_FILE, LiveInfo, live_dir, newest_step, parse_live_info
 
 
