@@ -107,22 +107,22 @@ class NodeAgent:
         self._connects = 0
         # On the hub's node, large reply buffers stay in the ranks' shared-memory segments,
         # which the hub maps itself; elsewhere this agent maps them and sends the bytes.
-        self.pass_shm = up is hub and hub.node == node_name()
+        self.pass_shm = up is hub and hub.shm and hub.node == node_name()
         self._from_above: dict[str, Callable[[PlaneHeader, list[zmq.Frame]], None]] = {
             kinds.CREDIT: self._credit, kinds.HB: self._beat,
             kinds.INTERRUPT: self._interrupt, kinds.SHUTDOWN: self._shutdown}
-        for kind in kinds.REQUESTS | kinds.CONTROL_REQUESTS:
+        for kind in kinds.REQUESTS | kinds.CONTROL_REQUESTS | kinds.LIVE_REQUESTS:
             self._from_above[kind] = self._request
         self._from_ranks: dict[str, Callable[[int, Message, list[zmq.Frame]], None]] = {
             kinds.REPLY: self._rank_reply, kinds.STREAM: self._rank_stream,
             kinds.DISPLAY: self._rank_display, kinds.MORE: self._rank_more,
             kinds.HB: self._rank_load, kinds.REGISTER: self._rank_register,
-            kinds.LIVE: self._pass_up}
+            kinds.LIVE: self._pass_up, kinds.LEND: self._pass_up}
         self._from_kids: dict[str, Callable[[AgentBelow, Message, list[zmq.Frame]], None]] = {
             kinds.NREPLY: self._kid_reply, kinds.NREGISTER: self._kid_register,
             kinds.NSUMMARY: self._kid_summary, kinds.MORE: self._kid_more,
             kinds.NSTREAM: self._kid_output, kinds.DISPLAY: self._kid_output,
-            kinds.LIVE: self._pass_up, kinds.NDEAD: self._pass_up}
+            kinds.LIVE: self._pass_up, kinds.NDEAD: self._pass_up, kinds.LEND: self._pass_up}
         self._to_hub(self._first_register())
 
     def _first_register(self, ranks: list[dict[str, Any]] | None = None) -> list[Any]:
@@ -394,15 +394,7 @@ class NodeAgent:
         if request is None:
             self._to_hub(frames)  # one this agent has no record of: the hub decides
             return
-        at = 0
-        for entry in header.get("values", []):
-            rank, count = entry[0], entry[1]
-            request.values[rank] = msg.buffers[at:at + count]
-            at += count
-        for ranks, common in header.get("groups", []):
-            request.group(parse_ranks(ranks, MAX_RANKS), common)
-        for rank in parse_ranks(header.get("lost") or "", MAX_RANKS):
-            request.lose(rank)
+        request.merge(msg, MAX_RANKS)
         self._maybe_done(request)
 
     def _kid_register(self, kid: AgentBelow, msg: Message, frames: list[zmq.Frame]) -> None:

@@ -13,9 +13,9 @@ from bisect import bisect_left
 from collections.abc import Mapping
 from typing import Any
 
-from ..plane import kinds
+from ..plane import Message, kinds
 from ..plane.headers import PlaneHeader
-from ..targets import format_ranks
+from ..targets import format_ranks, parse_ranks
 
 #: Fields that differ between ranks' replies without making them different answers.
 _PER_RANK = ("id", "rank", "shm")
@@ -79,6 +79,23 @@ class NodeRequest:
         self.pending.difference_update(ranks)
         key = json.dumps(common, sort_keys=True, default=str)
         self.groups.setdefault(key, (common, []))[1].extend(ranks)
+
+    def merge(self, msg: Message, limit: int) -> None:
+        """Add an ``nreply`` from below (ranks up to ``limit``): its values' frames, its
+        groups of alike replies, its lost ranks. Called by an agent for the agents below it
+        (``agent.py``) and by a live job's endpoint for its agents (``live/endpoint.py``)."""
+        header = msg.header
+        at = 0
+        for entry in header.get("values", []):
+            rank, count = entry[0], entry[1]
+            self.values[rank] = msg.buffers[at:at + count]
+            if len(entry) > 2 and entry[2]:
+                self.segments[rank] = entry[2]
+            at += count
+        for ranks, common in header.get("groups", []):
+            self.group(parse_ranks(ranks, limit), common)
+        for rank in parse_ranks(header.get("lost") or "", limit):
+            self.lose(rank)
 
     def lose(self, rank: int) -> None:
         if rank in self.pending:

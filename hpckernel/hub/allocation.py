@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..slurm import Slurm, SlurmError
+from ..slurm import JobInfo, Slurm, SlurmError
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,16 @@ class Allocation:
     partition: str = ""
     end: float | None = None  # epoch seconds when the walltime runs out
     limit: float | None = None  # the job's walltime in seconds (the dashboard's bar)
+    #: where its state is asked (a login node's Slurm for a job attached through one)
+    slurm: Slurm | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, info: JobInfo, slurm: Slurm | None = None) -> Allocation:
+        """The allocation of a job Slurm reported (an attached live job's)."""
+        end = info.end_time.timestamp() if info.end_time is not None and info.running \
+            else None
+        limit = info.time_limit.total_seconds() if info.time_limit else None
+        return cls(info.job_id, info.nodelist, info.partition, end, limit, slurm)
 
     @classmethod
     def from_environment(cls) -> Allocation | None:

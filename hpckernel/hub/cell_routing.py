@@ -70,8 +70,14 @@ def _dotted(text: str) -> str:
     return text
 
 
+def _job_option(parser: _Parser) -> None:
+    parser.add_argument("--job", metavar="JOBID", help="in this live batch job (attached "
+                        "now if need be), not on the kernel's own ranks")
+
+
 def _cell_px_parser() -> _Parser:
     parser = _px_parser("px")
+    _job_option(parser)
     parser.add_argument("--in", dest="ins", action="append", type=_name, default=[],
                         metavar="NAME", help="send the hub's NAME to the ranks first")
     parser.add_argument("--scatter", action="store_true",
@@ -92,6 +98,7 @@ PXCONFIG_PARSER = _px_parser("pxconfig")
 class PxOptions:
     targets: str | None = None
     block: bool | None = None
+    job: str | None = None  # a live batch job's ranks, not the kernel's own
     ins: list[str] = field(default_factory=list)
     outs: list[str] = field(default_factory=list)
     scatter: bool = False
@@ -111,6 +118,7 @@ def parse_px_options(line: str, parser: _Parser = PX_PARSER) -> PxOptions:
     args = _parse(line, parser)
     options = PxOptions(targets=args.targets, block=args.block)
     if parser is PX_PARSER:
+        options.job = args.job
         options.ins, options.outs = args.ins, args.outs
         options.scatter, options.concat = args.scatter, args.concat
         if options.scatter and not options.ins:
@@ -137,6 +145,14 @@ def _magic_parsers() -> dict[str, _Parser]:
     peek = _hub_parser("peek", "variables (x or x.attr) to read on the running ranks")
     peek.add_argument("--timeout", type=float, default=10.0,
                       help="seconds to wait for each rank's answer")
+    _job_option(peek)
+    where = _hub_parser("where", None)
+    _job_option(where)
+    liveplot = _hub_parser("liveplot", "the name the ranks publish (hpckernel.publish)",
+                           targets=False)
+    _job_option(liveplot)
+    dashboard = _hub_parser("dashboard", None, targets=False)
+    _job_option(dashboard)
     push = _hub_parser("push", "hub variables to send to the ranks")
     push.add_argument("--scatter", action="store_true",
                       help="split each array across the ranks (numpy.array_split)")
@@ -152,16 +168,17 @@ def _magic_parsers() -> dict[str, _Parser]:
                           help="whose output: 3, 1,3, 0:4, -1 or all (the default)")
     pxoutput.add_argument("--cell", type=int, default=None, metavar="N",
                           help="the cell In[N] (default: the last cell run on the ranks)")
-    return {"peek": peek, "where": _hub_parser("where", None), "push": push, "pull": pull,
-            "provenance": provenance, "pxoutput": pxoutput}
+    return {"peek": peek, "where": where, "push": push, "pull": pull,
+            "provenance": provenance, "pxoutput": pxoutput, "liveplot": liveplot,
+            "dashboard": dashboard}
 
 
 MAGIC_PARSERS = _magic_parsers()
 
 
 def parse_magic(magic: str, line: str) -> argparse.Namespace:
-    """Options of ``%peek``, ``%where``, ``%push``, ``%pull``, ``%provenance`` or
-    ``%pxoutput``."""
+    """Options of ``%peek``, ``%where``, ``%push``, ``%pull``, ``%provenance``,
+    ``%pxoutput``, ``%liveplot`` or ``%dashboard``."""
     return _parse(line, MAGIC_PARSERS[magic])
 
 
@@ -182,8 +199,6 @@ def route_cell(code: str, hub: HubMagics) -> Route:
     if head == "%%local" or head.startswith("%%local "):
         return Route("local", rest, PxOptions())
     if head == "%%px" or head.startswith("%%px "):
-        if "--job" in head.split() or "--job=" in head:  # a live batch job's: the hub asks it
-            return Route("hub", code, PxOptions())
         return Route("px", rest, parse_px_options(head[len("%%px"):]))
     if head.startswith("%%") and head[2:].split(maxsplit=1)[0:1] in ([m] for m in hub.cell):
         return Route("hub", code, PxOptions())

@@ -37,6 +37,8 @@ class InFlight:
         #: called with the ranks that have not stopped half-way through the grace after an
         #: interrupt (set by the pool to its fan-in's ``interrupt``)
         self.reinterrupt: Reinterrupt = lambda ranks: None
+        #: what the user may do about ranks given up on after an interrupt
+        self.stuck_hint = "The rank is marked stuck. Run %restart_ranks to replace the ranks."
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -220,8 +222,7 @@ class InFlight:
                                  "(blocked in C code, e.g. an MPI receive?)")
             request.replies[rank] = {
                 "status": "error", "ename": "RankStuck", "evalue": info.reason,
-                "traceback": ["The rank is marked stuck. Run %restart_ranks to replace the "
-                              "ranks."]}
+                "traceback": [self.stuck_hint]}
             if request.merger is not None:
                 request.merger.rank_done(rank)
         self.finish(request)

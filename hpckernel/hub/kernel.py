@@ -37,6 +37,7 @@ from ..targets import format_sorted
 from ..widgets.magics import JobMagics, LiveMagics
 from .allocation import Allocation
 from .cell_routing import HubMagics, MagicUsageError, PxOptions, route_cell, strip_local_marker
+from .controllers import Controllers
 from .limits import ReplyLimit
 from .magics import PxMagics
 from .outputs import OutputStore
@@ -219,7 +220,8 @@ class HubKernel(IPythonKernel):
                                  self._context, notebook)
         assert self.shell is not None
         self.shell.configurables.append(self)  # %config HubKernel.max_reply_size = '8GB'
-        self.shell.register_magics(PxMagics(self.shell, self.px, self.recorder),
+        self.controllers = Controllers(self.px)
+        self.shell.register_magics(PxMagics(self.shell, self.controllers, self.recorder),
                                    JobMagics, LiveMagics, AttachMagics)
         self.hub_magics = HubMagics.of(PxMagics, JobMagics, LiveMagics, AttachMagics)
         self.shell.user_ns["ranks"] = RankView(self.px)
@@ -316,8 +318,10 @@ class HubKernel(IPythonKernel):
             self.shell.execution_count += 1
         ran = PxCell()
         try:
-            await self.px.run_cell(body, options, self.shell.user_ns, count=count,
-                                   silent=silent, cell=ran)
+            # The kernel's own ranks, or (``--job``) a live batch job's, attached if need be.
+            px = await self.controllers.get_async(options.job)
+            await px.run_cell(body, options, self.shell.user_ns, count=count, silent=silent,
+                              cell=ran)
         except CellError as e:
             if ran.ranks:
                 record["ranks"] = ran.ranks
@@ -385,6 +389,8 @@ class HubKernel(IPythonKernel):
         since a remote hub cannot receive the client's SIGINT)."""
         assert self.pool is not None
         self.pool.interrupt()
+        for attached in self.controllers.attached():  # a %%px --job cell running
+            attached.pool.interrupt()
         if self._local_running:
             await super().interrupt_request(stream, ident, parent)
             return

@@ -95,6 +95,12 @@ class LiveStore(Mapping[str, "dict[int, list[Any]]"]):
                     self._listeners[name].remove(listener)
         return stop
 
+    def watched(self) -> list[str]:
+        """The names something listens to (a live plot of an attached job's values, which
+        are pulled from its ranks only while shown)."""
+        with self._lock:
+            return sorted(name for name, listeners in self._listeners.items() if listeners)
+
     def flush(self, now: float | None = None) -> None:
         """Push new values to the listeners (the plane thread's tick calls this)."""
         now = time.monotonic() if now is None else now

@@ -1,9 +1,12 @@
-"""The px magics as IPython magics of the hub's shell.
+"""The px magics as IPython magics of the hub's shell (and of a plain IPython kernel, for
+live batch jobs: ``%load_ext hpckernel.widgets``).
 
 The kernel routes a notebook cell that starts with one of these to the hub shell, and
 ``%%local`` code can call them too. ``%%px``/``%px`` here run the same coroutine as a
 ``%%px`` cell of the notebook (``PxController.run_cell``), waiting for it on the plane
-thread's loop: the kernel's own loop is busy running this magic.
+thread's loop: the kernel's own loop is busy running this magic. ``--job JOBID`` makes
+``%%px``, ``%peek`` and ``%where`` use an attached live job's controller instead of the
+kernel's own (``controllers.py``); the rest is one path.
 """
 
 from __future__ import annotations
@@ -16,30 +19,33 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from ..targets import format_ranks
 from . import transfer
-from .cell_routing import PXCONFIG_PARSER, PxOptions, parse_magic, parse_px_options
+from .cell_routing import (
+    PXCONFIG_PARSER,
+    MagicUsageError,
+    PxOptions,
+    parse_magic,
+    parse_px_options,
+)
+from .controllers import Controllers
 from .introspect import format_peek, format_where
 from .px_controller import PxController
 from .recorder import Recorder
 
 
-def _for_job(line: str) -> bool:
-    """A magic line aimed at a live batch job (``--job JOBID``)."""
-    return "--job" in line.split() or "--job=" in line
-
-
-def job_magic(magic: str, line: str, cell: str | None = None) -> Any:
-    """Hand the magic to the live-job client (``hpckernel.live.magics``)."""
-    from ..live.magics import job_magic
-
-    return job_magic(magic, line, cell)
-
-
 @magics_class
 class PxMagics(Magics):
-    def __init__(self, shell: Any, px: PxController, recorder: Recorder) -> None:
+    """``%%px``, ``%peek``, ``%where`` and the hub's other magics of the ranks."""
+
+    def __init__(self, shell: Any, controllers: Controllers,
+                 recorder: Recorder | None) -> None:
         super().__init__(shell)
-        self.px = px
+        self.controllers = controllers
         self.recorder = recorder
+
+    @property
+    def px(self) -> PxController:
+        """The kernel's own ranks' controller (a usage error in a plain kernel)."""
+        return self.controllers.get(None)
 
     @property
     def _ns(self) -> dict[str, Any]:
@@ -55,29 +61,33 @@ class PxMagics(Magics):
     def px_cell(self, line: str, cell: str) -> Any:
         """%%px [--targets SPEC] [--noblock] [--in NAME [--scatter]] [--out NAME [--concat]]:
         run the cell on ranks; with --job JOBID, in that live batch job."""
-        if _for_job(line):
-            return job_magic("px", line, cell)
         return self._run(cell, parse_px_options(line))
 
     def _run(self, code: str, options: PxOptions) -> Any:
-        """The handle of a --noblock cell, else None; CellError if it failed."""
+        """The handle of a --noblock cell, else None; CellError if it failed. Interrupted
+        (a plain kernel's interrupt, or %%local code's), it interrupts the ranks and waits
+        for the cell's end."""
+        px = self.controllers.get(options.job)
         ran = asyncio.run_coroutine_threadsafe(
-            self.px.run_cell(code, options, self._ns, parent=self.px.parent()),
-            self.px.pool.loop).result()
-        return None if ran.block else ran.handle
+            px.run_cell(code, options, self._ns, parent=px.parent()), px.pool.loop)
+        try:
+            cell = ran.result()
+        except KeyboardInterrupt:
+            px.pool.interrupt()
+            cell = ran.result(px.pool.settings.interrupt_grace + 10)
+        return None if cell.block else cell.handle
 
     @line_magic
     def peek(self, line: str) -> None:
         """%peek NAME... [--targets SPEC] [--timeout S]: the current value of variables on
         the ranks, while they run a cell (answered without stopping them); with --job JOBID,
         in that live batch job."""
-        if _for_job(line):
-            return job_magic("peek", line)
         args = parse_magic("peek", line)
-        targets, note = self.px.live(self.px.resolve(args.targets))
+        px = self.controllers.get(args.job)
+        targets, note = px.live(px.resolve(args.targets))
         if targets:
-            print(format_peek(self.px.ask("peek", targets, {"names": args.names},
-                                          args.timeout), args.names))
+            print(format_peek(px.ask("peek", targets, {"names": args.names}, args.timeout),
+                              args.names))
         if note:
             print(f"not asked: {note}")
 
@@ -85,12 +95,11 @@ class PxMagics(Magics):
     def where(self, line: str) -> None:
         """%where [--targets SPEC] [--job JOBID]: what each rank runs now (its Python
         stack), or each rank of a live batch job."""
-        if _for_job(line):
-            return job_magic("where", line)
         args = parse_magic("where", line)
-        targets, note = self.px.live(self.px.resolve(args.targets))
+        px = self.controllers.get(args.job)
+        targets, note = px.live(px.resolve(args.targets))
         if targets:
-            print(format_where(self.px.ask("where", targets, {})))
+            print(format_where(px.ask("where", targets, {})))
         if note:
             print(f"not asked: {note}")
 
@@ -114,6 +123,8 @@ class PxMagics(Magics):
     def provenance(self, line: str) -> None:
         """%provenance [N] [--json]: what ran in this session, where, and how it ended."""
         args = parse_magic("provenance", line)
+        if self.recorder is None:
+            raise MagicUsageError("%provenance: this kernel keeps no provenance records")
         print(self.recorder.show(args.last, args.json))
 
     @line_magic

@@ -28,7 +28,8 @@ from .errors import HubError
 from .limits import ReplyLimit
 from .outputs import Output, OutputStore, output_size
 from .rank_launchers import LaunchError
-from .rank_pool import RankPool, RanksUnavailable, describe_unavailable
+from .rank_plane import RankPlane
+from .rank_pool import RanksUnavailable, describe_unavailable
 from .requests import RemoteError, Request
 from .transfer import TransferError
 
@@ -173,7 +174,7 @@ class PxHandle:
 class PxController:
     """Default targets, the last non-blocking cell, and the calls both faces share."""
 
-    def __init__(self, pool: RankPool, parent: ParentGetter,
+    def __init__(self, pool: RankPlane, parent: ParentGetter,
                  publish: Callable[[str, dict[str, Any], dict[str, Any],
                                     dict[str, Any] | None], None],
                  outputs: OutputStore) -> None:

@@ -1,42 +1,33 @@
 """All ranks of one kernel: their lifecycle, and the plane thread that talks to them.
 
-``RankPool`` runs an asyncio loop of its own (the plane thread), so that the kernel's shell
-(async ``do_execute``) and plain synchronous code in the hub namespace (``ranks.pull``) can
-both wait on it. It starts, watches and restarts the ranks, and keeps what both ways of
-reaching them share: the sockets (``transport.py``), the rank table (``ranktable.py``), the
-requests in flight (``inflight.py``) and the values published mid-cell (``live.py``). How
-messages reach the ranks is the fan-in's business (``fanin/``: each rank directly, or
-through one agent per node), chosen at each launch. Output goes straight to IOPub through
-the ``publish`` callback, which is thread-safe in ipykernel.
+``RankPool`` is a ``RankPlane`` (``rank_plane.py``: the plane thread with its own asyncio
+loop, so that the kernel's shell, async ``do_execute``, and plain synchronous code in the
+hub namespace, ``ranks.pull``, can both wait on it; the rank table, the requests in flight,
+the published values) that starts, watches and restarts the ranks, and owns the sockets
+(``transport.py``). How messages reach the ranks is the fan-in's business (``fanin/``: each
+rank directly, or through one agent per node), chosen at each launch. Output goes straight
+to IOPub through the ``publish`` callback, which is thread-safe in ipykernel.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import zmq.asyncio
 
-from ..plane import kinds, write_plane_info
-from ..plane.credit import DEFAULT_WINDOW
+from ..plane import write_plane_info
 from ..plane.headers import PlaneHeader
 from .errors import RanksUnavailable
-from .fanin import Fanin, FaninContext, FaninSettings, choose
-from .inflight import InFlight, Publish
-from .live import LiveStore
-from .merge import OutputBudget, OutputMerger
-from .outputs import RankOutputs
+from .fanin import FaninContext, FaninSettings, choose
+from .inflight import Publish
 from .rank_launchers import LaunchError, RankLauncher, log_tail
-from .ranktable import RankInfo, RankTable, describe_unavailable
-from .requests import Request
+from .rank_plane import PoolSettings, RankPlane
+from .ranktable import RankInfo, describe_unavailable
 from .transport import Transport
 
 __all__ = ["PoolSettings", "Publish", "RankInfo", "RankPool", "RanksUnavailable",
@@ -45,54 +36,19 @@ __all__ = ["PoolSettings", "Publish", "RankInfo", "RankPool", "RanksUnavailable"
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class PoolSettings:
-    """What the pool needs of ``HubKernel``'s settings."""
-
-    flush_interval: float = 0.1
-    heartbeat_interval: float = 1.0
-    interrupt_grace: float = 3.0
-    start_timeout: float = 120.0
-    tcp_ip: str = "127.0.0.1"
-    fanin: str = "direct"  # HubKernel.fanin: direct, agents, or auto (agents if > 1 node)
-    agent_timeout: float = 4.0  # seconds of silence after which an agent is lost
-    agent_return: float = 10.0  # seconds a lost agent's node waits for it to come back
-    fanout: int = 64  # HubKernel.fanout: above this many nodes, agents form a tree
-    output_window: int = DEFAULT_WINDOW  # HubKernel.output_window, bytes per sender
-
-
-class RankPool:
+class RankPool(RankPlane):
     """All ranks of one kernel. Methods without a leading underscore are thread-safe; the
     others, and everything that touches a socket, run on the plane thread."""
 
     def __init__(self, launcher: RankLauncher, job_dir: Path, publish: Publish,
                  settings: PoolSettings | None = None) -> None:
+        super().__init__(launcher.ranks, job_dir, publish, settings)
         self.launcher = launcher
-        self.job_dir = job_dir
-        self.settings = settings or PoolSettings()
-        self.size = launcher.ranks
-        self.table = RankTable(self.size, job_dir)
-        self.inflight = InFlight(self.table, publish)
-        self.budget = OutputBudget()
-        self.live = LiveStore()  # values the ranks publish mid-cell (hpckernel.publish)
-        self.fanin: Fanin | None = None  # chosen at each launch (settings.fanin)
-        self.loop = asyncio.new_event_loop()
-        self.ready: Future[None] = Future()
         self.mpi_version = ""
         self.launches = 0  # the current launch's number (plane/identity.py)
-        self._thread = threading.Thread(target=self._run, name="hpckernel-plane", daemon=True)
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._launch_task: asyncio.Task[None] | None = None
-        self._failed_steps: dict[str, float] = {}
-        #: the tick's steps, each run even when another fails (``_tick``)
-        self._steps: list[tuple[str, Callable[[float], None]]] = [
-            ("published values", self.live.flush),
-            ("requests in flight", self._tick_requests),
-            ("rank exits", self._tick_exits),
-            ("heartbeat", self._tick_heartbeat),
-            ("start timeout", self._tick_start_timeout),
-        ]
-        self._last_beat = 0.0
+        self._steps[2:2] = [("rank exits", self._tick_exits)]
+        self._steps.append(("start timeout", self._tick_start_timeout))
 
     # -- thread-safe API --------------------------------------------------------------
 
@@ -103,51 +59,9 @@ class RankPool:
         asyncio.run_coroutine_threadsafe(self._start(started), self.loop)
         started.result(timeout=30)
 
-    def submit(self, kind: str, targets: list[int], header: Mapping[str, Any] | None = None,
-               value: Any = None, parent: dict[str, Any] | None = None, output: str = "live",
-               label: str = "", per_rank: dict[int, Any] | None = None,
-               keep: RankOutputs | None = None) -> Request:
-        """Send a request to ``targets``. ``output``: ``live`` publishes merged output to
-        IOPub under ``parent``, ``capture`` keeps it on the request, ``none`` drops it.
-        ``per_rank`` gives each target a value of its own instead of ``value``; ``keep``
-        keeps every rank's whole output (``outputs.py``)."""
-        request = Request(kind, targets, parent=parent, label=label, outputs=keep)
-        if output != "none":
-            if output == "capture":
-                request.captured = []
-            request.merger = OutputMerger(targets,
-                                          lambda *m: self.inflight.emit(request, *m),
-                                          self.budget, keep=keep)
-        self.loop.call_soon_threadsafe(self._send_request, request, header or {}, value,
-                                       per_rank)
-        return request
-
-    def expire(self, request: Request, reason: str) -> None:
-        """Stop waiting for the ranks that have not answered ``request`` (a control request
-        whose answer is overdue): they count as failed with ``reason``."""
-        self.loop.call_soon_threadsafe(self.inflight.expire, request, reason)
-
-    def interrupt(self) -> None:
-        """Interrupt every open request on the ranks (the notebook's interrupt button)."""
-        self.loop.call_soon_threadsafe(self._interrupt)
-
     def restart(self) -> Future[None]:
         """Replace every rank with a fresh one; resolves when the new ranks are ready."""
         return asyncio.run_coroutine_threadsafe(self._restart(), self.loop)
-
-    def snapshot(self) -> list[RankInfo]:
-        """A copy of the rank table with what the fan-in keeps apart (busy ranks, load)."""
-        if threading.current_thread() is self._thread:
-            return self._snapshot()
-        done: Future[list[RankInfo]] = Future()
-        self.loop.call_soon_threadsafe(lambda: done.set_result(self._snapshot()))
-        return done.result(timeout=10)
-
-    def _snapshot(self) -> list[RankInfo]:
-        infos = [replace(info, queue=deque(info.queue)) for info in self.table]
-        if self.fanin is not None:
-            self.fanin.fill(infos)
-        return infos
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """End the ranks and the plane thread (the kernel's shutdown)."""
@@ -161,15 +75,6 @@ class RankPool:
         self._thread.join(timeout)
 
     # -- the plane thread: lifecycle ----------------------------------------------------
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = self.loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _start(self, started: Future[None]) -> None:
         try:
@@ -269,40 +174,12 @@ class RankPool:
 
     # -- the plane thread: the tick -------------------------------------------------------
 
-    async def _tick(self) -> None:
-        """Every flush interval, each step: flush output, notice deaths, heartbeat, give
-        up on stuck ranks. A step that fails is logged and the others run on: nothing a
-        rank sends may stop the heartbeat (without it every rank would leave)."""
-        while True:
-            await asyncio.sleep(self.settings.flush_interval)
-            now = time.monotonic()
-            for name, step in self._steps:
-                try:
-                    step(now)
-                except Exception:
-                    self._step_failed(name, now)
-
-    def _step_failed(self, name: str, now: float) -> None:
-        if now - self._failed_steps.get(name, -1e9) >= 10:  # a line per step per 10 s
-            self._failed_steps[name] = now
-            log.exception("the plane's %s step failed (it runs again at the next tick)",
-                          name)
-
-    def _tick_requests(self, now: float) -> None:
-        self.inflight.tick(now, self.settings.interrupt_grace)
-
     def _tick_exits(self, now: float) -> None:
         # A direct fan-in learns of a death mid-cell only from the exit code; agents say so.
         beat_due = now - self._last_beat >= self.settings.heartbeat_interval
         if beat_due or (len(self.inflight) and self.fanin is not None
                         and self.fanin.watch_exits()):
             self._check_exits()
-
-    def _tick_heartbeat(self, now: float) -> None:
-        if now - self._last_beat >= self.settings.heartbeat_interval:
-            self._last_beat = now
-            if self.fanin is not None:
-                self.fanin.heartbeat(now)
 
     def _tick_start_timeout(self, now: float) -> None:
         if not self.ready.done() and now - self._started_at > self.settings.start_timeout:
@@ -338,26 +215,6 @@ class RankPool:
             log.info("%d ranks ready in %.2f s", self.size,
                      time.monotonic() - self._started_at)
             self.ready.set_result(None)
-
-    def _send_request(self, request: Request, header: Mapping[str, Any], value: Any,
-                      per_rank: dict[int, Any] | None = None) -> None:
-        unavailable = self.table.unavailable(request.targets, kinds.is_control(request.kind))
-        if unavailable:
-            request.future.set_exception(RanksUnavailable(describe_unavailable(unavailable)))
-            return
-        if self.fanin is None:
-            request.future.set_exception(RanksUnavailable("the ranks are not started"))
-            return
-        try:
-            self.fanin.send(request, {**header, "id": request.id}, value, per_rank)
-        except Exception as e:  # an unpicklable value: the caller's error, not the plane's
-            request.future.set_exception(TypeError(
-                f"cannot send this value to the ranks: {type(e).__name__}: {e}"))
-
-    def _interrupt(self) -> None:
-        if self.fanin is not None:
-            self.fanin.interrupt()
-        self.inflight.interrupted(time.monotonic())
 
     # -- the plane thread: deaths -------------------------------------------------------
 

@@ -1,383 +1,244 @@
 """The notebook's handle on a live batch job: ``job = hpckernel.attach(JOBID)``.
 
-One background thread owns the connection to the job's endpoint (a DEALER, CurveZMQ with
-the keys of the job's ``live.json``): it sends what the notebook asks, matches answers to
-requests, pings the endpoint every second, pulls published values while a live plot is
-open, and notices the job's end at once (the endpoint's word, or its connection closing),
-then asks Slurm for the job's state. Every call of the handle blocks only its caller.
+The handle runs the hub's own cell machinery (``PxController``) over the job's ranks
+(``attached.py``), so ``job.execute`` and ``%%px --job`` show their output in the current
+cell merged as ``%%px`` shows the kernel's ranks' output, and ``%peek --job``/``%where
+--job`` read as theirs do. It works in an hpckernel kernel and in a plain IPython kernel
+alike (output goes to the kernel's IOPub under the current cell), and outside any kernel
+(output printed).
 """
 
 from __future__ import annotations
 
-import os
-import threading
+import sys
 import time
-import uuid
-from concurrent.futures import Future
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING, Any
 
-import zmq
-from zmq.utils.monitor import recv_monitor_message
-
-from ..hub.live import LiveStore
+from ..hub.allocation import Allocation
+from ..hub.inflight import Publish
+from ..hub.merge import OutputBudget
+from ..hub.outputs import OutputStore
+from ..hub.px_controller import PxController
 from ..hub.requests import RemoteError
-from ..plane import Message, pack, unpack
-from ..slurm import ENDED_STATES, Slurm, SlurmError
+from ..plane import make_job_dir
+from ..slurm import JobInfo, Slurm
 from ..slurm import sync as slurm_sync
-from ..targets import format_ranks, format_sorted, parse_targets
-from .fanin import decode_reply
+from .attached import AttachedRanks
+from .errors import JobEnded, NotLiveError
 from .files import LiveInfo
 from .reach import LoginRoute, find_local
 
-#: Seconds between pings; an endpoint silent for ``SILENCE`` is checked with Slurm.
-PING = 1.0
-SILENCE = 6.0
+if TYPE_CHECKING:
+    from ..widgets.plot import LivePlot
+
 #: Seconds ``attach`` waits for the ranks of a job that just started to connect.
 START = 60.0
-#: Seconds between pulls of published values while a live plot is open.
-PULL = 0.5
 
-
-#: The jobs attached in this process, by id (the magics' ``--job`` finds them here).
+#: The jobs attached in this process, by id (``--job`` finds them here; an ended one stays
+#: until ``detach``, to say how it ended).
 ATTACHED: dict[str, LiveJob] = {}
 
 
-class JobEnded(RuntimeError):
-    """The job (or its program) ended; ``state`` is Slurm's (``COMPLETED``, ``CANCELLED``,
-    ``TIMEOUT``, ``FAILED`` …), or ``ENDED`` where there is no Slurm."""
+def kernel_io() -> tuple[Publish, Callable[[], dict[str, Any] | None], OutputBudget | None]:
+    """(publish, the current cell's parent, the kernel's output budget) of the kernel this
+    process runs (an hpckernel hub or any ipykernel kernel); outside one, output is
+    printed."""
+    from ipykernel.kernelbase import Kernel
 
-    def __init__(self, job: str, state: str, detail: str = "") -> None:
-        super().__init__(f"job {job} has ended: {state}{f' ({detail})' if detail else ''}")
-        self.state = state
+    if not Kernel.initialized():
+        return _print, lambda: None, None
+    kernel = Kernel.instance()
+    session = kernel.session
+    assert session is not None  # a running kernel has its session
+
+    def publish(msg_type: str, content: dict[str, Any], metadata: dict[str, Any],
+                parent: dict[str, Any] | None) -> None:
+        # Thread-safe: ipykernel's IOPub socket is its IOPub thread's.
+        session.send(kernel.iopub_socket, msg_type, content, parent=parent or {},
+                            metadata=metadata, ident=kernel._topic(msg_type))
+
+    pool = getattr(kernel, "pool", None)  # an hpckernel hub: one budget for all its cells
+    return publish, lambda: kernel.get_parent("shell"), getattr(pool, "budget", None)
+
+
+def _print(msg_type: str, content: dict[str, Any], metadata: dict[str, Any],
+           parent: dict[str, Any] | None) -> None:
+    if msg_type == "stream":
+        print(content["text"], end="", file=sys.stderr if content["name"] == "stderr"
+              else sys.stdout)
+    elif msg_type in ("display_data", "execute_result", "update_display_data"):
+        print(content.get("data", {}).get("text/plain", ""))
+    elif msg_type == "error":
+        print("\n".join(content.get("traceback") or []), file=sys.stderr)
 
 
 class LiveJob:
     """An attached live job (see ``hpckernel.attach``)."""
 
-    def __init__(self, job: str, info: LiveInfo, url: str, route: LoginRoute | None) -> None:
+    def __init__(self, job: str, ranks: AttachedRanks, route: LoginRoute | None,
+                 parent: Callable[[], dict[str, Any] | None]) -> None:
         self.job = job
-        self.info = info
+        self.pool = ranks
         self.route = route
-        self.ranks = info.size
-        self.live = LiveStore()
-        self.state = "RUNNING"
-        self.ended = threading.Event()
-        self.end_detail = ""
-        self._listeners: list[Any] = []
-        self._watched: set[str] = set()
-        self._seen: dict[int, int] = {}
-        self._futures: dict[str, Future[Message]] = {}
-        self._outbox: list[list[Any]] = []
-        self._lock = threading.Lock()
-        self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.curve_serverkey = info.server_public.encode()
-        self._sock.curve_publickey = info.client_public.encode()
-        self._sock.curve_secretkey = info.client_secret.encode()
-        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        self._sock.connect(url)
-        self._wake_r, self._wake_w = os.pipe()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"hpckernel-live-{job}")
-        self._thread.start()
-        welcome = self._request("lhello", {}, timeout=30).header
-        deadline = time.monotonic() + START
-        while welcome.get("registered", 0) < self.ranks and time.monotonic() < deadline:
-            time.sleep(0.1)  # a job that just started: its ranks are still connecting
-            welcome = self._request("lhello", {}, timeout=30).header
-        self.nodes: dict[str, str] = welcome.get("hosts", {})
-        self._state(welcome)
+        self.px = PxController(ranks, parent, ranks.inflight.publish,
+                               OutputStore(ranks.job_dir))
+        self.ranks = ranks.size
+
+    @property
+    def nodes(self) -> dict[str, str]:
+        """The job's nodes: node key -> host."""
+        fanin = self.pool.fanin
+        return {key: node.host for key, node in getattr(fanin, "nodes", {}).items()}
+
+    @property
+    def state(self) -> str:
+        """``RUNNING``, or Slurm's state once the job ended (``ENDED`` where Slurm does
+        not know it)."""
+        return self.pool.state
+
+    @property
+    def ended(self) -> bool:
+        return self.pool.ended.is_set()
 
     def __repr__(self) -> str:
-        return (f"<live job {self.job}: {self.ranks} ranks on {self.info.nodes} nodes, "
+        return (f"<live job {self.job}: {self.ranks} ranks on {self.pool.info.nodes} nodes, "
                 f"{self.state}>")
 
     # -- the notebook's calls -------------------------------------------------------------
 
     def where(self, targets: Any = None) -> dict[int, str]:
         """Each rank's Python stack now (innermost call last), as text."""
-        _, values = self._ask("where", {}, targets)
+        request = self.px.ask("where", self._targets(targets), {})
+        request.raise_for_errors()
         return {r: "\n".join(f"{f['file']}:{f['line']} in {f['function']}: {f['code']}"
-                             for f in v["stack"]) for r, v in sorted(values.items())}
+                             for f in v["stack"]) for r, v in sorted(request.values.items())}
 
-    def peek(self, name: str, targets: Any = None) -> dict[int, Any]:
+    def peek(self, name: str, targets: Any = None, timeout: float = 10.0) -> dict[int, Any]:
         """A copy of ``name`` (``x`` or ``x.attr``: a variable of the program's
         ``__main__``, or of a function running on the main thread) on each rank, taken
         without stopping the program."""
-        _, values = self._ask("peek", {"names": [name]}, targets)
-        return {r: v[0] for r, v in sorted(values.items())}
+        request = self.px.ask("peek", self._targets(targets), {"names": [name]}, timeout)
+        request.raise_for_errors()
+        return {r: v[0] for r, v in sorted(request.values.items())}
 
-    def execute(self, code: str, targets: Any = None, timeout: float | None = None,
-                silent: bool = False) -> dict[int, dict[str, Any]]:
+    def execute(self, code: str, targets: Any = None, timeout: float | None = None) -> None:
         """Run ``code`` on the targets at their next common ``safepoint()``; blocks until
-        every target ran it. The output shows here merged as ``%%px`` shows it; an error
-        raises ``RemoteError`` naming the ranks (the program goes on). An interrupt (or
-        ``timeout``) stops the cell, never the program."""
-        cell_id = uuid.uuid4().hex
-        spec = format_sorted(self._targets(targets))
-        future = self._send("lcell", {"code": code, "targets": spec}, cell_id)
+        every target ran it. The output shows in the current cell merged as ``%%px`` shows
+        it; an error raises ``RemoteError`` naming the ranks (the program goes on). An
+        interrupt (or ``timeout``) stops the cell where every target can stop it alike,
+        never the program."""
+        handle = self.px.submit("execute", self._targets(targets), {"code": code},
+                                label=f"job {self.job}")
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            msg = self._wait(future, timeout)
+            while not handle.wait(0.2):  # short waits: the notebook's interrupt lands here
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"the cell did not end within {timeout:g} s")
         except (KeyboardInterrupt, TimeoutError):
-            self._send("linterrupt", {"cell": cell_id}, uuid.uuid4().hex)
-            try:
-                self._wait(future, 10)
-            except (TimeoutError, JobEnded):
-                pass
+            self.pool.interrupt()
+            handle.wait(self.pool.settings.interrupt_grace + 5)
             raise
-        replies, _, lost = decode_reply(msg)
-        if not silent:
-            _show(replies)
-        errors = {r: h for r, h in replies.items() if h.get("status") != "ok"}
-        for rank in lost:
-            errors[rank] = {"ename": "RankLost", "evalue": "the rank cannot be reached"}
-        if errors:
-            first = next(iter(errors.values()))
-            raise RemoteError(f"{first.get('ename')} on ranks {format_ranks(errors)}: "
-                              f"{first.get('evalue')}", errors, first.get("traceback"))
-        return replies
+        handle.request.raise_for_errors()
 
-    def liveplot(self, name: str) -> Any:
-        """The live plot (``%liveplot``) of what the ranks ``publish`` as ``name``; values
-        are pulled from the ranks while it is open, starting with their kept history."""
-        from ..widgets.plot import LivePlot
-
-        self._watched.add(name)
-        self._pull()
-        return LivePlot(self.live, name)
+    @property
+    def live(self) -> dict[str, dict[int, list[Any]]]:
+        """``{NAME: {rank: [values]}}`` the ranks published so far (pulled now)."""
+        self.pool.pull([]).result(30)
+        return {name: self.pool.live[name] for name in self.pool.live}
 
     def values(self, name: str) -> dict[int, list[Any]]:
         """``{rank: [values]}`` published as ``name`` so far (pulled now)."""
-        self._watched.add(name)
-        self._pull()
-        return self.live[name]
+        self.pool.pull([name]).result(30)
+        return self.pool.live[name]
 
-    def summary(self) -> dict[str, Any]:
-        """The job's nodes and each rank's CPU and memory (as the agents last said)."""
-        return self._request("lsummary", {}, timeout=10).header
+    def liveplot(self, name: str) -> LivePlot:
+        """The live plot (``%liveplot``) of what the ranks ``publish`` as ``name``: pulled
+        from the ranks while it shows, starting with the history they kept."""
+        from ..widgets.plot import LivePlot
+
+        return LivePlot(self.pool.live, name)
 
     def detach(self) -> None:
-        """Leave the job (its queued cells of this notebook are dropped); idempotent."""
-        if self._stop.is_set():
-            return
-        with self._lock:
-            self._outbox.append(pack("ldetach", {}))
-        self._wake()
-        time.sleep(0.05)
-        self._stop.set()
-        self._wake()
-        self._thread.join(5)
+        """Leave the job (its cells of this notebook that have not run are dropped);
+        idempotent."""
         if ATTACHED.get(self.job) is self:
             del ATTACHED[self.job]
+        self.pool.detach()
+        self.px.outputs.close()
         if self.route is not None:
             slurm_sync.run(self.route.close())
 
-    def on_end(self, callback: Any) -> None:
+    def on_end(self, callback: Callable[[LiveJob], None]) -> None:
         """Call ``callback(job)`` once the job has ended (at once if it has)."""
-        self._listeners.append(callback)
-        if self.ended.is_set():
-            callback(self)
-
-    # -- requests -----------------------------------------------------------------------
+        self.pool.on_end(lambda _: callback(self))
 
     def _targets(self, targets: Any) -> list[int]:
-        return parse_targets(targets, self.ranks)
-
-    def _ask(self, kind: str, header: dict[str, Any], targets: Any
-             ) -> tuple[dict[int, dict[str, Any]], dict[int, Any]]:
-        header = {**header, "targets": format_sorted(self._targets(targets))}
-        replies, values, _ = decode_reply(self._request(kind, header, timeout=30))
-        errors = {r: h for r, h in replies.items() if h.get("status") != "ok"}
-        if errors and not values:
-            first = next(iter(errors.values()))
-            raise RemoteError(f"{first.get('ename')} on ranks {format_ranks(errors)}: "
-                              f"{first.get('evalue')}", errors)
-        return replies, values
-
-    def _request(self, kind: str, header: dict[str, Any], timeout: float) -> Message:
-        return self._wait(self._send(kind, header, uuid.uuid4().hex), timeout)
-
-    def _send(self, kind: str, header: dict[str, Any], request_id: str) -> Future[Message]:
-        if self.ended.is_set():
-            raise JobEnded(self.job, self.state, self.end_detail)
-        future: Future[Message] = Future()
-        with self._lock:
-            self._futures[request_id] = future
-            self._outbox.append(pack(kind, {**header, "id": request_id}))
-        self._wake()
-        return future
-
-    def _wait(self, future: Future[Message], timeout: float | None) -> Message:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:  # short waits: the notebook's interrupt lands between them
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise TimeoutError(f"job {self.job} did not answer within {timeout:g} s")
-            try:
-                return future.result(0.2 if left is None else min(0.2, left))
-            except TimeoutError:
-                continue
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
-
-    # -- the background thread ------------------------------------------------------------
-
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        poller.register(self._monitor, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
-        heard = last_ping = last_pull = time.monotonic()
-        while not self._stop.is_set():
-            events = dict(poller.poll(200))
-            if self._wake_r in events:
-                os.read(self._wake_r, 4096)
-            with self._lock:
-                out, self._outbox = self._outbox, []
-            for frames in out:
-                self._sock.send_multipart(frames)
-            while self._sock.poll(0):
-                heard = time.monotonic()
-                self._receive(self._sock.recv_multipart(copy=False))
-            if self._monitor in events:
-                recv_monitor_message(self._monitor)
-                self._check_end("the connection to the job closed")
-            now = time.monotonic()
-            if now - last_ping >= PING and not self.ended.is_set():
-                last_ping = now
-                self._sock.send_multipart(pack("lping", {}))
-            if now - heard > SILENCE and not self.ended.is_set():
-                heard = now
-                self._check_end(f"no word from the job for {SILENCE:g} s")
-            if self._watched and now - last_pull >= PULL and not self.ended.is_set():
-                last_pull = now
-                self._pull(wait=False)
-        self._sock.close(0)
-        self._monitor.close(0)
-        self._ctx.term()
-
-    def _receive(self, frames: list[zmq.Frame]) -> None:
-        try:
-            msg = unpack(frames, "")
-        except ValueError:
-            return
-        if msg.msg_type == "lstate":
-            self._state(msg.header)
-            return
-        if msg.msg_type == "lpong":
-            self._state(msg.header)
-        with self._lock:
-            future = self._futures.pop(str(msg.header.get("id")), None)
-        if future is not None and not future.done():
-            future.set_result(msg)
-
-    def _state(self, header: dict[str, Any]) -> None:
-        if header.get("done"):
-            self._check_end("every rank's program ended", program_done=True)
-
-    def _check_end(self, why: str, program_done: bool = False) -> None:
-        """The link broke or the program ended: ask Slurm (off this thread) how the job is."""
-        if self.ended.is_set():
-            return
-        threading.Thread(target=self._ask_slurm, args=(why, program_done), daemon=True).start()
-
-    def _ask_slurm(self, why: str, program_done: bool) -> None:
-        slurm = self.route.access.slurm if self.route is not None else Slurm()
-        state = "ENDED" if program_done else ""
-        for _ in range(20):
-            if self.job.startswith("local-"):
-                break
-            try:
-                info = slurm_sync.run(slurm.job(self.job), timeout=30)
-            except (SlurmError, TimeoutError, OSError):
-                break
-            if info is None:
-                break
-            if info.state in ENDED_STATES:
-                state = info.state
-                break
-            if not program_done:
-                return  # the job runs on: a cut link; the socket reconnects by itself
-            time.sleep(0.5)  # the program ended; Slurm has not noticed yet
-        self._end(state or "ENDED", why)
-
-    def _end(self, state: str, detail: str) -> None:
-        if self.ended.is_set():
-            return
-        self.state, self.end_detail = state, detail
-        self.ended.set()
-        with self._lock:
-            futures, self._futures = self._futures, {}
-        for future in futures.values():
-            if not future.done():
-                future.set_exception(JobEnded(self.job, state, detail))
-        for callback in self._listeners:
-            try:
-                callback(self)
-            except Exception:  # a broken listener must not stop the others
-                pass
-
-    # -- published values ---------------------------------------------------------------
-
-    def _pull(self, wait: bool = True) -> None:
-        groups: dict[int, list[int]] = {}
-        for rank in range(self.ranks):
-            groups.setdefault(self._seen.get(rank, 0), []).append(rank)
-        since = [[format_ranks(ranks), seq] for seq, ranks in groups.items() if seq]
-        future = self._send("lvals", {"since": since, "names": sorted(self._watched),
-                                      "targets": f"0-{self.ranks - 1}"}, uuid.uuid4().hex)
-        future.add_done_callback(self._pulled)
-        if wait:
-            self._wait(future, 30)
-
-    def _pulled(self, future: Future[Message]) -> None:
-        if future.exception() is not None:
-            return
-        _, values, _ = decode_reply(future.result())
-        for rank, by_name in values.items():
-            for name, entries in by_name.items():
-                for seq, _t, value in entries:
-                    self.live.add(name, rank, value)
-                    self._seen[rank] = max(self._seen.get(rank, 0), seq)
-        self.live.flush(float("inf"))
-
-
-def _show(replies: dict[int, dict[str, Any]]) -> None:
-    """Print a cell's output as ``%%px`` shows it: identical output of several ranks once,
-    labelled with their ranks."""
-    from ..hub.merge import group_equal
-
-    for field, label in (("stdout", "stdout"), ("stderr", "stderr"), ("out", "out")):
-        texts = {r: h[field] for r, h in replies.items() if h.get(field)}
-        for text, ranks in group_equal(texts):
-            end = "" if text.endswith("\n") else "\n"
-            print(f"[{label}:{format_ranks(ranks)}] {text}{end}", end="")
-    errors = {r: "".join(h.get("traceback") or []) or f"{h.get('ename')}: {h.get('evalue')}"
-              for r, h in replies.items() if h.get("status") != "ok"}
-    for text, ranks in group_equal(errors):
-        print(f"[error:{format_ranks(ranks)}] {text}")
+        if self.ended:
+            raise JobEnded(self.job, self.state, self.pool.detail)
+        return self.px.resolve(targets)
 
 
 def attach(job: str | int, login: str | None = None, job_root: str | None = None,
            ssh_args: list[str] | None = None) -> LiveJob:
     """Attach to the running live job ``job`` (a Slurm job id; a program started with
     ``srun python -m hpckernel.live``), here or through the login node ``login`` (as the
-    Slurm kernel's ``login``, with its ``ssh_args``). Only the job's owner can: its keys
-    are in a 0600 file."""
+    Slurm kernel's ``login``, with its ``ssh_args``); the handle of this process's earlier
+    attach if it is still attached. Only the job's owner can: its keys are in a 0600 file.
+    Raises ``NotLiveError``, ``NotYoursError`` or ``JobEnded`` saying why not."""
     job = str(job)
-    if login:
-        route = LoginRoute(login, ssh_args or [])
-        info = slurm_sync.run(route.find(job, job_root))
-        url = slurm_sync.run(route.tunnel(info.url))
-    else:
-        route = None
-        info = slurm_sync.run(find_local(job, job_root))
-        url = info.url
-    handle = ATTACHED[job] = LiveJob(job, info, url, route)
+    known = ATTACHED.get(job)
+    if known is not None and not known.ended:
+        return known
+    route = LoginRoute(login, ssh_args or []) if login else None
+    try:
+        try:
+            info, found, url, slurm = _locate(job, job_root, route)
+        except NotLiveError:
+            if known is not None:  # it was attached, and has ended: say how
+                raise JobEnded(job, known.state, known.pool.detail) from None
+            raise
+        publish, parent, budget = kernel_io()
+        ranks = AttachedRanks(job, info, url, make_job_dir(), publish, slurm, budget)
+    except BaseException:
+        if route is not None:
+            slurm_sync.run(route.close())
+        raise
+    handle = LiveJob(job, ranks, route, parent)
+    if found is not None:
+        handle.px.allocation = Allocation.of(found, slurm)
+    try:
+        ranks.start()
+        ranks.ready.result(START)
+    except FutureTimeout:
+        handle.detach()
+        raise NotLiveError(f"job {job}: only {ranks.size - ranks.table.starting} of its "
+                           f"{ranks.size} ranks connected within {START:g} s") from None
+    except BaseException:
+        handle.detach()
+        raise
+    if known is not None:
+        known.detach()  # its job ended; this is a new run of the id (an mpiexec live id)
+    ATTACHED[job] = handle
     return handle
+
+
+def _locate(job: str, root: str | None, route: LoginRoute | None
+            ) -> tuple[LiveInfo, JobInfo | None, str, Slurm]:
+    """The job's live.json, Slurm's word on it, the endpoint's URL from here (through the
+    login node's tunnel), and the Slurm to ask about it."""
+    if route is None:
+        info, found = slurm_sync.run(find_local(job, root))
+        return info, found, info.url, Slurm()
+    info, found = slurm_sync.run(route.find(job, root))
+    return info, found, slurm_sync.run(route.tunnel(info.url)), route.access.slurm
+
+
+def job(job_id: str, login: str | None = None) -> LiveJob:
+    """The attached job ``job_id`` (attached now if it is not, or if it ended): what
+    ``--job JOBID`` names."""
+    return attach(job_id, login)
+
+
+__all__ = ["ATTACHED", "JobEnded", "LiveJob", "RemoteError", "attach", "job"]

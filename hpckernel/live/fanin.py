@@ -1,102 +1,102 @@
-"""Requests from a live job's endpoint to its ranks, answered once per node by the node
-agents (``nreply``, ``agent/replies.py``): the endpoint merges the nodes' answers into one
-per request, in the same form, for the notebook that asked."""
+"""The third way the cell machinery reaches ranks: those of a live batch job, through the
+job's endpoint (``endpoint.py``), which passes the job's node agents' messages on as they
+are. So this is the hub's side of node agents (``hub/fanin/agents.py``: registrations,
+load summaries, merged output, node replies) with one peer to send to, the endpoint:
+
+- requests go to it once, with their targets (a cell, ``execute``, runs at the targets'
+  next common safepoint there; ``peek``, ``where`` and ``lvals`` are answered at once);
+- an interrupt names the open requests (the endpoint drops or stops those cells);
+- the heartbeat is a ``lping`` the endpoint answers with the programs' state (``lstate``),
+  and an endpoint silent for ``SILENCE`` seconds makes the attached job ask Slurm;
+- the notebook never ends or restarts the job's ranks: a rank it cannot reach any more is
+  reported, nothing else.
+"""
 
 from __future__ import annotations
 
-import json
-import uuid
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..agent.replies import NodeRequest
-from ..plane import Message, pack
-from ..targets import format_sorted, parse_ranks
+from ..hub.fanin.agents import AgentFanin, NodeInfo
+from ..hub.fanin.base import FaninContext
+from ..hub.requests import Request
+from ..hub.transport import Peer
+from ..plane import Message, kinds, pack
+from ..plane.droplog import DropLog
+from ..plane.headers import PlaneHeader
+from ..targets import format_sorted
+from .link import ENDPOINT, log
+
+_drops = DropLog(log)
+
+#: Seconds without a word from the endpoint after which the job's state is asked of Slurm.
+SILENCE = 6.0
+
+#: state(header): the endpoint's lstate/lwelcome (the attached job keeps it)
+OnState = Callable[[PlaneHeader], None]
 
 
-def merge_node_reply(request: NodeRequest, msg: Message) -> None:
-    """Add one agent's ``nreply`` to ``request`` (values, groups of alike replies, lost)."""
-    header = msg.header
-    at = 0
-    for rank, count, *_ in header.get("values", []):
-        request.values[rank] = msg.buffers[at:at + count]
-        at += count
-    for ranks, common in header.get("groups", []):
-        request.group(parse_ranks(ranks), common)
-    for rank in parse_ranks(header.get("lost") or ""):
-        request.lose(rank)
+class LiveJobFanin(AgentFanin):
+    """The notebook's side of a live job's endpoint (see the module docstring)."""
 
+    def __init__(self, ctx: FaninContext, on_state: OnState,
+                 on_silence: Callable[[float], None]) -> None:
+        super().__init__(ctx)
+        self.on_state = on_state
+        self.on_silence = on_silence
+        self.heard = time.monotonic()
+        self._via = NodeInfo(ENDPOINT)  # where passed-on output and replies come from
+        self._handlers.update({
+            kinds.LSTATE: self._state, kinds.LWELCOME: self._state,
+            kinds.LNOTICE: self._notice})
 
-def decode_reply(msg: Message) -> tuple[dict[int, dict[str, Any]], dict[int, Any], list[int]]:
-    """A merged ``nreply`` as (each rank's reply header, each rank's value, lost ranks);
-    used by the notebook side."""
-    replies: dict[int, dict[str, Any]] = {}
-    for ranks, common in msg.header.get("groups", []):
-        for rank in parse_ranks(ranks):
-            replies[rank] = common
-    values: dict[int, Any] = {}
-    at = 0
-    for rank, count, *_ in msg.header.get("values", []):
-        frames = msg.buffers[at:at + count]
-        at += count
-        if frames:
-            values[rank] = Message("reply", {}, frames[0], frames[1:]).value()
-    return replies, values, parse_ranks(msg.header.get("lost") or "")
+    def send(self, request: Request, header: Mapping[str, Any], value: Any,
+             per_rank: dict[int, Any] | None) -> None:
+        frames = pack(request.kind, {**header, "targets": format_sorted(request.targets)},
+                      value, has_value=value is not None)
+        self.ctx.inflight.add(request, kinds.is_control(request.kind))
+        self.ctx.transport.send(ENDPOINT, frames)
 
+    def interrupt(self, ranks: list[int] | None = None) -> None:
+        ids = self.ctx.inflight.open_ids()
+        if ids:
+            self.ctx.transport.send(ENDPOINT, pack(kinds.INTERRUPT, {"ids": ids}))
 
-@dataclass
-class Pending:
-    """A request the endpoint sent to ranks, and who gets the merged answer."""
+    def heartbeat(self, now: float) -> None:
+        self.ctx.transport.send(ENDPOINT, pack(kinds.LPING, {}))
+        if now - self.heard > SILENCE:
+            self.on_silence(now - self.heard)
+            self.heard = now  # asked; again after another silence
 
-    request: NodeRequest
-    client: bytes | None  # None: the endpoint's own (a cell's arm, run or cancel)
-    client_id: str = ""  # the id the notebook gave it
-    cell: Any = None  # root.Cell: the cell whose arm or run this is
+    def shutdown(self) -> None:
+        """Leave the job (its cells of this notebook that have not run are dropped)."""
+        self.ctx.transport.send(ENDPOINT, pack(kinds.LDETACH, {}))
 
+    def hello(self) -> None:
+        """Attach: the endpoint welcomes, then passes on every registration so far."""
+        self.ctx.transport.send(ENDPOINT, pack(kinds.LHELLO, {}))
 
-@dataclass
-class Routes:
-    """Which agent each rank's requests go to (its node's, or the top of its subtree)."""
+    def handle(self, peer: Peer, msg: Message) -> None:
+        self.heard = time.monotonic()
+        problem = kinds.check(msg.msg_type, msg.header)
+        handler = self._handlers.get(msg.msg_type)
+        if problem is not None or handler is None:
+            _drops.dropped("the job's endpoint", problem or f"unexpected {msg.msg_type}")
+            return
+        node = msg.header.get("node") if msg.msg_type in (kinds.NREGISTER,
+                                                          kinds.NSUMMARY) else None
+        info = self._via if not isinstance(node, str) else self.nodes.setdefault(
+            node, NodeInfo(node))
+        handler(info, msg)
 
-    node_of: dict[int, str] = field(default_factory=dict)
-    hosts: dict[str, str] = field(default_factory=dict)  # node -> host
-    dead: set[str] = field(default_factory=set)
+    def _state(self, info: NodeInfo, msg: Message) -> None:
+        self.on_state(msg.header)
 
-    def register(self, header: dict[str, Any]) -> list[int]:
-        route = header.get("via") or header.get("node") or ""
-        node = header.get("node") or route
-        if header.get("host"):
-            self.hosts[node] = header["host"]
-        added = []
-        for rank_header in header.get("registered", []):
-            rank = rank_header.get("rank")
-            if isinstance(rank, int):
-                self.node_of[rank] = route
-                added.append(rank)
-        return added
+    def _notice(self, info: NodeInfo, msg: Message) -> None:
+        request = self.ctx.inflight.get(msg.header["id"] or "")
+        if request is not None and request.merger is not None:
+            request.merger.notice(msg.header["text"])
 
-    def frames_for(self, kind: str, header: dict[str, Any], targets: list[int],
-                   value: Any = None) -> tuple[NodeRequest, list[tuple[str, list[Any]]]]:
-        """A request to ``targets``: its bookkeeping (ranks not reachable are lost at once)
-        and the frames for each agent that has targets."""
-        request_id = header.get("id") or uuid.uuid4().hex
-        request = NodeRequest(request_id, kind, targets, kind in ("peek", "where"))
-        header = {**header, "id": request_id, "targets": format_sorted(targets)}
-        frames = pack(kind, header, value, has_value=value is not None)
-        nodes = set()
-        for rank in targets:
-            node = self.node_of.get(rank)
-            if node is None or node in self.dead:
-                request.lose(rank)
-            else:
-                nodes.add(node)
-        return request, [(node, frames) for node in sorted(nodes)]
-
-
-def reply_frames(pending: Pending) -> list[Any]:
-    """The merged answer for the notebook, with its own request id."""
-    frames = pending.request.take() or [b"nreply", json.dumps(
-        {"id": pending.request.id, "groups": [], "lost": "", "values": []}).encode(), b""]
-    header = json.loads(bytes(frames[1]))
-    header["id"] = pending.client_id
-    return [b"lreply", json.dumps(header).encode(), *frames[2:]]
+    def idle(self) -> bool:
+        return not self.ctx.inflight.busy()

@@ -2,12 +2,13 @@
 unchanged; beside it, started in the background so that the program does not wait for
 it, the rank's I/O thread (``worker.channel.HubChannel``) talking to its node's agent.
 
-Rank 0 starts the job's endpoint (``root.py``); the first rank of each node starts the
+Rank 0 starts the job's endpoint (``endpoint.py``); the first rank of each node starts the
 node's agent (``hpckernel.agent``, as in the kernel). The I/O thread answers, while the
 program runs: heartbeats, ``peek`` (variables of ``__main__`` and of the functions on the
 main thread's stack), ``where`` (the main thread's stack), ``lvals`` (published values
-after a sequence number), and the safepoint protocol (``larm``, ``execute``, ``lcancel``,
-``safepoints.py``). Nothing here can end the program: the live machinery failing leaves a
+after a sequence number), the safepoint protocol (``larm``, ``lrun``, ``lcancel``,
+``safepoints.py``) and the holding of a cell to stop it (``lpark``, ``lunpark``,
+``cells.py``). Nothing here can end the program: the live machinery failing leaves a
 warning on stderr and the program running.
 """
 
@@ -27,7 +28,7 @@ from types import FrameType, SimpleNamespace
 from typing import Any
 
 from ..deathsig import die_with_parent
-from ..plane import Message, pack
+from ..plane import Message, kinds, pack
 from ..plane.addresses import node_name
 from ..plane.credentials import PLANE_FILE
 from ..plane.nodes import NODE_ENV, agent_plane_file, wait_for_plane_info
@@ -35,7 +36,7 @@ from ..plane.private import make_private_dir
 from ..targets import rank_intervals
 from ..worker import publish
 from ..worker.channel import HubChannel
-from ..worker.introspect import peek
+from ..worker.introspect import peek, user_frames
 from ..worker.runner import _Heartbeat
 from . import safepoints as sp
 from .cells import CellRunner
@@ -71,19 +72,14 @@ def identity(environ: dict[str, str] | None = None) -> tuple[int, int, str, int,
     return rank, size, node_name(), local, 1
 
 
-class LiveChannel(HubChannel):
-    """The rank's I/O thread: an interrupt stops the cell the main thread runs, if any."""
-
-    cells: CellRunner
-
-    def _interrupt(self) -> None:
-        self.cells.interrupt()
+#: Code of Python itself, of installed packages, and of hpckernel: not the program's.
+_NOT_PROGRAM = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix,
+                      str(Path(__file__).parents[1])})
 
 
-def _own_frames() -> tuple[str, ...]:
-    import runpy
-
-    return (str(Path(__file__).parent), runpy.__file__ or "?", "<frozen runpy>")
+def _programs(filename: str) -> bool:
+    """Whether a frame of ``filename`` is the program's own code (its locals are peeked)."""
+    return not filename.startswith(_NOT_PROGRAM) and not filename.startswith("<frozen")
 
 
 class LiveRank:
@@ -94,15 +90,14 @@ class LiveRank:
         self.rank, self.size, self.node, self.local, self.nodes = rank, size, node, local, nodes
         self.directory = directory
         self.job, self.step = job, step
-        self.cells = CellRunner()
         self.state = sp.Safepoints(self._run_cell)
+        self.cells = CellRunner(self.state, rank, self._send_output)
         self.history = History()
         self.started = time.monotonic()
-        self.channel: LiveChannel | None = None
+        self.channel: HubChannel | None = None
         self.children: list[subprocess.Popen[bytes]] = []
         self._ready = threading.Event()
         self._done = threading.Event()
-        self._own = _own_frames()
 
     # -- start and end ----------------------------------------------------------------------
 
@@ -121,7 +116,7 @@ class LiveRank:
         try:
             if self.rank == 0:
                 make_private_dir(self.directory)
-                self._spawn(["-m", "hpckernel.live.root", str(self.directory), "--job",
+                self._spawn(["-m", "hpckernel.live.endpoint", str(self.directory), "--job",
                              self.job, "--step", self.step, "--size", str(self.size),
                              "--nodes", str(self.nodes)])
             if self.local == 0:
@@ -132,16 +127,18 @@ class LiveRank:
                              "--hub-timeout", str(FOREVER)], env)
             info = wait_for_plane_info(agent_plane_file(self.directory, self.node),
                                        START_TIMEOUT)
-            channel = LiveChannel(info, self.rank, queue.SimpleQueue(), flush=lambda: None,
-                                  hub_timeout=FOREVER)
-            channel.cells = self.cells
+            channel = HubChannel(info, self.rank, queue.SimpleQueue(), flush=self.cells.flush,
+                                 hub_timeout=FOREVER)
+            channel.fatal = False
             channel.control.update({
-                "hb": _Heartbeat(self.rank), "peek": self._peek, "where": self._where,
-                "lvals": self._values, "larm": self._arm, "execute": self._decide,
-                "lcancel": self._cancel})
-            channel.send(pack("register", {
-                "rank": self.rank, "size": self.size, "pid": os.getpid(), "host": node_name(),
-                "python": sys.version.split()[0], "mpi": "", "error": None}))
+                kinds.HB: _Heartbeat(self.rank), kinds.PEEK: self._peek,
+                kinds.WHERE: self._where, kinds.LVALS: self._values, kinds.LARM: self._arm,
+                kinds.LRUN: self._decide, kinds.LCANCEL: self._cancel,
+                kinds.LPARK: self._hold, kinds.LUNPARK: self._release})
+            channel.register = {"rank": self.rank, "size": self.size, "pid": os.getpid(),
+                                "host": node_name(), "python": sys.version.split()[0],
+                                "mpi": "", "error": None}
+            channel.send(pack(kinds.REGISTER, channel.register))
             channel.start()
             self.channel = channel
         except Exception as e:  # the program runs on, unwatched
@@ -157,6 +154,7 @@ class LiveRank:
         """The program returned (or raised ``error``): say so, then wait a little for the
         processes this rank started (the node's other ranks still use its agent)."""
         unrun = self.state.end()
+        sp.install(None)
         self._ready.wait(START_TIMEOUT)
         channel = self.channel
         if channel is not None:
@@ -167,7 +165,7 @@ class LiveRank:
             status = {"status": "ok"} if error is None or (
                 isinstance(error, SystemExit) and error.code in (0, None)) else {
                 "status": "error", "ename": type(error).__name__, "evalue": str(error)[:500]}
-            channel.send(pack("lend", {"rank": self.rank, **status}))
+            channel.send(pack(kinds.LEND, {"rank": self.rank, **status}))
         deadline = time.monotonic() + END_WAIT
         for child in self.children:
             try:
@@ -182,37 +180,38 @@ class LiveRank:
 
     def _reply(self, request_id: str | None, fields: dict[str, Any], value: Any = None,
                ) -> list[Any]:
-        return pack("reply", {"id": request_id, "rank": self.rank, **fields}, value,
+        return pack(kinds.REPLY, {"id": request_id, "rank": self.rank, **fields}, value,
                     has_value=value is not None, inband=True)
+
+    def _send_output(self, kind: str, header: dict[str, Any], size: int, value: Any) -> bool:
+        channel = self.channel
+        return channel is not None and channel.send_output(kind, header, size, value,
+                                                           wait=False)
 
     def _main_frame(self) -> FrameType | None:
         return sys._current_frames().get(self.state.main or 0)
 
-    def _user_frames(self) -> list[FrameType]:
-        """The main thread's frames outside this package and runpy, innermost first."""
-        frames = []
-        frame = self._main_frame()
-        while frame is not None:
-            if not frame.f_code.co_filename.startswith(self._own):
-                frames.append(frame)
-            frame = frame.f_back
-        return frames
-
     def _peek(self, msg: Message) -> list[Any]:
         main = sys.modules["__main__"].__dict__
-        scopes = [f.f_locals for f in self._user_frames() if f.f_locals is not main]
+        scopes = []
+        frame = self._main_frame()
+        while frame is not None:  # the locals of the program's functions, innermost first
+            if frame.f_locals is not main and (
+                    frame.f_globals is main or _programs(frame.f_code.co_filename)):
+                scopes.append(frame.f_locals)
+            frame = frame.f_back
         return peek(SimpleNamespace(user_ns=ChainMap(*scopes, main)),  # type: ignore[arg-type]
                     self.rank, msg)
 
     def _where(self, msg: Message) -> tuple[str, dict[str, Any], Any]:
-        stack = [{"file": s.filename, "line": s.lineno, "function": s.name,
-                  "code": (s.line or "").strip()}
-                 for s in traceback.extract_stack(self._main_frame())
-                 if not s.filename.startswith(self._own)]
+        frame = self._main_frame()
+        stack = user_frames(traceback.extract_stack(frame)) if frame is not None else []
+        since = self.channel.busy_since if self.channel is not None else None
         state = "ended" if self.state.ended else "busy"
+        seconds = time.monotonic() - (since or self.started)
         return "reply", {"id": msg.header["id"], "rank": self.rank, "status": "ok"}, {
-            "state": state, "seconds": round(time.monotonic() - self.started, 1),
-            "stack": stack, "safepoint": self.state.count}
+            "state": state, "seconds": round(seconds, 1), "stack": stack,
+            "safepoint": self.state.count, "cell": since is not None}
 
     def _values(self, msg: Message) -> list[Any]:
         since = 0
@@ -229,12 +228,15 @@ class LiveRank:
                 "status": "error", "ename": "ProgramEnded",
                 "evalue": "the program has ended: no more safepoints"})
         return self._reply(msg.header["id"], {"status": "ok",
-                                              "counter": self.state.arm(msg.header["cell"])})
+                                              "at": self.state.arm(msg.header["cell"])})
 
     def _decide(self, msg: Message) -> list[Any] | None:
         h = msg.header
-        cell = sp.Decided(h["id"], h["cell"], int(h["at"]), h["code"],
-                          h.get("name") or f"<cell {h['cell'][:8]}>")
+        assert self.channel is not None  # it handles this message
+        if self.channel.ledger.arrived(h["id"] or "") is not True:
+            return None  # a copy (its agent was started again): run once
+        cell = sp.Decided(h["id"] or "", h["cell"], h["at"], h["code"],
+                          f"<live cell {h.get('execution_count') or h['cell'][:8]}>")
         if self.state.decide(cell):
             return None  # the main thread answers once it ran the cell
         return self._reply(h["id"], {"status": "error", "ename": "ProgramEnded",
@@ -244,11 +246,33 @@ class LiveRank:
         self.state.cancel(msg.header["cell"])
         return self._reply(msg.header["id"], {"status": "ok"})
 
+    def _hold(self, msg: Message) -> list[Any] | None:
+        request_id = msg.header["id"]
+
+        def answer(held: str) -> None:
+            if self.channel is not None:
+                self.channel.send(self._reply(request_id, {"status": "ok", "held": held}))
+
+        held = self.cells.hold(msg.header["cell"], answer)
+        return None if held is None else self._reply(request_id, {"status": "ok",
+                                                                  "held": held})
+
+    def _release(self, msg: Message) -> list[Any]:
+        self.cells.release(msg.header["cell"], msg.header["stop"])
+        return self._reply(msg.header["id"], {"status": "ok"})
+
     # -- the main thread, at a safepoint ------------------------------------------------
 
-    def _run_cell(self, cell: sp.Decided, frame: FrameType | None) -> None:
-        fields = self.cells.run(cell.id, cell.code, cell.name, frame)
-        fields["request"] = "execute"
+    def _run_cell(self, cell: sp.Decided, frame: FrameType | None, stopped: bool) -> None:
         channel = self.channel
-        if channel is not None:
-            channel.send(self._reply(cell.id, fields))
+        if channel is None:
+            return
+        ledger = channel.ledger
+        if stopped or not ledger.start(cell.id):
+            fields: dict[str, Any] = {"status": "error", "ename": "KeyboardInterrupt",
+                                      "evalue": "stopped from the notebook before it started"}
+        else:
+            fields = self.cells.run(cell.cell, cell.id, cell.code, cell.name, frame)
+        header = {"id": cell.id, "rank": self.rank, "request": kinds.LRUN, **fields}
+        ledger.finish(cell.id, kinds.LRUN, header)  # type: ignore[arg-type]
+        channel.send(pack(kinds.REPLY, header))

@@ -1,46 +1,96 @@
-"""How a notebook reaches a live job's endpoint: its ``live.json`` read where the job's
-files are (here, or on the login node through the Slurm kernel's SSH machinery,
-``provisioner/access.py``), and an SSH tunnel to the endpoint's address when there is a
-login node. Async; ``client.py`` runs it on hpckernel's background loop."""
+"""How a notebook reaches a live job's endpoint: first Slurm's word on the job (through the
+process's one poller: unknown, pending, ended, another user's), then its ``live.json`` read
+where the job's files are (here, or on the login node through the Slurm kernel's SSH
+machinery, ``provisioner/access.py``), and an SSH tunnel to the endpoint's address when
+there is a login node. Async; ``client.py`` runs it on hpckernel's background loop."""
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
+import time
+from datetime import datetime
 
 from ..jobrequest import JobSettings
-from ..plane.private import check_private_dir
+from ..plane.private import UnsafeDirectoryError, check_private_dir
 from ..provisioner.access import ClusterAccess
 from ..provisioner.jobdir import remote_home
+from ..slurm import JobInfo, Poller, Slurm, SlurmError
+from .errors import JobEnded, NotLiveError, NotYoursError
 from .files import JOB_ROOT_ENV, LIVE_FILE, LiveInfo, live_dir, newest_step, parse_live_info
 
-
-class NotLiveError(LookupError):
-    """The job has no live endpoint (not started with ``python -m hpckernel.live``, not
-    running yet, or already ended)."""
+#: A job that started less than this many seconds ago may not have written live.json yet.
+YOUNG = 60.0
+#: Seconds to wait for the live.json of such a job.
+LIVE_WAIT = 15.0
 
 
 def _not_live(job: str, where: str) -> NotLiveError:
     return NotLiveError(
-        f"job {job} has no live endpoint in {where}: is it running, and does it run its "
-        f"program with `srun python -m hpckernel.live SCRIPT`? (another job root: "
+        f"job {job} is not live: no live endpoint in {where}. Does it run its program with "
+        f"`srun python -m hpckernel.live SCRIPT`? (another job root: "
         f"hpckernel.attach(..., job_root=...) or ${JOB_ROOT_ENV})")
 
 
-async def find_local(job: str, root: str | None) -> LiveInfo:
-    """The job's ``live.json`` on this machine's file systems."""
-    base = live_dir(job, "0", root).parent
-    names = await asyncio.to_thread(lambda: [p.name for p in base.iterdir()]
-                                    if base.is_dir() else [])
-    step = newest_step(names, job)
-    if step is None:
-        raise _not_live(job, str(base))
-    directory = live_dir(job, step, root)
-    check_private_dir(directory)  # a directory another user planted is not believed
+def is_slurm_id(job: str) -> bool:
+    """Whether ``job`` can be a Slurm job id (an mpiexec run's live id is not)."""
+    return job.replace("_", "").isdigit()
+
+
+async def slurm_says(slurm: Slurm, job: str, user: str | None) -> JobInfo | None:
+    """The job as Slurm sees it, raising what makes attaching pointless: unknown, pending,
+    ended, or (``user``: the attaching user, when known) someone else's. None where Slurm
+    cannot be asked (a run with mpiexec, outside Slurm, has a live id of its own)."""
+    if not is_slurm_id(job):
+        return None
     try:
-        return parse_live_info(await asyncio.to_thread((directory / LIVE_FILE).read_text))
-    except FileNotFoundError:
-        raise _not_live(job, str(directory)) from None
+        info = (await Poller.of(slurm).fetch([job])).jobs.get(job)
+    except (SlurmError, OSError):
+        return None
+    if info is None:
+        return None  # not a Slurm job (an mpiexec run's live id), or long forgotten
+    if user and info.user and info.user != user:
+        raise NotYoursError(f"job {job} belongs to {info.user}: only its owner can attach "
+                            "to it (its keys are readable by that user alone)")
+    if info.ended:
+        raise JobEnded(job, info.state, info.reason_text or info.reason or "")
+    if info.pending:
+        raise NotLiveError(f"job {job} is {info.state} ({info.reason_text or info.reason}):"
+                           " it is not running yet; attach once it runs")
+    return info
+
+
+def _young(info: JobInfo | None) -> bool:
+    start = info.start_time if info is not None else None
+    return start is not None and (datetime.now().astimezone() - start).total_seconds() < YOUNG
+
+
+async def find_local(job: str, root: str | None) -> tuple[LiveInfo, JobInfo | None]:
+    """The job's ``live.json`` on this machine's file systems, and Slurm's word on it."""
+    info = await slurm_says(Slurm(), job, getpass.getuser())
+    deadline = time.monotonic() + (LIVE_WAIT if _young(info) else 0.0)
+    base = live_dir(job, "0", root).parent
+    while True:
+        names = await asyncio.to_thread(lambda: [p.name for p in base.iterdir()]
+                                        if base.is_dir() else [])
+        step = newest_step(names, job)
+        if step is not None:
+            directory = live_dir(job, step, root)
+            try:
+                check_private_dir(directory)  # a directory another user planted: not believed
+                text = await asyncio.to_thread((directory / LIVE_FILE).read_text)
+                return parse_live_info(text), info
+            except (UnsafeDirectoryError, PermissionError):
+                raise NotYoursError(f"job {job}'s live files in {directory} are not yours: "
+                                    "only the job's owner can attach") from None
+            except FileNotFoundError:
+                pass  # being written, or removed as the job ended
+        if time.monotonic() >= deadline:
+            if info is None and step is not None:
+                raise JobEnded(job, "ENDED", "its live endpoint is gone")
+            raise _not_live(job, str(base))
+        await asyncio.sleep(0.2)
 
 
 class LoginRoute:
@@ -50,21 +100,32 @@ class LoginRoute:
         self.access = ClusterAccess(JobSettings(login=login, ssh_args=ssh_args),
                                     logging.getLogger("hpckernel.live.client"))
 
-    async def find(self, job: str, root: str | None) -> LiveInfo:
+    async def find(self, job: str, root: str | None) -> tuple[LiveInfo, JobInfo | None]:
+        """The job's ``live.json``, read on the login node as the user there (the 0700 and
+        0600 modes keep other users out), and Slurm's word on the job."""
         await self.access.open()
         ssh = self.access.ssh
         assert ssh is not None
+        info = await slurm_says(self.access.slurm, job, None)
+        deadline = time.monotonic() + (LIVE_WAIT if _young(info) else 0.0)
         base = root or f"{await remote_home(ssh)}/.hpckernel/jobs"
-        listing = await ssh.run(["ls", "-1", base], timeout=30)
-        step = newest_step(listing.stdout.split(), job)
-        if step is None:
-            raise _not_live(job, f"{base} on {self.access.settings.login}")
-        directory = str(live_dir(job, step, base))
-        # Read as the user on the login node; the 0700/0600 modes keep others out there.
-        text = await self.access.job_dir(directory).read(LIVE_FILE)
-        if text is None:
-            raise _not_live(job, f"{directory} on {self.access.settings.login}")
-        return parse_live_info(text)
+        login = self.access.settings.login
+        while True:
+            listing = await ssh.run(["ls", "-1", base], timeout=30)
+            step = newest_step(listing.stdout.split(), job)
+            if step is not None:
+                directory = str(live_dir(job, step, base))
+                try:
+                    text = await self.access.job_dir(directory).read(LIVE_FILE)
+                except OSError:
+                    raise NotYoursError(f"job {job}'s live files in {directory} on {login} "
+                                        "cannot be read: only the job's owner can attach"
+                                        ) from None
+                if text is not None:
+                    return parse_live_info(text), info
+            if time.monotonic() >= deadline:
+                raise _not_live(job, f"{base} on {login}")
+            await asyncio.sleep(0.5)
 
     async def tunnel(self, url: str) -> str:
         """A loopback URL here that reaches ``url`` (tcp://host:port) from the login node."""

@@ -16,6 +16,11 @@ any MPI call and without the main thread ever waiting on another rank's main thr
 
 The decision depends only on the I/O threads' answers, so it always comes, whatever the
 main threads do. With nothing armed, :func:`safepoint` is an attribute test and an add.
+
+Stopping a cell (the notebook's interrupt) goes the same careful way (``cells.py``): the
+endpoint asks every target to *hold* the cell — a rank that has not started it holds it at
+its safepoint, a rank running it holds at its next line of Python — and stops it only if
+every target holds it (or is done with it), so that no rank is left alone in a collective.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+
+#: Seconds a rank holds a cell at most, whatever the endpoint says (a lost verdict).
+HOLD_LIMIT = 30.0
 
 
 @dataclass
@@ -39,28 +47,37 @@ class Decided:
     name: str
 
 
+#: run(cell, frame, stopped): run the cell at its safepoint (``stopped``: it was stopped
+#: before it started here: answer so without running it)
+Runner = Callable[[Decided, "FrameType | None", bool], None]
+
+
 class Safepoints:
     """One rank's safepoint count and the cell it is armed for (at most one at a time: the
-    endpoint runs cells one after another). Counted on the program's main thread only."""
+    endpoint runs cells one after another). Counted on the program's main thread only;
+    ``cond`` also guards how the cell is held and stopped (``cells.py``)."""
 
-    def __init__(self, run: Callable[[Decided, FrameType | None], None]) -> None:
+    def __init__(self, run: Runner) -> None:
         self.count = 0
         self.armed = False  # read without the lock by the main thread's fast path
         self.main = threading.main_thread().ident
         self._run = run
-        self._cond = threading.Condition()
+        self.cond = threading.Condition()
         self._armed_id: str | None = None
         self._limit = 0  # the main thread waits here until the decision
-        self._decided: Decided | None = None
+        self.decided: Decided | None = None  # agreed, not started yet
+        self.held: str | None = None  # a decided cell held at its safepoint (not started)
+        self.stopped: str | None = None  # a decided cell stopped before it started
         self.ended = False  # the program returned: no more safepoints
 
     # -- the I/O thread ---------------------------------------------------------------------
 
     def arm(self, cell_id: str) -> int:
         """Mark the rank armed for ``cell_id``; the safepoint count reached so far."""
-        with self._cond:
+        with self.cond:
             self._armed_id = cell_id
-            self._decided = None
+            self.decided = None
+            self.held = self.stopped = None
             self.armed = True
             reached = self.count  # read after arming: the next safepoints see the flag
             self._limit = reached + 1
@@ -69,50 +86,81 @@ class Safepoints:
     def decide(self, cell: Decided) -> bool:
         """The agreed safepoint for the armed cell; False if this rank is not armed for it
         (cancelled meanwhile, or the program ended)."""
-        with self._cond:
+        with self.cond:
             if self._armed_id != cell.cell or self.ended:
                 return False
-            self._decided = cell
-            self._cond.notify_all()
+            self.decided = cell
+            self.cond.notify_all()
             return True
 
     def cancel(self, cell_id: str) -> None:
         """Forget the armed cell (not decided yet, or never to run here)."""
-        with self._cond:
+        with self.cond:
             if self._armed_id == cell_id:
                 self._clear()
 
+    def hold(self, cell_id: str) -> bool:
+        """Hold the decided cell ``cell_id`` at its safepoint if it has not started here
+        (the main thread waits there until :meth:`release`); False if it has not been
+        decided here or has started."""
+        with self.cond:
+            if self.decided is None or self.decided.cell != cell_id:
+                return False
+            self.held = cell_id
+            return True
+
+    def release(self, cell_id: str, stop: bool) -> None:
+        """Let the held cell go: run it, or (``stop``) answer it as stopped unrun."""
+        with self.cond:
+            if self.held == cell_id:
+                self.held = None
+                if stop:
+                    self.stopped = cell_id
+                self.cond.notify_all()
+
     def end(self) -> Decided | None:
         """The program returned: the cell it was armed for, if any, will not run here."""
-        with self._cond:
+        with self.cond:
             self.ended = True
-            cell = self._decided
+            cell = self.decided
             self._clear()
             return cell
 
     def _clear(self) -> None:
         self._armed_id = None
-        self._decided = None
+        self.decided = None
+        self.held = None
         self.armed = False
-        self._cond.notify_all()
+        self.cond.notify_all()
 
     # -- the main thread --------------------------------------------------------------------
 
     def arrive(self, frame: FrameType | None) -> None:
         """Called by :func:`safepoint` when armed: wait for the decision at the limit, run
-        the cell at its safepoint."""
-        with self._cond:
+        the cell at its safepoint (held there while the endpoint decides to stop it)."""
+        with self.cond:
             while True:
-                cell = self._decided
-                if cell is not None:
-                    if self.count < cell.at:
-                        return
+                cell = self.decided
+                if cell is not None and self.count >= cell.at:
+                    if self.held == cell.cell:  # the endpoint decides whether to stop it
+                        if not self.cond.wait(HOLD_LIMIT):
+                            self.held = None  # no verdict came: run it
+                        continue
+                    stopped = self.stopped == cell.cell
                     self._clear()
+                    self.stopped = None
                     break
-                if self._armed_id is None or self.count < self._limit:
+                if cell is not None or self._armed_id is None or self.count < self._limit:
                     return
-                self._cond.wait()
-        self._run(cell, frame)
+                self.cond.wait()
+        self._run(cell, frame, stopped)
+
+    def reach(self, number: int, frame: FrameType | None) -> None:
+        """A safepoint numbered by the caller (a notebook's execution count, which every
+        rank of a kernel reaches in the same order), instead of counted."""
+        self.count = max(self.count, number)
+        if self.armed:
+            self.arrive(frame)
 
 
 #: Set by the live runner (``rank.py``); None in a program not run through hpckernel.live.
@@ -132,7 +180,7 @@ def safepoint() -> None:
         state.arrive(sys._getframe(1))
 
 
-def install(state: Safepoints) -> None:
-    """Called once by the live runner, before the program starts."""
+def install(state: Safepoints | None) -> None:
+    """Called once by the live runner, before the program starts (None: at its end)."""
     global _state
     _state = state

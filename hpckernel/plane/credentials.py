@@ -33,6 +33,9 @@ class PlaneInfo:
     size: int  # number of ranks expected
     #: bytes of output a sender may have in flight (``credit.py``, HubKernel.output_window)
     window: int = DEFAULT_WINDOW
+    #: the hub maps the shared-memory segments of its node's ranks (a live job's endpoint,
+    #: which passes replies on over TCP, does not: its node's agent maps them)
+    shm: bool = True
 
 
 class KeyCheck:

@@ -69,3 +69,15 @@ class PlaneHeader(TypedDict, total=False):
     lost: str  # nreply: ranks the agent stopped waiting for (dead, unreachable)
     values: list[list[Any]]  # nreply: [rank, frame count(, shared-memory segments)] per value
     shm_prefix: str  # nregister: an agent on the hub's node passes its ranks' segments on
+    # -- a live batch job (hpckernel/live, kinds.LIVE_REQUESTS and the l* kinds)
+    cell: str  # the endpoint's id of a notebook's cell (larm, lrun, lcancel, lpark, lunpark)
+    at: int  # lrun: the safepoint the cell runs at; larm's reply: the count reached
+    stop: bool  # lunpark: stop the held cell (else it goes on)
+    held: Literal["cell", "start", "done", "no"]  # lpark's reply: where the rank holds it
+    since: list[list[Any]]  # lvals: [ranks, sequence number] already had
+    ended: str  # lstate: ranks whose program ended
+    failed: dict[str, str]  # lstate: rank -> how its program failed
+    done: bool  # lstate: every rank's program ended
+    job: str  # lwelcome: the Slurm job (or the run's live id)
+    nodes: int  # lwelcome: nodes of the job
+    registered_ranks: int  # lwelcome: ranks connected so far

@@ -14,7 +14,16 @@ Who sends what:
   I/O thread while the main thread runs), ``hb``, ``interrupt``, ``shutdown``, ``credit``;
 - a rank: ``register``, ``reply``, ``stream``, ``display``, ``more``, ``hb``, ``live``;
 - a node agent, for its node (or its subtree): ``nregister``, ``nsummary``, ``nstream``,
-  ``display`` (with a rank range), ``nreply``, ``ndead``, ``more``, and the ranks' ``live``.
+  ``display`` (with a rank range), ``nreply``, ``ndead``, ``more``, and the ranks' ``live``
+  and ``lend``.
+
+A live batch job (``hpckernel/live``) adds the kinds starting with ``l``: requests its
+endpoint sends its ranks through their agents (``LIVE_REQUESTS``: the safepoint protocol,
+stopping a cell, published values), a rank's ``lend``, and what an attached notebook and
+the endpoint say to each other (``lhello``/``lwelcome``, ``lping``/``lstate``, ``lnotice``,
+``ldetach``). The notebook sends the endpoint ``execute`` (a cell, run at a safepoint),
+``peek``, ``where``, ``lvals`` and ``interrupt``; the endpoint passes it the agents'
+``nregister``, ``nsummary``, ``nstream``, ``display`` and ``nreply`` of its requests.
 """
 
 from __future__ import annotations
@@ -54,14 +63,34 @@ NSTREAM: Final = "nstream"  # the node's text of one request and stream, equal t
 NREPLY: Final = "nreply"  # the node's answer to one request
 NDEAD: Final = "ndead"  # an agent below this one is gone
 
+# -- a live batch job: the endpoint to its ranks (through their agents), each answered once
+LARM: Final = "larm"  # arm for a cell: answer the safepoint count reached (safepoints.py)
+LRUN: Final = "lrun"  # run the armed cell at safepoint ``at``; answered once it ran
+LCANCEL: Final = "lcancel"  # forget the armed cell
+LPARK: Final = "lpark"  # hold the cell where it can stop alike on every rank; answered then
+LUNPARK: Final = "lunpark"  # go on (``stop``: stop the held cell with KeyboardInterrupt)
+LVALS: Final = "lvals"  # published values after a sequence number (the rank's history)
+
+# -- a live batch job: upwards from a rank, and between notebook and endpoint
+LEND: Final = "lend"  # a rank's program ended (status, error)
+LHELLO: Final = "lhello"  # a notebook attaches (answered by lwelcome, then nregister each)
+LWELCOME: Final = "lwelcome"  # the job: size, nodes, state
+LPING: Final = "lping"  # the notebook is still there (answered by lstate)
+LSTATE: Final = "lstate"  # the programs' state: ended ranks, failures, all done
+LNOTICE: Final = "lnotice"  # a line for the output of the notebook's request ``id``
+LDETACH: Final = "ldetach"  # the notebook leaves: its queued cells are dropped
+
 #: Run by a rank's main thread, one after another, in arrival order.
 REQUESTS: Final = frozenset({EXECUTE, APPLY, PUSH, PULL})
 #: Answered by a rank's I/O thread while its main thread runs: no queueing, no busy state.
 CONTROL_REQUESTS: Final = frozenset({COMPLETE, INSPECT, PEEK, WHERE})
+#: A live job's requests to its ranks: answered by the rank's I/O thread (``lrun`` later,
+#: by its main thread at the safepoint); agents pass them as any request.
+LIVE_REQUESTS: Final = frozenset({LARM, LRUN, LCANCEL, LPARK, LUNPARK, LVALS})
 #: Counted against the sender's output window (credit.py).
 OUTPUT: Final = frozenset({STREAM, DISPLAY, NSTREAM})
 
-Sender = Literal["hub", "rank", "agent"]
+Sender = Literal["hub", "rank", "agent", "endpoint", "notebook"]
 #: A header field and the type its value must have (``int`` excludes ``bool``).
 Field = tuple[str, type]
 
@@ -81,10 +110,12 @@ def _kind(name: str, *senders: Sender, required: tuple[Field, ...] = ()) -> Kind
 
 
 _ID = ("id", str)
+_CELL = ("cell", str)
 KINDS: Final[Mapping[str, Kind]] = {k.name: k for k in (
-    *(_kind(name, "hub", "agent", required=(_ID,)) for name in REQUESTS | CONTROL_REQUESTS),
+    *(_kind(name, "hub", "agent", "notebook", "endpoint", required=(_ID,))
+      for name in REQUESTS | CONTROL_REQUESTS),
     _kind(HB, "hub", "agent", "rank"),
-    _kind(INTERRUPT, "hub", "agent"),
+    _kind(INTERRUPT, "hub", "agent", "notebook"),
     _kind(SHUTDOWN, "hub", "agent"),
     _kind(CREDIT, "hub", "agent", required=(("sent", int),)),
     _kind(REGISTER, "rank", required=(("rank", int),)),
@@ -98,6 +129,19 @@ KINDS: Final[Mapping[str, Kind]] = {k.name: k for k in (
     _kind(NSTREAM, "agent", required=(("name", str), ("parts", list))),
     _kind(NREPLY, "agent", required=(_ID, ("groups", list), ("values", list))),
     _kind(NDEAD, "agent", required=(("node", str),)),
+    _kind(LARM, "endpoint", "agent", required=(_ID, _CELL)),
+    _kind(LRUN, "endpoint", "agent", required=(_ID, _CELL, ("at", int), ("code", str))),
+    _kind(LCANCEL, "endpoint", "agent", required=(_ID, _CELL)),
+    _kind(LPARK, "endpoint", "agent", required=(_ID, _CELL)),
+    _kind(LUNPARK, "endpoint", "agent", required=(_ID, _CELL, ("stop", bool))),
+    _kind(LVALS, "notebook", "endpoint", "agent", required=(_ID,)),
+    _kind(LEND, "rank", "agent", required=(("rank", int), ("status", str))),
+    _kind(LHELLO, "notebook"),
+    _kind(LWELCOME, "endpoint", required=(("size", int), ("nodes", int))),
+    _kind(LPING, "notebook"),
+    _kind(LSTATE, "endpoint", required=(("ended", str), ("done", bool))),
+    _kind(LNOTICE, "endpoint", required=(_ID, ("text", str))),
+    _kind(LDETACH, "notebook"),
 )}
 
 

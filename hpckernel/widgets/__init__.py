@@ -20,15 +20,18 @@ if TYPE_CHECKING:  # types only: ipywidgets is imported when a widget is first a
 
 
 def load_ipython_extension(ipython: InteractiveShell) -> None:
-    """``%load_ext hpckernel.widgets``: the job magics (and, in the hub, the live ones)."""
-    from ..live.magics import AttachMagics, JobOnlyMagics
+    """``%load_ext hpckernel.widgets``: the job magics, and in a plain kernel those of live
+    batch jobs (``%attach``, and ``--job`` on ``%%px``, ``%peek``, ``%where``,
+    ``%liveplot``, ``%dashboard``; the hub has them already)."""
+    from ..hub.controllers import Controllers
+    from ..hub.magics import PxMagics
+    from ..live.magics import AttachMagics
     from .magics import JobMagics, LiveMagics
 
-    ipython.register_magics(JobMagics, AttachMagics)
-    if getattr(getattr(ipython, "kernel", None), "pool", None) is not None:
-        ipython.register_magics(LiveMagics)
-    else:  # a plain kernel: %peek, %where, %liveplot, %%px, %dashboard for live jobs only
-        ipython.register_magics(JobOnlyMagics)
+    ipython.register_magics(JobMagics)
+    if getattr(getattr(ipython, "kernel", None), "controllers", None) is None:
+        ipython.register_magics(PxMagics(ipython, Controllers(None), None), LiveMagics,
+                                AttachMagics)
 
 
 def liveplot(name: str) -> LivePlot:
@@ -46,4 +49,4 @@ def dashboard() -> Dashboard:
     from .hubref import hub_kernel
     from .panel import Dashboard
 
-    return Dashboard(hub_kernel())
+    return Dashboard(hub_kernel().px)

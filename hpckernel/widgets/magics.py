@@ -1,8 +1,9 @@
 """The magics of the dashboard and of Slurm job control.
 
 `JobMagics` (``%squeue``, ``%%sbatch``, ``%scancel``, ``%sacct``) work in any IPython
-kernel (``%load_ext hpckernel.widgets``); `LiveMagics` (``%dashboard``, ``%liveplot``)
-need the hub, which registers both. Slurm's errors come back as one-line usage errors in
+kernel (``%load_ext hpckernel.widgets``); `LiveMagics` (``%dashboard``, ``%liveplot``) show
+the hub's ranks, or with ``--job JOBID`` (also in a plain kernel) an attached live batch
+job's. The hub registers both. Slurm's errors come back as one-line usage errors in
 code and as a red line in the widgets. ipywidgets is imported only when a widget is made:
 the hub registers these magics without needing it.
 """
@@ -16,11 +17,12 @@ from typing import TYPE_CHECKING
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from ..hub.cell_routing import parse_magic
+from ..hub.controllers import Controllers
 from ..slurm import SlurmError, sync
 from ..slurm.jobcontrol import Job, submit
 
 if TYPE_CHECKING:  # types only: see above
-    from ..live.panel import JobPanel
     from .jobviews import SbatchWidget, SqueueWidget
     from .panel import Dashboard
     from .plot import LivePlot
@@ -86,31 +88,33 @@ class JobMagics(Magics):
 
 @magics_class
 class LiveMagics(Magics):
-    """``%dashboard`` and ``%liveplot``, in the hub's ``%%local`` namespace."""
+    """``%dashboard`` and ``%liveplot``: of the kernel's own ranks (the hub's), or with
+    ``--job JOBID`` of an attached live batch job (also in a plain IPython kernel)."""
 
     @line_magic
-    def dashboard(self, line: str) -> Dashboard | JobPanel:
-        """%dashboard [--job JOBID]: the job, the walltime and each rank's state, live (or
-        those of an attached live batch job)."""
-        if "--job" in line:
-            from ..live.magics import job_dashboard
+    def dashboard(self, line: str) -> Dashboard:
+        """%dashboard [--job JOBID]: the job, the walltime and each rank's state, live."""
+        from .panel import Dashboard
 
-            return job_dashboard(line)
-        from . import dashboard
-
-        return dashboard()
+        job = parse_magic("dashboard", line).job
+        return Dashboard(controllers().get(job))
 
     @line_magic
     def liveplot(self, line: str) -> LivePlot:
-        """%liveplot NAME [--job JOBID]: plot what the ranks (of a live batch job) publish as
-        NAME (hpckernel.publish)."""
-        if "--job" in line:
-            from ..live.magics import job_liveplot
+        """%liveplot NAME [--job JOBID]: plot what the ranks publish as NAME
+        (hpckernel.publish)."""
+        from .plot import LivePlot
 
-            return job_liveplot(line)
-        names = line.split()
-        if len(names) != 1:
+        args = parse_magic("liveplot", line)
+        if len(args.names) != 1:
             raise UsageError("%liveplot NAME: the name the ranks publish, e.g. %liveplot loss")
-        from . import liveplot
+        return LivePlot(controllers().get(args.job).pool.live, args.names[0])
 
-        return liveplot(names[0])
+
+def controllers() -> Controllers:
+    """The controllers of this kernel: the hub's, or (a plain kernel) attached jobs only."""
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    found = getattr(kernel, "controllers", None)
+    return found if isinstance(found, Controllers) else Controllers(None)

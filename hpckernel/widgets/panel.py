@@ -26,7 +26,7 @@ from .fallback import TextFallback
 from .sacct import sacct_text
 
 if TYPE_CHECKING:
-    from ..hub.kernel import HubKernel
+    from ..hub.px_controller import PxController
     from ..hub.rank_pool import RankInfo
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,9 @@ class Dashboard(TextFallback, w.VBox):
     states: traitlets.List[str] = traitlets.List(
         help="each rank's state as last shown").tag(sync=True)
 
-    def __init__(self, kernel: HubKernel, interval: float = 1.0, **kwargs: object) -> None:
-        assert kernel.pool is not None
-        self.kernel = kernel
-        self.pool = kernel.pool
+    def __init__(self, px: PxController, interval: float = 1.0, **kwargs: object) -> None:
+        self.px = px
+        self.pool = px.pool
         self.interval = interval
         self.job = w.HTML()
         self.walltime = w.FloatProgress(min=0.0, max=1.0, value=0.0,
@@ -77,8 +76,8 @@ class Dashboard(TextFallback, w.VBox):
         self._job_state = "RUNNING"  # the hub runs in it; the poller says more
         self._trouble = ""
         self._watch: Watch | None = None
-        if kernel.allocation is not None:
-            self._watch = Poller.of().watch([kernel.allocation.job_id],
+        if px.allocation is not None:
+            self._watch = Poller.of(px.allocation.slurm).watch([px.allocation.job_id],
                                             callback=self._slurm_says)
         self.refresh()
         self._closed = threading.Event()
@@ -95,7 +94,7 @@ class Dashboard(TextFallback, w.VBox):
 
     def refresh(self) -> None:
         """Redraw from the hub's rank table and the job's last known state."""
-        alloc = self.kernel.allocation
+        alloc = self.px.allocation
         if alloc is None:
             self.job.value = f"<b>local</b> · {self.pool.size} ranks"
         else:
@@ -117,7 +116,7 @@ class Dashboard(TextFallback, w.VBox):
 
     def _slurm_says(self, snapshot: Snapshot) -> None:
         """The poller's round (on its thread): the job's state, or why Slurm is silent."""
-        alloc = self.kernel.allocation
+        alloc = self.px.allocation
         info = snapshot.jobs.get(alloc.job_id) if alloc is not None else None
         if info is not None:
             self._job_state = info.state
@@ -138,7 +137,7 @@ class Dashboard(TextFallback, w.VBox):
         done.add_done_callback(finished)
 
     def _sacct(self) -> None:
-        alloc = self.kernel.allocation
+        alloc = self.px.allocation
         if alloc is None:
             self.details.value = "<i>not in a Slurm job: no accounting</i>"
             return

@@ -52,6 +52,10 @@ MAX_PENDING = 4096
 class HubChannel:
     """Connects to the hub and moves messages between it and the rank's threads."""
 
+    #: A failure of the I/O thread ends the rank (a kernel's rank would hang silently); a
+    #: live job's program runs on, unwatched (``live/rank.py``).
+    fatal = True
+
     def __init__(self, info: PlaneInfo, rank: int, inbox: queue.SimpleQueue[Message],
                  flush: Callable[[], None], hub_timeout: float = 30.0) -> None:
         self.info = info
@@ -188,7 +192,8 @@ class HubChannel:
             self._send_all()
         except Exception:  # pragma: no cover - a crash here would hang the rank silently
             log.exception("rank %d: I/O thread failed", self.rank)
-            os._exit(4)
+            if self.fatal:
+                os._exit(4)
 
     def _send_all(self) -> None:
         """Move what was queued to the socket, as far as it takes it now (never waiting)."""

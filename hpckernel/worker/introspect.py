@@ -35,7 +35,8 @@ def _machinery() -> tuple[str, ...]:
     import IPython
 
     return (str(Path(IPython.__file__ or "?").parent),
-            str(Path(hpckernel.__file__ or "?").parent), runpy.__file__ or "?")
+            str(Path(hpckernel.__file__ or "?").parent), runpy.__file__ or "?",
+            "<frozen runpy>")
 
 
 class PeekError(RuntimeError):
@@ -94,10 +95,10 @@ def where(channel: HubChannel, rank: int, msg: Message) -> tuple[str, dict[str, 
     if since is None or frame is None:
         return "reply", header, {"state": "idle", "seconds": 0.0, "stack": []}
     return "reply", header, {"state": "busy", "seconds": round(time.monotonic() - since, 1),
-                             "stack": _user_frames(traceback.extract_stack(frame))}
+                             "stack": user_frames(traceback.extract_stack(frame))}
 
 
-def _user_frames(stack: traceback.StackSummary) -> list[dict[str, Any]]:
+def user_frames(stack: traceback.StackSummary) -> list[dict[str, Any]]:
     """From the first frame of the cell on (or, outside cells, without the rank's own
     machinery), with cell file names shown as ``In[7]``."""
     cells = [i for i, f in enumerate(stack) if _CELL.fullmatch(f.filename)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from ...plane import Message
 from ...plane.headers import PlaneHeader
@@ -24,7 +24,7 @@ from ..inflight import InFlight
 from ..live import LiveStore
 from ..ranktable import RankInfo, RankTable
 from ..requests import Request
-from ..transport import Peer, Transport
+from ..transport import Peer
 
 
 @dataclass
@@ -37,6 +37,16 @@ class FaninSettings:
     agent_return: float = 10.0  # seconds a lost agent's node waits for it to come back
 
 
+class PeerLink(Protocol):
+    """How a fan-in sends: the hub's ``Transport``, or a live job's ``EndpointLink``."""
+
+    def send(self, peer: Peer, frames: list[Any]) -> bool:
+        """Queue ``frames`` for ``peer`` without waiting; False if it cannot be reached."""
+
+    def is_local(self, peer: Peer) -> bool:
+        """Whether ``peer`` is on this node (it may hand over shared memory)."""
+
+
 @dataclass
 class FaninContext:
     """What a fan-in works with: the shared tables, the sockets, and the pool's callbacks."""
@@ -46,7 +56,7 @@ class FaninContext:
     table: RankTable
     inflight: InFlight
     live: LiveStore
-    transport: Transport
+    transport: PeerLink
     settings: FaninSettings
     #: a rank registered (header: its ``register`` message)
     register: Callable[[RankInfo, PlaneHeader], None]
