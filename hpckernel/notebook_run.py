@@ -66,10 +66,11 @@ async def _ranks_ready(client: NotebookClient) -> None:
 
 def execute(nb: NotebookNode, cwd: Path, *, kernel: str | None = None, ranks: int = 4,
             hub_options: Sequence[str] = (), timeout: float | None = None,
-            env: Mapping[str, str] | None = None, on_cell_executed: CellHook | None = None
-            ) -> Outcome:
+            env: Mapping[str, str] | None = None, on_cell_executed: CellHook | None = None,
+            kernel_arguments: Sequence[str] = ()) -> Outcome:
     """Run every cell of ``nb`` (in place) with ``cwd`` as the working directory: on a hub
-    kernel with ``ranks`` ranks and ``hub_options``, or on the installed ``kernel``."""
+    kernel with ``ranks`` ranks and ``hub_options``, or on the installed ``kernel`` (with
+    ``kernel_arguments`` added to its command line)."""
     started, t0 = now(), time.monotonic()
     error: Exception | None = None
     with tempfile.TemporaryDirectory() as kernels:
@@ -83,6 +84,7 @@ def execute(nb: NotebookNode, cwd: Path, *, kernel: str | None = None, ranks: in
         # A kernel on a busy compute node may take longer than nbclient's 60 s to start.
         client = NotebookClient(nb, km=km, timeout=timeout, startup_timeout=300,
                                 on_cell_executed=on_cell_executed,
+                                extra_arguments=list(kernel_arguments),
                                 resources={"metadata": {"path": str(cwd)}})
         if kernel is None:
             client.on_notebook_start = lambda **_: _ranks_ready(client)

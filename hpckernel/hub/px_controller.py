@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from .. import provenance
 from ..plane.groups import group_equal
-from ..targets import TargetError, format_ranks, parse_targets
+from ..targets import TargetError, format_ranks, format_sorted, parse_targets
 from . import transfer
 from .allocation import Allocation
 from .cell_routing import PxOptions
@@ -282,7 +282,10 @@ class PxController:
         except (TransferError, RemoteError, RanksUnavailable, TypeError) as e:
             raise CellError(type(e).__name__, f"--in: {e}",
                             [f"--in: {e}", "The cell did not run."]) from None
-        header = {"code": code, "silent": silent, "execution_count": count}
+        # The targets too (as node agents get them): a kernel rank run live takes a
+        # safepoint after a cell that ran on every rank only (live/kernel_ranks.py).
+        header = {"code": code, "silent": silent, "execution_count": count,
+                  "targets": format_sorted(cell.targets)}
         label = f"[{count}]" if count is not None else "%%px"
         hint = f"%pxoutput {{ranks}} --cell {count}" if count is not None else (
             "_px.display_outputs('{ranks}')")

@@ -18,12 +18,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if args[:1] in (["-h"], ["--help"]) else 2)
     from pathlib import Path
 
-    from .files import job_id, live_dir
-    from .rank import LiveRank, identity
+    from .rank import start_here
 
-    job, step = job_id()
-    live = LiveRank(*identity(), live_dir(job, step), job, step)
-    live.start()
+    live = start_here()
     error: BaseException | None = None
     try:
         if args[0] == "-m":

@@ -10,6 +10,9 @@ from ..hub.errors import HubError
 class LiveError(HubError):
     """Root of the errors of attaching to live batch jobs."""
 
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]  # IPython shows this line, not a stack
+
 
 class NotLiveError(LiveError, LookupError):
     """The job cannot be attached to: unknown to Slurm, not running yet, or not started

@@ -23,6 +23,10 @@ LIVE_FILE = "live.json"
 JOB_ROOT_ENV = "HPCKERNEL_JOB_ROOT"
 #: Overrides the job's id (a run with mpiexec, outside Slurm).
 LIVE_ID_ENV = "HPCKERNEL_LIVE_ID"
+#: Set (to anything) in a kernel's ranks' environment to run them live (kernel_ranks.py).
+LIVE_ENV = "HPCKERNEL_LIVE"
+#: The argument that runs an ipykernel kernel live (notebook.py).
+LIVE_KERNEL = "--IPKernelApp.extensions=['hpckernel.live.notebook']"
 
 
 @dataclass

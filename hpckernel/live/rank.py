@@ -82,6 +82,19 @@ def _programs(filename: str) -> bool:
     return not filename.startswith(_NOT_PROGRAM) and not filename.startswith("<frozen")
 
 
+def start_here(where: tuple[int, int, str, int, int] | None = None) -> LiveRank:
+    """This process's live machinery, started (``where``: its rank, size, node key, rank on
+    the node and node count, by default from the launcher's environment): called by
+    ``python -m hpckernel.live``, a kernel rank of a submitted notebook and a notebook
+    kernel run live (``kernel_ranks.py``, ``notebook.py``)."""
+    from .files import job_id, live_dir
+
+    job, step = job_id()
+    live = LiveRank(*(where or identity()), live_dir(job, step), job, step)
+    live.start()
+    return live
+
+
 class LiveRank:
     """This rank's live machinery; :meth:`start` returns at once."""
 
@@ -205,7 +218,9 @@ class LiveRank:
 
     def _where(self, msg: Message) -> tuple[str, dict[str, Any], Any]:
         frame = self._main_frame()
-        stack = user_frames(traceback.extract_stack(frame)) if frame is not None else []
+        # The program's own frames (not Python's, installed packages' or hpckernel's).
+        stack = [f for f in user_frames(traceback.extract_stack(frame))
+                 if _programs(f["file"])] if frame is not None else []
         since = self.channel.busy_since if self.channel is not None else None
         state = "ended" if self.state.ended else "busy"
         seconds = time.monotonic() - (since or self.started)

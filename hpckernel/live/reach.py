@@ -41,7 +41,8 @@ def is_slurm_id(job: str) -> bool:
 async def slurm_says(slurm: Slurm, job: str, user: str | None) -> JobInfo | None:
     """The job as Slurm sees it, raising what makes attaching pointless: unknown, pending,
     ended, or (``user``: the attaching user, when known) someone else's. None where Slurm
-    cannot be asked (a run with mpiexec, outside Slurm, has a live id of its own)."""
+    cannot be asked (a run with mpiexec, outside Slurm, has a live id of its own, not
+    numbered as Slurm's jobs are)."""
     if not is_slurm_id(job):
         return None
     try:
@@ -49,7 +50,8 @@ async def slurm_says(slurm: Slurm, job: str, user: str | None) -> JobInfo | None
     except (SlurmError, OSError):
         return None
     if info is None:
-        return None  # not a Slurm job (an mpiexec run's live id), or long forgotten
+        raise NotLiveError(f"job {job} is unknown to Slurm (neither squeue nor sacct knows "
+                           "it): check the job id")
     if user and info.user and info.user != user:
         raise NotYoursError(f"job {job} belongs to {info.user}: only its owner can attach "
                             "to it (its keys are readable by that user alone)")
@@ -87,8 +89,6 @@ async def find_local(job: str, root: str | None) -> tuple[LiveInfo, JobInfo | No
             except FileNotFoundError:
                 pass  # being written, or removed as the job ended
         if time.monotonic() >= deadline:
-            if info is None and step is not None:
-                raise JobEnded(job, "ENDED", "its live endpoint is gone")
             raise _not_live(job, str(base))
         await asyncio.sleep(0.2)
 

@@ -17,6 +17,7 @@ from typing import Any
 from nbformat import NotebookNode
 
 from .. import notebook_run
+from ..live.files import LIVE_ENV, LIVE_ID_ENV
 from ..plane.private import make_private_dir
 from ..provenance import keep_in_cell
 from .spec import RunError, RunSpec, prepare
@@ -31,6 +32,11 @@ def _hub_options(spec: RunSpec) -> tuple[int, list[str]]:
     make_private_dir(job_root)
     return ranks, ["--HubKernel.launcher_class=hpckernel.hub.rank_launchers.SrunLauncher",
                    "--HubKernel.plane_ip=auto", f"--HubKernel.job_dir_parent={job_root}"]
+
+
+def _live_id(spec: RunSpec) -> dict[str, str]:
+    """Outside Slurm, the run's id names the live job (``hpckernel.attach(RUN_ID)``)."""
+    return {LIVE_ID_ENV: spec.run_id} if spec.local else {}
 
 
 def _progress(cell: NotebookNode, cell_index: int,
@@ -51,9 +57,11 @@ def run(spec: RunSpec) -> int:
     print(f"[hpckernel] running {source} on {ranks} MPI ranks "
           f"({'local' if spec.local else 'Slurm job ' + spec.run_id})", flush=True)
     # JPY_SESSION_NAME: the hub's provenance log goes beside the source notebook.
+    # LIVE_ENV: its ranks run live, so a notebook can attach to the run (live/kernel_ranks.py).
     outcome = notebook_run.execute(nb, source.parent, ranks=ranks, hub_options=options,
                                    timeout=spec.timeout, on_cell_executed=_progress,
-                                   env={**os.environ, "JPY_SESSION_NAME": str(source)})
+                                   env={**os.environ, "JPY_SESSION_NAME": str(source),
+                                        LIVE_ENV: "1", **_live_id(spec)})
     status = "failed" if outcome.error else "ok"
     nb.metadata["hpckernel"] = {"run": {
         "run_id": spec.run_id, "source": str(source), "parameters": spec.parameters,

@@ -42,14 +42,14 @@ def publish(name: str, value: Any) -> None:
     value of ``name`` from this rank; ``%liveplot name`` plots them as they arrive."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"publish needs a name (a non-empty str), got {name!r}")
-    if _keep is not None:
+    if _keep is not None:  # a live job's rank (also a live kernel rank: then sent too)
         _keep(name, value)
-        return
     if _send is None:
-        if "hpckernel.hub.kernel" in sys.modules:  # the hub: nobody would see the value
+        if _keep is None and "hpckernel.hub.kernel" in sys.modules:
+            # the hub: nobody would see the value
             raise RuntimeError("hpckernel.publish works in code that runs on the ranks "
                                "(a %%px cell), not in the hub")
-        return  # a program not run as a rank or a live job: nothing to do
+        return  # a program not run as a rank or a live job: nothing (more) to do
     # In band: the caller may change the array right after publishing it.
     _send(pack(kinds.LIVE, {"name": name, "rank": _rank, "time": time.time()}, value,
                has_value=True, inband=True))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..deathsig import die_with_parent
+from ..live.files import LIVE_ENV
 from ..plane import Message, kinds, pack, read_plane_info
 from ..plane.addresses import node_name
 from ..plane.credit import display_size
@@ -57,6 +58,9 @@ class RankRunner:
         self.request_id: str | None = None
         self.streams: tuple[OutStream, OutStream] | None = None  # set by main()
         self.pid = os.getpid()
+        #: called on the main thread after each request (a kernel rank run live: its
+        #: safepoints, ``live/kernel_ranks.py``)
+        self.after: Callable[[Message], None] | None = None
         self.handlers: dict[str, Callable[[Message], tuple[dict[str, Any], Any]]] = {
             kinds.EXECUTE: self.execute,
             kinds.APPLY: self.apply,
@@ -123,6 +127,8 @@ class RankRunner:
                 if msg.msg_type == kinds.SHUTDOWN:
                     return
                 self.handle(msg)
+                if self.after is not None:
+                    self.after(msg)
             except KeyboardInterrupt:
                 # An interrupt that arrived just as a request finished: nothing to stop.
                 continue
@@ -337,6 +343,12 @@ def main(argv: list[str] | None = None) -> None:
         kinds.PEEK: lambda m: peek(shell, rank, m),
         kinds.WHERE: lambda m: where(channel, rank, m),
     })
+    live = None
+    if os.environ.get(LIVE_ENV):  # a submitted notebook's ranks: attachable as a live job's
+        from ..live.kernel_ranks import start as start_live
+
+        live = start_live(size)
+        runner.after = live[1]
     gc.freeze()
     gc.enable()
     try:
@@ -344,4 +356,6 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for s in streams:
             s.flush()
+        if live is not None:
+            live[0].end(None)
         channel.stop()

@@ -93,8 +93,9 @@ def _script(step: Step, layout: Layout, python: str) -> str:
         return f"#!/bin/bash\n{step.command}\n"
     if step.kind == "function":
         assert step.call is not None
-        argv = [python, "-m", "hpckernel.workflow.call", str(layout.resolve(step.call)),
-                str(layout.result_prefix(step.name))]
+        # Run live: a notebook can attach to the running call (live/__main__.py).
+        argv = [python, "-m", "hpckernel.live", "-m", "hpckernel.workflow.call",
+                str(layout.resolve(step.call)), str(layout.result_prefix(step.name))]
         if step.ranks:
             argv = ["srun", f"--ntasks={step.ranks}", *argv]
         return f"#!/bin/bash\nexec {shlex.join(argv)}\n"

@@ -21,6 +21,7 @@ from pathlib import Path
 import nbformat
 
 from .. import notebook_run
+from ..live.files import LIVE_KERNEL
 from ..submit.params import inject
 
 
@@ -30,7 +31,9 @@ def run(source: Path, target: Path, parameters: Mapping[str, object], kernel: st
     inject(nb, parameters)  # the same injection as `hpckernel submit -p`
     nb.metadata["hpckernel"] = {"source": str(source), "parameters": dict(parameters),
                                 "job_id": os.environ.get("SLURM_JOB_ID")}
-    outcome = notebook_run.execute(nb, source.parent, kernel=kernel)
+    # The kernel runs live: a notebook can attach to it while it runs (live/notebook.py).
+    outcome = notebook_run.execute(nb, source.parent, kernel=kernel,
+                                   kernel_arguments=[LIVE_KERNEL])
     notebook_run.record_papermill(nb, parameters, source, target, outcome)
     notebook_run.write(nb, target)
     if outcome.error is not None:

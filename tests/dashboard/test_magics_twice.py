@@ -66,6 +66,10 @@ class Steps:
         bad = self.hub.run("%sacct")  # outside a Slurm job there is no own job to show
         assert bad.status == "error" and "name a job" in str(bad.content), bad.content
 
+    def attach_unknown(self) -> None:
+        bad = self.hub.run("%attach 987654")
+        assert bad.status == "error" and "unknown to Slurm" in str(bad.content), bad.content
+
     def all(self) -> dict[str, Callable[[], object]]:
         """Each magic (the keys are what the test must cover) and how to use it."""
         return {
@@ -91,6 +95,8 @@ class Steps:
             "%%sbatch": self.sbatch,
             "%scancel": self.scancel_sacct,
             "%sacct": self.sacct_without_id,
+            "%attach": self.attach_unknown,
+            "%detach": lambda: self.ok("%detach"),  # nothing attached: nothing to do
         }
 
 
