@@ -81,6 +81,18 @@ def parse_live_info(text: str) -> LiveInfo:
         raise ValueError(f"not a live job's {LIVE_FILE}: {e}") from None
 
 
+def live_jobs(root: str | None = None) -> set[str]:
+    """The jobs with a live endpoint in the job root (``%squeue`` and the workflow widget
+    give them an Attach button): one directory listing."""
+    base = job_root(root)
+    try:
+        names = [entry.name for entry in os.scandir(base)
+                 if entry.name.startswith("live-") and (Path(entry.path) / LIVE_FILE).exists()]
+    except OSError:
+        return set()
+    return {name[len("live-"):].rsplit(".", 1)[0] for name in names}
+
+
 def newest_step(names: list[str], job: str) -> str | None:
     """Of the directory names in the job root, the newest step's of ``job`` (highest step
     number), or None."""

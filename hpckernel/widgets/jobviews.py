@@ -5,8 +5,10 @@ round for every widget and workflow of the kernel, 2 s, 4 s, ... up to 60 s apar
 nothing changes — and redraw from its callbacks on the private loop of
 `hpckernel.slurm.sync`: a button's callback never waits on Slurm, so a slow or absent Slurm
 cannot freeze the kernel. Their actions (Cancel, Refresh, Resubmit) make the poller look at
-once. A busy Slurm shows as a line saying when the next try comes (the `trouble` trait);
-failures as a red line.
+once. A live job's row (a directory of it in the job root: ``live/files.py``) has an
+Attach button, which shows the job's dashboard below the table (``attachview.py``). A busy
+Slurm shows as a line saying when the next try comes (the `trouble` trait); failures as a
+red line.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from typing import TypeVar
 import ipywidgets as w
 import traitlets
 
+from ..live.files import live_jobs
 from ..slurm import JobInfo, Poller, Slurm, SlurmError, Snapshot, Watch, format_duration, sync
 from ..slurm.jobcontrol import Job, tail
+from .attachview import AttachArea
 from .fallback import TextFallback
 
 log = logging.getLogger(__name__)
@@ -59,11 +63,14 @@ def trouble_html(trouble: str) -> str:
 
 
 class SqueueWidget(TextFallback, w.VBox):
-    """This user's jobs (`squeue --me`), kept up to date, with a Cancel button each;
-    ``jobs`` lists the ids shown."""
+    """This user's jobs (`squeue --me`), kept up to date, with a Cancel button each and an
+    Attach button for live ones (``python -m hpckernel.live``); ``jobs`` lists the ids
+    shown, ``live`` those that are live."""
 
     summary = "Slurm jobs (%squeue)"
     jobs: traitlets.List[str] = traitlets.List(help="ids of the jobs shown").tag(sync=True)
+    live: traitlets.List[str] = traitlets.List(
+        help="ids of the jobs shown that a notebook can attach to").tag(sync=True)
     trouble = traitlets.Unicode(help="why Slurm could not be asked, and when it is tried "
                                 "again (empty while it answers)").tag(sync=True)
 
@@ -76,10 +83,12 @@ class SqueueWidget(TextFallback, w.VBox):
         self.rows = w.VBox([self.header])
         self._rows: dict[str, tuple[w.HBox, w.HTML]] = {}
         self.message = w.HTML()
+        self.attached = AttachArea()
         self._watch: Watch | None = None
         refresh = w.Button(description="Refresh")
         refresh.on_click(lambda _b: self.load())
-        super().__init__([self.rows, w.HBox([refresh]), self.message], **kwargs)
+        super().__init__([self.rows, w.HBox([refresh]), self.message, self.attached],
+                         **kwargs)
 
     def load(self) -> None:
         """Follow the jobs (the first time), and look at once."""
@@ -102,16 +111,25 @@ class SqueueWidget(TextFallback, w.VBox):
     def show(self, infos: list[JobInfo]) -> None:
         """Redraw the table: rows of jobs still listed are updated in place (no new
         widgets each round), rows of jobs gone are closed."""
+        live = live_jobs() if any(i.running for i in infos) else set()
         for info in infos:
             text = f"<tt>{html.escape(_row(info))}</tt>"
             if info.job_id in self._rows:
-                self._rows[info.job_id][1].value = text
+                row, line = self._rows[info.job_id]
+                line.value = text
+                row.children[-1].layout.display = "" if info.job_id in live else "none"
                 continue
             cancel = w.Button(description="Cancel", layout=w.Layout(width="80px"))
             cancel.on_click(lambda _b, job_id=info.job_id: self.cancel(job_id))
+            attach = w.Button(description="Attach", tooltip="attach this notebook to the "
+                              "live job", button_style="info", layout=w.Layout(
+                                  width="80px",
+                                  display="" if info.job_id in live else "none"))
+            attach.on_click(lambda _b, job_id=info.job_id: self.attached.attach(job_id))
             line = w.HTML(text)
-            self._rows[info.job_id] = (w.HBox([line, cancel]), line)
+            self._rows[info.job_id] = (w.HBox([line, cancel, attach]), line)
         listed = [i.job_id for i in infos]
+        self.live = [j for j in listed if j in live]
         for job_id in set(self._rows) - set(listed):
             box = self._rows.pop(job_id)[0]
             for child in box.children:

@@ -1,9 +1,10 @@
 """The live view of a workflow: ipywidgets (imported only when a widget is asked for).
 
 Steps are boxes in rows by dependency depth, coloured by state; a gate waiting for approval
-has a Continue button, a failed or cancelled step a Resubmit button, and clicking a step
-shows the tail of its output. The buttons run the same `Engine` coroutines as the
-`Workflow` methods do.
+has a Continue button, a failed or cancelled step a Resubmit button, a running live step
+(function and notebook steps run live) an Attach button that shows the step's dashboard
+below (``widgets/attachview.py``), and clicking a step shows the tail of its output. The
+buttons run the same `Engine` coroutines as the `Workflow` methods do.
 The view registers as a listener of the engine, which then follows the active steps' jobs
 through the process's Slurm poller (a look after 2 s, then 4, 8, ... up to 60 s while nothing
 changes; at once after a button or a call) and stops when all have ended; every redraw sets
@@ -19,10 +20,12 @@ import logging
 import ipywidgets as w
 import traitlets
 
+from ..live.files import live_jobs
 from ..slurm import sync as background
+from ..widgets.attachview import AttachArea
 from . import graph
 from .engine import Engine
-from .states import CANCELLED, COLOURS, FAILED, HELD, NOT_SUBMITTED, StepStatus
+from .states import CANCELLED, COLOURS, FAILED, HELD, NOT_SUBMITTED, RUNNING, StepStatus
 
 log = logging.getLogger(__name__)
 TAIL_LINES = 20
@@ -42,8 +45,9 @@ class StepView(w.VBox):
                          layout=w.Layout(margin="4px", border="1px solid #bbb",
                                          padding="2px"), **kwargs)
 
-    def show(self, status: StepStatus) -> None:
-        """Draw ``status``: colour, detail line, and the action it allows."""
+    def show(self, status: StepStatus, live: bool = False) -> None:
+        """Draw ``status``: colour, detail line, and the action it allows (``live``: its
+        job can be attached to)."""
         self.state = status.state
         self.button.description = f"{self.step} · {status.state}"
         self.button.style.button_color = COLOURS.get(status.state, "#ffffff")
@@ -56,8 +60,10 @@ class StepView(w.VBox):
             action = "Continue"
         elif status.state in (FAILED, CANCELLED):
             action = "Resubmit"
+        elif status.state == RUNNING and live:
+            action = "Attach"
         self.action.description = action
-        self.action.button_style = "warning" if action == "Continue" else ""
+        self.action.button_style = {"Continue": "warning", "Attach": "info"}.get(action, "")
         self.action.layout.display = "" if action else "none"
 
 
@@ -75,7 +81,9 @@ class WorkflowWidget(w.VBox):
         self.tail = w.HTML()
         self.views: dict[str, StepView] = {}
         self.rows = w.VBox()
-        super().__init__([self.header, self.rows, self.message, self.tail], **kwargs)
+        self.attached = AttachArea()
+        super().__init__([self.header, self.rows, self.message, self.tail, self.attached],
+                         **kwargs)
         self._layout()
         engine.listeners.append(self.redraw)
         self.redraw()
@@ -96,8 +104,10 @@ class WorkflowWidget(w.VBox):
         statuses = self.engine.statuses
         if set(statuses) != set(self.views):
             self._layout()
+        running = [st.job_id for st in statuses.values() if st.state == RUNNING]
+        live = live_jobs() if running else set()
         for name, view in self.views.items():
-            view.show(statuses[name])
+            view.show(statuses[name], statuses[name].job_id in live)
         counts: dict[str, int] = {}
         for st in statuses.values():
             counts[st.state] = counts.get(st.state, 0) + 1
@@ -127,7 +137,8 @@ class WorkflowWidget(w.VBox):
                            f"{html.escape(text)}</pre>")
 
     def act(self, name: str) -> None:
-        """The action button of step `name`: Continue approves a gate, Resubmit re-runs."""
+        """The action button of step `name`: Continue approves a gate, Resubmit re-runs,
+        Attach attaches to its live job."""
         action = self.views[name].action.description
         self.message.value = ""
         try:
@@ -135,6 +146,8 @@ class WorkflowWidget(w.VBox):
                 background.run(self.engine.approve(name))
             elif action == "Resubmit":
                 background.run(self.engine.resubmit([name]))
+            elif action == "Attach":
+                self.attached.attach(str(self.engine.statuses[name].job_id))
         except Exception as err:  # shown in the widget: a button has no traceback to show
             log.warning("%s %s: %s", action, name, err)
             self.message.value = (f"<span style='color:#c62828'>{html.escape(action)} "
