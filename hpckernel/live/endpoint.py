@@ -513,9 +513,9 @@ class Endpoint:
                    None, lambda _: setattr(cell, "hold", None))
         if not_held and cell.client in self.heard:
             self._to_client(cell.client, pack(kinds.LNOTICE, {"id": cell.id, "text": (
-                f"the cell was not stopped: ranks {format_ranks(not_held)} are inside a call "
-                "(an MPI collective, time.sleep, C code) where they cannot stop alike with "
-                "the others; it goes on (interrupt again to try again)")}))
+                "the cell was not stopped: not every rank could hold it where all stop alike "
+                "(a rank inside a call: an MPI collective, time.sleep, C code, cannot); it "
+                "goes on (interrupt again to try again)")}))
 
     def close(self) -> None:
         state = pack(kinds.LSTATE, self._state())
