@@ -186,6 +186,8 @@ class AttachedRanks(RankPlane):
             pass
         except (SlurmError, OSError) as e:  # no Slurm here (an mpiexec run), or it failed
             log.debug("job %s: Slurm does not say (%s)", self.job, e)
+            if not program_done and is_slurm_id(self.job):
+                return  # unknown: a cut network (the login node's too) is not the job's end
         finally:
             self._asking = False
         self._end(state, why)

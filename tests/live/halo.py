@@ -3,9 +3,12 @@ split across the ranks, a halo exchange with both neighbours and a smoothing ste
 iteration; ``publish`` every 10 steps and ``safepoint()`` every step. Its result (printed
 by rank 0) does not depend on timing, so a run that was attached to prints the same.
 
-usage: python [-m hpckernel.live] halo.py STEPS [SLEEP] [CELLS]
+usage: python [-m hpckernel.live] halo.py STEPS [SLEEP] [CELLS] [CRASH_AT]
+
+With CRASH_AT, the last rank dies (exit code 3) at that step: a crashed rank.
 """
 
+import os
 import sys
 import time
 
@@ -22,10 +25,13 @@ def main() -> None:
     steps = int(sys.argv[1])
     pause = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
     cells = int(sys.argv[3]) if len(sys.argv) > 3 else 20_000
+    crash = int(sys.argv[4]) if len(sys.argv) > 4 else -1
     u = np.sin(np.linspace(0, 3, cells + 2) + rank)
     left, right = (rank - 1) % size, (rank + 1) % size
     started = time.perf_counter()
     for step in range(steps):
+        if step == crash and rank == size - 1:
+            os._exit(3)
         u[0] = comm.sendrecv(u[-2], dest=right, source=left)  # LOOP: the halo exchange
         u[-1] = comm.sendrecv(u[1], dest=left, source=right)
         u[1:-1] = 0.25 * u[:-2] + 0.5 * u[1:-1] + 0.25 * u[2:]
