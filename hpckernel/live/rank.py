@@ -37,6 +37,7 @@ from ..targets import rank_intervals
 from ..worker import publish
 from ..worker.channel import HubChannel
 from ..worker.introspect import peek, user_frames
+from ..worker.mpi_files import mapped_files
 from ..worker.runner import _Heartbeat
 from . import safepoints as sp
 from .cells import CellRunner
@@ -161,7 +162,27 @@ class LiveRank:
             self._ready.set()
         # Linux's parent-death signal follows the thread that started a child, not the
         # process: this thread lives as long as the program, so the children do too.
+        self._release_mpi_files()
         self._done.wait()
+
+    def _release_mpi_files(self) -> None:
+        """Once the program's MPI is initialised, the node's first rank unlinks MPI's
+        shared-memory files (as a kernel's ranks do, ``worker/mpi_files.py``): a job that is
+        cancelled or crashes leaves nothing in ``/dev/shm``. MPI_Init attaches every rank of
+        the node to them before any returns; the mappings stay valid."""
+        while not self._done.wait(0.2):
+            mpi = sys.modules.get("mpi4py.MPI")
+            initialized = getattr(mpi, "Is_initialized", None)
+            if initialized is not None and initialized():
+                if self.local == 0:
+                    for path in mapped_files():
+                        if Path(path).name.startswith("hpckernel-"):
+                            continue  # hpckernel's own segments (replies), not MPI's
+                        try:
+                            os.unlink(path)
+                        except OSError:
+                            pass  # not ours to remove, or gone already
+                return
 
     def end(self, error: BaseException | None) -> None:
         """The program returned (or raised ``error``): say so, then wait a little for the
