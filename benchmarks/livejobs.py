@@ -1,12 +1,19 @@
 """What a live batch job costs the program (issue 18): a real mpi4py halo-exchange loop on 4
 ranks (``tests/live/halo.py``: ``safepoint()`` every step, ``publish`` every 10), run
 plainly and under ``python -m hpckernel.live``, unattached and while a notebook (this
-process) has a live plot open (values pulled every 0.5 s) and peeks once a second. Runs
-take turns; each figure is the median of ``--repeat`` runs of the loop's own time (the
-slowest rank's, without start-up). Also the cost of one ``safepoint()`` with nothing
-queued, in a process that runs live.
+process) has a live plot open (values pulled every 0.5 s) and peeks once a second.
 
-usage: python -m benchmarks.livejobs [--steps N] [--cells N] [--repeat R]
+The three runs of a round go one after another, their order turning each round (ABC, BCA,
+CAB, …), so that a quieter or busier stretch of the machine falls on each alike; each run's
+figure is the loop's time from step ``--warmup`` on (the slowest rank's: the start of the
+program, and of a live job's endpoint and agents beside it, left out). Reported per mode:
+the median and the spread (min-max) of the runs, and the overhead against plain as the
+median of each round's ratio (paired: a round's runs share the machine's state). Also the
+cost of one ``safepoint()`` with nothing queued, in a process that runs live.
+
+Run it alone on the machine (``flock /tmp/hpck-cpu.lock``, ``uptime`` first).
+
+usage: python -m benchmarks.livejobs [--steps N] [--cells N] [--repeat R] [--warmup W]
 """
 
 from __future__ import annotations
@@ -27,10 +34,11 @@ HALO = Path(__file__).parents[1] / "tests" / "live" / "halo.py"
 THROTTLE = {"MPIR_CVAR_CH4_PROGRESS_THROTTLE": "true",
             "MPIR_CVAR_CH4_PROGRESS_THROTTLE_NO_PROGRESS_COUNT": "1",
             "MPIR_CVAR_POLLS_BEFORE_YIELD": "1"}
+MODES = ("plain", "live", "watched")
 SAFEPOINT = """
 import time
 from hpckernel.live import safepoints as sp
-sp.install(sp.Safepoints(lambda cell, frame: None))
+sp.install(sp.Safepoints(lambda cell, frame, stopped: None))
 safepoint = sp.safepoint
 n = 1_000_000
 t = time.perf_counter()
@@ -40,13 +48,13 @@ print((time.perf_counter() - t) / n * 1e6)
 """
 
 
-def run(mode: str, steps: int, cells: int, root: Path, ranks: int) -> float:
+def run(mode: str, steps: int, cells: int, root: Path, ranks: int, warmup: int) -> float:
     """The loop's seconds of one run: ``plain``, ``live`` (nobody attached) or ``watched``."""
     mpiexec = str(Path(sys.executable).with_name("mpiexec"))
     live = [] if mode == "plain" else ["-m", "hpckernel.live"]
     job = f"bench-{mode}-{time.monotonic_ns()}"
     env = {**os.environ, **THROTTLE, "HPCKERNEL_JOB_ROOT": str(root),
-           "HPCKERNEL_LIVE_ID": job}
+           "HPCKERNEL_LIVE_ID": job, "HALO_WARMUP": str(warmup)}
     proc = subprocess.Popen([mpiexec, "-n", str(ranks), sys.executable, *live, str(HALO),
                              str(steps), "0", str(cells)], stdout=subprocess.PIPE, text=True,
                             env=env)
@@ -67,50 +75,66 @@ def run(mode: str, steps: int, cells: int, root: Path, ranks: int) -> float:
 
 def _watch(job: str, root: Path, stop: threading.Event) -> None:
     """A notebook with a live plot of ``energy`` open that peeks once a second."""
-    from hpckernel.live.client import JobEnded, attach
-    from hpckernel.live.reach import NotLiveError
+    from hpckernel.hub.requests import RemoteError
+    from hpckernel.live.client import attach
+    from hpckernel.live.errors import LiveError
 
     while not stop.is_set():
         try:
             handle = attach(job, job_root=str(root))
             break
-        except NotLiveError:
+        except LiveError:
             time.sleep(0.05)
     else:
         return
-    handle._watched.add("energy")  # what an open live plot does: pull every 0.5 s
+    # What an open live plot does: listen to the name (pulled every 0.5 s meanwhile).
+    handle.pool.live.listen("energy", lambda name, series: None)
     try:
         while not stop.wait(1.0):
             handle.peek("step")
-    except (JobEnded, TimeoutError):
+    except (LiveError, RemoteError, TimeoutError):
         pass
     handle.detach()
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4),
+            "max": round(max(values), 4)}
+
+
 def main() -> None:
+    import hpckernel.live.client  # noqa: F401 (imported before the runs, not during one)
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.livejobs")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--cells", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--ranks", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=200)
     args = parser.parse_args()
-    times: dict[str, list[float]] = {"plain": [], "live": [], "watched": []}
+    times: dict[str, list[float]] = {m: [] for m in MODES}
+    load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "jobs"
-        for _ in range(args.repeat):
-            for mode in times:
-                times[mode].append(run(mode, args.steps, args.cells, root, args.ranks))
+        for i in range(args.repeat):
+            for mode in MODES[i % 3:] + MODES[:i % 3]:
+                times[mode].append(run(mode, args.steps, args.cells, root, args.ranks,
+                                       args.warmup))
+            load.append(os.getloadavg()[0])
     cost = [float(subprocess.run([sys.executable, "-c", SAFEPOINT], capture_output=True,
                                  text=True, check=True).stdout) for _ in range(3)]
-    plain = statistics.median(times["plain"])
-    report = {"steps": args.steps, "cells": args.cells, "ranks": args.ranks, "times": times,
-              "median": {m: statistics.median(t) for m, t in times.items()},
-              "overhead_pct": {m: round((statistics.median(t) / plain - 1) * 100, 2)
-                               for m, t in times.items()},
+    ratios = {m: [t / p for t, p in zip(times[m], times["plain"], strict=True)]
+              for m in MODES}
+    report = {"steps": args.steps, "warmup": args.warmup, "cells": args.cells,
+              "ranks": args.ranks, "cpus": os.cpu_count(), "loadavg": load, "times": times,
+              "seconds": {m: spread(t) for m, t in times.items()},
+              "overhead_pct": {m: {k: round((v - 1) * 100, 2)
+                                   for k, v in spread(r).items()} for m, r in ratios.items()},
               "safepoint_us": round(min(cost), 3)}
     out = Path(__file__).with_name("results") / "livejobs.json"
-    out.write_text(json.dumps(report, indent=1))
-    print(json.dumps({k: report[k] for k in ("median", "overhead_pct", "safepoint_us")}))
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: report[k] for k in ("seconds", "overhead_pct", "safepoint_us",
+                                             "loadavg")}))
 
 
 if __name__ == "__main__":

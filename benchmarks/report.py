@@ -221,7 +221,7 @@ def sim_table(records: list[dict[str, Any]]) -> str:
             rows.append(f"| {e['ranks']} | {e['nodes']} | {e['mode']} | failed: "
                         f"{e['error'][:80]} |")
             continue
-        rows.append(f"| {e['ranks']} | {e['nodes'] if e['mode'] == 'agents' else '-'} | "
+        rows.append(f"| {e['ranks']} | {e['nodes'] if e['mode'] != 'direct' else '-'} | "
                     f"{e['mode']} | {e['hub_cpu_ms_noop']:.1f} | {e['wall_ms_noop']:.1f} | "
                     f"{e['idle_hub_cpu_pct']:.1f} | {e['print_lines_to_client']} | "
                     f"{e['print_wall_ms']:.1f} | {e['hub_rss_mb']:.0f} |")

@@ -12,6 +12,12 @@ starts ``python -m benchmarks.simranks PLANE_FILE``, which forks a few processes
   agent protocol of ``hpckernel/agent`` for its node's ranks (``nregister``, one ``nreply``
   per request, one ``nstream`` per output, one ``nsummary`` per heartbeat).
 
+- ``live``: the agents of a simulated live batch job (``--agents K``) behind the job's real
+  endpoint (``python -m hpckernel.live.endpoint``), which a hub with one rank of its own
+  attaches to (``%%px --job``): what a request to a job of N ranks costs the notebook's
+  kernel, against what one to its own N ranks through agents costs it. The simulated agents
+  also answer the safepoint protocol (``larm``, ``lrun``) as a job's agents pass it on.
+
 The hub cannot tell them from ranks or agents. What is reported is the hub's own CPU time
 (psutil) per cell, which the simulator's speed does not change, and the wall time per cell,
 which it does (the simulator shares the machine's cores).
@@ -22,9 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,11 +45,13 @@ import zmq
 from hpckernel.agent.agent import summary_frames
 from hpckernel.agent.replies import local_targets
 from hpckernel.hub.rank_launchers import RankLauncher
-from hpckernel.plane import Message, PlaneInfo, pack, read_plane_info, unpack
+from hpckernel.plane import Message, PlaneInfo, kinds, pack, read_plane_info, unpack
 from hpckernel.plane.identity import agent_identity, current_launch, rank_identity
 from hpckernel.targets import format_ranks, rank_intervals
 
 REPO = Path(__file__).resolve().parent.parent
+#: The simulated live job's id (``mode == "live"``).
+LIVE_JOB = "simlive"
 
 
 class SimLauncher(RankLauncher):
@@ -139,7 +150,11 @@ def agent_answer(group: list[int], ranks: list[int], msg: Message, size: int, to
     targets = local_targets(rank_intervals(header.get("targets", "")), ranks)
     out = []
     reply: dict[str, Any] = {"request": msg.msg_type, "status": "ok"}
-    if msg.msg_type == "execute":
+    if msg.msg_type == kinds.LARM:
+        reply["at"] = 0  # the safepoint count its ranks have reached
+    elif msg.msg_type in (kinds.LCANCEL, kinds.LPARK, kinds.LUNPARK):
+        pass
+    elif msg.msg_type in ("execute", kinds.LRUN):  # a live job runs a cell as lrun
         if "print(rank)" in header["code"]:
             out.append(pack("nstream", {"id": header["id"], "name": "stdout",
                                         "parts": [[str(r), f"{r}\n"] for r in targets]}))
@@ -222,21 +237,51 @@ def hub_cpu(pid: int) -> float:
     return t.user + t.system
 
 
+def sim_live_job(n: int, nodes: int, root: Path) -> list[subprocess.Popen[bytes]]:
+    """A simulated live job of ``n`` ranks on ``nodes`` nodes: the real endpoint, in the
+    job's live directory under ``root``, and its simulated agents."""
+    from hpckernel.live.files import live_dir
+    from hpckernel.plane.credentials import PLANE_FILE
+    from hpckernel.plane.nodes import wait_for_plane_info
+    from hpckernel.plane.private import make_private_dir
+
+    directory = live_dir(LIVE_JOB, "0", str(root))
+    make_private_dir(directory)
+    procs = [subprocess.Popen([sys.executable, "-m", "hpckernel.live.endpoint", str(directory),
+                               "--job", LIVE_JOB, "--size", str(n), "--nodes", str(nodes)])]
+    wait_for_plane_info(directory / PLANE_FILE, 60)
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.simranks", str(directory / PLANE_FILE), "--procs",
+         os.environ.get("BENCH_SIM_PROCS", "2"), "--agents", str(nodes), "--fanout", "64"],
+        env={**os.environ, "PYTHONPATH": str(REPO)}))
+    return procs
+
+
 def measure(n: int, reps: int, mode: str = "direct", per_node: int = 64) -> dict[str, Any]:
-    """One simulated run: ``n`` ranks, reached directly or through ``n / per_node`` agents."""
+    """One simulated run: ``n`` ranks, reached directly or through ``n / per_node`` agents,
+    or (``live``) those of a live job attached to."""
     from .systems import HpcKernel
 
     nodes = max(1, n // per_node)
+    live = mode == "live"
+    root = Path(tempfile.mkdtemp(prefix="simlive-"))
+    job = sim_live_job(n, nodes, root) if live else []
     env = {"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "HPCKERNEL_FANIN": mode, "HPCKERNEL_NODES": str(nodes)}
-    kernel = HpcKernel(n, extra=[f"--HubKernel.launcher_class={__name__}.SimLauncher"],
-                       env=env)
+           "HPCKERNEL_FANIN": "direct" if live else mode, "HPCKERNEL_NODES": str(nodes),
+           "HPCKERNEL_JOB_ROOT": str(root)}
+    kernel = HpcKernel(1 if live else n, env=env, extra=[] if live else [
+        f"--HubKernel.launcher_class={__name__}.SimLauncher"])
     result: dict[str, Any] = {"ranks": n, "nodes": nodes, "mode": mode,
                               "fanout": 64 if mode == "agents" else None}
+    prefix = f"%%px --job {LIVE_JOB}\n" if live else ""
     try:
         result["start_s"] = kernel.start()["first_cell"]
         hub = kernel.kernel_pid
-        for name, code in (("noop", "pass"), ("print", "print(rank)")):
+        if live:
+            t0 = time.perf_counter()
+            kernel.cell(f"%attach {LIVE_JOB}")
+            result["attach_s"] = round(time.perf_counter() - t0, 2)
+        for name, code in (("noop", f"{prefix}pass"), ("print", f"{prefix}print(rank)")):
             kernel.cell(code)
             cpu0 = hub_cpu(hub)
             cells = [kernel.cell(code) for _ in range(reps)]
@@ -268,6 +313,10 @@ def measure(n: int, reps: int, mode: str = "direct", per_node: int = 64) -> dict
         result["error"] = f"{type(e).__name__}: {e}"
     finally:
         kernel.stop()
+        for proc in job:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
     return result
 
 
@@ -281,12 +330,12 @@ def silent_cell(kernel: Any, code: str) -> None:
 
 def reps_for(n: int, mode: str, reps: int) -> int:
     """Fewer cells where each costs seconds (direct mode at many ranks)."""
-    return reps if mode == "agents" else max(3, min(reps, reps * 1024 // n))
+    return reps if mode != "direct" else max(3, min(reps, reps * 1024 // n))
 
 
-def measure_all(ns: list[int], reps: int, modes: tuple[str, ...] = ("direct", "agents")
-                ) -> list[dict[str, Any]]:
-    """Every N in both modes; also written to ``benchmarks/results/sim.json``."""
+def measure_all(ns: list[int], reps: int,
+                modes: tuple[str, ...] = ("direct", "agents", "live")) -> list[dict[str, Any]]:
+    """Every N in every mode; also written to ``benchmarks/results/sim.json``."""
     out = []
     for n in ns:
         for mode in modes:

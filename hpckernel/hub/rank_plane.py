@@ -57,6 +57,9 @@ class RankPlane:
     thread-safe; the others, and everything that touches a socket, run on the plane
     thread."""
 
+    #: whether :meth:`restart` can start the ranks again (the kernel's own ranks)
+    restartable = False
+
     def __init__(self, size: int, job_dir: Path, publish: Publish,
                  settings: PoolSettings | None = None,
                  budget: OutputBudget | None = None) -> None:

@@ -40,6 +40,8 @@ class RankPool(RankPlane):
     """All ranks of one kernel. Methods without a leading underscore are thread-safe; the
     others, and everything that touches a socket, run on the plane thread."""
 
+    restartable = True
+
     def __init__(self, launcher: RankLauncher, job_dir: Path, publish: Publish,
                  settings: PoolSettings | None = None) -> None:
         super().__init__(launcher.ranks, job_dir, publish, settings)

@@ -131,8 +131,8 @@ class AttachedRanks(RankPlane):
     def register(self, info: RankInfo, header: PlaneHeader) -> None:
         """A rank of the job, passed on by the endpoint from its agent."""
         info.pid, info.host = header.get("pid"), header.get("host", "")
-        if info.state == "starting":
-            self.table.set_state(info, "idle")
+        if info.state == "starting":  # idle: its program runs, no cell of this notebook
+            self.table.set_state(info, "idle", "its program runs")
         if self.table.starting == 0 and not self.ready.done():
             self.ready.set_result(None)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType, SimpleNamespace
 from typing import Any
 
+from ..agent.tree import FANOUT_ENV, NODES_ENV
 from ..deathsig import die_with_parent
 from ..plane import Message, kinds, pack
 from ..plane.addresses import node_name
@@ -135,8 +136,9 @@ class LiveRank:
                              "--nodes", str(self.nodes)])
             if self.local == 0:
                 wait_for_plane_info(self.directory / PLANE_FILE, START_TIMEOUT)
-                env = {**os.environ, NODE_ENV: self.node,
-                       "HPCKERNEL_AGENT_NODES": str(self.nodes)}
+                # Above 64 nodes the agents form a tree, as a kernel's do (agent/tree.py).
+                env = {**os.environ, NODE_ENV: self.node, NODES_ENV: str(self.nodes),
+                       FANOUT_ENV: os.environ.get(FANOUT_ENV) or "64"}
                 self._spawn(["-m", "hpckernel.agent", str(self.directory), self.node,
                              "--hub-timeout", str(FOREVER)], env)
             info = wait_for_plane_info(agent_plane_file(self.directory, self.node),

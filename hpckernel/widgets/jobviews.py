@@ -157,7 +157,8 @@ class SqueueWidget(TextFallback, w.VBox):
 
 
 def _row(info: JobInfo) -> str:
-    left = "" if info.start_time is None or not info.running else str(info.time_left() or "")
+    remaining = info.time_left() if info.start_time is not None and info.running else None
+    left = format_duration(remaining) if remaining is not None else ""
     limit = format_duration(info.time_limit) if info.time_limit else ""
     return (f"{info.job_id:>8} {info.name[:16]:<16} {info.state:<10} "
             f"{(info.reason or '')[:14]:<14} {info.nodelist[:10]:<10} {left or limit}")

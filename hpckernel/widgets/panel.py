@@ -64,9 +64,9 @@ class Dashboard(TextFallback, w.VBox):
         self.table = w.HTML()
         self.message = w.HTML()
         buttons = []
-        for label, action in (("Interrupt", self._interrupt),
-                              ("Restart ranks", self._restart),
-                              ("sacct details", self._sacct)):
+        actions = [("Interrupt", self._interrupt), ("Restart ranks", self._restart),
+                   ("sacct details", self._sacct)]
+        for label, action in actions if self.pool.restartable else actions[::2]:
             button = w.Button(description=label)
             button.on_click(lambda _b, act=action: act())
             buttons.append(button)

@@ -45,8 +45,8 @@ class LiveSim:
     """One sbatch'ed run of the simulation."""
 
     def __init__(self, tmp: Path, steps: int, pause: float = 0.05, crash: int = -1,
-                 walltime: str = "5", name: str = "sim") -> None:
-        self.root = tmp / "jobs"
+                 walltime: str = "5", name: str = "sim", root: Path | None = None) -> None:
+        self.root = root or tmp / "jobs"
         self.out = tmp / f"{name}.out"
         script = tmp / f"{name}.sh"
         # --kill-on-bad-exit: a crashed rank ends the step (and the job), as MPI jobs want.
