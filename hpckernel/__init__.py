@@ -1,6 +1,11 @@
 """hpckernel: Jupyter kernels whose cells run on MPI ranks, locally or in a Slurm allocation."""
 
-from typing import Any
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported when attach is first called: this package starts light
+    from .live.client import LiveJob
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "attach", "dashboard", "liveplot", "publish"]
@@ -30,10 +35,11 @@ def dashboard() -> Any:
 
 
 def attach(job: str | int, login: str | None = None, job_root: str | None = None,
-           ssh_args: list[str] | None = None) -> Any:
+           ssh_args: list[str] | None = None, wait: float = 0.0) -> LiveJob:
     """Attach to a running live batch job (``srun python -m hpckernel.live SCRIPT``): a
     handle with ``ranks``, ``nodes``, ``where``, ``peek``, ``live``, ``liveplot``,
-    ``execute`` and ``detach`` (``hpckernel.live.client.LiveJob``)."""
+    ``execute`` and ``detach`` (``hpckernel.live.client.LiveJob``); ``wait``: seconds to
+    wait for a job just submitted to run and become live."""
     from .live.client import attach
 
-    return attach(job, login, job_root, ssh_args)
+    return attach(job, login, job_root, ssh_args, wait)

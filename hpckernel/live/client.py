@@ -181,12 +181,13 @@ class LiveJob:
 
 
 def attach(job: str | int, login: str | None = None, job_root: str | None = None,
-           ssh_args: list[str] | None = None) -> LiveJob:
+           ssh_args: list[str] | None = None, wait: float = 0.0) -> LiveJob:
     """Attach to the running live job ``job`` (a Slurm job id; a program started with
     ``srun python -m hpckernel.live``), here or through the login node ``login`` (as the
     Slurm kernel's ``login``, with its ``ssh_args``); the handle of this process's earlier
     attach if it is still attached. Only the job's owner can: its keys are in a 0600 file.
-    Raises ``NotLiveError``, ``NotYoursError`` or ``JobEnded`` saying why not."""
+    ``wait``: seconds to wait for a job that is still pending, or not live yet (just
+    submitted). Raises ``NotLiveError``, ``NotYoursError`` or ``JobEnded`` saying why not."""
     job = str(job)
     known = ATTACHED.get(job)
     if known is not None and not known.ended:
@@ -194,7 +195,7 @@ def attach(job: str | int, login: str | None = None, job_root: str | None = None
     route = LoginRoute(login, ssh_args or []) if login else None
     try:
         try:
-            info, found, url, slurm = _locate(job, job_root, route)
+            info, found, url, slurm = _locate(job, job_root, route, wait)
         except NotLiveError:
             if known is not None:  # it was attached, and has ended: say how
                 raise JobEnded(job, known.state, known.pool.detail) from None
@@ -224,14 +225,14 @@ def attach(job: str | int, login: str | None = None, job_root: str | None = None
     return handle
 
 
-def _locate(job: str, root: str | None, route: LoginRoute | None
+def _locate(job: str, root: str | None, route: LoginRoute | None, wait: float
             ) -> tuple[LiveInfo, JobInfo | None, str, Slurm]:
     """The job's live.json, Slurm's word on it, the endpoint's URL from here (through the
     login node's tunnel), and the Slurm to ask about it."""
     if route is None:
-        info, found = slurm_sync.run(find_local(job, root))
+        info, found = slurm_sync.run(find_local(job, root, wait))
         return info, found, info.url, Slurm()
-    info, found = slurm_sync.run(route.find(job, root))
+    info, found = slurm_sync.run(route.find(job, root, wait))
     return info, found, slurm_sync.run(route.tunnel(info.url)), route.access.slurm
 
 

@@ -25,6 +25,8 @@ _ATTACH = _Parser(prog="attach", add_help=False)
 _ATTACH.add_argument("job", metavar="JOBID")
 _ATTACH.add_argument("--login", default=None, help="the login node (as the Slurm kernel's)")
 _ATTACH.add_argument("--job-root", default=None, help="where the job's live files are")
+_ATTACH.add_argument("--wait", type=float, default=0.0,
+                     help="seconds to wait for a job just submitted to run and be live")
 
 
 @magics_class
@@ -33,13 +35,13 @@ class AttachMagics(Magics):
 
     @line_magic
     def attach(self, line: str) -> LiveJob:
-        """%attach JOBID [--login L] [--job-root DIR]: attach to a running live batch job
+        """%attach JOBID [--login L] [--job-root DIR] [--wait S]: attach to a live batch job
         (one that runs ``srun python -m hpckernel.live``); the handle is also
         ``hpckernel.attach(JOBID)``."""
         from .client import attach
 
         args = _ATTACH.parse_args(shlex.split(line))
-        return attach(args.job, args.login, args.job_root)
+        return attach(args.job, args.login, args.job_root, wait=args.wait)
 
     @line_magic
     def detach(self, line: str) -> None:

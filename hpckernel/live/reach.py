@@ -16,7 +16,15 @@ from ..jobrequest import JobSettings
 from ..plane.private import UnsafeDirectoryError, check_private_dir
 from ..provisioner.access import ClusterAccess
 from ..provisioner.jobdir import remote_home
-from ..slurm import JobInfo, Poller, Slurm, SlurmError
+from ..slurm import (
+    RUNNING_STATES,
+    JobInfo,
+    Poller,
+    Slurm,
+    SlurmError,
+    SlurmTimeoutError,
+    wait_state,
+)
 from .errors import JobEnded, NotLiveError, NotYoursError
 from .files import JOB_ROOT_ENV, LIVE_FILE, LiveInfo, live_dir, newest_step, parse_live_info
 
@@ -38,9 +46,11 @@ def is_slurm_id(job: str) -> bool:
     return job.replace("_", "").isdigit()
 
 
-async def slurm_says(slurm: Slurm, job: str, user: str | None) -> JobInfo | None:
+async def slurm_says(slurm: Slurm, job: str, user: str | None, wait: float = 0.0
+                     ) -> JobInfo | None:
     """The job as Slurm sees it, raising what makes attaching pointless: unknown, pending,
-    ended, or (``user``: the attaching user, when known) someone else's. None where Slurm
+    ended, or (``user``: the attaching user, when known) someone else's; a pending job is
+    waited for up to ``wait`` seconds (through the poller) to run. None where Slurm
     cannot be asked (a run with mpiexec, outside Slurm, has a live id of its own, not
     numbered as Slurm's jobs are)."""
     if not is_slurm_id(job):
@@ -57,9 +67,16 @@ async def slurm_says(slurm: Slurm, job: str, user: str | None) -> JobInfo | None
                             "to it (its keys are readable by that user alone)")
     if info.ended:
         raise JobEnded(job, info.state, info.reason_text or info.reason or "")
+    if info.pending and wait > 0:
+        try:
+            info = await wait_state(slurm, job, RUNNING_STATES, wait)
+        except SlurmTimeoutError:
+            pass  # still pending: said below
+        except SlurmError as e:  # it ended meanwhile
+            raise NotLiveError(str(e)) from None
     if info.pending:
         raise NotLiveError(f"job {job} is {info.state} ({info.reason_text or info.reason}):"
-                           " it is not running yet; attach once it runs")
+                           " it is not running yet; attach once it runs (or with wait=S)")
     return info
 
 
@@ -68,10 +85,13 @@ def _young(info: JobInfo | None) -> bool:
     return start is not None and (datetime.now().astimezone() - start).total_seconds() < YOUNG
 
 
-async def find_local(job: str, root: str | None) -> tuple[LiveInfo, JobInfo | None]:
-    """The job's ``live.json`` on this machine's file systems, and Slurm's word on it."""
-    info = await slurm_says(Slurm(), job, getpass.getuser())
-    deadline = time.monotonic() + (LIVE_WAIT if _young(info) else 0.0)
+async def find_local(job: str, root: str | None, wait: float = 0.0
+                     ) -> tuple[LiveInfo, JobInfo | None]:
+    """The job's ``live.json`` on this machine's file systems, and Slurm's word on it
+    (``wait``: seconds a job not running or not live yet is waited for)."""
+    started = time.monotonic()
+    info = await slurm_says(Slurm(), job, getpass.getuser(), wait)
+    deadline = max(started + wait, time.monotonic() + (LIVE_WAIT if _young(info) else 0.0))
     base = live_dir(job, "0", root).parent
     while True:
         names = await asyncio.to_thread(lambda: [p.name for p in base.iterdir()]
@@ -100,14 +120,18 @@ class LoginRoute:
         self.access = ClusterAccess(JobSettings(login=login, ssh_args=ssh_args),
                                     logging.getLogger("hpckernel.live.client"))
 
-    async def find(self, job: str, root: str | None) -> tuple[LiveInfo, JobInfo | None]:
+    async def find(self, job: str, root: str | None, wait: float = 0.0
+                   ) -> tuple[LiveInfo, JobInfo | None]:
         """The job's ``live.json``, read on the login node as the user there (the 0700 and
-        0600 modes keep other users out), and Slurm's word on the job."""
+        0600 modes keep other users out), and Slurm's word on the job (``wait``: as for
+        :func:`find_local`)."""
         await self.access.open()
         ssh = self.access.ssh
         assert ssh is not None
-        info = await slurm_says(self.access.slurm, job, None)
-        deadline = time.monotonic() + (LIVE_WAIT if _young(info) else 0.0)
+        started = time.monotonic()
+        info = await slurm_says(self.access.slurm, job, None, wait)
+        deadline = max(started + wait,
+                       time.monotonic() + (LIVE_WAIT if _young(info) else 0.0))
         base = root or f"{await remote_home(ssh)}/.hpckernel/jobs"
         login = self.access.settings.login
         while True:

@@ -5,6 +5,7 @@ run's own result untouched."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -106,3 +107,27 @@ def test_a_submitted_notebook_attached_while_it_runs(
     finally:
         subprocess.run(["scancel", job_id], check=False)
         eventually(lambda: not queued(job_id), 60, "the run's job to end")
+
+
+def test_the_example_notebook_runs(tmp_path: Path) -> None:
+    """``examples/live_job.ipynb`` headless on ipykernel against the virtual cluster."""
+    from hpckernel.demo import cell_text
+    from hpckernel.submit.params import inject
+    from tests.workflow.notebooks import execute
+
+    example = Path(__file__).parents[2] / "examples" / "live_job.ipynb"
+    nb = nbformat.read(example, as_version=4)
+    inject(nb, {"halo": str(Path(__file__).parents[1] / "live" / "halo.py"), "steps": 100_000})
+    nbformat.write(nb, tmp_path / "live_job.ipynb")
+    done = execute(tmp_path / "live_job.ipynb")
+    texts = [cell_text(c) for c in done.cells if c.cell_type == "code"]
+    job_id = next(t for t in texts if re.fullmatch(r"'\d+'\n?", t)).strip().strip("'")
+    try:
+        everything = "\n".join(texts)
+        assert f"<live job {job_id}: 4 ranks on 2 nodes, RUNNING>" in everything
+        assert re.search(r"\[where:\S+\] busy for", everything), everything
+        assert re.search(r"\[stdout:0-3\] \d+ \S+", everything), everything
+        assert f"job {job_id} cancelled" in everything
+    finally:
+        subprocess.run(["scancel", job_id], check=False)
+        eventually(lambda: not queued(job_id), 60, "the example's job to end")
