@@ -182,7 +182,7 @@ def test_from_a_slurm_kernel_with_dashboard_and_squeue(tmp_path: Path,
 
 def test_a_killed_notebook_kernel_leaves_the_job_and_its_queued_cells_are_dropped(
         tmp_path: Path) -> None:
-    run = LiveSim(tmp_path, steps=800)
+    run = LiveSim(tmp_path, steps=500)
     kernel = Kernel(tmp_path, ranks=1)
     try:
         kernel.ok(f"%attach {run.job} --job-root {run.root}")
@@ -203,7 +203,7 @@ def test_a_killed_notebook_kernel_leaves_the_job_and_its_queued_cells_are_droppe
                 pass
     finally:
         kernel.km.cleanup_resources()
-    assert run.result() == plain_result(tmp_path, 800)
+    assert run.result() == plain_result(tmp_path, 500)
 
 
 def test_end_told_at_once_scancel_then_attach_says_ended(sim: LiveSim) -> None:

@@ -64,6 +64,9 @@ def test_a_workflow_function_step_attached_while_it_runs(
     wf.submit()
     job_id = eventually(lambda: wf.engine.statuses["calc"].job_id, 60, "the step's job")
     job = _attach(str(job_id), root, "total")
+    widget = wf.widget()  # the running live step has an Attach button
+    widget.redraw()
+    assert widget.views["calc"].action.description == "Attach"
     where = job.where()
     assert sorted(where) == [0, 1] and all("in steps: clock.sleep(0.05)" in w or
                                            "in steps: safepoint()" in w
