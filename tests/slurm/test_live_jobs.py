@@ -147,11 +147,13 @@ def test_where_peek_px_detach_and_attach_again(sim: LiveSim, tmp_path: Path,
 
 def test_from_a_slurm_kernel_with_dashboard_and_squeue(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    sim = LiveSim(tmp_path, steps=100_000)
     # The kernel's job gets the job root (HPCKERNEL_* passes into jobs): %squeue looks there.
-    monkeypatch.setenv("HPCKERNEL_JOB_ROOT", str(sim.root))
+    monkeypatch.setenv("HPCKERNEL_JOB_ROOT", str(tmp_path / "jobs"))
     kernel = Kernel(tmp_path, slurm=settings(tmp_path, nodes=1, ntasks_per_node=1))
+    sims: list[LiveSim] = []
     try:
+        sim = LiveSim(tmp_path, steps=100_000)
+        sims.append(sim)
         comms = Comms(kernel)
         kernel.ok(f"%attach {sim.job} --job-root {sim.root}")
         _until = ("import time\nfor _ in range(300):\n    try:\n"
@@ -177,16 +179,18 @@ def test_from_a_slurm_kernel_with_dashboard_and_squeue(tmp_path: Path,
                    what="%squeue marking the live job")
     finally:
         kernel.shutdown()
-        sim.cancel()
+        for sim in sims:
+            sim.cancel()
 
 
 def test_a_killed_notebook_kernel_leaves_the_job_and_its_queued_cells_are_dropped(
         tmp_path: Path) -> None:
-    run = LiveSim(tmp_path, steps=500)
-    kernel = Kernel(tmp_path, ranks=1)
+    kernel = Kernel(tmp_path, ranks=1)  # started first: its start is no part of the job's
+    killed = False
     try:
+        run = LiveSim(tmp_path, steps=500)
         kernel.ok(f"%attach {run.job} --job-root {run.root}")
-        kernel.ok(f"%%local\nimport time\nfor _ in range(300):\n    try:\n"
+        kernel.ok(f"%%local\nimport time, hpckernel\nfor _ in range(300):\n    try:\n"
                   f"        hpckernel.attach({run.job!r}).peek('step'); break\n"
                   "    except Exception:\n        time.sleep(0.1)")
         got = kernel.ok(f"%%px --job {run.job} --targets 0:4\nprint(comm.allreduce(rank))")
@@ -201,8 +205,12 @@ def test_a_killed_notebook_kernel_leaves_the_job_and_its_queued_cells_are_droppe
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        killed = True
     finally:
-        kernel.km.cleanup_resources()
+        if killed:
+            kernel.km.cleanup_resources()
+        else:
+            kernel.shutdown()
     assert run.result() == plain_result(tmp_path, 500)
 
 

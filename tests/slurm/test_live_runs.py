@@ -64,6 +64,7 @@ def test_a_workflow_function_step_attached_while_it_runs(
     wf.submit()
     job_id = eventually(lambda: wf.engine.statuses["calc"].job_id, 60, "the step's job")
     job = _attach(str(job_id), root, "total")
+    eventually(lambda: wf.status()["calc"] == "running", 60, "the step running")
     widget = wf.widget()  # the running live step has an Attach button
     widget.redraw()
     assert widget.views["calc"].action.description == "Attach"
