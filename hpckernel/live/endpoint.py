@@ -11,10 +11,8 @@ it as they are, so that the notebook's side is the hub's own (``fanin.py``).
 Notebooks are guests:
 
 - cells (``execute``) of every notebook queue in arrival order and run one at a time, at
-  the same safepoint on every target (``safepoints.py``: arm with ``larm``, then ``lrun``);
-- an interrupt drops a queued cell, cancels one being armed, and stops a running one only
-  if every target holds it where it can stop alike (``lpark``, then ``lunpark``;
-  ``cells.py``), else it goes on and the notebook is told why;
+  the same safepoint on every target, and an interrupt stops them only where every target
+  can stop alike (``cellqueue.py``);
 - nothing a notebook does or fails to do can stall the job: the agents' output is taken in
   (credited) at once, sends to notebooks never wait (a full or gone notebook loses the
   message), and a notebook silent for ``CLIENT_TIMEOUT`` seconds is forgotten with its
@@ -32,7 +30,6 @@ import shutil
 import signal
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +49,7 @@ from ..plane.headers import PlaneHeader
 from ..plane.identity import parse_identity
 from ..plane.private import check_private_dir
 from ..targets import format_ranks, format_sorted, parse_ranks
+from .cellqueue import Cell, CellQueue
 from .files import LiveInfo, write_live_info
 
 log = logging.getLogger("hpckernel.live.endpoint")
@@ -63,29 +61,8 @@ HEARTBEAT = 2.0
 CLIENT_TIMEOUT = 10.0
 #: Most messages queued for one notebook before more are dropped.
 CLIENT_HWM = 10_000
-#: Seconds the targets have to hold a running cell before it is let go on (not stopped).
-HOLD_WAIT = 1.0
 #: Kinds a notebook's request may have (cells, and what the I/O threads answer).
 PASSED = frozenset({kinds.PEEK, kinds.WHERE, kinds.LVALS})
-#: Where a rank may hold a cell: stopping it there stops no rank half-way alone.
-HELD = frozenset({"cell", "start", "done"})
-
-
-@dataclass
-class Cell:
-    """A notebook's cell, from its queueing to its reply."""
-
-    id: str  # the notebook's request id: the lrun's, so its replies and output go there
-    client: bytes
-    key: str  # the endpoint's name for it (larm, lrun, lpark ``cell``)
-    code: str
-    targets: list[int]
-    count: int | None  # the notebook's execution count
-    state: str = "queued"  # queued, arming, running
-    cancelled: bool = False
-    hold: str | None = None  # the lpark request of a stop being decided
-    hold_until: float = 0.0
-    verdict: bool = False  # the lunpark of that stop is sent
 
 
 @dataclass
@@ -143,8 +120,7 @@ class Endpoint:
         # -- the notebooks and their requests
         self.heard: dict[bytes, float] = {}
         self.open: dict[str, Open] = {}
-        self.cells: deque[Cell] = deque()
-        self.current: Cell | None = None
+        self.cells = CellQueue(self)
         self.stopping = False
         self._from_agents: dict[str, Callable[[str, Message, list[zmq.Frame]], None]] = {
             kinds.NREGISTER: self._register, kinds.NSUMMARY: self._to_all,
@@ -177,7 +153,7 @@ class Endpoint:
             poller.register(sock, zmq.POLLIN)
         next_beat = time.monotonic()
         while not self.stopping:
-            wake = min(next_beat, self._hold_deadline())
+            wake = min(next_beat, self.cells.hold_deadline())
             events = dict(poller.poll(int(max(0.0, wake - time.monotonic()) * 1000) + 1))
             for sock in (self.local_agents, self.agents):
                 if sock in events:
@@ -187,7 +163,7 @@ class Endpoint:
                 while (frames := _receive(self.clients)) is not None:
                     self._from_client(frames[0].bytes, frames[1:])
             now = time.monotonic()
-            self._hold_expired(now)
+            self.cells.hold_expired(now)
             if now >= next_beat:
                 next_beat = now + HEARTBEAT
                 self._beat(now)
@@ -217,7 +193,7 @@ class Endpoint:
         except zmq.ZMQError:
             pass  # gone, or not reading: it loses this message, the job loses nothing
 
-    def _send(self, kind: str, header: dict[str, Any], targets: list[int],
+    def send(self, kind: str, header: dict[str, Any], targets: list[int],
               client: bytes | None, done: Callable[[NodeRequest], None] | None = None
               ) -> None:
         """A request to ``targets``: to the agent of each (ranks without one are lost)."""
@@ -387,15 +363,15 @@ class Endpoint:
     def _pass(self, client: bytes, msg: Message) -> None:
         allowed = {k: v for k, v in msg.header.items()
                    if k in ("id", "names", "since", "max_bytes")}
-        self._send(msg.msg_type, allowed, self._targets(msg.header), client)
+        self.send(msg.msg_type, allowed, self._targets(msg.header), client)
 
     def _refuse(self, client: bytes, header: PlaneHeader, kind: str) -> None:
-        self._answer(client, str(header.get("id") or ""), self._targets(header), {
+        self.answer(client, str(header.get("id") or ""), self._targets(header), {
             "status": "error", "ename": "NotLive", "evalue": (
                 f"a live job runs cells at its safepoints and answers peek and where; "
                 f"it does not take {kind!r} (no --in/--out, push, pull or apply)")})
 
-    def _answer(self, client: bytes, request_id: str, targets: list[int],
+    def answer(self, client: bytes, request_id: str, targets: list[int],
                 common: dict[str, Any]) -> None:
         """The endpoint's own answer for every target of a notebook's request."""
         request = NodeRequest(request_id, kinds.LRUN, targets, False)
@@ -406,116 +382,28 @@ class Endpoint:
 
     def _forget(self, client: bytes) -> None:
         self.heard.pop(client, None)
-        self.cells = deque(c for c in self.cells if c.client != client)
-        cell = self.current
-        if cell is not None and cell.client == client and cell.state == "arming":
-            cell.cancelled = True  # an armed cell is cancelled; a running one runs on
+        self.cells.forget(client)
 
-    # -- cells ------------------------------------------------------------------------------
+    def notice(self, client: bytes, request_id: str, text: str) -> None:
+        self._to_client(client, pack(kinds.LNOTICE, {"id": request_id, "text": text}))
+
+    def pending(self, request_id: str) -> list[int]:
+        opened = self.open.get(request_id)
+        return sorted(opened.request.pending) if opened is not None else []
 
     def _cell(self, client: bytes, msg: Message) -> None:
         header = msg.header
         targets = self._targets(header)
-        cell = Cell(header["id"] or "", client, uuid.uuid4().hex, header.get("code") or "",
-                    targets, header.get("execution_count"))
-        if not targets or header["id"] in self.open:
-            self._answer(client, cell.id, targets or [0], {
+        request_id = header["id"] or ""
+        if not targets or request_id in self.open:
+            self.answer(client, request_id, targets or [0], {
                 "status": "error", "ename": "ValueError", "evalue": "no such ranks"})
             return
-        self.cells.append(cell)
-        self._next_cell()
-
-    def _next_cell(self) -> None:
-        if self.current is None and self.cells:
-            cell = self.current = self.cells.popleft()
-            cell.state = "arming"
-            self._send(kinds.LARM, {"cell": cell.key}, cell.targets, None,
-                       lambda request: self._armed(cell, request))
-
-    def _armed(self, cell: Cell, request: NodeRequest) -> None:
-        failed = [(common, ranks) for common, ranks in request.groups.values()
-                  if common.get("status") != "ok"]
-        if cell.cancelled or failed or request.lost:
-            self._send(kinds.LCANCEL, {"cell": cell.key}, cell.targets, None)
-            if cell.cancelled:
-                error = {"ename": "KeyboardInterrupt", "evalue": "interrupted before it ran"}
-            elif failed:
-                common, ranks = failed[0]
-                error = {"ename": str(common.get("ename")),
-                         "evalue": f"{common.get('evalue')} (ranks {format_ranks(ranks)})"}
-            else:
-                error = {"ename": "RankLost",
-                         "evalue": f"ranks {format_ranks(request.lost)} cannot be reached"}
-            self._finish(cell, {"status": "error", **error})
-            return
-        counts = [common.get("at", 0) for common, _ in request.groups.values()]
-        cell.state = "running"
-        self._send(kinds.LRUN, {"id": cell.id, "cell": cell.key, "at": max(counts) + 1,
-                                "code": cell.code, "execution_count": cell.count},
-                   cell.targets, cell.client, lambda _: self._ran(cell))
-
-    def _ran(self, cell: Cell) -> None:
-        if self.current is cell:
-            self.current = None
-        self._next_cell()
-
-    def _finish(self, cell: Cell, common: dict[str, Any]) -> None:
-        """Answer the cell unrun (every target alike), and go on with the next."""
-        if cell.client in self.heard:
-            self._answer(cell.client, cell.id, cell.targets, common)
-        self._ran(cell)
+        self.cells.add(Cell(request_id, client, uuid.uuid4().hex, header.get("code") or "",
+                            targets, header.get("execution_count")))
 
     def _interrupt(self, client: bytes, msg: Message) -> None:
-        ids = set(msg.header.get("ids") or [])
-        for queued in [c for c in self.cells if c.client == client and c.id in ids]:
-            self.cells.remove(queued)
-            self._answer(client, queued.id, queued.targets, {
-                "status": "error", "ename": "KeyboardInterrupt",
-                "evalue": "interrupted before it ran"})
-        cell = self.current
-        if cell is None or cell.client != client or cell.id not in ids:
-            return
-        if cell.state == "arming":
-            cell.cancelled = True
-        elif cell.hold is None:
-            self._stop(cell)
-
-    def _stop(self, cell: Cell) -> None:
-        """Ask every target to hold the running cell; stop it only if all do."""
-        cell.verdict = False
-        cell.hold_until = time.monotonic() + HOLD_WAIT
-        hold_id = uuid.uuid4().hex
-        cell.hold = hold_id
-        self._send(kinds.LPARK, {"id": hold_id, "cell": cell.key}, cell.targets, None,
-                   lambda request: self._held(cell, request))
-
-    def _held(self, cell: Cell, request: NodeRequest) -> None:
-        if cell.verdict:
-            return  # decided already (the wait ran out)
-        held = {r for common, ranks in request.groups.values()
-                if common.get("held") in HELD for r in ranks}
-        self._verdict(cell, [r for r in cell.targets if r not in held])
-
-    def _hold_deadline(self) -> float:
-        cell = self.current
-        return cell.hold_until if cell is not None and cell.hold and not cell.verdict \
-            else float("inf")
-
-    def _hold_expired(self, now: float) -> None:
-        cell = self.current
-        if cell is not None and cell.hold and not cell.verdict and now >= cell.hold_until:
-            opened = self.open.get(cell.hold)
-            self._verdict(cell, sorted(opened.request.pending) if opened else [])
-
-    def _verdict(self, cell: Cell, not_held: list[int]) -> None:
-        cell.verdict = True
-        self._send(kinds.LUNPARK, {"cell": cell.key, "stop": not not_held}, cell.targets,
-                   None, lambda _: setattr(cell, "hold", None))
-        if not_held and cell.client in self.heard:
-            self._to_client(cell.client, pack(kinds.LNOTICE, {"id": cell.id, "text": (
-                "the cell was not stopped: not every rank could hold it where all stop alike "
-                "(a rank inside a call: an MPI collective, time.sleep, C code, cannot); it "
-                "goes on (interrupt again to try again)")}))
+        self.cells.interrupt(client, set(msg.header.get("ids") or []))
 
     def close(self) -> None:
         state = pack(kinds.LSTATE, self._state())
