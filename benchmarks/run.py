@@ -171,8 +171,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="simulated rank counts for the hub's scaling (default 256 1024 "
                         "4096; none in --quick)")
     parser.add_argument("--only", choices=["sim", "fanin"],
-                        help="run only this part: 'sim' = the simulated ranks, direct and "
-                        "through node agents (writes results/sim.json); 'fanin' = M1 at N=16 "
+                        help="run only this part: 'sim' = the simulated ranks, direct, "
+                        "through node agents and as a live job attached to (writes "
+                        "results/sim.json); 'fanin' = M1 at N=16 "
                         "(or --ns) with and without a node agent, interleaved "
                         "(results/fanin.json)")
     parser.add_argument("--out", help="result name in benchmarks/results (default: full/quick)")

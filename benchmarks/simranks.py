@@ -272,7 +272,7 @@ def measure(n: int, reps: int, mode: str = "direct", per_node: int = 64) -> dict
     kernel = HpcKernel(1 if live else n, env=env, extra=[] if live else [
         f"--HubKernel.launcher_class={__name__}.SimLauncher"])
     result: dict[str, Any] = {"ranks": n, "nodes": nodes, "mode": mode,
-                              "fanout": 64 if mode == "agents" else None}
+                              "fanout": 64 if mode != "direct" else None}
     prefix = f"%%px --job {LIVE_JOB}\n" if live else ""
     try:
         result["start_s"] = kernel.start()["first_cell"]

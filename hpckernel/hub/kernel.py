@@ -320,6 +320,7 @@ class HubKernel(IPythonKernel):
         try:
             # The kernel's own ranks, or (``--job``) a live batch job's, attached if need be.
             px = await self.controllers.get_async(options.job)
+            record.update(px.context)  # where it runs, if not on the kernel's own ranks
             await px.run_cell(body, options, self.shell.user_ns, count=count, silent=silent,
                               cell=ran)
         except CellError as e:

@@ -191,6 +191,9 @@ class PxController:
         self.allocation: Allocation | None = None  # the Slurm job the hub runs in, if any
         #: the bytes one request may bring into the hub (HubKernel.max_reply_size)
         self.reply_limit = ReplyLimit.parse("50%")
+        #: provenance fields of its cells that differ from the kernel's own (an attached
+        #: live job's ranks, hosts and job: ``live/client.py``)
+        self.context: dict[str, Any] = {}
 
     @property
     def size(self) -> int:

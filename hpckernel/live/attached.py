@@ -43,7 +43,7 @@ WELCOME = 15.0
 #: Seconds Slurm has to say the job ended once its programs have.
 PROGRAM_END = 15.0
 #: Published values are pulled this often (seconds) while a live plot shows them.
-PULL = 0.5
+PULL = 1.0
 
 
 class AttachedRanks(RankPlane):

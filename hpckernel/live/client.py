@@ -221,6 +221,12 @@ def attach(job: str | int, login: str | None = None, job_root: str | None = None
         raise
     if known is not None:
         known.detach()  # its job ended; this is a new run of the id (an mpiexec live id)
+    alloc = handle.px.allocation
+    handle.px.context = {"kind": "live", "size": ranks.size,
+                         "hosts": sorted({i.host for i in ranks.snapshot() if i.host}),
+                         "job": {"id": job, "live": True,
+                                 "nodes": alloc.nodelist if alloc else "",
+                                 "partition": alloc.partition if alloc else ""}}
     ATTACHED[job] = handle
     return handle
 
