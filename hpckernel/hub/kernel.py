@@ -36,6 +36,7 @@ from ..targets import format_sorted
 from ..widgets.magics import JobMagics, LiveMagics
 from .allocation import Allocation
 from .cell_routing import HubMagics, MagicUsageError, PxOptions, route_cell, strip_local_marker
+from .iopub_safe import safe_content
 from .limits import ReplyLimit
 from .magics import PxMagics
 from .outputs import OutputStore
@@ -244,10 +245,17 @@ class HubKernel(IPythonKernel):
 
     def _publish(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any],
                  parent: dict[str, Any] | None) -> None:
-        """Send one IOPub message; called from the plane thread as output arrives."""
+        """Send one IOPub message; called from the plane thread as output arrives. Content
+        the JSON packer refuses (lone surrogates, odd objects in metadata) is sent made
+        safe (``iopub_safe.py``): a message that cannot go would stall its cell."""
         assert self.session is not None
-        self.session.send(self.iopub_socket, msg_type, content, parent=parent or {},
-                          metadata=metadata, ident=self._topic(msg_type))
+        try:
+            self.session.send(self.iopub_socket, msg_type, content, parent=parent or {},
+                              metadata=metadata, ident=self._topic(msg_type))
+        except (UnicodeEncodeError, ValueError, TypeError):
+            self.session.send(self.iopub_socket, msg_type, safe_content(content),
+                              parent=parent or {}, metadata=safe_content(metadata),
+                              ident=self._topic(msg_type))
 
     def notify(self, text: str) -> None:
         """Tell the user something that happened outside any cell (walltime warning): now,
@@ -276,6 +284,8 @@ class HubKernel(IPythonKernel):
         record = None if silent else self.recorder.begin(code, cell_id)
         reply, request = await self._execute(code, silent, store_history, user_expressions,
                                              allow_stdin, cell_meta, cell_id, record)
+        # A rank's error text may hold what JSON cannot carry: the reply must still go.
+        reply = safe_content(reply) if reply.get("status") == "error" else reply
         if record is not None:
             self.recorder.end(record, reply, parent.get("header", {}).get("msg_id", ""),
                               request)
@@ -384,6 +394,9 @@ class HubKernel(IPythonKernel):
         since a remote hub cannot receive the client's SIGINT)."""
         assert self.pool is not None
         self.pool.interrupt()
+        # A cell still on its way to the ranks is interrupted as soon as it is sent.
+        self.px.interrupted_cell = (self.get_parent("shell") or {}).get(
+            "header", {}).get("msg_id")
         if self._local_running:
             await super().interrupt_request(stream, ident, parent)
             return

@@ -190,6 +190,9 @@ class PxController:
         self.allocation: Allocation | None = None  # the Slurm job the hub runs in, if any
         #: the bytes one request may bring into the hub (HubKernel.max_reply_size)
         self.reply_limit = ReplyLimit.parse("50%")
+        #: the msg_id of the cell the user last interrupted (the kernel's interrupt_request):
+        #: a cell interrupted before it reached the ranks is interrupted once it is sent
+        self.interrupted_cell: str | None = None
 
     @property
     def size(self) -> int:
@@ -288,6 +291,9 @@ class PxController:
         cell.handle = handle = self.submit("execute", cell.targets, header, block=cell.block,
                                            label=label, execution_count=count, hint=hint,
                                            parent=parent)
+        if self.interrupted_cell is not None and self.interrupted_cell == (
+                parent or {}).get("header", {}).get("msg_id"):
+            self.pool.interrupt()  # the interrupt came before the cell reached the ranks
         self._remember(handle, count)
         ns["_px"] = handle
         if not cell.block:
