@@ -393,10 +393,12 @@ class HubKernel(IPythonKernel):
         Called on the control thread (the kernelspec uses ``interrupt_mode: message``,
         since a remote hub cannot receive the client's SIGINT)."""
         assert self.pool is not None
-        self.pool.interrupt()
-        # A cell still on its way to the ranks is interrupted as soon as it is sent.
+        # A cell still on its way to the ranks is interrupted as soon as it is sent (named
+        # first: the cell looks for it right after it is sent, and this interrupt of what is
+        # open may come before that).
         self.px.interrupted_cell = (self.get_parent("shell") or {}).get(
             "header", {}).get("msg_id")
+        self.pool.interrupt()
         if self._local_running:
             await super().interrupt_request(stream, ident, parent)
             return
