@@ -24,6 +24,7 @@ from typing import Any
 
 import zmq
 
+from ..debug.target import mark_untraced
 from ..plane import Message, PlaneInfo, pack, unpack
 from ..plane.addresses import node_name
 from ..plane.credit import WaitingWindow, stamp_of
@@ -63,6 +64,7 @@ class HubChannel:
         self._main_ident = threading.main_thread().ident
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hpckernel-io", daemon=True)
+        mark_untraced(self._thread)  # the debugger (worker/debugger.py) never stops it
         self.ctx = zmq.Context()
         self.sock = self._connect()
 

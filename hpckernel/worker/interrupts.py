@@ -12,13 +12,16 @@ when the section ends; waits inside a section (for credit) stay interruptible
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 _main = threading.main_thread().ident
 _held = False  # the main thread is in a held section
 _pending = False  # an interrupt arrived meanwhile
+#: Set while the rank is debugged (worker/debugger.py): True if the interrupt landed in the
+#: debugger's own code, where raising would end the tracing; it then comes again later.
+debugger_hook: Callable[[FrameType | None], bool] | None = None
 
 
 def handler(signum: int, frame: FrameType | None) -> None:
@@ -26,6 +29,8 @@ def handler(signum: int, frame: FrameType | None) -> None:
     global _pending
     if _held:
         _pending = True
+        return
+    if debugger_hook is not None and debugger_hook(frame):
         return
     raise KeyboardInterrupt
 

@@ -9,6 +9,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 import traceback
 import types
@@ -27,6 +28,7 @@ from .limit import ReplyTooLarge, over_limit
 
 if TYPE_CHECKING:  # main() imports IPython once the rank has registered with the hub
     from .capture import OutStream
+    from .debugger import RankDebugger
     from .shell import RankShell
 
 log = logging.getLogger("hpckernel.worker")
@@ -55,6 +57,7 @@ class RankRunner:
         self.rank = rank
         self.request_id: str | None = None
         self.streams: tuple[OutStream, OutStream] | None = None  # set by main()
+        self.debugger: RankDebugger | None = None  # set by main()
         self.pid = os.getpid()
         self.handlers = {
             "execute": self.execute,
@@ -83,8 +86,19 @@ class RankRunner:
         if msg.header.get("execution_count") is not None:
             # Tracebacks then name the notebook's cell (In[7]), the same on every rank.
             self.shell.execution_count = msg.header["execution_count"]
-        result = self.shell.run_cell(msg.header["code"], store_history=True,
-                                     silent=msg.header.get("silent", False))
+        code = (msg.header["code"] if self.debugger is None
+                else self.debugger.before_cell(msg.header))
+        threads = set(threading.enumerate()) if msg.header.get("join_threads") else None
+        try:
+            result = self.shell.run_cell(code, silent=msg.header.get("silent", False),
+                                         store_history=msg.header.get("store_history", True))
+        finally:
+            if self.debugger is not None:
+                self.debugger.after_cell()
+        if threads is not None:
+            # A front end's hidden request (hub/hidden_requests.py) answers from a thread
+            # it starts: its output must come before the reply, so wait for it a while.
+            _join_new_threads(threads, float(msg.header["join_threads"]))
         if result.success:
             return {"status": "ok"}, None
         err = self.shell.last_error or {"ename": "Error", "evalue": str(result.error_in_exec
@@ -172,6 +186,12 @@ class RankRunner:
         if sent is not None:
             # The value's buffers are sent without copying: keep them unchanged until sent.
             sent.result().wait()
+
+
+def _join_new_threads(before: set[threading.Thread], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for thread in set(threading.enumerate()) - before:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _complete(shell: RankShell, msg: Message) -> tuple[str, dict[str, Any], Any]:
@@ -288,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     from traitlets.config import Config
 
     from .capture import OutStream
+    from .debugger import RankDebugger
     from .shell import RankShell
 
     # No SQLite history on the ranks: every rank (and the hub) would commit each cell to
@@ -310,6 +331,9 @@ def main(argv: list[str] | None = None) -> None:
         "peek": lambda m: peek(shell, rank, m),
         "where": lambda m: where(channel, rank, m),
     })
+    # The hub's debugger requests (hpckernel/worker/debugger.py): nothing starts until one.
+    runner.debugger = RankDebugger(channel, shell, rank)
+    channel.control["dap"] = runner.debugger.control
     gc.freeze()
     gc.enable()
     try:

@@ -11,6 +11,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Type
 
 from .capture import RankDisplayHook, RankDisplayPublisher
+from .debugger import CellCompiler
 
 # The file name IPython gives the code of cell In[7].
 _CELL = re.compile(r"<ipython-input-(\d+)-[0-9a-f]+>")
@@ -21,6 +22,7 @@ class RankShell(InteractiveShell):
 
     displayhook_class = Type(RankDisplayHook)
     display_pub_class = Type(RankDisplayPublisher)
+    compiler_class = Type(CellCompiler)  # a debugged cell's file name (worker/debugger.py)
 
     last_error: dict[str, Any] | None = None
 
