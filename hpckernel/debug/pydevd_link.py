@@ -20,7 +20,6 @@ import os
 import socket
 import sys
 import threading
-from types import FrameType
 from typing import Any
 
 #: The DAP header before each message's JSON body.
@@ -87,7 +86,6 @@ class PydevdLink:
         self.sock: socket.socket | None = None
         self.pydevd: Any = None
         self.stream = DapStream()
-        self._roots: tuple[str, ...] = ()
 
     def start(self) -> None:
         """Start pydevd (called once, from a thread that is never traced)."""
@@ -113,7 +111,6 @@ class PydevdLink:
         self.pydevd, self.sock = pydevd, ours
         # settrace traced the calling thread: it must not be (it serves the debugger).
         self.untrace_current_thread()
-        self._roots = (debugpy_dir, os.path.dirname(pydevd.__file__))
 
     def send(self, message: dict[str, Any]) -> None:
         assert self.sock is not None
@@ -173,14 +170,3 @@ class PydevdLink:
         from _pydevd_bundle.pydevd_thread_lifecycle import internal_run_thread
 
         internal_run_thread(threading.main_thread(), set_additional_thread_info)
-
-    def in_debugger(self, frame: FrameType | None) -> bool:
-        """Whether ``frame`` (where a signal handler runs) is debugger code or called by it:
-        an exception raised there would end the tracing of the thread."""
-        if not self._roots:
-            return False
-        while frame is not None:
-            if frame.f_code.co_filename.startswith(self._roots):
-                return True
-            frame = frame.f_back
-        return False

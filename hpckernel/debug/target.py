@@ -10,7 +10,6 @@ itself, the shell's namespace for the rest: ``inspectVariables``, and ``variable
 
 from __future__ import annotations
 
-import _thread
 import ast
 import logging
 import os
@@ -20,7 +19,6 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from .pydevd_link import DebuggerUnavailable, PydevdLink
@@ -73,6 +71,7 @@ class DebugTarget:
         self.broken = ""  # why there is no debugger here (debugpy missing)
         self._inbox: queue.SimpleQueue[tuple[Any, dict[str, Any]]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         self._pending: dict[int, Callable[[dict[str, Any]], None]] = {}
         self._seq = 0
         self._explorer: NamespaceExplorer | None = None
@@ -113,17 +112,14 @@ class DebugTarget:
             self.link.resume_main_thread()
             self._main_continued()
 
-    def intercept_interrupt(self, frame: FrameType | None) -> bool:
-        """The SIGINT handler's question: True if the interrupt must wait, because the main
-        thread runs debugger code (an exception there would end its tracing). The thread is
-        let go if it is stopped, and the interrupt comes again a few bytecodes later, so
-        that it is raised in the user's code."""
-        if not self.attached or not self.link.in_debugger(frame):
-            return False
-        if self.link.main_thread_suspended():
+    def interrupt(self) -> None:
+        """The SIGINT handler's first step, before it raises ``KeyboardInterrupt`` in the
+        main thread: if pydevd holds the thread at a breakpoint, mark it running, so that
+        the exception leaves pydevd's wait loop with pydevd's state consistent (it stops
+        tracing the thread, which ``trace_main`` resumes at the next cell)."""
+        if self.attached and self.link.main_thread_suspended():
             self.link.resume_main_thread()
-        _thread.interrupt_main()
-        return True
+            self._main_continued()
 
     # -- the debugger's thread ------------------------------------------------------------
 

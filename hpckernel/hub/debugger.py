@@ -400,7 +400,8 @@ class HubDebugger:
         attached, and the ``execute`` header fields that name the cell for them."""
         if not self.started:
             return {}
-        await self.on_loop(self._attach_ranks())
+        for failed in await self.on_loop(self._attach_ranks()):
+            log.warning("debugger: %s", failed)
         return {"debug_path": self.cells.path(cell), "debug_offset": offset}
 
     async def before_local_cell(self) -> None:

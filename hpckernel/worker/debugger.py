@@ -9,10 +9,7 @@ answers them and sends the reply itself.
 
 from __future__ import annotations
 
-from types import FrameType
 from typing import TYPE_CHECKING, Any
-
-from IPython.core.compilerop import CachingCompiler
 
 from ..debug.cell_lines import LeadingLines
 from ..debug.target import DebugTarget, response
@@ -24,26 +21,15 @@ if TYPE_CHECKING:
     from .shell import RankShell
 
 
-class CellCompiler(CachingCompiler):
-    """IPython's compiler, naming the next cell as the hub says while it is debugged: the
-    file name the front end sets its breakpoints in (``debug_path`` of an ``execute``)."""
-
-    next_name: str | None = None
-
-    def get_code_name(self, raw_code: str, transformed_code: str, number: int) -> str:
-        name, self.next_name = self.next_name, None
-        return name or super().get_code_name(raw_code, transformed_code, number)
-
-
 class RankDebugger:
     """The debugger of one rank (``channel.control["dap"]``, and the runner's hooks)."""
 
-    def __init__(self, channel: HubChannel, shell: RankShell, rank: int) -> None:
+    def __init__(self, channel: HubChannel, rank: int) -> None:
         self.channel = channel
-        self.shell = shell
         self.rank = rank
+        self.shell: RankShell | None = None  # set once built (requests may come before)
         self.target: DebugTarget | None = None
-        self.lines = LeadingLines(shell)
+        self.lines: LeadingLines | None = None
 
     def control(self, msg: Message) -> None:
         """A ``dap`` request of the hub (on the I/O thread): answered later, by the target."""
@@ -52,10 +38,18 @@ class RankDebugger:
             self._reply(msg.header.get("id"), response({}, message="no DAP request"))
             return
         if self.target is None:
-            self.target = DebugTarget(lambda: self.shell.user_ns, self._reply, self._event,
-                                      self.shell.user_expressions)
-            interrupts.debugger_hook = self._intercept
+            self.target = DebugTarget(self._user_ns, self._reply, self._event,
+                                      self._expressions)
+            interrupts.debugger_hook = self.target.interrupt
         self.target.submit(msg.header.get("id"), request)
+
+    def _user_ns(self) -> dict[str, Any]:
+        return self.shell.user_ns if self.shell is not None else {}
+
+    def _expressions(self, expressions: dict[str, str]) -> dict[str, Any]:
+        if self.shell is None:
+            return {}
+        return self.shell.user_expressions(expressions)  # type: ignore[no-any-return]
 
     def _reply(self, request_id: Any, answer: dict[str, Any]) -> None:
         self.channel.send(pack("reply", {"id": request_id, "rank": self.rank, "status": "ok",
@@ -64,9 +58,6 @@ class RankDebugger:
     def _event(self, event: dict[str, Any]) -> None:
         self.channel.send(pack("dapevent", {"rank": self.rank, "event": event}))
 
-    def _intercept(self, frame: FrameType | None) -> bool:
-        return self.target is not None and self.target.intercept_interrupt(frame)
-
     # -- the main thread, around each cell (RankRunner.execute) ---------------------------
 
     def before_cell(self, header: dict[str, Any]) -> str:
@@ -74,20 +65,19 @@ class RankDebugger:
         is traced and compiled under ``debug_path``, with ``debug_offset`` empty lines in
         front (the hub's ``%%px`` line), so that its lines are the front end's."""
         code: str = header["code"]
-        target = self.target
-        if target is None:
+        target, shell = self.target, self.shell
+        if target is None or shell is None:
             return code
         target.trace_main()
+        if self.lines is None:
+            self.lines = LeadingLines(shell)
         self.lines.keep(target.attached)
         path = header.get("debug_path")
         if not target.attached or not isinstance(path, str):
             return code
-        compiler = self.shell.compile
-        if isinstance(compiler, CellCompiler):
-            compiler.next_name = path
+        shell.compile.next_name = path  # the shell's CellCompiler (shell.py)
         return "\n" * int(header.get("debug_offset") or 0) + code
 
     def after_cell(self) -> None:
-        compiler = self.shell.compile
-        if isinstance(compiler, CellCompiler):
-            compiler.next_name = None  # not used if the cell did not compile
+        if self.shell is not None:
+            self.shell.compile.next_name = None  # not used if the cell did not compile

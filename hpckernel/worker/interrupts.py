@@ -19,9 +19,9 @@ from types import FrameType
 _main = threading.main_thread().ident
 _held = False  # the main thread is in a held section
 _pending = False  # an interrupt arrived meanwhile
-#: Set while the rank is debugged (worker/debugger.py): True if the interrupt landed in the
-#: debugger's own code, where raising would end the tracing; it then comes again later.
-debugger_hook: Callable[[FrameType | None], bool] | None = None
+#: Set once the rank is debugged (worker/debugger.py): lets a thread stopped at a breakpoint
+#: go before the interrupt is raised in it.
+debugger_hook: Callable[[], None] | None = None
 
 
 def handler(signum: int, frame: FrameType | None) -> None:
@@ -30,8 +30,8 @@ def handler(signum: int, frame: FrameType | None) -> None:
     if _held:
         _pending = True
         return
-    if debugger_hook is not None and debugger_hook(frame):
-        return
+    if debugger_hook is not None:
+        debugger_hook()
     raise KeyboardInterrupt
 
 

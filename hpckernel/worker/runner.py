@@ -23,12 +23,12 @@ from ..plane.credit import display_size
 from ..plane.nodes import agent_plane_file, rank_node, wait_for_plane_info
 from . import interrupts, mpi_files, publish
 from .channel import HubChannel
+from .debugger import RankDebugger
 from .introspect import peek, where
 from .limit import ReplyTooLarge, over_limit
 
 if TYPE_CHECKING:  # main() imports IPython once the rank has registered with the hub
     from .capture import OutStream
-    from .debugger import RankDebugger
     from .shell import RankShell
 
 log = logging.getLogger("hpckernel.worker")
@@ -299,6 +299,10 @@ def main(argv: list[str] | None = None) -> None:
     publish.install(channel.send, rank)
     # Heartbeats are answered by the I/O thread from the start, while the shell is built.
     channel.control["hb"] = _Heartbeat(rank)
+    # The hub's debugger requests (worker/debugger.py), which may come as soon as the rank
+    # registers; nothing is started until one does.
+    debugger = RankDebugger(channel, rank)
+    channel.control["dap"] = debugger.control
     channel.start()
     if error is not None:
         channel.stop()
@@ -308,7 +312,6 @@ def main(argv: list[str] | None = None) -> None:
     from traitlets.config import Config
 
     from .capture import OutStream
-    from .debugger import RankDebugger
     from .shell import RankShell
 
     # No SQLite history on the ranks: every rank (and the hub) would commit each cell to
@@ -331,9 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         "peek": lambda m: peek(shell, rank, m),
         "where": lambda m: where(channel, rank, m),
     })
-    # The hub's debugger requests (hpckernel/worker/debugger.py): nothing starts until one.
-    runner.debugger = RankDebugger(channel, shell, rank)
-    channel.control["dap"] = runner.debugger.control
+    debugger.shell, runner.debugger = shell, debugger
     gc.freeze()
     gc.enable()
     try:

@@ -7,14 +7,25 @@ import re
 from types import TracebackType
 from typing import Any
 
+from IPython.core.compilerop import CachingCompiler
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Type
 
 from .capture import RankDisplayHook, RankDisplayPublisher
-from .debugger import CellCompiler
 
 # The file name IPython gives the code of cell In[7].
 _CELL = re.compile(r"<ipython-input-(\d+)-[0-9a-f]+>")
+
+
+class CellCompiler(CachingCompiler):
+    """IPython's compiler, naming the next cell as the hub says while the rank is debugged:
+    the file the front end sets its breakpoints in (``worker/debugger.py``)."""
+
+    next_name: str | None = None
+
+    def get_code_name(self, raw_code: str, transformed_code: str, number: int) -> str:
+        name, self.next_name = self.next_name, None
+        return name or super().get_code_name(raw_code, transformed_code, number)
 
 
 class RankShell(InteractiveShell):
@@ -22,7 +33,8 @@ class RankShell(InteractiveShell):
 
     displayhook_class = Type(RankDisplayHook)
     display_pub_class = Type(RankDisplayPublisher)
-    compiler_class = Type(CellCompiler)  # a debugged cell's file name (worker/debugger.py)
+    compiler_class = Type(CellCompiler)
+    compile: CellCompiler
 
     last_error: dict[str, Any] | None = None
 
