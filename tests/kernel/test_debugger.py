@@ -234,3 +234,26 @@ def test_the_debugger_opens_no_port_or_socket_others_could_reach(
     assert loaded == "[stdout:0] True\n[stdout:1-3] False\n"
     after = {pid: _listening(pid) for pid in (rank0, kernel.hub_pid)}
     assert after == before
+
+
+def test_several_debugged_ranks_are_shown_one_after_the_other(
+        lab: tuple[Kernel, LabDebugger]) -> None:
+    _, lab_ = lab
+    lab_.finish(lab_.execute("%pxconfig --debug 1,3"))
+    lab_.start()
+    lab_.set_breakpoints(CELL, [3])
+    msg_id = lab_.execute(CELL)
+    first = lab_.event("stopped")["body"]["threadId"]
+    second = lab_.event("stopped")["body"]["threadId"]
+    assert {first, second} == {2, 4}
+    seen = []
+    for _ in range(2):
+        # JupyterLab shows the last stopped thread; continued, the other one comes back.
+        thread = lab_.current_thread()
+        seen.append(lab_.variables(lab_.frames()[0])["Locals"]["y"]["value"])
+        lab_.step("continue")
+        lab_.event("continued", threadId=thread)
+        if len(seen) == 1:
+            assert lab_.event("stopped")["body"]["threadId"] == ({2, 4} - {thread}).pop()
+    assert sorted(seen) == ["10", "30"]
+    assert lab_.finish(msg_id)[0]["status"] == "ok"

@@ -48,7 +48,8 @@ BACKGROUND = '''def __jupyter_exec_background__():
     from threading import Thread
     from traceback import format_exc
 
-    output = display({"application/vnd.vscode.bg.execution.0": ""}, raw=True, display_id=True)
+    mime = "application/vnd.vscode.bg.execution.0"
+    output = display({mime: ""}, raw=True, display_id=True)
 
     def do_implementation():
         import json
@@ -57,9 +58,9 @@ BACKGROUND = '''def __jupyter_exec_background__():
 
     def bg_main():
         try:
-            output.update({"application/vnd.vscode.bg.execution.0.result": do_implementation()}, raw=True)
+            output.update({mime + ".result": do_implementation()}, raw=True)
         except Exception as e:
-            output.update({"application/vnd.vscode.bg.execution.0.error": format_exc()}, raw=True)
+            output.update({mime + ".error": format_exc()}, raw=True)
 
     Thread(target=bg_main, daemon=True).start()
 
