@@ -286,8 +286,10 @@ class HubDebugger:
         async with self._attach_lock:
             for key in [k for k in self.endpoints if k != HUB and k not in self.ranks]:
                 await self._detach(key)
-            if not self.px.pool.ready.done():
+            try:
                 await asyncio.wrap_future(self.px.pool.ready)
+            except Exception as e:  # LaunchError: the cell says it; nothing to debug
+                return [f"the ranks are not running ({e})"]
             wanted = [r for r in self.ranks if r not in self.endpoints]
             results = await asyncio.gather(*(self._attach(self._endpoint(r)) for r in wanted))
         if self.endpoints and self._watch is None:

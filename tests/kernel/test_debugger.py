@@ -56,13 +56,22 @@ def check_lab_sequence(lab: LabDebugger, cell: str, expected: dict[str, str]) ->
     assert lab.current_thread() in info["stoppedThreads"]
     locals_ = lab.variables(top)["Locals"]
     assert {k: locals_[k]["value"] for k in expected} == expected
+    # The rich view of a variable, the evaluate dialog, "copy to globals" (service.ts).
+    rich = lab.request("richInspectVariables", {"variableName": "y", "frameId": top["id"]})
+    assert rich["body"]["data"]["text/plain"] == expected["y"], rich
+    evaluated = lab.request("evaluate", {"context": "repl", "expression": "y + 1",
+                                         "frameId": top["id"]})
+    assert evaluated["body"]["result"] == str(int(expected["y"]) + 1), evaluated
+    copied = lab.request("copyToGlobals", {"srcVariableName": "y", "dstVariableName": "y_",
+                                           "srcFrameId": top["id"]})
+    assert copied["success"], copied
     thread = lab.current_thread()
     lab.step("continue")
     assert lab.event("continued")["body"]["threadId"] == thread
     reply, _ = lab.finish(msg_id)
     assert reply["status"] == "ok", reply
     names = {v["name"]: v for v in lab.request("inspectVariables", {})["body"]["variables"]}
-    assert names["result"]["value"] == expected["y"]
+    assert names["result"]["value"] == names["y_"]["value"] == expected["y"]
     return thread
 
 
@@ -155,7 +164,7 @@ def test_interrupt_while_stopped_ends_the_cell_on_every_rank(
 
 
 def test_local_cells_are_debugged_in_the_hub(lab: tuple[Kernel, LabDebugger]) -> None:
-    _, lab_ = lab
+    kernel, lab_ = lab
     lab_.start()
     local = "%%local\ndef g(a):\n    b = a + 1\n    return b\n\nprint(g(41))\n"
     _, msg_id, top = stop_at_breakpoint(lab_, local, 4)
@@ -166,6 +175,14 @@ def test_local_cells_are_debugged_in_the_hub(lab: tuple[Kernel, LabDebugger]) ->
     lab_.step("continue")
     reply, text = lab_.finish(msg_id)
     assert reply["status"] == "ok" and text == "42\n"
+    # Interrupted while paused, the hub's cell ends and its debugger stays usable.
+    _, msg_id, _ = stop_at_breakpoint(lab_, local, 4)
+    kernel.km.interrupt_kernel()
+    assert lab_.finish(msg_id)[0]["ename"] == "KeyboardInterrupt"
+    assert lab_.event("continued")["body"]["threadId"] == 5
+    _, msg_id, _ = stop_at_breakpoint(lab_, local, 4)
+    lab_.step("continue")
+    assert lab_.finish(msg_id)[0]["status"] == "ok"
     # With the debugger off, the hub's main thread (which sends the cells to the ranks)
     # runs untraced again.
     lab_.stop()
