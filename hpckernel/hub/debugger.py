@@ -199,6 +199,9 @@ class HubDebugger:
         return await self._route(request)  # a file of a rank's node
 
     async def _on_inspectVariables(self, request: dict[str, Any]) -> dict[str, Any]:
+        key = self._default()
+        if self.threads.thread(key) not in self.stopped:
+            self.refs.forget(key)  # the last snapshot's references: replaced by this one
         return await self._route(request)
 
     async def _on_modules(self, request: dict[str, Any]) -> dict[str, Any]:
