@@ -6,7 +6,7 @@ A real hub (``python -m hpckernel.hub`` through jupyter_client) is started with
 starts ``python -m benchmarks.simranks PLANE_FILE``, which forks a few processes.
 
 - ``direct`` (``HubKernel.fanin``): they hold N ZMQ DEALER sockets that speak the rank
-  protocol of ``hpckernel/worker`` (identity = rank number, ``register`` first, ``reply`` to
+  protocol of ``hpckernel/worker`` (identity = launch and rank, ``register`` first, ``reply`` to
   each request, ``hb`` to each heartbeat, a ``stream`` message for ``print(rank)``).
 - ``agents``: they hold one DEALER per node (``--agents K``, N/K ranks each) that speaks the
   agent protocol of ``hpckernel/agent`` for its node's ranks (``nregister``, one ``nreply``
@@ -37,6 +37,7 @@ from hpckernel.agent.agent import summary_frames
 from hpckernel.agent.replies import local_targets
 from hpckernel.hub.rank_launchers import RankLauncher
 from hpckernel.plane import Message, PlaneInfo, pack, read_plane_info, unpack
+from hpckernel.plane.identity import agent_identity, current_launch, rank_identity
 from hpckernel.targets import format_ranks, rank_intervals
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,7 +106,7 @@ def serve_ranks(info: PlaneInfo, ranks: range) -> None:
     poller = zmq.Poller()
     for rank in ranks:
         sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, str(rank).encode())
+        sock.setsockopt(zmq.IDENTITY, rank_identity(current_launch(), rank))
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(info.ipc_url)
         sock.send_multipart(pack("register", {
@@ -161,7 +162,7 @@ def serve_agents(info: PlaneInfo, groups: list[list[int]], total: int) -> None:
     for group in groups:
         leader = group[0]
         sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, f"@{leader}".encode())
+        sock.setsockopt(zmq.IDENTITY, agent_identity(current_launch(), str(leader)))
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(info.ipc_url)
         ranks: list[int] = []

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from . import __version__, notebook_cli
+from .jobrequest import JobSettings, SettingError
+from .jobrequest.options import add_arguments, given, positive_int
 from .kernelspec import (
     LOCAL_DISPLAY,
     LOCAL_NAME,
@@ -16,11 +17,11 @@ from .kernelspec import (
     default_prefix,
     install,
 )
-from .provisioner.settings import add_arguments, describe, positive_int
-from .slurm import ParseError, parse_duration
+from .slurm import ParseError
 
 
 def _env_pair(text: str) -> tuple[str, str]:
+    """argparse type of ``--env``: ``NAME=VALUE`` (``join_pairs`` made it one word)."""
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"--env takes NAME VALUE (or NAME=VALUE), not "
@@ -56,6 +57,7 @@ INSTALL_SETTINGS = ("partition", "nodes", "ntasks_per_node", "time", "account", 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``hpckernel`` command line: ``install``, ``demo``, ``submit``, ``provenance``."""
     parser = argparse.ArgumentParser(prog="hpckernel", description=__doc__)
     parser.add_argument("--version", action="version", version=f"hpckernel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,22 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _slurm_settings(args: argparse.Namespace) -> dict[str, Any]:
+def _slurm_settings(args: argparse.Namespace) -> dict[str, object]:
     """The SlurmProvisioner traits the options set (defaults left out of the spec)."""
     # The size is always written, so the kernelspec says what it asks for.
-    settings: dict[str, Any] = {key: describe(key)[0] for key in ("nodes", "ntasks_per_node",
-                                                                  "time")}
-    for key in INSTALL_SETTINGS:
-        value = getattr(args, key)
-        if value not in ("", [], None):
-            settings[key] = value
-    if parse_duration(settings["time"]) is None:
-        raise KernelSpecError(f"--time {settings['time']!r} is not a walltime: use e.g. "
-                              "00:30:00")
+    defaults = JobSettings()
+    settings: dict[str, object] = {key: getattr(defaults, key)
+                                   for key in ("nodes", "ntasks_per_node", "time")}
+    settings.update({key: value for key, value in given(args, INSTALL_SETTINGS).items()
+                     if value not in ("", [])})
+    JobSettings(**settings).require_walltime()
     return settings
 
 
 def _install(args: argparse.Namespace) -> int:
+    """``hpckernel install``: a local MPI kernelspec, or with ``--slurm`` a Slurm one."""
     prefix = default_prefix(args.sys_prefix, args.prefix)
     env = dict(args.env) or None
     if args.slurm:
@@ -129,6 +129,7 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``hpckernel`` command; its exit code (2 for bad input, with one line why)."""
     args = build_parser().parse_args(join_pairs(sys.argv[1:] if argv is None else argv))
     handled = notebook_cli.run_command(args)
     if handled is not None:
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             return run_demo(args.ranks, args.notebook, args.output, args.timeout)
-    except (KernelSpecError, ParseError) as e:
+    except (KernelSpecError, SettingError, ParseError) as e:
         print(f"hpckernel: {e}", file=sys.stderr)
         return 2
     return 1

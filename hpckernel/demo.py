@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import nbformat
+from nbformat import NotebookNode
 
 from . import notebook_run
 from .resources import template_dir
 
 
-def cell_text(cell: Any) -> str:
+def cell_text(cell: NotebookNode) -> str:
     """A code cell's outputs as the text a reader sees: streams, text/plain results, and
     errors as `ename: evalue`."""
     parts = []
@@ -27,6 +27,7 @@ def cell_text(cell: Any) -> str:
 
 
 def run_demo(ranks: int, notebook: str | None, output: str | None, timeout: float) -> int:
+    """``hpckernel demo``: run the example notebook on ``ranks`` local ranks; its exit code."""
     source = Path(notebook) if notebook else template_dir("examples") / "mpi_demo.ipynb"
     target = Path(output) if output else Path.cwd() / f"{source.stem}.out.ipynb"
     if not source.is_file():

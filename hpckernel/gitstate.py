@@ -16,7 +16,7 @@ import re
 import stat
 import struct
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 OBJECT_ID = re.compile(r"(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
 #: A ref name git could have written: no ``..``, no absolute path.
@@ -212,7 +212,15 @@ def _blob_id(path: Path, st: os.stat_result, algorithm: str) -> bytes | None:
     return digest.digest()
 
 
-def git_state(cwd: Path) -> dict[str, Any] | None:
+class GitState(TypedDict):
+    """The commit a directory's repository is at, and whether tracked files differ from
+    it (None: could not tell)."""
+
+    commit: str
+    dirty: bool | None
+
+
+def git_state(cwd: Path) -> GitState | None:
     """``{"commit": id, "dirty": bool or None}`` of the repository containing ``cwd``."""
     found = find_repository(cwd)
     if found is None:

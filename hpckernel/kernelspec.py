@@ -11,12 +11,14 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from jupyter_client.kernelspec import KernelSpecManager
 
-from .provisioner.settings import SettingError, check_login, to_argv
+from .jobrequest import SettingError
+from .jobrequest.options import to_argv
 from .resources import template_dir
 
 LOCAL_NAME = "mpi-local"
@@ -27,6 +29,17 @@ SLURM_DISPLAY = "Slurm MPI"
 
 class KernelSpecError(ValueError):
     """Bad options for a kernelspec; the message says which and why."""
+
+
+class KernelJSON(TypedDict, total=False):
+    """A kernelspec's ``kernel.json``."""
+
+    argv: list[str]
+    display_name: str
+    language: str
+    interrupt_mode: str
+    metadata: dict[str, object]
+    env: dict[str, str]
 
 
 def make_argv(ranks: int, python: str | None = None, extra: list[str] | None = None
@@ -40,9 +53,9 @@ def make_argv(ranks: int, python: str | None = None, extra: list[str] | None = N
 
 def get_kernel_dict(ranks: int, display_name: str | None = None, python: str | None = None,
                     env: dict[str, str] | None = None, extra: list[str] | None = None
-                    ) -> dict[str, Any]:
+                    ) -> KernelJSON:
     """The ``kernel.json`` content of a local MPI kernel with ``ranks`` ranks."""
-    spec: dict[str, Any] = {
+    spec: KernelJSON = {
         "argv": make_argv(ranks, python, extra),
         "display_name": display_name or LOCAL_DISPLAY,
         "language": "python",
@@ -57,23 +70,19 @@ def get_kernel_dict(ranks: int, display_name: str | None = None, python: str | N
     return spec
 
 
-def get_slurm_kernel_dict(provisioner: dict[str, Any], display_name: str | None = None,
+def get_slurm_kernel_dict(provisioner: Mapping[str, object], display_name: str | None = None,
                           python: str | None = None, env: dict[str, str] | None = None
-                          ) -> dict[str, Any]:
+                          ) -> KernelJSON:
     """The ``kernel.json`` of a "Slurm MPI" kernel; ``provisioner`` holds the
-    SlurmProvisioner's trait values (partition, nodes, ntasks_per_node, time, …)."""
-    for key in ("nodes", "ntasks_per_node"):
-        if key in provisioner and provisioner[key] < 1:
-            raise KernelSpecError(f"--{key.replace('_', '-')} must be at least 1, "
-                                  f"not {provisioner[key]}")
+    SlurmProvisioner's trait values (partition, nodes, ntasks_per_node, time, …), checked
+    by the traits themselves."""
     try:
-        check_login(provisioner.get("login", ""))
         options = to_argv(provisioner)
     except SettingError as e:
         raise KernelSpecError(str(e)) from None
-    spec: dict[str, Any] = {
+    spec: KernelJSON = {
         # Front ends without kernel provisioners (VS Code, jupyter console) run argv: a
-        # launcher that submits the job itself. Provisioner-aware ones use the metadata.
+        # bridge that submits the job itself. Provisioner-aware ones use the metadata.
         "argv": [python or sys.executable, "-m", "hpckernel.bridge", "-f", "{connection_file}",
                  *options],
         "display_name": display_name or SLURM_DISPLAY,
@@ -84,7 +93,7 @@ def get_slurm_kernel_dict(provisioner: dict[str, Any], display_name: str | None 
             # The channels cross the network: jupyter_client may encrypt them.
             "supported_encryption": ["curve"],
             "kernel_provisioner": {"provisioner_name": "slurm-provisioner",
-                                   "config": provisioner},
+                                   "config": dict(provisioner)},
         },
     }
     if env:
@@ -92,7 +101,7 @@ def get_slurm_kernel_dict(provisioner: dict[str, Any], display_name: str | None 
     return spec
 
 
-def write_kernel_spec(path: Path | None = None, slurm: dict[str, Any] | None = None,
+def write_kernel_spec(path: Path | None = None, slurm: Mapping[str, object] | None = None,
                       **kernel: Any) -> Path:
     """Write a kernelspec directory: a local MPI kernel, or with ``slurm`` (the
     provisioner's settings) a "Slurm MPI" one."""

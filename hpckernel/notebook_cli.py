@@ -8,11 +8,10 @@ import asyncio
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from . import provenance
-from .provisioner.settings import add_arguments, positive_int
-from .slurm import ParseError, SlurmError, parse_duration
+from .jobrequest.options import add_arguments, given, positive_int
+from .slurm import ParseError, SlurmError
 from .submit.params import ParameterError, parse_assignment, parse_yaml, read_yaml_file
 from .submit.spec import (
     SUBMIT_SETTINGS,
@@ -25,19 +24,19 @@ from .submit.spec import (
 )
 from .timestamps import now
 
-# Options whose default is None, so that --resubmit can tell which ones were given (the
-# Slurm ones too: SUBMIT_SETTINGS).
-_RUN_OPTIONS = ("output", "timeout", "ranks")
+# --output, --timeout, --ranks and the Slurm options (SUBMIT_SETTINGS) default to None, so
+# that --resubmit can tell which ones were given.
 
 
 def _parameter(text: str) -> tuple[str, str]:
+    """argparse type of ``-p``: ``NAME=VALUE`` (``cli.join_pairs`` made it one word)."""
     try:
         return parse_assignment(text)
     except ParameterError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_commands(sub: Any) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``submit`` and ``provenance`` to the CLI's subparsers."""
     run = sub.add_parser("submit", help="run a notebook headless as a Slurm batch job "
                          "(or --local) and write the executed notebook",
@@ -99,12 +98,7 @@ def _spec(args: argparse.Namespace) -> RunSpec:
     option given on this command line."""
     base = (load_record(args.resubmit) if args.resubmit
             else RunSpec(notebook=str(Path(args.notebook).resolve())))
-    given: dict[str, Any] = {k: getattr(args, k) for k in _RUN_OPTIONS
-                             if getattr(args, k) is not None}
-    job = replace(base.job, **{k: getattr(args, k) for k in SUBMIT_SETTINGS
-                               if getattr(args, k) is not None})
-    if args.local:
-        given["local"] = True
+    job = base.job.replace(**given(args, SUBMIT_SETTINGS))
     # As papermill: files, then YAML strings, then -p, each overriding the ones before.
     parameters = dict(base.parameters)
     for path in args.parameter_files:
@@ -112,16 +106,20 @@ def _spec(args: argparse.Namespace) -> RunSpec:
     for text in args.parameter_yaml:
         parameters.update(parse_yaml(text, "-y"))
     parameters.update(args.parameters)
-    spec = replace(base, **given, job=job, parameters=parameters, run_id="", submitted=now())
+    spec = replace(base, job=job, parameters=parameters, run_id="", submitted=now(),
+                   output=base.output if args.output is None else args.output,
+                   timeout=base.timeout if args.timeout is None else args.timeout,
+                   ranks=base.ranks if args.ranks is None else args.ranks,
+                   local=base.local or args.local)
     if spec.output:
         spec.output = str(Path(spec.output).absolute())
-    spec.job.check()
-    if not spec.local and parse_duration(spec.job.time) is None:
-        raise RunError("--time must be a limit such as 00:30:00, not unlimited")
+    if not spec.local:
+        spec.job.require_walltime()
     return spec
 
 
 def _submit(args: argparse.Namespace) -> int:
+    """``hpckernel submit``: run the notebook here (``--local``) or submit its job."""
     from .submit import batch, execute  # nbclient & co. only for this command
 
     spec = _spec(args)

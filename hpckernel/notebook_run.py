@@ -26,13 +26,14 @@ from jupyter_client.manager import KernelManager
 from jupyter_core.utils import ensure_async
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbformat import NotebookNode
 
 from .kernelspec import write_kernel_spec
 from .timestamps import now
 
 HUB_KERNEL = "hpckernel-run"
 #: nbclient's ``on_cell_executed`` hook: called with cell=, cell_index=, execute_reply=.
-CellHook = Callable[..., Any]
+CellHook = Callable[..., object]
 
 
 @dataclass
@@ -63,7 +64,7 @@ async def _ranks_ready(client: NotebookClient) -> None:
             return  # a failed start shows in the first cell, as the hub's error
 
 
-def execute(nb: Any, cwd: Path, *, kernel: str | None = None, ranks: int = 4,
+def execute(nb: NotebookNode, cwd: Path, *, kernel: str | None = None, ranks: int = 4,
             hub_options: Sequence[str] = (), timeout: float | None = None,
             env: Mapping[str, str] | None = None, on_cell_executed: CellHook | None = None
             ) -> Outcome:
@@ -95,7 +96,8 @@ def execute(nb: Any, cwd: Path, *, kernel: str | None = None, ranks: int = 4,
     return Outcome(started, now(), round(time.monotonic() - t0, 1), error)
 
 
-def record_papermill(nb: Any, parameters: Mapping[str, Any], source: Path, target: Path,
+def record_papermill(nb: NotebookNode, parameters: Mapping[str, object], source: Path,
+                     target: Path,
                      outcome: Outcome) -> None:
     """Put the run where papermill-aware tools (scrapbook, papermill's readers) look:
     ``metadata.papermill``, parameters first."""
@@ -106,7 +108,7 @@ def record_papermill(nb: Any, parameters: Mapping[str, Any], source: Path, targe
         "duration": outcome.seconds, "exception": outcome.error is not None}
 
 
-def write(nb: Any, target: Path) -> None:
+def write(nb: NotebookNode, target: Path) -> None:
     """Write the notebook whole or not at all (a reader never sees half a file)."""
     tmp = target.with_name(f".{target.name}.tmp")
     nbformat.write(nb, tmp)

@@ -16,12 +16,15 @@ import platform
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .gitstate import git_state
 from .plane.addresses import node_name
 from .targets import format_ranks, format_sorted
 from .timestamps import shown
+
+if TYPE_CHECKING:  # the type only: the hub imports this module, nbformat only to show
+    from nbformat import NotebookNode
 
 #: Packages whose versions every record carries (those installed).
 PACKAGES = ("hpckernel", "ipykernel", "ipython", "jupyter_client", "pyzmq", "mpi4py",
@@ -52,6 +55,7 @@ def log_path(notebook: Path | None, cwd: Path) -> Path:
 # -- the environment, probed once per hub ----------------------------------------------------
 
 def package_versions() -> dict[str, str]:
+    """The installed versions of the packages a record names (missing ones left out)."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -133,7 +137,8 @@ def targets_text(targets: str | list[int] | None) -> str:
 
 # -- reading and showing ----------------------------------------------------------------------
 
-def keep_in_cell(cell: Any, execute_reply: dict[str, Any] | None, **_: Any) -> None:
+def keep_in_cell(cell: NotebookNode, execute_reply: dict[str, Any] | None, **_: object
+                 ) -> None:
     """nbclient ``on_cell_executed`` hook: save the cell's record in its metadata."""
     record = ((execute_reply or {}).get("metadata") or {}).get("hpckernel", {}).get(
         "provenance")
@@ -141,7 +146,7 @@ def keep_in_cell(cell: Any, execute_reply: dict[str, Any] | None, **_: Any) -> N
         cell.metadata["hpckernel"] = {"provenance": record}
 
 
-def from_notebook(nb: Any) -> list[dict[str, Any]]:
+def from_notebook(nb: NotebookNode) -> list[dict[str, Any]]:
     """The records kept in a notebook's cells, in cell order."""
     return [cell.metadata["hpckernel"]["provenance"] for cell in nb.cells
             if "provenance" in cell.get("metadata", {}).get("hpckernel", {})]

@@ -96,17 +96,20 @@ def _shorten(text: str, width: int) -> str:
     return text[:text.rfind(",", 0, width) + 1] + "…"
 
 
-def parse_ranks(text: str) -> list[int]:
+def parse_ranks(text: str, limit: int | None = None) -> list[int]:
     """``"0-3,5"`` → ``[0, 1, 2, 3, 5]``: the inverse of :func:`format_ranks` (how requests
-    carry their targets to node agents). ``ValueError`` on anything else."""
+    carry their targets to node agents). ``ValueError`` on anything else, and (with
+    ``limit``, the number of ranks there are) on ranks beyond it, before any list is made:
+    a short text must not make a huge list."""
     ranks: list[int] = []
-    for lo, hi in rank_intervals(text):
+    for lo, hi in rank_intervals(text, limit):
         ranks.extend(range(lo, hi + 1))
     return ranks
 
 
-def rank_intervals(text: str) -> list[tuple[int, int]]:
-    """``"0-3,5"`` → ``[(0, 3), (5, 5)]``, without making a list of every rank."""
+def rank_intervals(text: str, limit: int | None = None) -> list[tuple[int, int]]:
+    """``"0-3,5"`` → ``[(0, 3), (5, 5)]``, without making a list of every rank; with
+    ``limit``, ``ValueError`` for a rank not below it."""
     intervals: list[tuple[int, int]] = []
     if not text:
         return intervals
@@ -114,7 +117,9 @@ def rank_intervals(text: str) -> list[tuple[int, int]]:
         first, _, last = part.partition("-")
         lo, hi = int(first), int(last or first)
         if lo < 0 or hi < lo:
-            raise ValueError(f"bad rank range {part!r}")
+            raise ValueError(f"bad rank range {part[:40]!r}")
+        if limit is not None and hi >= limit:
+            raise ValueError(f"rank range {part[:40]!r} goes beyond the {limit} ranks")
         intervals.append((lo, hi))
     return intervals
 

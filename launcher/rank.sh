@@ -4,9 +4,12 @@
 # usage: rank.sh JOB_DIR COMMAND...      (started once per rank by mpiexec or srun)
 # With node agents (HPCKERNEL_FANIN=agents, HubKernel.fanin), the first rank of each node
 # also starts the node's agent (COMMAND's Python, -m hpckernel.agent) and waits for it.
+# The exit file names the launch (HPCKERNEL_LAUNCH, set by the hub), so that a rank of an
+# earlier launch that ends late is not taken for the new rank of its number.
 job_dir=$1
 shift
 rank=${PMI_RANK:-${SLURM_PROCID:-unknown}}
+launch=${HPCKERNEL_LAUNCH:-0}
 agent=
 if [ "${HPCKERNEL_FANIN:-}" = agents ]; then
     if [ -n "${HPCKERNEL_NODES:-}" ]; then
@@ -25,7 +28,17 @@ if [ "${HPCKERNEL_FANIN:-}" = agents ]; then
     fi
     export HPCKERNEL_NODE=$node
     if [ "$local_id" = 0 ]; then
-        "$1" -m hpckernel.agent "$job_dir" "$node" &
+        # The agent is started again if something kills it while the ranks run: it binds
+        # the same socket, the node's ranks reconnect and register again, and the hub sends
+        # it what is open on them. It ends on its own (the hub's shutdown, or the hub gone).
+        (
+            for attempt in 1 2 3 4 5; do
+                "$1" -m hpckernel.agent "$job_dir" "$node"
+                rc=$?
+                [ "$rc" -gt 128 ] || exit "$rc"
+                echo "hpckernel: the agent of node $node was killed (signal $((rc - 128))); starting it again" >&2
+            done
+        ) &
         agent=$!
     fi
 fi
@@ -35,7 +48,7 @@ fi
 trap ':' TERM USR2
 "$@"
 rc=$?
-printf '%s\n' "$rc" > "$job_dir/exit.$rank.tmp" && mv "$job_dir/exit.$rank.tmp" "$job_dir/exit.$rank"
+printf '%s\n' "$rc" > "$job_dir/exit.$launch.$rank.tmp" && mv "$job_dir/exit.$launch.$rank.tmp" "$job_dir/exit.$launch.$rank"
 if [ -n "$agent" ]; then
     wait "$agent"  # the node's other ranks still need it; it leaves on the hub's shutdown
 fi

@@ -5,7 +5,8 @@
 # It runs the hub (the Jupyter kernel) on the first node; the hub starts the ranks with srun
 # across the allocation. The hub is started again in the same allocation, without queueing,
 # whenever the provisioner asks for a restart. No secret is in this script: the hub reads
-# its key from the 0600 launch file the provisioner wrote in the job directory.
+# its key from the 0600 hub-start file (hub-start.json) the provisioner wrote in the job
+# directory.
 set -u
 job_dir=${job_dir}
 hub_pid=
@@ -32,9 +33,9 @@ cd ${workdir} 2>/dev/null || cd "$$HOME"
 
 
 while true; do
-    # Each (re)start of the hub waits for the provisioner's launch file.
+    # Each (re)start of the hub waits for the provisioner's hub-start file.
     waited=0
-    until [ -e "$$job_dir/launch.json" ]; do
+    until [ -e "$$job_dir/hub-start.json" ]; do
         [ -e "$$job_dir/stop" ] && exit 0
         if [ "$$waited" -ge ${relaunch_timeout} ]; then
             echo "hpckernel: no restart request within ${relaunch_timeout} s; ending the job" >&2
@@ -43,7 +44,7 @@ while true; do
         sleep 1
         waited=$$((waited + 1))
     done
-    mv -f "$$job_dir/launch.json" "$$job_dir/connection.json"
+    mv -f "$$job_dir/hub-start.json" "$$job_dir/connection.json"
     rm -f "$$job_dir/hub.exit" "$$job_dir/restart"
     ${python} -m hpckernel.hub -f "$$job_dir/connection.json" ${hub_args} &
     hub_pid=$$!

@@ -3,7 +3,9 @@ below, in a tree); their replies, output, registrations and load go up once per 
 
 Single-threaded: one ``zmq_poll`` over the sockets, and a tick every ``FLUSH`` seconds that
 sends the batched output and registrations up, flushes what interrupted requests have, and
-notices ranks that died (their ``exit.<rank>`` file, written by ``rank.sh``).
+notices ranks that died (their ``exit.<launch>.<rank>`` file, written by ``rank.sh``).
+Messages from each side are dispatched through a table from kind (``plane/kinds.py``) to
+handler; one a kind's required header fields are missing from is dropped.
 
 In a tree (``HubKernel.fanout``), an agent with agents below it answers for its whole
 subtree: their registrations, summaries and output pass through it (registrations marked
@@ -13,6 +15,10 @@ Output goes up under the agent's window of credits (``plane/credit.py``): the ag
 a rank (or an agent below) that its output is taken in only once it has sent it up, so ranks
 that print faster than the hub takes their output in wait in ``print``, and the agent holds
 at most a window per rank. Summaries, registrations and interrupts never wait on credits.
+
+An agent killed while its ranks run is started again by ``rank.sh``: it binds the same
+sockets (``link.py``), the ranks and the agents below register with it again when they
+reconnect, and the hub sends it what is open on them (``hub/fanin/agents.py``).
 """
 
 from __future__ import annotations
@@ -22,26 +28,30 @@ import logging
 import os
 import time
 from bisect import insort
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from ..plane import Message, PlaneInfo, pack, unpack
+from ..plane import Message, PlaneInfo, kinds, pack, unpack
 from ..plane.addresses import node_name
 from ..plane.credit import Credits, SendWindow, credit_frames, stamp_of
+from ..plane.droplog import DropLog
 from ..plane.headers import PlaneHeader
+from ..plane.identity import current_launch, parse_identity, rank_identity
 from ..targets import format_ranks, parse_ranks, rank_intervals
 from .link import Link
 from .output import NodeOutput, Outgoing, Sender
 from .replies import NodeRequest, local_targets
 
 log = logging.getLogger("hpckernel.agent")
+_drops = DropLog(log)
 
 #: Seconds between sends of batched output and registrations (half the hub's flush).
 FLUSH = 0.05
-#: Requests a rank's I/O thread answers while busy (as hub/pool.CONTROL_KINDS).
-CONTROL_KINDS = frozenset({"complete", "inspect", "peek", "where"})
+#: The most ranks a request's targets may name (a bound on what a message can make).
+MAX_RANKS = 1 << 24
 
 
 def summary_frames(node: str, ranks: list[int], load: dict[int, list[float]],
@@ -54,12 +64,12 @@ def summary_frames(node: str, ranks: list[int], load: dict[int, list[float]],
     header: PlaneHeader = {"node": node, "ranks": format_ranks(known)}
     if below:
         header["summaries"] = below
-    return [b"nsummary", json.dumps(header).encode(),
+    return [kinds.NSUMMARY.encode(), json.dumps(header).encode(),
             json.dumps([load[r] for r in known]).encode()]
 
 
-class _Kid:
-    """An agent below this one: where it connected, and its ranks."""
+class AgentBelow:
+    """An agent below this one in the tree: where it connected, and its ranks."""
 
     __slots__ = ("ident", "ranks", "sock")
 
@@ -70,18 +80,19 @@ class _Kid:
 
 
 class NodeAgent:
-    """One node's agent (see the package docstring)."""
+    """One node's agent (see the module docstring)."""
 
     def __init__(self, up: PlaneInfo, hub: PlaneInfo, job_dir: Path, node: str,
                  hub_timeout: float = 30.0, kids: bool = False) -> None:
         self.job_dir = job_dir
         self.node = node
         self.hub_timeout = hub_timeout
+        self.launch = current_launch()
         self.link = Link(up, hub, job_dir, node, kids)
         self.ranks: list[int] = []  # this node's, registered here, sorted
         self.subtree: list[int] = []  # and the agents' below, sorted
-        self.kids: dict[bytes, _Kid] = {}
-        self.owner: dict[int, _Kid] = {}  # rank of an agent below -> that agent
+        self.kids: dict[bytes, AgentBelow] = {}
+        self.owner: dict[int, AgentBelow] = {}  # rank of an agent below -> that agent
         self.load: dict[int, list[float]] = {}  # rank -> [cpu, rss]
         self.below: dict[str, list[str]] = {}  # summaries of agents below, since our last
         self.requests: dict[str, NodeRequest] = {}
@@ -89,17 +100,38 @@ class NodeAgent:
         self.credits: Credits[Sender] = Credits(hub.window)  # output of ranks, agents below
         self.output = NodeOutput(max(self.window.window // 4, 64 * 1024))
         self.registered: list[dict[str, Any]] = []  # not yet sent up
+        self.headers: dict[int, dict[str, Any]] = {}  # every registration, for a new parent
         self.gone: set[int] = set()
         self.stopping = False
         self._heard = time.monotonic()
+        self._connects = 0
         # On the hub's node, large reply buffers stay in the ranks' shared-memory segments,
         # which the hub maps itself; elsewhere this agent maps them and sends the bytes.
         self.pass_shm = up is hub and hub.node == node_name()
-        first: PlaneHeader = {"node": node, "host": node_name(), "pid": os.getpid(),
-                              "registered": []}
+        self._from_above: dict[str, Callable[[PlaneHeader, list[zmq.Frame]], None]] = {
+            kinds.CREDIT: self._credit, kinds.HB: self._beat,
+            kinds.INTERRUPT: self._interrupt, kinds.SHUTDOWN: self._shutdown}
+        for kind in kinds.REQUESTS | kinds.CONTROL_REQUESTS:
+            self._from_above[kind] = self._request
+        self._from_ranks: dict[str, Callable[[int, Message, list[zmq.Frame]], None]] = {
+            kinds.REPLY: self._rank_reply, kinds.STREAM: self._rank_stream,
+            kinds.DISPLAY: self._rank_display, kinds.MORE: self._rank_more,
+            kinds.HB: self._rank_load, kinds.REGISTER: self._rank_register,
+            kinds.LIVE: self._pass_up, kinds.DAPEVENT: self._pass_up}
+        self._from_kids: dict[str, Callable[[AgentBelow, Message, list[zmq.Frame]], None]] = {
+            kinds.NREPLY: self._kid_reply, kinds.NREGISTER: self._kid_register,
+            kinds.NSUMMARY: self._kid_summary, kinds.MORE: self._kid_more,
+            kinds.NSTREAM: self._kid_output, kinds.DISPLAY: self._kid_output,
+            kinds.LIVE: self._pass_up, kinds.NDEAD: self._pass_up,
+            kinds.DAPEVENT: self._pass_up}
+        self._to_hub(self._first_register())
+
+    def _first_register(self, ranks: list[dict[str, Any]] | None = None) -> list[Any]:
+        first: PlaneHeader = {"node": self.node, "host": node_name(), "pid": os.getpid(),
+                              "registered": ranks or []}
         if self.pass_shm:
             first["shm_prefix"] = self.link.shm_prefix
-        self._to_hub(pack("nregister", dict(first)))
+        return pack(kinds.NREGISTER, dict(first))
 
     def _to_hub(self, frames: list[Any]) -> None:
         self.link.to_hub(frames)
@@ -109,8 +141,11 @@ class NodeAgent:
     def run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.link.up, zmq.POLLIN)
+        poller.register(self.link.up_monitor, zmq.POLLIN)
         for sock in self.link.downs:
             poller.register(sock, zmq.POLLIN)
+        if self.link.guard is not None:
+            poller.register(self.link.guard.monitor, zmq.POLLIN)
         next_tick = time.monotonic() + FLUSH
         while not self.stopping:
             wait = max(0.0, next_tick - time.monotonic())
@@ -121,6 +156,10 @@ class NodeAgent:
                     self._from_hub(frames)
                     if self.stopping:
                         break
+            if self.link.up_monitor in events:
+                self._reconnected()
+            if self.link.guard is not None and self.link.guard.monitor in events:
+                self.link.guard.drain()
             for sock in self.link.downs:
                 if sock in events:
                     while (got := self.link.receive(sock)) is not None:
@@ -142,7 +181,8 @@ class NodeAgent:
 
     def _tick(self) -> None:
         if self.registered:
-            self._to_hub(pack("nregister", {"node": self.node, "registered": self.registered}))
+            self._to_hub(pack(kinds.NREGISTER, {"node": self.node,
+                                                "registered": self.registered}))
             self.registered = []
         self.output.take()
         self._pump()
@@ -152,63 +192,102 @@ class NodeAgent:
             if request.interrupted:
                 self._send_reply(request)  # what the ranks that stopped said, so far
 
+    def _reconnected(self) -> None:
+        """The link up (re)connected; after the first time, to a parent agent started again:
+        register with it again, with every rank below this agent."""
+        while self.link.up_connected():
+            self._connects += 1
+            if self._connects > 1:
+                # One message with every rank: the hub sends what is open on them once it
+                # has it, and the parent must know them all by then.
+                self._to_hub(self._first_register(list(self.headers.values())))
+                self.registered = []
+
     # -- from above ---------------------------------------------------------------------
 
     def _from_hub(self, frames: list[zmq.Frame]) -> None:
         kind = frames[0].bytes.decode("ascii", "replace")
         try:
             header: PlaneHeader = json.loads(frames[1].bytes)
-        except ValueError:
-            log.warning("node %s: dropped a malformed message from the hub", self.node)
+            if not isinstance(header, dict):
+                raise ValueError("header is not an object")
+        except (ValueError, RecursionError):
+            _drops.dropped("the hub", "undecodable header")
             return
-        if kind == "credit":  # from the hub, or the parent agent: room for more output
-            if self.window.credit(stamp_of(header)):
-                self._pump()
+        handler = self._from_above.get(kind)
+        problem = kinds.check(kind, header)
+        if handler is None or problem is not None:
+            _drops.dropped("the hub", problem or f"unexpected {kind[:40]}")
             return
-        if kind in ("hb", "interrupt", "shutdown"):
-            for kid in list(self.kids.values()):
-                self._to_kid(kid, frames)
-        if kind == "hb":
-            self._beat()
-        elif kind == "interrupt":
-            busy = {r for q in self.requests.values() if not q.control for r in q.pending
-                    if r not in self.owner}
-            for request in self.requests.values():
-                request.interrupted = True
-            for rank in sorted(busy):
-                self._to_rank(rank, frames)
-        elif kind == "shutdown":
-            for rank in self.ranks:
-                self._to_rank(rank, frames)
-            self.stopping = True
-        else:
-            self._request(kind, header, frames)
+        handler(header, frames)
 
-    def _beat(self) -> None:
+    def _credit(self, header: PlaneHeader, frames: list[zmq.Frame]) -> None:
+        """Room for more output, from the hub or the parent agent."""
+        if self.window.credit(stamp_of(header)):
+            self._pump()
+
+    def _to_kids(self, frames: list[Any]) -> None:
+        for kid in list(self.kids.values()):
+            self._to_kid(kid, frames)
+
+    def _beat(self, header: PlaneHeader, frames: list[zmq.Frame]) -> None:
         """The node's summary for the hub; and a heartbeat to every rank, whose answer
         (CPU, memory) goes into the next summary."""
+        self._to_kids(frames)
         below, self.below = list(self.below.values()), {}
         self._to_hub(summary_frames(self.node, self.ranks, self.load, below))
-        beat = pack("hb", {})
+        beat = pack(kinds.HB, {})
         for rank in self.ranks:
             if rank not in self.gone:
                 self._to_rank(rank, beat)
 
-    def _request(self, kind: str, header: PlaneHeader, frames: list[zmq.Frame]) -> None:
-        request_id = header.get("id") or ""
+    def _interrupt(self, header: PlaneHeader, frames: list[zmq.Frame]) -> None:
+        """The ranks pending in the requests ``ids`` stop them (queued or running); the ranks
+        ``late`` names stop whatever they run."""
+        self._to_kids(frames)
+        ids = {i for i in header.get("ids") or [] if isinstance(i, str)}
+        try:
+            late = set(parse_ranks(header.get("late") or "", MAX_RANKS)) & set(self.ranks)
+        except ValueError:
+            late = set()
+        busy: set[int] = set()
+        for request in self.requests.values():
+            if request.id in ids:
+                request.interrupted = True
+                busy.update(r for r in request.pending if r not in self.owner)
+        stop = pack(kinds.INTERRUPT, {"ids": sorted(ids)})
+        for rank in sorted(busy - late):
+            self._to_rank(rank, stop)
+        stop_any = pack(kinds.INTERRUPT, {"ids": sorted(ids), "any": True})
+        for rank in sorted(late):
+            self._to_rank(rank, stop_any)
+
+    def _shutdown(self, header: PlaneHeader, frames: list[zmq.Frame]) -> None:
+        self._to_kids(frames)
+        for rank in self.ranks:
+            self._to_rank(rank, frames)
+        self.stopping = True
+
+    def _request(self, header: PlaneHeader, frames: list[zmq.Frame]) -> None:
+        kind = frames[0].bytes.decode("ascii")
+        request_id = str(header["id"])
+        try:
+            intervals = rank_intervals(header.get("targets", ""), MAX_RANKS)
+        except ValueError:
+            _drops.dropped("the hub", "a request with bad targets")
+            return
+        mine = local_targets(intervals, self.subtree)
         request = self.requests.get(request_id)
         if request is None:
-            try:
-                intervals = rank_intervals(header.get("targets", ""))
-            except ValueError:
-                log.warning("node %s: request with bad targets dropped", self.node)
-                return
-            request = NodeRequest(request_id, kind, local_targets(intervals, self.subtree),
-                                  kind in CONTROL_KINDS)
+            request = NodeRequest(request_id, kind, mine, kinds.is_control(kind))
             self.requests[request_id] = request
+        else:
+            # Sent again (this agent, or one below, was started again): ranks that
+            # registered since are waited for too; those that answered are not asked again.
+            request.add_targets(mine)
         only = header.get("only")
-        chosen = [only] if only is not None else request.targets
-        kids: dict[bytes, _Kid] = {}
+        chosen = [only] if isinstance(only, int) else request.targets
+        kids: dict[bytes, AgentBelow] = {}
         for rank in chosen:
             kid = self.owner.get(rank)
             if kid is not None:
@@ -220,115 +299,149 @@ class NodeAgent:
         self._maybe_done(request)
 
     def _to_rank(self, rank: int, frames: list[Any]) -> bool:
-        if self.link.send(self.link.down, str(rank).encode(), frames):
+        if self.link.send(self.link.down, rank_identity(self.launch, rank), frames):
             return True
         self._lost([rank])
         return False
 
-    def _to_kid(self, kid: _Kid, frames: list[Any]) -> None:
+    def _to_kid(self, kid: AgentBelow, frames: list[Any]) -> None:
         if self.link.send(kid.sock, kid.ident, frames):
             return
-        # The agent below is gone: the hub hears it first, so it names its node.
-        del self.kids[kid.ident]
-        self._to_hub(pack("ndead", {"node": kid.ident[1:].decode(errors="replace")}))
-        self._lost(kid.ranks)
+        # The agent below is gone: the hub hears it from here, so it names its node. Its
+        # ranks are not given up on: rank.sh starts it again, and the hub sends its
+        # successor (through here) what is open on them; or the hub ends the ranks.
+        if self.kids.get(kid.ident) is kid:
+            del self.kids[kid.ident]
+        try:
+            node = str(parse_identity(kid.ident)[1])
+        except ValueError:
+            node = "?"
+        self._to_hub(pack(kinds.NDEAD, {"node": node}))
 
     # -- from below ---------------------------------------------------------------------
 
     def _from_below(self, sock: zmq.Socket[bytes], got: list[zmq.Frame]) -> None:
         ident = got[0].bytes
         try:
-            peer = None if ident[:1] == b"@" else int(ident)
+            launch, peer = parse_identity(ident)
             msg = unpack(got[1:], self.link.shm_prefix, keep_shm=self.pass_shm)
-        except (ValueError, UnicodeDecodeError):
-            log.warning("node %s: dropped a malformed message", self.node)
+        except ValueError as e:  # UnicodeDecodeError too
+            _drops.dropped("a peer below", str(e))
             return
-        if peer is None:
-            kid = self.kids.get(ident)
-            if kid is None:
-                kid = self.kids[ident] = _Kid(ident, sock)
-            kid.sock = sock
-            self._from_kid(kid, msg, got[1:])
-        else:
-            self._from_rank(peer, msg, got[1:])
+        if launch != self.launch:
+            return  # a rank or agent of an earlier launch
+        problem = kinds.check(msg.msg_type, msg.header)
+        if problem is not None:
+            _drops.dropped(f"rank {peer}" if isinstance(peer, int) else f"node {peer}", problem)
+            return
+        if isinstance(peer, int):
+            rank_handler = self._from_ranks.get(msg.msg_type)
+            if rank_handler is not None:
+                rank_handler(peer, msg, got[1:])
+            return
+        kid = self.kids.get(ident)
+        if kid is None:
+            kid = self.kids[ident] = AgentBelow(ident, sock)
+        kid.sock = sock
+        kid_handler = self._from_kids.get(msg.msg_type)
+        if kid_handler is not None:
+            kid_handler(kid, msg, got[1:])
 
-    def _from_rank(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
+    def _pass_up(self, peer: Any, msg: Message, frames: list[zmq.Frame]) -> None:
+        """Live values, debugger events (and a lower agent's ``ndead``) go up as they are."""
+        self._to_hub(frames)
+
+    def _rank_reply(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
+        request_id = msg.header.get("id") or ""
+        request = self.requests.get(request_id)
+        if request is None:
+            # A request this agent has no record of (it was started again since, or gave
+            # the rank up): the reply goes up alone, for the hub to take if it still waits.
+            request = NodeRequest(request_id, str(msg.header.get("request", "")), [rank],
+                                  False)
+        request.reply(rank, msg.header, [msg.payload, *msg.buffers])
+        if request.id not in self.requests:
+            self._send_reply(request)
+        self._maybe_done(request)
+
+    def _rank_stream(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
         header = msg.header
-        kind = msg.msg_type
-        if kind == "reply":
-            request = self.requests.get(header.get("id") or "")
-            if request is not None:
-                request.reply(rank, header, [msg.payload, *msg.buffers])
-                self._maybe_done(request)
-        elif kind == "stream":
-            self.output.add_stream(rank, header.get("id") or "", header["name"], header["text"],
-                                   self._arrived(rank, header))
-        elif kind == "display":
-            self.output.add_display(rank, header.get("id") or "", header["msg_type"],
-                                    frames[2:], self._arrived(rank, header))
-            self._pump()
-        elif kind == "more":
-            self._asked(rank, header)
-        elif kind == "hb":
-            self.load[rank] = [header.get("cpu", 0.0), header.get("rss", 0)]
-        elif kind == "register":
-            if rank not in self.ranks:
-                insort(self.ranks, rank)
-                insort(self.subtree, rank)
-            self.gone.discard(rank)
-            self.registered.append(header)
-        else:  # live values and anything newer: the hub knows the rank from the header
-            self._to_hub(frames)
+        self.output.add_stream(rank, header.get("id") or "", header["name"], header["text"],
+                               self._arrived(rank, header))
 
-    def _from_kid(self, kid: _Kid, msg: Message, frames: list[zmq.Frame]) -> None:
-        header: PlaneHeader = msg.header  # type: ignore[assignment]
-        if msg.msg_type == "nreply":
-            request = self.requests.get(header.get("id") or "")
-            if request is None:
-                return
-            at = 0
-            for rank, count in header.get("values", []):
-                request.values[rank] = msg.buffers[at:at + count]
-                at += count
-            for ranks, common in header.get("groups", []):
-                request.group(parse_ranks(ranks), common)
-            for rank in parse_ranks(header.get("lost") or ""):
-                request.lose(rank)
-            self._maybe_done(request)
+    def _rank_display(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
+        self.output.add_display(rank, msg.header.get("id") or "", msg.header["msg_type"],
+                                frames[2:], self._arrived(rank, msg.header))
+        self._pump()
+
+    def _rank_more(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
+        self._asked(rank, msg.header)
+
+    def _rank_load(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
+        self.load[rank] = [msg.header.get("cpu", 0.0), msg.header.get("rss", 0)]
+
+    def _rank_register(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
+        if rank not in self.ranks:
+            insort(self.ranks, rank)
+            insort(self.subtree, rank)
+        self.gone.discard(rank)
+        header = dict(msg.header)
+        self.headers[rank] = header
+        self.registered.append(header)
+
+    def _kid_reply(self, kid: AgentBelow, msg: Message, frames: list[zmq.Frame]) -> None:
+        header = msg.header
+        request = self.requests.get(header.get("id") or "")
+        if request is None:
+            self._to_hub(frames)  # one this agent has no record of: the hub decides
             return
-        if msg.msg_type == "nregister":
-            for rank_header in header.get("registered", []):
-                below = rank_header.get("rank")
-                if isinstance(below, int) and below not in self.owner:
-                    self.owner[below] = kid
-                    insort(kid.ranks, below)
+        at = 0
+        for entry in header.get("values", []):
+            rank, count = entry[0], entry[1]
+            request.values[rank] = msg.buffers[at:at + count]
+            at += count
+        for ranks, common in header.get("groups", []):
+            request.group(parse_ranks(ranks, MAX_RANKS), common)
+        for rank in parse_ranks(header.get("lost") or "", MAX_RANKS):
+            request.lose(rank)
+        self._maybe_done(request)
+
+    def _kid_register(self, kid: AgentBelow, msg: Message, frames: list[zmq.Frame]) -> None:
+        for rank_header in msg.header.get("registered", []):
+            below = rank_header.get("rank") if isinstance(rank_header, dict) else None
+            if type(below) is int:
+                if below not in self.owner:
                     insort(self.subtree, below)
-            # The hub sends the requests of those ranks here, the top of their subtree.
-            self._to_hub(pack("nregister", {**msg.header, "via": self.node}))
-            return
-        if msg.msg_type == "nsummary":  # goes up with ours, at the next heartbeat
-            node = str(header.get("node"))
-            self.below[node] = [node, header.get("ranks") or "", bytes(msg.payload).decode()]
-            return
-        if msg.msg_type == "more":
-            self._asked(kid.ident, msg.header)
-            return
+                if below not in kid.ranks:
+                    insort(kid.ranks, below)
+                self.owner[below] = kid  # a successor of the agent below takes them over
+        # The hub sends the requests of those ranks here, the top of their subtree.
+        self._to_hub(pack(kinds.NREGISTER, {**msg.header, "via": self.node}))
+
+    def _kid_summary(self, kid: AgentBelow, msg: Message, frames: list[zmq.Frame]) -> None:
+        """Goes up with ours, at the next heartbeat."""
+        node = str(msg.header.get("node"))
+        self.below[node] = [node, msg.header.get("ranks") or "", bytes(msg.payload).decode()]
+
+    def _kid_more(self, kid: AgentBelow, msg: Message, frames: list[zmq.Frame]) -> None:
+        self._asked(kid.ident, msg.header)
+
+    def _kid_output(self, kid: AgentBelow, msg: Message, frames: list[zmq.Frame]) -> None:
+        """Output passes through, in order with ours, under this agent's window; its size
+        is what the agent below counted (the step between its stamps)."""
         stamp = stamp_of(msg.header)
-        if msg.msg_type in ("nstream", "display") and stamp is not None:
-            # Output passes through, in order with ours, under this agent's window; its
-            # size is what the agent below counted (the step between its stamps).
-            size = max(stamp - self.credits.last_arrived(kid.ident), 0)
-            self.credits.arrived(kid.ident, stamp)
-            up = dict(msg.header)
-            del up["sent"]
-            self.output.ready.append(Outgoing([frames[0], b"", *frames[2:]], up, size,
-                                              {kid.ident: stamp}))
-            self._pump()
+        if stamp is None:
             return
-        self._to_hub(frames)  # live values pass through as they are
+        size = max(stamp - self.credits.last_arrived(kid.ident), 0)
+        self.credits.arrived(kid.ident, stamp)
+        up = dict(msg.header)
+        del up["sent"]
+        self.output.ready.append(Outgoing([frames[0], b"", *frames[2:]], up, size,
+                                          {kid.ident: stamp}))
+        self._pump()
 
     def _maybe_done(self, request: NodeRequest) -> None:
-        if request.done:
+        if request.done and request.id in self.requests:
             self._send_reply(request)
             del self.requests[request.id]
 
@@ -358,13 +471,13 @@ class NodeAgent:
             for sender, stamp in out.credits.items():
                 self._tell(sender, self.credits.taken(sender, stamp))
 
-    def _arrived(self, sender: Sender, header: dict[str, Any]) -> int | None:
+    def _arrived(self, sender: Sender, header: PlaneHeader) -> int | None:
         stamp = stamp_of(header)
         if stamp is not None:
             self.credits.arrived(sender, stamp)
         return stamp
 
-    def _asked(self, sender: Sender, header: dict[str, Any]) -> None:
+    def _asked(self, sender: Sender, header: PlaneHeader) -> None:
         """``sender`` waits for credit (``more``): told at once if all it sent went up."""
         stamp = stamp_of(header)
         if stamp is not None:
@@ -377,7 +490,8 @@ class NodeAgent:
         # _pump; its death is noticed on the request's, or the heartbeat's, next send.
         if isinstance(sender, int):
             if sender not in self.gone:
-                self.link.send(self.link.down, str(sender).encode(), credit_frames(stamp))
+                self.link.send(self.link.down, rank_identity(self.launch, sender),
+                               credit_frames(stamp))
         elif (kid := self.kids.get(sender)) is not None:
             self.link.send(kid.sock, kid.ident, credit_frames(stamp))
 
@@ -395,6 +509,7 @@ class NodeAgent:
     def _check_exits(self) -> None:
         waiting = {r for q in self.requests.values() for r in q.pending
                    if r not in self.owner} - self.gone
-        lost = [r for r in waiting if os.path.exists(self.job_dir / f"exit.{r}")]
+        lost = [r for r in waiting
+                if os.path.exists(self.job_dir / f"exit.{self.launch}.{r}")]
         if lost:
             self._lost(lost)

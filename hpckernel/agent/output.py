@@ -18,7 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..hub.merge import group_equal
+from ..plane import kinds
+from ..plane.groups import group_equal
 from ..plane.headers import PlaneHeader
 from ..targets import format_ranks
 
@@ -85,7 +86,7 @@ class NodeOutput:
     def _ready_display(self, key: tuple[str, str, bytes]) -> None:
         frames, ranks = self._displays.pop(key)
         header: PlaneHeader = {"id": key[0], "msg_type": key[1], "ranks": format_ranks(ranks)}
-        self.ready.append(Outgoing([b"display", b"", *frames], dict(header),
+        self.ready.append(Outgoing([kinds.DISPLAY.encode(), b"", *frames], dict(header),
                                    sum(len(f) for f in frames),
                                    {r: s for r, s in ranks.items() if s is not None}))
 
@@ -113,4 +114,4 @@ class NodeOutput:
         header: PlaneHeader = {"id": request, "name": name,
                                "parts": [[format_ranks(ranks), text]
                                          for text, ranks in group_equal(joined)]}
-        self.ready.append(Outgoing([b"nstream", b"", b""], dict(header), size, credits))
+        self.ready.append(Outgoing([kinds.NSTREAM.encode(), b"", b""], dict(header), size, credits))

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_left
+from collections.abc import Mapping
 from typing import Any
 
+from ..plane import kinds
 from ..plane.headers import PlaneHeader
 from ..targets import format_ranks
 
@@ -46,11 +48,19 @@ class NodeRequest:
         self.lost: list[int] = []
         self.interrupted = False
 
+    def add_targets(self, ranks: list[int]) -> None:
+        """More of the node's ranks (sorted) to wait for: those registered since the
+        request first came (a copy sent again after an agent was started again)."""
+        new = [r for r in ranks if r not in self.pending and r not in self.targets]
+        if new:
+            self.targets = sorted({*self.targets, *new})
+            self.pending.update(new)
+
     @property
     def done(self) -> bool:
         return not self.pending
 
-    def reply(self, rank: int, header: dict[str, Any], frames: list[Any]) -> None:
+    def reply(self, rank: int, header: Mapping[str, Any], frames: list[Any]) -> None:
         """A rank's reply: its header and its [payload, *buffers] frames."""
         if rank not in self.pending:
             return  # a duplicate, or a rank already given up on
@@ -92,4 +102,4 @@ class NodeRequest:
             "groups": [[format_ranks(ranks), common] for common, ranks in self.groups.values()],
             "lost": format_ranks(self.lost), "values": values}
         self.groups, self.values, self.segments, self.lost = {}, {}, {}, []
-        return [b"nreply", json.dumps(header).encode(), b"", *frames]
+        return [kinds.NREPLY.encode(), json.dumps(header).encode(), b"", *frames]

@@ -1,5 +1,7 @@
+"""``python -m hpckernel.bridge -f CONNECTION_FILE [Slurm options]`` (see ``argv_kernel``)."""
+
 import sys
 
-from .launcher import main
+from .argv_kernel import main
 
 sys.exit(main())

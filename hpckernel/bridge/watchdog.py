@@ -1,11 +1,11 @@
-"""``python -m hpckernel.bridge.watchdog``: cancels the launcher's job if the launcher dies.
+"""``python -m hpckernel.bridge.watchdog``: cancels the bridge's job if the bridge dies.
 
-A SIGKILLed launcher cannot clean up after itself. This small process, in a session of
-its own (no signal meant for the launcher's group reaches it), reads its orders from the
-launcher's pipe: JSON lines ``{"cancel": argv, "kill": [pid…]}`` (the latest one counts)
-and ``"done"``. When the pipe closes without ``"done"``, the launcher is gone: it runs the
-cancel command (``scancel``, through the login node if there is one) and ends the given
-processes (the SSH master and its tunnels).
+A SIGKILLed bridge cannot clean up after itself. This small process, in a session of its
+own (no signal meant for the bridge's group reaches it), reads its orders from the
+bridge's pipe: JSON lines ``{"cancel": argv, "kill": [pid…]}`` (``OrphanOrders``; the
+latest one counts) and ``"done"``. When the pipe closes without ``"done"``, the bridge is
+gone: it runs the cancel command (``scancel``, through the login node if there is one) and
+ends the given processes (the SSH master and its tunnels).
 """
 
 from __future__ import annotations
@@ -15,11 +15,16 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the type only: this process starts without the provisioner's imports
+    from ..provisioner.kernel_job import OrphanOrders
 
 
 def main() -> int:
-    orders: dict[str, Any] = {}
+    """Wait for the bridge's pipe to close; carry out the last orders unless it said
+    ``"done"``."""
+    orders: OrphanOrders = {}
     for line in sys.stdin:
         if line.strip() == '"done"':
             return 0

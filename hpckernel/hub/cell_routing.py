@@ -13,6 +13,8 @@ from typing import Literal
 
 from IPython.core.magic import Magics
 
+from .errors import HubError
+
 #: Where a cell runs: on the ranks, in the hub as plain IPython, or as one of the hub's magics.
 RouteKind = Literal["px", "local", "hub"]
 
@@ -33,7 +35,7 @@ class HubMagics:
         return cls(frozenset(line), frozenset(cell))
 
 
-class MagicUsageError(ValueError):
+class MagicUsageError(HubError, ValueError):
     """Bad options to one of hpckernel's magics."""
 
     def _render_traceback_(self) -> list[str]:

@@ -10,6 +10,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..debug.target import DebugTarget, response
+from ..plane import kinds
 from .dap_ids import HUB, Key
 from .rank_pool import RanksUnavailable
 
@@ -43,7 +44,7 @@ class RankEndpoint(Endpoint):
 
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
         rank = int(self.key)
-        handle = self.px.submit("dap", [rank], {"dap": message}, output="none",
+        handle = self.px.submit(kinds.DAP, [rank], {"dap": message}, output="none",
                                 label="debugger")
         try:
             done = await asyncio.wait_for(asyncio.wrap_future(handle.request.future),

@@ -1,20 +1,29 @@
 """Requests in flight from the hub to the ranks: which ranks each one still waits for, their
 replies, and when it is done (every target replied, died, timed out, or was given up on after
 an interrupt). Runs on the plane thread only; a request's future is how other threads wait.
+
+How requests reach the ranks and replies come back is the fan-in's business
+(``hub/fanin``); this is the bookkeeping both fan-ins share.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ..plane import Message
-from .ranktable import RankInfo, RankTable
+from ..plane.headers import PlaneHeader
+from .ranktable import RankTable
 from .requests import Request
+
+log = logging.getLogger(__name__)
 
 #: publish(msg_type, content, metadata, parent) sends one IOPub message.
 Publish = Callable[[str, dict[str, Any], dict[str, Any], dict[str, Any] | None], None]
+#: Interrupt these ranks again, whatever they run (they are late to stop).
+Reinterrupt = Callable[[list[int]], None]
 
 
 class InFlight:
@@ -24,10 +33,10 @@ class InFlight:
         self.table = table
         self.publish = publish
         self.requests: dict[str, Request] = {}
-        #: Keep each rank's queue and busy state as requests come and go. Node agents keep
-        #: their ranks' (the hub's work stays per node); ``busy`` then works it out.
-        self.per_rank = True
         self._control: set[str] = set()  # ids of the open control requests
+        #: called with the ranks that have not stopped half-way through the grace after an
+        #: interrupt (set by the pool to its fan-in's ``interrupt``)
+        self.reinterrupt: Reinterrupt = lambda ranks: None
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -41,20 +50,15 @@ class InFlight:
         self.requests[request.id] = request
         if control:
             self._control.add(request.id)
-            return
-        if not self.per_rank:
-            return
-        for rank in request.targets:
-            info = self.table[rank]
-            info.queue.append(request.id)
-            if info.state == "idle":
-                self.table.set_state(info, "busy")
-            info.cell = self.label(info)
 
-    def label(self, info: RankInfo) -> str:
-        """The label of what the rank runs now (the oldest request in its queue)."""
-        request = self.requests.get(info.queue[0]) if info.queue else None
-        return request.label if request is not None else ""
+    def open_ids(self) -> list[str]:
+        """The ids of the open requests that ranks run or queue (not control requests)."""
+        return [i for i in self.requests if i not in self._control]
+
+    def open_on(self, ranks: Collection[int]) -> list[Request]:
+        """The open requests that wait for some of ``ranks``, oldest first."""
+        return [r for r in self.requests.values()
+                if any(rank not in r.replies for rank in ranks if rank in r.target_set)]
 
     def emit(self, request: Request, msg_type: str, content: dict[str, Any],
              metadata: dict[str, Any]) -> None:
@@ -66,25 +70,31 @@ class InFlight:
         else:
             self.publish(msg_type, content, metadata, request.parent)
 
-    def reply(self, info: RankInfo, header: dict[str, Any], msg: Message) -> None:
-        request_id = header.get("id") or ""
-        if request_id in info.queue:
-            info.queue.remove(request_id)
-        if info.state in ("busy", "stuck"):
-            self.table.set_state(info, "busy" if info.queue else "idle", "")
-        info.cell = self.label(info)
-        request = self.requests.get(request_id)
-        if request is None or info.rank in request.replies:
-            return  # a reply after we gave up on it (stuck rank) or a duplicate
+    def notice(self, ranks: list[int], text: str) -> None:
+        """Tell the user ``text`` in the output of each open request that waits for some of
+        ``ranks`` (a node's agent lost, or back); in the hub's log if none does."""
+        told = False
+        for request in self.open_on(ranks):
+            if request.merger is not None:
+                request.merger.notice(text)
+                told = True
+        if not told:
+            log.info("%s", text)
+
+    def reply(self, rank: int, header: PlaneHeader, msg: Message) -> None:
+        """A rank's reply (the direct fan-in's; agents answer with ``node_reply``)."""
+        request = self.requests.get(header.get("id") or "")
+        if request is None or rank in request.replies or rank not in request.target_set:
+            return  # a reply after we gave up on it (stuck rank), a duplicate, or junk
         if request.merger is not None:
-            request.merger.rank_done(info.rank)
-        request.replies[info.rank] = header
+            request.merger.rank_done(rank)
+        request.replies[rank] = dict(header)
         if msg.payload:
             try:
-                request.values[info.rank] = msg.value()
+                request.values[rank] = msg.value()
             except Exception as e:
-                request.replies[info.rank] = {**header, "status": "error",
-                                              "ename": type(e).__name__, "evalue": str(e)}
+                request.replies[rank] = {**header, "status": "error",
+                                         "ename": type(e).__name__, "evalue": str(e)}
         self.finish(request)
 
     def node_reply(self, request_id: str, groups: list[tuple[list[int], dict[str, Any]]],
@@ -95,18 +105,20 @@ class InFlight:
         if request is None:
             return  # given up on (stuck ranks, expired control request)
         replies = request.replies
+        targets = request.target_set
         for ranks, header in groups:
             if self.table.unhealthy:  # a stuck rank that answers at last is free again
                 for rank in ranks:
                     info = self.table[rank]
                     if info.state == "stuck":
                         self.table.set_state(info, "idle", "")
-            if replies:
-                ranks = [r for r in ranks if r not in replies]
+            ranks = [r for r in ranks if r not in replies and r in targets]
             replies.update(dict.fromkeys(ranks, header))
             if request.merger is not None:
                 request.merger.done.update(ranks)
         for rank, msg in values.items():
+            if rank not in targets:
+                continue
             try:
                 request.values[rank] = msg.value()
             except Exception as e:
@@ -127,13 +139,20 @@ class InFlight:
         return busy
 
     def finish(self, request: Request) -> None:
-        """Resolve ``request`` if every target has an answer (else nothing)."""
+        """Resolve ``request`` if every target has an answer (else nothing). Its last output
+        is flushed first; a failure there ends the request all the same, with an error
+        saying so, so that the cell replies and the next one runs."""
         if not request.done or request.future.done():
             return
-        if request.merger is not None:
-            request.merger.flush(final=True)
         self.requests.pop(request.id, None)
         self._control.discard(request.id)
+        try:
+            if request.merger is not None:
+                request.merger.flush(final=True)
+        except Exception as e:
+            log.exception("the last output of %s could not be shown", request.label)
+            request.output_error = f"its last output could not be shown: {type(e).__name__}: {e}"
+        request.sent = []
         request.finished = time.time()
         request.future.set_result(request)
 
@@ -148,7 +167,7 @@ class InFlight:
     def fail_rank(self, rank: int, error: dict[str, Any]) -> None:
         """A rank is gone: ``error`` is its answer to every open request it had not answered."""
         for request in list(self.requests.values()):
-            if rank in request.targets and rank not in request.replies:
+            if rank in request.target_set and rank not in request.replies:
                 request.replies[rank] = error
                 if request.merger is not None:
                     request.merger.rank_done(rank)
@@ -162,25 +181,39 @@ class InFlight:
             self.finish(request)
 
     def interrupted(self, now: float) -> None:
+        """The user interrupted: every open request (but control requests, which their
+        callers time out) counts the grace from now."""
         for request in self.requests.values():
-            if request.interrupted_at is None:
+            if request.interrupted_at is None and request.id not in self._control:
                 request.interrupted_at = now
 
     def tick(self, now: float, interrupt_grace: float) -> None:
-        """Flush merged output; give up on ranks that ignored an interrupt for too long."""
+        """Flush merged output; interrupt again the ranks late to stop, and give up on those
+        that ignored an interrupt for too long."""
         for request in list(self.requests.values()):
-            if request.merger is not None:
-                request.merger.flush()
+            try:
+                if request.merger is not None:
+                    request.merger.flush()
+            except Exception:
+                log.exception("the output of %s could not be shown", request.label)
             if request.interrupted_at is not None:
-                self._give_up_on_stuck(request, now, interrupt_grace)
+                self._late(request, now, interrupt_grace)
 
-    def _give_up_on_stuck(self, request: Request, now: float, grace: float) -> None:
+    def _late(self, request: Request, now: float, grace: float) -> None:
+        """Half the grace after an interrupt, the ranks that still run ``request`` are
+        interrupted again (an interrupt can land where it is held back, or be lost with a
+        node's agent); after the whole grace they are given up on as stuck."""
         assert request.interrupted_at is not None
-        if now - request.interrupted_at < grace:
+        waited = now - request.interrupted_at
+        if waited < grace / 2:
             return
-        for rank in request.targets:
-            if rank in request.replies:
-                continue
+        late = [r for r in request.targets if r not in request.replies]
+        if not request.reinterrupted:
+            request.reinterrupted = True
+            self.reinterrupt(late)
+        if waited < grace:
+            return
+        for rank in late:
             info = self.table[rank]
             self.table.set_state(info, "stuck",
                                  f"did not stop within {grace:g} s of the interrupt "

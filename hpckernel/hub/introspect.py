@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..plane.groups import group_equal
 from ..targets import format_ranks
-from .merge import group_equal
 from .requests import Request
 
 

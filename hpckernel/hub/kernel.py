@@ -106,8 +106,11 @@ class HubKernel(IPythonKernel):
             raise TraitError(f"HPCKERNEL_FANIN={value!r}: use auto, direct or agents")
         return value
 
-    agent_timeout = Float(4.0, help="Seconds a node agent may stay silent before its node's "
-                          "ranks are reported lost.").tag(config=True)
+    agent_timeout = Float(4.0, help="Seconds a node agent may stay silent before it counts "
+                          "as lost (the cells of its ranks say so).").tag(config=True)
+    agent_return = Float(10.0, help="Seconds a lost node agent has to come back (rank.sh "
+                         "starts it again on its node) before its ranks count as unreachable "
+                         "and every rank is ended.").tag(config=True)
     fanout = Int(help="With node agents, the most agents that talk to one peer: above "
                  "this many nodes, the agents of each group of this many nodes talk to the "
                  "group's first agent, which talks to the hub. Default from $HPCKERNEL_FANOUT, "
@@ -205,7 +208,8 @@ class HubKernel(IPythonKernel):
                                 interrupt_grace=self.interrupt_grace,
                                 start_timeout=self.start_timeout,
                                 tcp_ip=node_ip(self.plane_ip), fanin=self.fanin,
-                                agent_timeout=self.agent_timeout, fanout=self.fanout,
+                                agent_timeout=self.agent_timeout,
+                                agent_return=self.agent_return, fanout=self.fanout,
                                 output_window=parse_size(self.output_window))
         self.pool = RankPool(self.launcher, self.job_dir, self._publish, settings)
         self.outputs = OutputStore(Path(self.job_dir))
@@ -227,6 +231,7 @@ class HubKernel(IPythonKernel):
         self.hub_debugger = HubDebugger(self.px, self._publish_debug_event, self.cells,
                                         self.shell, self._control_loop)
         self.usage = Usage()
+        self.pool.dap_events = self.hub_debugger.on_event  # debugged ranks' DAP events
         self.shell.register_magics(PxMagics(self.shell, self.px, self.recorder,
                                             self.hub_debugger), JobMagics, LiveMagics)
         self.hub_magics = HubMagics.of(PxMagics, JobMagics, LiveMagics)

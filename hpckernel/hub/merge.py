@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..plane.groups import group_equal
 from ..sizes import format_size
 from ..targets import format_ranks
 from .outputs import RankOutputs
@@ -153,6 +154,12 @@ class OutputMerger:
 
     def rank_done(self, rank: int) -> None:
         self.done.add(rank)
+
+    def notice(self, text: str) -> None:
+        """A line from hpckernel itself about this cell's ranks (a node's agent lost or
+        back), shown at once."""
+        self.emit("stream", {"name": "stderr", "text": f"[hpckernel] {text}\n"},
+                  {"hpckernel": {"notice": True}})
 
     # -- output -----------------------------------------------------------------------
 
@@ -322,15 +329,6 @@ def _nth_newline(text: str, n: int) -> int:
     for _ in range(n):
         pos = text.index("\n", pos + 1)
     return pos
-
-
-def group_equal(items: dict[int, T], key: Callable[[T], Hashable] = lambda x: x
-           ) -> list[tuple[T, list[int]]]:
-    """Equal items together, groups in order of their lowest rank."""
-    groups: dict[Hashable, tuple[T, list[int]]] = {}
-    for rank in sorted(items):
-        groups.setdefault(key(items[rank]), (items[rank], []))[1].append(rank)
-    return list(groups.values())
 
 
 def _json_key(item: Any) -> str:

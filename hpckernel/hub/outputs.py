@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from ..sizes import format_size
 from ..targets import format_targets
+from .errors import HubError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ Output = dict[str, Any]
 _OVERHEAD = 200
 
 
-class OutputGone(LookupError):
+class OutputGone(HubError, LookupError):
     """The output asked for is no longer kept."""
 
 

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .. import provenance
+from ..plane.groups import group_equal
 from ..targets import TargetError, format_ranks, parse_targets
 from . import transfer
 from .allocation import Allocation
 from .cell_routing import PxOptions
+from .errors import HubError
 from .limits import ReplyLimit
-from .merge import group_equal
 from .outputs import Output, OutputStore, output_size
 from .rank_launchers import LaunchError
 from .rank_pool import RankPool, RanksUnavailable, describe_unavailable
@@ -423,7 +424,7 @@ class PxCell:
     ranks: dict[str, str] = field(default_factory=dict)
 
 
-class CellError(Exception):
+class CellError(HubError):
     """A ``%%px`` cell that failed, as the notebook's error output shows it."""
 
     def __init__(self, ename: str, evalue: str, traceback: list[str]) -> None:

@@ -18,7 +18,9 @@ from typing import BinaryIO
 from traitlets import Dict, Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from ..plane.identity import LAUNCH_ENV
 from ..resources import template_dir
+from .errors import HubError
 
 # Make oversubscribed MPICH ranks yield the CPU while they wait in MPI (TESTBED.md).
 MPICH_YIELD = {
@@ -29,7 +31,7 @@ MPICH_YIELD = {
 LOG_NAME = "ranks.log"
 
 
-class LaunchError(RuntimeError):
+class LaunchError(HubError, RuntimeError):
     """The ranks could not be started; the message says what to do."""
 
 
@@ -80,11 +82,12 @@ class RankLauncher(LoggingConfigurable):
         return ["bash", rank_sh, str(job_dir), sys.executable, "-m", "hpckernel.worker",
                 str(plane_file)]
 
-    async def start(self, job_dir: Path, plane_file: Path) -> None:
-        """Start the ranks (called by the hub's rank pool at start and on restart)."""
+    async def start(self, job_dir: Path, plane_file: Path, launch: int = 0) -> None:
+        """Start the ranks (called by the hub's rank pool at start and on restart, ``launch``
+        counting them: the ranks' identities and exit codes carry it)."""
         argv = self.command(job_dir, plane_file)
         self.log.info("starting ranks: %s", " ".join(argv))
-        env = {**self.environment(), **MPICH_YIELD, **self.env}
+        env = {**self.environment(), **MPICH_YIELD, **self.env, LAUNCH_ENV: str(launch)}
         for name in ("HPCKERNEL_FANIN", "HPCKERNEL_NODES", "HPCKERNEL_AGENT_NODES",
                      "HPCKERNEL_FANOUT"):
             env.pop(name, None)
@@ -206,11 +209,13 @@ def _die_with_parent(argv: list[str], sig: signal.Signals) -> list[str]:
     return [setpriv, "--pdeathsig", sig.name[3:], "--", *argv] if setpriv else argv
 
 
-def exit_codes(job_dir: Path) -> dict[int, int]:
-    """Exit codes of the ranks that have ended, as written by ``rank.sh``."""
+def exit_codes(job_dir: Path, launch: int) -> dict[int, int]:
+    """Exit codes of the ranks of ``launch`` that have ended, as written by ``rank.sh``
+    (``exit.<launch>.<rank>``: a rank of an earlier launch that ends late is not taken for
+    the new rank of its number)."""
     codes: dict[int, int] = {}
-    for path in job_dir.glob("exit.*"):
-        match = re.fullmatch(r"exit\.(\d+)", path.name)
+    for path in job_dir.glob(f"exit.{launch}.*"):
+        match = re.fullmatch(rf"exit\.{launch}\.(\d+)", path.name)
         if match:
             try:
                 codes[int(match[1])] = int(path.read_text().strip())

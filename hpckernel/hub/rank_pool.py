@@ -1,11 +1,13 @@
-"""The hub's side of the plane: a thread that talks to every rank.
+"""All ranks of one kernel: their lifecycle, and the plane thread that talks to them.
 
 ``RankPool`` runs an asyncio loop of its own (the plane thread), so that the kernel's shell
 (async ``do_execute``) and plain synchronous code in the hub namespace (``ranks.pull``) can
-both wait on it. It starts, watches and restarts the ranks, and joins the parts that do one
-job each: the sockets (``transport``), the rank table (``ranktable``) and the requests in
-flight (``inflight``). Output goes straight to IOPub through the ``publish`` callback, which
-is thread-safe in ipykernel.
+both wait on it. It starts, watches and restarts the ranks, and keeps what both ways of
+reaching them share: the sockets (``transport.py``), the rank table (``ranktable.py``), the
+requests in flight (``inflight.py``) and the values published mid-cell (``live.py``). How
+messages reach the ranks is the fan-in's business (``fanin/``: each rank directly, or
+through one agent per node), chosen at each launch. Output goes straight to IOPub through
+the ``publish`` callback, which is thread-safe in ipykernel.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,9 +25,11 @@ from typing import Any
 
 import zmq.asyncio
 
-from ..plane import Message, pack, write_plane_info
-from ..plane.credit import DEFAULT_WINDOW, Credits
-from .agents import Agents
+from ..plane import kinds, write_plane_info
+from ..plane.credit import DEFAULT_WINDOW
+from ..plane.headers import PlaneHeader
+from .errors import RanksUnavailable
+from .fanin import Fanin, FaninContext, FaninSettings, choose
 from .inflight import InFlight, Publish
 from .live import LiveStore
 from .merge import OutputBudget, OutputMerger
@@ -34,28 +39,24 @@ from .ranktable import RankInfo, RankTable, describe_unavailable
 from .requests import Request
 from .transport import Transport
 
-__all__ = ["CONTROL_KINDS", "PoolSettings", "Publish", "RankInfo", "RankPool",
-           "RanksUnavailable", "describe_unavailable"]
+__all__ = ["PoolSettings", "Publish", "RankInfo", "RankPool", "RanksUnavailable",
+           "describe_unavailable"]
 
 log = logging.getLogger(__name__)
-
-#: Requests a rank's I/O thread answers while the rank may be busy: no queueing, no state.
-CONTROL_KINDS = frozenset({"complete", "inspect", "peek", "where"})
-
-
-class RanksUnavailable(RuntimeError):
-    """Some target ranks are dead or stuck; the message says what to do."""
 
 
 @dataclass
 class PoolSettings:
+    """What the pool needs of ``HubKernel``'s settings."""
+
     flush_interval: float = 0.1
     heartbeat_interval: float = 1.0
     interrupt_grace: float = 3.0
     start_timeout: float = 120.0
     tcp_ip: str = "127.0.0.1"
     fanin: str = "direct"  # HubKernel.fanin: direct, agents, or auto (agents if > 1 node)
-    agent_timeout: float = 4.0  # seconds of silence after which an agent is dead
+    agent_timeout: float = 4.0  # seconds of silence after which an agent is lost
+    agent_return: float = 10.0  # seconds a lost agent's node waits for it to come back
     fanout: int = 64  # HubKernel.fanout: above this many nodes, agents form a tree
     output_window: int = DEFAULT_WINDOW  # HubKernel.output_window, bytes per sender
 
@@ -74,17 +75,26 @@ class RankPool:
         self.inflight = InFlight(self.table, publish)
         self.budget = OutputBudget()
         self.live = LiveStore()  # values the ranks publish mid-cell (hpckernel.publish)
-        self.agents = Agents(self, self.settings.agent_timeout)
-        #: how far each rank's output is taken in (flow control, plane/credit.py)
-        self.credits: Credits[int] = Credits(self.settings.output_window)
-        self.use_agents = False  # decided at each launch (settings.fanin)
+        #: where debugged ranks' DAP events go (rank, event): hub/debugger.py, set by the kernel
+        self.dap_events: Callable[[int, dict[str, Any]], None] | None = None
+        self.fanin: Fanin | None = None  # chosen at each launch (settings.fanin)
         self.loop = asyncio.new_event_loop()
         self.ready: Future[None] = Future()
         self.mpi_version = ""
+        self.launches = 0  # the current launch's number (plane/identity.py)
         self._thread = threading.Thread(target=self._run, name="hpckernel-plane", daemon=True)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._launch_task: asyncio.Task[None] | None = None
-        self._launches = 0
+        self._failed_steps: dict[str, float] = {}
+        #: the tick's steps, each run even when another fails (``_tick``)
+        self._steps: list[tuple[str, Callable[[float], None]]] = [
+            ("published values", self.live.flush),
+            ("requests in flight", self._tick_requests),
+            ("rank exits", self._tick_exits),
+            ("heartbeat", self._tick_heartbeat),
+            ("start timeout", self._tick_start_timeout),
+        ]
+        self._last_beat = 0.0
 
     # -- thread-safe API --------------------------------------------------------------
 
@@ -95,7 +105,7 @@ class RankPool:
         asyncio.run_coroutine_threadsafe(self._start(started), self.loop)
         started.result(timeout=30)
 
-    def submit(self, kind: str, targets: list[int], header: dict[str, Any] | None = None,
+    def submit(self, kind: str, targets: list[int], header: Mapping[str, Any] | None = None,
                value: Any = None, parent: dict[str, Any] | None = None, output: str = "live",
                label: str = "", per_rank: dict[int, Any] | None = None,
                keep: RankOutputs | None = None) -> Request:
@@ -120,6 +130,7 @@ class RankPool:
         self.loop.call_soon_threadsafe(self.inflight.expire, request, reason)
 
     def interrupt(self) -> None:
+        """Interrupt every open request on the ranks (the notebook's interrupt button)."""
         self.loop.call_soon_threadsafe(self._interrupt)
 
     def restart(self) -> Future[None]:
@@ -127,20 +138,21 @@ class RankPool:
         return asyncio.run_coroutine_threadsafe(self._restart(), self.loop)
 
     def snapshot(self) -> list[RankInfo]:
-        if not self.use_agents or threading.current_thread() is self._thread:
+        """A copy of the rank table with what the fan-in keeps apart (busy ranks, load)."""
+        if threading.current_thread() is self._thread:
             return self._snapshot()
-        # Agents keep the ranks' busy states: read them where they change.
         done: Future[list[RankInfo]] = Future()
         self.loop.call_soon_threadsafe(lambda: done.set_result(self._snapshot()))
         return done.result(timeout=10)
 
     def _snapshot(self) -> list[RankInfo]:
         infos = [replace(info, queue=deque(info.queue)) for info in self.table]
-        if self.use_agents:
-            self.agents.fill(infos)
+        if self.fanin is not None:
+            self.fanin.fill(infos)
         return infos
 
     def shutdown(self, timeout: float = 10.0) -> None:
+        """End the ranks and the plane thread (the kernel's shutdown)."""
         if not self._thread.is_alive():
             return
         try:
@@ -156,7 +168,7 @@ class RankPool:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -165,12 +177,13 @@ class RankPool:
         try:
             # The context's I/O threads carry every rank's bytes; the ZAP handler runs on it.
             self.ctx = zmq.asyncio.Context()
-            self.transport = Transport(self.ctx, self.size, self.settings.tcp_ip)
+            per_node = -(-self.size // max(self.launcher.node_count(), 1))
+            self.transport = Transport(self.ctx, self.size, self.settings.tcp_ip,
+                                       peers_per_address=per_node + 16)
             info = replace(self.transport.bind(), window=self.settings.output_window)
             self.plane_file = write_plane_info(self.job_dir, info)
-            self.transport.on_agent = self.agents.handle
             for router in self.transport.routers:
-                self._spawn(self.transport.receive(router, self._handle))
+                self._spawn(self.transport.receive(router))
             self._spawn(self._tick())
             await self._launch()
             started.set_result(None)
@@ -181,17 +194,25 @@ class RankPool:
         if self.ready.done():
             self.ready = Future()
         self.table.reset()
-        self.agents.reset()
-        self.credits.reset()
-        fanin = self.settings.fanin
-        self.use_agents = fanin == "agents" or (fanin == "auto" and self.launcher.node_count() > 1)
-        self.launcher.agents = self.use_agents
-        self.launcher.fanout = self.settings.fanout
-        self.inflight.per_rank = not self.use_agents
+        self.launches += 1  # so that messages and checks of earlier ranks are dropped
+        self.transport.new_launch(self.launches)
+        settings = self.settings
+        fanin = self.fanin = choose(settings.fanin, self.launcher.node_count())(FaninContext(
+            size=self.size, launch=self.launches, table=self.table, inflight=self.inflight,
+            live=self.live, transport=self.transport, settings=FaninSettings(
+                heartbeat_interval=settings.heartbeat_interval,
+                output_window=settings.output_window, agent_timeout=settings.agent_timeout,
+                agent_return=settings.agent_return),
+            register=self.register, unreachable=self.unreachable,
+            ranks_lost=self._ranks_lost, end_ranks=self._end_ranks,
+            dap_event=self._dap_event))
+        self.transport.on_message = fanin.handle
+        self.inflight.reinterrupt = fanin.interrupt
+        self.launcher.agents = fanin.uses_agents
+        self.launcher.fanout = settings.fanout
         self._started_at = time.monotonic()
-        self._launches += 1  # so that checks scheduled for earlier ranks are dropped
         try:
-            await self.launcher.start(self.job_dir, self.plane_file)
+            await self.launcher.start(self.job_dir, self.plane_file, self.launches)
         except LaunchError as e:
             self._launch_failed(str(e))
             return
@@ -231,15 +252,10 @@ class RankPool:
             self._launch_task.cancel()
             self._launch_task = None
         proc = self.launcher.proc
-        if proc is not None and all(i.state == "idle" for i in self.table) and not (
-                self.use_agents and self.inflight.busy()):
+        fanin = self.fanin
+        if proc is not None and fanin is not None and fanin.idle():
             # Idle ranks can leave on their own (MPI_Finalize); busy ones are terminated.
-            if self.use_agents:
-                self.agents.broadcast("shutdown")
-            else:
-                frames = pack("shutdown", {})
-                for info in self.table:
-                    self._send_to(info.rank, frames)
+            fanin.shutdown()
             try:
                 # MPI_Finalize of many ranks sharing few cores takes a while (64 on 2: ≈4 s).
                 await asyncio.wait_for(proc.wait(), 2.0 + 0.05 * len(self.table))
@@ -254,66 +270,61 @@ class RankPool:
         self.transport.close()
         self.ctx.destroy(linger=0)
 
+    # -- the plane thread: the tick -------------------------------------------------------
+
     async def _tick(self) -> None:
-        """Flush merged output, notice deaths, heartbeat, and give up on stuck ranks."""
-        last_beat = 0.0
+        """Every flush interval, each step: flush output, notice deaths, heartbeat, give
+        up on stuck ranks. A step that fails is logged and the others run on: nothing a
+        rank sends may stop the heartbeat (without it every rank would leave)."""
         while True:
             await asyncio.sleep(self.settings.flush_interval)
             now = time.monotonic()
-            self.live.flush(now)
-            self.inflight.tick(now, self.settings.interrupt_grace)
-            beat_due = now - last_beat >= self.settings.heartbeat_interval
-            # With agents, a rank's death also comes as a "lost" rank in its node's reply.
-            if beat_due or (len(self.inflight) and not self.use_agents):
-                self._check_exits()
-            if beat_due:
-                last_beat = now
-                if self.use_agents:
-                    self.agents.heartbeat(now)
-                else:
-                    beat = pack("hb", {})
-                    for info in self.table:
-                        if info.state in ("idle", "busy", "stuck"):
-                            self._send_to(info.rank, beat)
-            if not self.ready.done() and now - self._started_at > self.settings.start_timeout:
-                await self.launcher.stop()
-                self._launch_failed(f"the ranks did not start within "
-                                    f"{self.settings.start_timeout:g} s:\n"
-                                    f"{log_tail(self.job_dir)}")
+            for name, step in self._steps:
+                try:
+                    step(now)
+                except Exception:
+                    self._step_failed(name, now)
 
-    # -- the plane thread: messages -----------------------------------------------------
+    def _step_failed(self, name: str, now: float) -> None:
+        if now - self._failed_steps.get(name, -1e9) >= 10:  # a line per step per 10 s
+            self._failed_steps[name] = now
+            log.exception("the plane's %s step failed (it runs again at the next tick)",
+                          name)
 
-    def _handle(self, rank: int, msg: Message) -> None:
-        info = self.table[rank]
-        header = msg.header
-        if msg.msg_type == "register":
-            self.register(info, header)
-        elif msg.msg_type == "hb":
-            info.cpu, info.rss = header.get("cpu", 0.0), header.get("rss", 0)
-        elif msg.msg_type in ("stream", "display"):
-            request = self.inflight.get(header.get("id") or "")
-            if request is not None and request.merger is not None:
-                if msg.msg_type == "stream":
-                    request.merger.add_stream(rank, header["name"], header["text"])
-                else:
-                    request.merger.add_display(rank, header["msg_type"], msg.value())
-            # Taken in (merged, or dropped: its request is over): the rank may send more.
-            self._credit(rank, msg)
-        elif msg.msg_type == "more":  # the rank waits: all it sent before this is taken in
-            self._credit(rank, msg)
-        elif msg.msg_type == "reply":
-            self.inflight.reply(info, header, msg)
-        elif msg.msg_type == "live":
-            self.live.add(str(header.get("name")), info.rank, msg.value())
+    def _tick_requests(self, now: float) -> None:
+        self.inflight.tick(now, self.settings.interrupt_grace)
 
-    def _credit(self, rank: int, msg: Message) -> None:
-        frames = self.credits.answer(rank, msg.msg_type, msg.header)
-        if frames is not None:
-            self._send_to(rank, frames)
+    def _tick_exits(self, now: float) -> None:
+        # A direct fan-in learns of a death mid-cell only from the exit code; agents say so.
+        beat_due = now - self._last_beat >= self.settings.heartbeat_interval
+        if beat_due or (len(self.inflight) and self.fanin is not None
+                        and self.fanin.watch_exits()):
+            self._check_exits()
 
-    def register(self, info: RankInfo, header: dict[str, Any]) -> None:
-        """A rank's registration (directly, or through its node's agent)."""
+    def _tick_heartbeat(self, now: float) -> None:
+        if now - self._last_beat >= self.settings.heartbeat_interval:
+            self._last_beat = now
+            if self.fanin is not None:
+                self.fanin.heartbeat(now)
+
+    def _tick_start_timeout(self, now: float) -> None:
+        if not self.ready.done() and now - self._started_at > self.settings.start_timeout:
+            self._started_at = float("inf")  # once
+            self._spawn(self._start_timed_out())
+
+    async def _start_timed_out(self) -> None:
+        await self.launcher.stop()
+        self._launch_failed(f"the ranks did not start within {self.settings.start_timeout:g} "
+                            f"s:\n{log_tail(self.job_dir)}")
+
+    # -- the plane thread: requests and registrations -----------------------------------
+
+    def register(self, info: RankInfo, header: PlaneHeader) -> None:
+        """A rank's registration (directly, or through its node's agent). A rank that
+        registers again (its node's agent was started again) keeps its state."""
         info.pid, info.host = header.get("pid"), header.get("host", "")
+        if info.state != "starting":
+            return
         self.mpi_version = header.get("mpi") or self.mpi_version
         if header.get("error"):
             self._launch_failed(
@@ -331,48 +342,25 @@ class RankPool:
                      time.monotonic() - self._started_at)
             self.ready.set_result(None)
 
-    def _send_request(self, request: Request, header: dict[str, Any], value: Any,
+    def _send_request(self, request: Request, header: Mapping[str, Any], value: Any,
                       per_rank: dict[int, Any] | None = None) -> None:
-        control = request.kind in CONTROL_KINDS
-        unavailable = self.table.unavailable(request.targets, control)
+        unavailable = self.table.unavailable(request.targets, kinds.is_control(request.kind))
         if unavailable:
             request.future.set_exception(RanksUnavailable(describe_unavailable(unavailable)))
             return
-        header = {**header, "id": request.id}
+        if self.fanin is None:
+            request.future.set_exception(RanksUnavailable("the ranks are not started"))
+            return
         try:
-            if self.use_agents:
-                to_nodes = self.agents.pack_request(request, header, value, per_rank)
-            else:
-                frames = ({r: pack(request.kind, header, per_rank[r], has_value=True)
-                           for r in request.targets} if per_rank is not None else
-                          dict.fromkeys(request.targets, pack(request.kind, header, value,
-                                                              has_value=value is not None)))
+            self.fanin.send(request, {**header, "id": request.id}, value, per_rank)
         except Exception as e:  # an unpicklable value: the caller's error, not the plane's
             request.future.set_exception(TypeError(
                 f"cannot send this value to the ranks: {type(e).__name__}: {e}"))
-            return
-        self.inflight.add(request, control)
-        if self.use_agents:
-            for node, node_frames in to_nodes:
-                self.agents.send(node, node_frames)
-            return
-        for rank in request.targets:
-            self._send_to(rank, frames[rank])
 
     def _interrupt(self) -> None:
-        now = time.monotonic()
-        if self.use_agents:
-            self.agents.broadcast("interrupt")  # each agent interrupts its busy ranks
-        else:
-            frames = pack("interrupt", {})
-            for info in self.table:
-                if info.state == "busy":
-                    self._send_to(info.rank, frames)
-        self.inflight.interrupted(now)
-
-    def _send_to(self, rank: int, frames: list[Any]) -> None:
-        if not self.transport.send(rank, frames):
-            self.unreachable(rank)
+        if self.fanin is not None:
+            self.fanin.interrupt()
+        self.inflight.interrupted(time.monotonic())
 
     # -- the plane thread: deaths -------------------------------------------------------
 
@@ -382,16 +370,34 @@ class RankPool:
         # a moment, so the user reads "killed by SIGSEGV" rather than "unreachable".
         self._check_exits()
         if self.table[rank].state != "dead":
-            self.loop.call_later(1.0, self._confirm_unreachable, rank, self._launches)
+            self.loop.call_later(1.0, self._confirm_unreachable, rank, self.launches)
 
     def _confirm_unreachable(self, rank: int, launch: int) -> None:
         self._check_exits()
-        if launch == self._launches and self.table[rank].state != "dead":
+        if launch == self.launches and self.table[rank].state != "dead":
             self._rank_died(rank, "is unreachable")
 
     def _rank_died(self, rank: int, reason: str) -> None:
         self.inflight.fail_rank(rank, self.table.mark_dead(rank, reason))
 
+    def _dap_event(self, rank: int, event: dict[str, Any]) -> None:
+        if self.dap_events is not None:
+            self.dap_events(rank, event)
+
+    def _ranks_lost(self, ranks: list[int], reason: str) -> None:
+        for rank in ranks:
+            if self.table[rank].state != "dead":
+                self.inflight.fail_rank(rank, self.table.mark_dead(rank, reason, tail=False))
+
+    def _end_ranks(self, ranks: list[int], reason: str) -> None:
+        """``ranks`` cannot be reached though they may still run: end every rank, so that
+        none is called dead while it runs (an MPI job cannot go on without some ranks)."""
+        log.warning("ending the ranks: %s", reason)
+        self._ranks_lost(ranks, reason)
+        self._ranks_lost([i.rank for i in self.table],
+                         f"ended with the others: {reason}")
+        self._spawn(self.launcher.stop())
+
     def _check_exits(self) -> None:
-        for rank, reason in self.table.new_exits():
+        for rank, reason in self.table.new_exits(self.launches):
             self._rank_died(rank, reason)

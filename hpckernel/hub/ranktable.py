@@ -95,9 +95,11 @@ class RankTable:
                 "traceback": [*([f"last output of the rank:\n{tail_text}"] if tail_text else []),
                               "Run %restart_ranks to start fresh ranks."]}
 
-    def new_exits(self) -> list[tuple[int, str]]:
-        """Ranks not yet known dead whose exit ``launcher/rank.sh`` has recorded, and how."""
-        return [(rank, describe_exit(code)) for rank, code in exit_codes(self.job_dir).items()
+    def new_exits(self, launch: int) -> list[tuple[int, str]]:
+        """Ranks of ``launch`` not yet known dead whose exit ``launcher/rank.sh`` has
+        recorded, and how."""
+        return [(rank, describe_exit(code))
+                for rank, code in exit_codes(self.job_dir, launch).items()
                 if 0 <= rank < len(self.infos) and self.infos[rank].state != "dead"]
 
 

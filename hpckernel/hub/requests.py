@@ -6,14 +6,17 @@ import time
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
+from ..plane.groups import group_equal
 from ..targets import format_ranks
-from .merge import OutputMerger, group_equal
+from .errors import HubError
+from .merge import OutputMerger
 from .outputs import RankOutputs
 
 
-class RemoteError(RuntimeError):
+class RemoteError(HubError, RuntimeError):
     """Raised in the hub by the ``ranks`` API when code failed on some ranks.
 
     ``errors`` maps each failed rank to its ``ename``/``evalue``/``traceback``.
@@ -51,7 +54,17 @@ class Request:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     interrupted_at: float | None = None
+    reinterrupted: bool = False  # interrupted again, being late to stop (inflight.py)
+    #: what was sent, per node agent, while the request is open (a node whose agent comes
+    #: back gets it again: fanin/agents.py)
+    sent: list[tuple[str, list[Any]]] = field(default_factory=list)
+    #: why the request's output could not all be shown (it still ended)
+    output_error: str | None = None
     future: Future[Request] = field(default_factory=Future)
+
+    @cached_property
+    def target_set(self) -> frozenset[int]:
+        return frozenset(self.targets)
 
     @property
     def done(self) -> bool:
@@ -68,7 +81,10 @@ class Request:
         on the others; None when every rank succeeded."""
         errors = self.errors
         if not errors:
-            return None
+            if self.output_error is None:
+                return None
+            return {"ename": "OutputError", "evalue": self.output_error,
+                    "traceback": [f"[hpckernel] {self.output_error}"]}
         groups = group_equal(errors, lambda e: (e.get("ename"), e.get("evalue"),
                                                 tuple(e.get("traceback") or ())))
         names = {e.get("ename") for e, _ in groups}
@@ -95,6 +111,8 @@ class Request:
             traceback.append(f"[hpckernel] {more}")
         if ok:
             traceback.append(f"(ranks {format_ranks(ok, 80)} succeeded)")
+        if self.output_error is not None:
+            traceback.append(f"[hpckernel] {self.output_error}")
         return {"ename": str(ename), "evalue": summary, "traceback": traceback}
 
     def raise_for_errors(self) -> None:

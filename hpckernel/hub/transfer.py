@@ -12,10 +12,11 @@ import re
 from typing import Any
 
 from ..targets import format_ranks
+from .errors import HubError
 from .requests import Request
 
 
-class TransferError(ValueError):
+class TransferError(HubError, ValueError):
     """A variable that cannot be moved as asked; the message says what to do instead."""
 
     def _render_traceback_(self) -> list[str]:

@@ -1,5 +1,9 @@
-"""The hub's end of the plane: two ROUTER sockets that every rank's DEALER connects to (IPC
-for ranks on this node, TCP with CurveZMQ for the others), and how messages cross them.
+"""The hub's end of the plane: two ROUTER sockets that every peer's DEALER connects to (IPC
+for peers on this node, TCP with CurveZMQ for the others), and how messages cross them.
+
+A peer is a rank (direct fan-in) or a node agent; its identity (``plane/identity.py``) says
+which, and of which launch. Messages of peers of an earlier launch are dropped here: the
+ranks of a restart start clean, whatever the old ones still send.
 
 The sockets are plain (not pyzmq's asyncio sockets), used with NOBLOCK: the asyncio layer
 costs a future and some enum arithmetic per message (20-50 µs against 7-14 µs plain,
@@ -24,6 +28,8 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from ..plane import Message, PlaneInfo, make_job_dir, shm, unpack
 from ..plane.addresses import node_name
 from ..plane.credentials import KeyCheck
+from ..plane.guard import ConnectionGuard
+from ..plane.identity import agent_identity, parse_identity, rank_identity
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +42,10 @@ RECV_BATCH = 128
 _MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _LAST = int(zmq.NOBLOCK)
 
-#: on_message(rank, message), for every well-formed message from a rank.
-OnMessage = Callable[[int, Message], None]
-#: on_agent(node, message), for every well-formed message from a node agent.
-OnAgent = Callable[[str, Message], None]
-#: A node agent's identity on the plane starts with this byte (a rank's is its number).
-AGENT_PREFIX = b"@"
+#: A peer: a rank (its number) or a node agent (its node key).
+Peer = int | str
+#: on_message(peer, message), for every well-formed message of the current launch.
+OnMessage = Callable[[Peer, Message], None]
 
 
 class _Router:
@@ -53,25 +57,27 @@ class _Router:
         self.sock = sock
         self.fd: int = sock.FD
         self.wake = asyncio.Event()
-        #: shared-memory segments its messages may name ("": none, for other nodes' ranks)
+        #: shared-memory segments its ranks' messages may name ("": none, for other nodes)
         self.shm_prefix = ""
 
 
 class Transport:
-    """Sends to rank N over the socket that rank last spoke on; hands what arrives to
+    """Sends to a peer over the socket it last spoke on; hands what arrives to
     ``on_message``."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, size: int, tcp_ip: str) -> None:
+    def __init__(self, ctx: zmq.asyncio.Context, size: int, tcp_ip: str,
+                 peers_per_address: int = 64) -> None:
         self.ctx = ctx
         self.size = size
         self.tcp_ip = tcp_ip
+        self.peers_per_address = peers_per_address
         self.routers: list[_Router] = []
-        self._routes: dict[int, _Router] = {}
-        self._agent_routes: dict[str, _Router] = {}
-        #: where messages from node agents go (HubKernel.fanin); dropped while None
-        self.on_agent: OnAgent | None = None
-        self._identities = [str(r).encode() for r in range(size)]
+        self.on_message: OnMessage | None = None
+        self._routes: dict[Peer, _Router] = {}
+        self._identities: dict[Peer, bytes] = {}
+        self.launch = 0  # peers of other launches are not heard
         self.shm_prefix = ""  # this kernel's shared-memory segments, once bound
+        self.guard: ConnectionGuard | None = None
 
     def bind(self) -> PlaneInfo:
         """Bind both sockets (on the plane thread); returns what ranks need to connect."""
@@ -85,9 +91,13 @@ class Transport:
         tcp.curve_server = True
         tcp.curve_secretkey = server_secret
         tcp.curve_publickey = server_public
+        # Ranks (direct) or agents of other nodes connect here; a flood of strangers' raw
+        # connections must not take the hub's descriptors (plane/guard.py).
+        self.guard = ConnectionGuard(tcp, self.peers_per_address, self.size + 256)
+        self._loop.add_reader(self.guard.monitor.FD, self._guard_events)
         for sock in (ipc, tcp):
-            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # restarted ranks reuse their identity
-            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a gone rank raises
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting peer keeps its identity
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a gone peer raises
             sock.setsockopt(zmq.LINGER, 0)
             router = _Router(sock)
             self._loop.add_reader(router.fd, router.wake.set)
@@ -116,24 +126,35 @@ class Transport:
         sock.setsockopt(zmq.SNDHWM, 0)
         return cast("zmq.Socket[bytes]", sock)
 
-    def send(self, rank: int, frames: list[Any]) -> bool:
-        """Queue ``frames`` for ``rank`` without waiting (zero-copy for large frames). False
-        when the rank cannot be reached: it never spoke, it is gone (``EHOSTUNREACH``, from
-        ``ROUTER_MANDATORY``)."""
-        router = self._routes.get(rank)
+    def _guard_events(self) -> None:
+        if self.guard is not None:
+            self.guard.drain()
+
+    def new_launch(self, launch: int) -> None:
+        """Hear only the peers of ``launch`` from now on (a start or restart of the ranks)."""
+        self.launch = launch
+        self._routes.clear()
+        self._identities.clear()
+
+    def send(self, peer: Peer, frames: list[Any]) -> bool:
+        """Queue ``frames`` for ``peer`` without waiting (zero-copy for large frames). False
+        when the peer cannot be reached: it never spoke, it is gone (``EHOSTUNREACH``, from
+        ``ROUTER_MANDATORY``), or the frames cannot be sent."""
+        router = self._routes.get(peer)
         if router is None:
             return False
+        identity = self._identities[peer]
         send = router.sock.send
         try:
             # A ROUTER refuses a message at its first frame (the identity) or not at all.
-            send(self._identities[rank], _MORE, copy=False)
+            send(identity, _MORE, copy=False)
             for frame in frames[:-1]:
                 send(frame, _MORE, copy=False)
             send(frames[-1], _LAST, copy=False)
         except zmq.ZMQError:
             return False
-        except Exception:  # not the rank's fault, but the message cannot reach it either
-            log.exception("cannot send to rank %d", rank)
+        except Exception:  # not the peer's fault, but the message cannot reach it either
+            log.exception("cannot send to %s", _name(peer))
             return False
         finally:
             # The socket's descriptor is edge-triggered and a send may have consumed the
@@ -141,35 +162,23 @@ class Transport:
             router.wake.set()
         return True
 
-    def send_agent(self, node: str, frames: list[Any]) -> bool:
-        """As :meth:`send`, to the agent of ``node``."""
-        router = self._agent_routes.get(node)
-        if router is None:
-            return False
-        send = router.sock.send
-        try:
-            send(AGENT_PREFIX + node.encode(), _MORE, copy=False)
-            for frame in frames[:-1]:
-                send(frame, _MORE, copy=False)
-            send(frames[-1], _LAST, copy=False)
-        except zmq.ZMQError:
-            return False
-        finally:
-            router.wake.set()
-        return True
+    def is_local(self, peer: Peer) -> bool:
+        """Whether ``peer`` reached the hub over IPC (it is on this node)."""
+        router = self._routes.get(peer)
+        return router is not None and bool(router.shm_prefix)
 
-    async def receive(self, router: _Router, on_message: OnMessage) -> None:
+    async def receive(self, router: _Router) -> None:
         """Hand every message arriving on ``router`` to ``on_message``, until cancelled."""
         while True:
             router.wake.clear()
-            if self._drain(router, on_message):
+            if self._drain(router):
                 await asyncio.sleep(0)  # more may be waiting: let other work run first
             else:
                 # The recv that found the queue empty also re-armed the descriptor, so the
                 # next message (or a send, above) sets the event.
                 await router.wake.wait()
 
-    def _drain(self, router: _Router, on_message: OnMessage) -> bool:
+    def _drain(self, router: _Router) -> bool:
         """Handle up to RECV_BATCH waiting messages; True if there may be more."""
         recv = router.sock.recv
         for _ in range(RECV_BATCH):
@@ -179,52 +188,37 @@ class Transport:
                 return False
             while frames[-1].more:  # the rest of a message arrives with its first frame
                 frames.append(recv(_LAST, copy=False))
-            ident = frames[0].bytes
-            if ident[:1] == AGENT_PREFIX:
-                self._from_agent(router, ident, frames)
-                continue
+            identity = frames[0].bytes
             try:
-                rank = int(ident)
-                msg = unpack(frames[1:], router.shm_prefix)
-                if not 0 <= rank < self.size:
-                    raise ValueError(f"unknown rank {rank}")
-            except (ValueError, UnicodeDecodeError) as e:
+                launch, peer = parse_identity(identity)
+                if launch != self.launch:
+                    continue  # a peer of an earlier launch: not heard any more
+                if isinstance(peer, int) and not 0 <= peer < self.size:
+                    raise ValueError(f"unknown rank {peer}")
+                # Only ranks on this node hand over shared memory; agents never do.
+                msg = unpack(frames[1:], router.shm_prefix if isinstance(peer, int) else "")
+            except ValueError as e:  # UnicodeDecodeError too
                 log.warning("dropped a malformed plane message: %s", e)
                 continue
-            self._routes[rank] = router
+            self._routes[peer] = router
+            self._identities[peer] = identity
+            if self.on_message is None:
+                continue
             try:
-                on_message(rank, msg)
+                self.on_message(peer, msg)
             except Exception:
-                log.exception("error handling %s from rank %d", msg.msg_type, rank)
+                log.exception("error handling %s from %s", msg.msg_type, _name(peer))
         return True
-
-    def agent_is_local(self, node: str) -> bool:
-        """Whether the agent of ``node`` reached the hub over IPC (it is on this node)."""
-        router = self._agent_routes.get(node)
-        return router is not None and bool(router.shm_prefix)
-
-    def _from_agent(self, router: _Router, ident: bytes, frames: list[zmq.Frame]) -> None:
-        try:
-            node = ident[1:].decode()
-            msg = unpack(frames[1:], "")  # agents hand over no shared memory
-        except (ValueError, UnicodeDecodeError) as e:
-            log.warning("dropped a malformed plane message from an agent: %s", e)
-            return
-        self._agent_routes[node] = router
-        if self.on_agent is None:
-            return
-        try:
-            self.on_agent(node, msg)
-        except Exception:
-            log.exception("error handling %s from the agent of node %s", msg.msg_type, node)
 
     def close(self) -> None:
         """Stop watching and close the sockets; later sends find no route (unreachable)."""
         self._routes.clear()
-        self._agent_routes.clear()
         for router in self.routers:
             self._loop.remove_reader(router.fd)
             router.sock.close(linger=0)
+        if self.guard is not None:
+            self._loop.remove_reader(self.guard.monitor.FD)
+            self.guard.monitor.close(linger=0)
         self.auth.stop()
         shutil.rmtree(self._ipc_dir, ignore_errors=True)
         self.remove_segments()
@@ -234,3 +228,10 @@ class Transport:
         killed mid-reply, a message dropped at shutdown)."""
         if self.shm_prefix:
             shm.remove_leftovers(self.shm_prefix)
+
+
+def _name(peer: Peer) -> str:
+    return f"rank {peer}" if isinstance(peer, int) else f"the agent of node {peer}"
+
+
+__all__ = ["RECV_BATCH", "OnMessage", "Peer", "Transport", "agent_identity", "rank_identity"]

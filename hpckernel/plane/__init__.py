@@ -5,12 +5,14 @@ Ranks on the hub's node use an IPC socket inside the 0700 job directory (fast, a
 authenticated by file permissions); ranks on other nodes use TCP with CurveZMQ.
 """
 
+from . import kinds
 from .credentials import PlaneInfo, make_job_dir, read_plane_info, write_plane_info
 from .wire import Message, pack, unpack
 
 __all__ = [
     "Message",
     "PlaneInfo",
+    "kinds",
     "make_job_dir",
     "pack",
     "read_plane_info",

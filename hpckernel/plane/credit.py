@@ -11,6 +11,11 @@ the hub takes its output in waits in ``print``, and the receiver holds at most a
 per sender, plus one message: a single message larger than the window goes when nothing
 else of its sender is in flight (a large ``display``; text is sent in pieces).
 
+Each message counts at least ``window / MESSAGES`` bytes (``SendWindow.cost``): a window
+of tiny messages (``clear_output`` and a ``print`` in a loop, ≈ 100 B each) is then a
+thousand messages in transit, not forty thousand, so the receiver takes a window in within
+a few milliseconds and nothing queues behind it.
+
 Nothing else waits on credits: replies, heartbeats, interrupts and registrations pass
 beside output, so a rank waiting in ``print`` is still alive and interruptible.
 """
@@ -21,10 +26,13 @@ import threading
 from collections.abc import Hashable, Mapping
 from typing import Any, Generic, TypeVar
 
+from . import kinds
 from .credentials import DEFAULT_WINDOW
 from .wire import pack
 
 K = TypeVar("K", bound=Hashable)
+#: The most messages a full window holds (each counts at least window / MESSAGES bytes).
+MESSAGES = 1024
 
 __all__ = ["DEFAULT_WINDOW", "Credits", "SendWindow", "WaitingWindow", "credit_frames",
            "display_size", "more_frames", "stamp_of"]
@@ -32,12 +40,12 @@ __all__ = ["DEFAULT_WINDOW", "Credits", "SendWindow", "WaitingWindow", "credit_f
 
 def credit_frames(stamp: int) -> list[Any]:
     """The receiver's word that the output up to ``stamp`` is taken in."""
-    return pack("credit", {"sent": stamp})
+    return pack(kinds.CREDIT, {"sent": stamp})
 
 
 def more_frames(stamp: int) -> list[Any]:
     """The sender's word that it waits for credit, having sent up to ``stamp``."""
-    return pack("more", {"sent": stamp})
+    return pack(kinds.MORE, {"sent": stamp})
 
 
 def display_size(content: dict[str, Any]) -> int:
@@ -61,18 +69,23 @@ class SendWindow:
 
     def __init__(self, window: int) -> None:
         self.window = max(int(window), 1)
+        self.min_cost = max(self.window // MESSAGES, 1)
         self.sent = 0  # running count of output bytes sent
         self.acked = 0  # the count the receiver last said it has taken in
         self.asked = False  # a ``more`` is out, not answered yet
 
+    def cost(self, size: int) -> int:
+        """What a message of ``size`` bytes counts against the window."""
+        return size if size > self.min_cost else self.min_cost
+
     def fits(self, size: int) -> bool:
         """Whether a message of ``size`` bytes may go now."""
         unacked = self.sent - self.acked
-        return unacked <= 0 or unacked + size <= self.window
+        return unacked <= 0 or unacked + self.cost(size) <= self.window
 
     def take(self, size: int) -> int:
         """Count a message of ``size`` bytes as sent; its stamp."""
-        self.sent += size
+        self.sent += self.cost(size)
         return self.sent
 
     def ask(self) -> list[Any] | None:

@@ -49,6 +49,16 @@ class PlaneHeader(TypedDict, total=False):
     # -- heartbeats
     cpu: float
     rss: int
+    # -- interrupts: the open requests to stop (queued or running), and whether to stop
+    # whatever runs (a rank marked stuck, or late to stop); to an agent, ``late`` names
+    # the ranks to interrupt so, as a range string
+    ids: list[str]
+    any: bool
+    late: str
+    # -- a rank registering again with a new node agent: the replies it sent last (their
+    # headers), which may have been lost with the old agent
+    rejoin: bool
+    recent: list[dict[str, Any]]
     # -- hub -> agent: whose request this is, compactly (targets.format_ranks)
     targets: str
     only: int  # a value for this one rank (scatter): the agent passes it to that rank only

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ import cloudpickle
 import zmq
 
 from . import shm
+from .headers import PlaneHeader
 
 NO_PAYLOAD = b""
 #: Header field of a message whose buffers are (partly) in shared memory: a list of
@@ -42,7 +44,7 @@ class Message:
     """One decoded plane message."""
 
     msg_type: str
-    header: dict[str, Any]
+    header: PlaneHeader
     payload: bytes | memoryview = NO_PAYLOAD
     buffers: list[memoryview] = field(default_factory=list)
 
@@ -62,7 +64,7 @@ def dumps(value: Any, inband: bool = False) -> list[bytes | pickle.PickleBuffer]
     return [data, *buffers]
 
 
-def pack(msg_type: str, header: dict[str, Any], value: Any = None, *, has_value: bool = False,
+def pack(msg_type: str, header: Mapping[str, Any], value: Any = None, *, has_value: bool = False,
          inband: bool = False) -> list[Any]:
     """Frames for one message; ``value`` is pickled when given (or ``has_value`` is set)."""
     frames: list[Any] = [msg_type.encode(), json.dumps(header).encode()]
@@ -166,4 +168,4 @@ def unpack(frames: list[zmq.Frame] | list[bytes], shm_prefix: str | None = None,
             header[SHM] = segments
         else:
             buffers = attach_segments(msg_type, segments, buffers, shm_prefix)
-    return Message(msg_type, header, _view(frames[2]), buffers)
+    return Message(msg_type, header, _view(frames[2]), buffers)  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 ``ClusterAccess`` owns the SSH master connection (when there is a login node), the
 ``Slurm`` commands that run through it, the kernel's job directory and the tunnels to the
 hub's ports; it rebuilds a lost master with the tunnels on the same local ports. It needs
-no KernelManager: the provisioner and the argv launcher use it alike.
+no KernelManager: the provisioner and the argv bridge use it alike.
 """
 
 from __future__ import annotations
@@ -12,21 +12,22 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
+from ..jobrequest import JobSettings
+from ..jupyter_channels import PORTS, ChannelAddress, channel_address
 from ..slurm import Slurm, SlurmError
+from .errors import LoginError, PortTakenError
 from .jobdir import JobDir, LocalJobDir, RemoteJobDir, remote_home
-from .settings import JobSettings, check_login
-from .ssh import LoginError, PortTakenError, SSHConnection, SSHRunner
+from .ssh import SSHConnection, SSHRunner
 
-PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+#: A logger, or a provisioner's adapter of one.
+Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
 class ClusterAccess:
     """The cluster as one kernel sees it; ``ssh`` is None without a login node."""
 
-    def __init__(self, settings: JobSettings, log: logging.Logger | logging.LoggerAdapter[
-            Any]) -> None:
+    def __init__(self, settings: JobSettings, log: Log) -> None:
         self.settings = settings
         self.log = log
         self.ssh: SSHConnection | None = None
@@ -37,6 +38,7 @@ class ClusterAccess:
 
     @property
     def slurm(self) -> Slurm:
+        """Slurm's commands, run here or on the login node through the SSH master."""
         if self._slurm is None:
             self._slurm = Slurm(SSHRunner(self.ssh) if self.ssh is not None else None)
         return self._slurm
@@ -46,7 +48,6 @@ class ClusterAccess:
         open; raises LoginError with ssh's reason."""
         login = self.settings.login
         if login and (self.ssh is None or not self.ssh.alive):
-            check_login(login)
             self.ssh = SSHConnection(login, self.settings.ssh_args,
                                      self.settings.connect_timeout)
             await self.ssh.open()
@@ -66,20 +67,20 @@ class ClusterAccess:
         """An existing job directory, reached the way this process reaches the cluster."""
         return RemoteJobDir(self.ssh, path) if self.ssh is not None else LocalJobDir(Path(path))
 
-    async def tunnel(self, hub: dict[str, Any], local: dict[str, int] | None = None
-                     ) -> dict[str, Any]:
+    async def tunnel(self, hub: ChannelAddress, local: dict[str, int] | None = None
+                     ) -> ChannelAddress:
         """Forward a loopback port here to each of the hub's ports (through the login
         node): the ports in ``local`` (a front end's connection file) where given, else
         those forwarded before, else free ones. The connection info clients use."""
         assert self.ssh is not None
-        result: dict[str, Any] = {"ip": "127.0.0.1"}
+        ports: dict[str, int] = {}
         for name in PORTS:
-            remote = int(hub[name])
+            remote = hub[name]
             wanted = (local or {}).get(name) or self.tunnels.get(remote)
             self.tunnels[remote] = await self.ssh.forward(hub["ip"], remote, wanted)
-            result[name] = self.tunnels[remote]
-        self.hub_ip = str(hub["ip"])
-        return result
+            ports[name] = self.tunnels[remote]
+        self.hub_ip = hub["ip"]
+        return channel_address("127.0.0.1", ports)
 
     async def restore_tunnels(self) -> None:
         """Forward the same local ports again (after a new master, or a re-attach)."""

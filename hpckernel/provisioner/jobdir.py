@@ -1,9 +1,10 @@
 """The kernel's job directory on the cluster: where the provisioner and the batch job meet.
 
 It must be readable by the compute nodes (a shared home or scratch file system). Files:
-``launch.json`` (the connection file with the key, ports 0, written 0600 by the
-provisioner), ``connection.json`` (the same after the hub bound its ports), ``hub.exit``,
-``restart``, ``stop`` (markers), ``slurm-<id>.out`` (the job's output), the hub's plane files.
+``hub-start.json`` (:data:`HUB_START_FILE`: the connection file the next hub starts from,
+with the key, written 0600 by the provisioner; the batch script waits for it),
+``connection.json`` (the same after the hub bound its ports), ``hub.exit``, ``restart``,
+``stop`` (markers), ``slurm-<id>.out`` (the job's output), the hub's plane files.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from pathlib import Path, PurePosixPath
 
 from ..plane.private import make_private_dir, write_private
 from ..slurm import CommandResult
-from .ssh import LoginError, SSHConnection, explain_ssh_failure
+from .errors import LoginError
+from .ssh import SSHConnection, explain_ssh_failure
+
+#: The connection file the next hub starts from: the key and CurveZMQ keys, with ports 0
+#: for a new job or the old ports for a restart in it. ``launcher/slurm-job.sh`` starts a
+#: hub whenever this file appears, renaming it :data:`CONNECTION_FILE`.
+HUB_START_FILE = "hub-start.json"
+#: The hub's connection file, rewritten by the hub once it has bound its ports.
+CONNECTION_FILE = "connection.json"
 
 
 class LocalJobDir:
@@ -32,6 +41,7 @@ class LocalJobDir:
         await asyncio.to_thread(make_private_dir, self.path)
 
     async def write_private(self, name: str, text: str) -> None:
+        """Write a file only the user can read (0600), never through a planted link."""
         await asyncio.to_thread(write_private, self.path / name, text)
 
     async def read(self, name: str) -> str | None:
@@ -42,12 +52,15 @@ class LocalJobDir:
             return None
 
     async def touch(self, name: str) -> None:
+        """Create a marker file (``stop``, ``restart``)."""
         await asyncio.to_thread((self.path / name).touch)
 
     async def remove(self, name: str) -> None:
+        """Remove a file; a missing one is no error."""
         await asyncio.to_thread((self.path / name).unlink, True)
 
     async def delete(self) -> None:
+        """Remove the directory with everything in it."""
         await asyncio.to_thread(shutil.rmtree, self.path, True)
 
 
@@ -82,11 +95,13 @@ class RemoteJobDir:
         await self._check(_MAKE_PRIVATE_DIR)
 
     async def write_private(self, name: str, text: str) -> None:
+        """``LocalJobDir.write_private`` on the login node: the text travels on stdin."""
         # set -C: the fresh file is created O_EXCL (a planted link is not followed).
         await self._check('umask 077 && set -C && t="$1.$$.tmp" && cat > "$t" && '
                           'mv -f "$t" "$1"', name, text.encode())
 
     async def read(self, name: str) -> str | None:
+        """The file's text, or None if it does not exist."""
         result = await self._sh('[ -e "$1" ] || exit 3; cat "$1"', name)
         if result.returncode == 3:
             return None
@@ -95,12 +110,15 @@ class RemoteJobDir:
         return result.stdout
 
     async def touch(self, name: str) -> None:
+        """Create a marker file (``stop``, ``restart``)."""
         await self._check('touch "$1"', name)
 
     async def remove(self, name: str) -> None:
+        """Remove a file; a missing one is no error."""
         await self._check('rm -f "$1"', name)
 
     async def delete(self) -> None:
+        """Remove the directory with everything in it."""
         await self._check('rm -rf "$1"')
 
 

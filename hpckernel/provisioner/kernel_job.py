@@ -2,7 +2,7 @@
 
 ``KernelJob`` strings the parts together: ``ClusterAccess`` (SSH login, job directory,
 tunnels), ``start`` (sbatch or a job step), ``watch`` (queue wait, liveness). The Slurm
-provisioner drives it for jupyter_client; the argv launcher (``hpckernel.bridge``) drives
+provisioner drives it for jupyter_client; the argv bridge (``hpckernel.bridge``) drives
 it for front ends that run kernel.json's argv themselves.
 """
 
@@ -11,23 +11,38 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TypedDict
 
-from ..slurm import SlurmError
-from .access import ClusterAccess
+from jupyter_client.connect import KernelConnectionInfo
+
+from ..jobrequest import JobSettings
+from ..jupyter_channels import ChannelAddress
+from ..slurm import SlurmError, wait_gone
+from .access import ClusterAccess, Log
 from .batch import ENV_FILE, job_env
-from .jobdir import JobDir
+from .jobdir import CONNECTION_FILE, HUB_START_FILE, JobDir
 from .probe import iopub_works
-from .settings import JobSettings
-from .start import (
-    Log,
-    end_step,
-    launch_file,
-    local_cwd,
-    start_step,
-    submit_job,
-)
+from .start import end_step, hub_start_file, local_cwd, start_step, submit_job
 from .watch import Liveness, wait_for_hub
+
+
+class OrphanOrders(TypedDict, total=False):
+    """What the bridge's watchdog does if the process that started the job dies: run
+    ``cancel`` (scancel, through the login node if there is one), end the ``kill`` pids."""
+
+    job_id: str
+    kill: list[int]
+    cancel: list[str]
+
+
+class JobRecord(TypedDict):
+    """What a new process needs to re-attach to a kernel's job (no secret: those are in
+    the connection file); a server that persists kernels keeps it."""
+
+    job_id: str | None
+    job_dir: str
+    tunnels: dict[int, int] | None
+    hub_ip: str | None
 
 
 class KernelJob:
@@ -44,17 +59,18 @@ class KernelJob:
         self.stopping = False  # no hub is to follow (shutdown, also while pending)
         self.ending = False  # the hub ends because it was asked to (shutdown or restart)
         self._step: asyncio.subprocess.Process | None = None  # our srun, with ``jobid``
-        self.client_info: dict[str, Any] = {}  # what clients use, through the tunnels
+        self.client_info: KernelConnectionInfo = {}  # what clients use, through the tunnels
         self.job_env: dict[str, str] | None = None  # sbatch's (and srun's) environment here
 
     @property
     def running(self) -> bool:
+        """Whether the job was submitted and has not ended."""
         return self.job_id is not None and self.exit_code is None
 
-    async def start(self, connection_info: dict[str, Any], name: str, cwd: str | None = None,
-                    submitted: Callable[[], None] | None = None, *,
+    async def start(self, connection_info: KernelConnectionInfo, name: str,
+                    cwd: str | None = None, submitted: Callable[[], None] | None = None, *,
                     env: Mapping[str, str] | None = None, export: Iterable[str] = ()
-                    ) -> dict[str, Any]:
+                    ) -> ChannelAddress:
         """Submit the job (or, when one runs, ask it for a fresh hub on the same ports) and
         wait until the hub listens; the hub's address and ports, as seen from the cluster.
         ``submitted`` is called once the job exists (before the queue wait). ``env``: the
@@ -67,8 +83,8 @@ class KernelJob:
             self.job_dir = await self.access.new_job_dir(name)
         for stale in ("hub.exit", "hub.ready", "stop"):
             await self.job_dir.remove(stale)
-        await self.job_dir.write_private("launch.json", json.dumps(
-            launch_file(connection_info, keep_ports=self.job_id is not None)))
+        await self.job_dir.write_private(HUB_START_FILE, json.dumps(
+            hub_start_file(connection_info, keep_ports=self.job_id is not None)))
         self.job_env, env_file = job_env(env, [*self.settings.export_env, *export])
         await self.job_dir.write_private(ENV_FILE, env_file)
         self.exit_code = None
@@ -95,12 +111,13 @@ class KernelJob:
             await asyncio.shield(self.cancel())
             raise
 
-    async def tunnel(self, hub: dict[str, Any], connection_info: dict[str, Any],
-                     local: dict[str, int] | None = None) -> dict[str, Any]:
+    async def tunnel(self, hub: ChannelAddress, connection_info: KernelConnectionInfo,
+                     local: dict[str, int] | None = None) -> ChannelAddress:
         """Forward loopback ports to the hub through the login node (``local``: the ports
         to use, e.g. a front end's); the address and ports clients use."""
         ports = await self.access.tunnel(hub, local)
-        self.client_info = {**connection_info, **ports}
+        self.client_info = KernelConnectionInfo(**connection_info)
+        self.client_info.update(ports)
         return ports
 
     async def poll(self) -> int | None:
@@ -157,7 +174,7 @@ class KernelJob:
             return
         try:
             await self.access.slurm.cancel(job_id)
-            info = await self.access.slurm.wait_gone(job_id, timeout=wait)
+            info = await wait_gone(self.access.slurm, job_id, timeout=wait)
             self.log.info("Slurm job %s ended%s", job_id, f": {info.state}" if info else "")
         except (SlurmError, TimeoutError) as e:
             self.log.error("could not cancel Slurm job %s: %s — cancel it with scancel",
@@ -170,12 +187,12 @@ class KernelJob:
         await self.cancel(wait)
         try:
             if self.job_dir is not None:
-                for name in ("launch.json", "connection.json", ENV_FILE):
+                for name in (HUB_START_FILE, CONNECTION_FILE, ENV_FILE):
                     await self.job_dir.remove(name)
         finally:
             await self.access.close()
 
-    def orphan_orders(self) -> dict[str, Any]:
+    def orphan_orders(self) -> OrphanOrders:
         """What another process must do if this one dies without cleaning up: the command
         that cancels the job (or the pids of our step), the processes to end (the SSH
         master with its tunnels)."""
@@ -191,22 +208,23 @@ class KernelJob:
 
     # -- re-attach ------------------------------------------------------------------------
 
-    def info(self) -> dict[str, Any]:
-        """What a new process needs to re-attach (no secret: those are in the connection
-        file)."""
+    def info(self) -> JobRecord:
+        """What a new process needs to re-attach."""
         return {"job_id": self.job_id, "job_dir": str(self.job_dir or ""),
                 "tunnels": self.access.tunnels or None, "hub_ip": self.access.hub_ip or None}
 
-    async def attach(self, info: dict[str, Any]) -> None:
-        """The inverse of :meth:`info`: re-attach to a running job, tunnels included."""
-        self.job_id = info.get("job_id")
-        tunnels = info.get("tunnels")
-        self.access.tunnels = {int(k): int(v) for k, v in (tunnels or {}).items()}
-        self.access.hub_ip = info.get("hub_ip") or ""
+    async def attach(self, info: Mapping[str, object]) -> None:
+        """The inverse of :meth:`info` (a record read back, perhaps through JSON: its keys
+        may be strings): re-attach to a running job, tunnels included."""
+        job_id, job_dir, tunnels = info.get("job_id"), info.get("job_dir"), info.get("tunnels")
+        self.job_id = str(job_id) if job_id else None
+        self.access.tunnels = ({int(k): int(v) for k, v in tunnels.items()}
+                               if isinstance(tunnels, dict) else {})
+        self.access.hub_ip = str(info.get("hub_ip") or "")
         await self.access.open()
         await self.access.restore_tunnels()
-        if info.get("job_dir"):
-            self.job_dir = self.access.job_dir(info["job_dir"])
+        if job_dir:
+            self.job_dir = self.access.job_dir(str(job_dir))
         if self.job_id is not None and self.job_dir is not None:
             self.liveness = Liveness(lambda: self.access.slurm, self.job_id, self.job_dir,
                                      self.settings.poll_interval, self.log)

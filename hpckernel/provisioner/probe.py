@@ -10,36 +10,38 @@ message on IOPub.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import zmq
 import zmq.asyncio
+from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.session import Session
 
+from ..jupyter_channels import key_bytes
 
-def _curve_client(sock: zmq.Socket[Any], info: dict[str, Any]) -> None:
-    public, secret = info.get("curve_publickey"), info.get("curve_secretkey")
+
+def _curve_client(sock: zmq.asyncio.Socket, info: KernelConnectionInfo) -> None:
+    """Make ``sock`` a CurveZMQ client of the kernel, when ``info`` has keys."""
+    public = key_bytes(info.get("curve_publickey"))
+    secret = key_bytes(info.get("curve_secretkey"))
     if public and secret:
-        public = public.encode() if isinstance(public, str) else public
-        secret = secret.encode() if isinstance(secret, str) else secret
         sock.curve_secretkey, sock.curve_publickey, sock.curve_serverkey = (
             secret, public, public)
 
 
-async def iopub_works(info: dict[str, Any], timeout: float) -> bool:
+async def iopub_works(info: KernelConnectionInfo, timeout: float) -> bool:
     """Whether a request's IOPub messages come back through ``info``'s ports (the
     connection info clients use) within ``timeout`` seconds."""
-    key = info.get("key", b"")
-    session = Session(key=key.encode() if isinstance(key, str) else key,
+    session = Session(key=key_bytes(info.get("key")),
                       signature_scheme=info.get("signature_scheme", "hmac-sha256"))
     ctx = zmq.asyncio.Context()
     sub = ctx.socket(zmq.SUB)
     control = ctx.socket(zmq.DEALER)
     try:
-        for sock, port in ((sub, "iopub_port"), (control, "control_port")):
+        ip = info.get("ip", "127.0.0.1")
+        for sock, port in ((sub, info["iopub_port"]), (control, info["control_port"])):
             sock.linger = 0
             _curve_client(sock, info)
-            sock.connect(f"tcp://{info.get('ip', '127.0.0.1')}:{int(info[port])}")
+            sock.connect(f"tcp://{ip}:{port}")
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -2,10 +2,10 @@
 
 jupyter_client's KernelManager calls the methods below in its usual order (pre_launch →
 launch_kernel → poll… → shutdown_requested → wait → cleanup); each docstring names its
-caller. The work is done by ``KernelJob`` (``kernel_job.py``), which the argv launcher for
+caller. The work is done by ``KernelJob`` (``kernel_job.py``), which the argv bridge for
 front ends without provisioners uses too. The provisioner and the batch job meet in the
 kernel's job directory: the provisioner writes the connection file (key, ports 0) there as
-``launch.json``; the batch script starts the hub on it; the hub binds its ports and
+``hub-start.json``; the batch script starts the hub on it; the hub binds its ports and
 rewrites it as ``connection.json``, which the provisioner reads back. No secret is ever on
 a command line.
 """
@@ -18,69 +18,32 @@ from typing import Any
 import zmq
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning import KernelProvisionerBase
-from traitlets import Bool, Float, Integer, List, TraitError, TraitType, Unicode, validate
-from traitlets.config import LoggingConfigurable
+from traitlets import TraitError
 
+from ..jobrequest import SETTING_NAMES, JobSettings
 from ..slurm import SubmitError
+from .errors import KernelStartError, LoginError, PortTakenError, ProvisionerError
 from .jobdir import JobDir
 from .kernel_job import KernelJob
-from .settings import (
-    SETTING_NAMES,
-    JobSettings,
-    SettingError,
-    check_export_env,
-    check_login,
-    check_positive,
-    check_time,
-    describe,
-)
 from .ssh import SSHConnection
-from .start import KernelStartError
 
 
-def _trait(name: str) -> TraitType[Any, Any]:
-    """The configurable trait of one setting (its default and help from ``JobSettings``)."""
-    default, helptext = describe(name)
-    if isinstance(default, list):
-        return List(Unicode(), help=helptext).tag(config=True)
-    kinds: dict[type, type[TraitType[Any, Any]]] = {bool: Bool, int: Integer, float: Float,
-                                                    str: Unicode}
-    return kinds[type(default)](default, help=helptext).tag(config=True)
+# mypy cannot see that KernelProvisionerMeta derives from HasTraits' metaclass (it is
+# built from type(LoggingConfigurable)).
+class SlurmProvisioner(KernelProvisionerBase, JobSettings):  # type: ignore[metaclass]
+    """Runs the kernel's hub in a Slurm allocation; its ranks span the allocation.
 
-
-# Every setting as a trait (partition, nodes, …, login, ssh_args, launch_timeout, …), so that
-# a kernelspec's provisioner config or ``c.SlurmProvisioner.partition`` sets it.
-SlurmSettings = type("SlurmSettings", (LoggingConfigurable,),
-                     {name: _trait(name) for name in SETTING_NAMES})
-
-
-class SlurmProvisioner(KernelProvisionerBase, SlurmSettings):  # type: ignore[misc,valid-type]
-    """Runs the kernel's hub in a Slurm allocation; its ranks span the allocation."""
+    Its settings (partition, nodes, …, login, ssh_args, launch_timeout, …) are the traits
+    of ``JobSettings``, so that a kernelspec's provisioner config or
+    ``c.SlurmProvisioner.partition`` sets them."""
 
     def __init__(self, **kwargs: Any) -> None:
         # A typo in a kernelspec's provisioner config must not be silently ignored.
         unknown = sorted(set(kwargs) - set(self.class_trait_names()) - {"parent", "config"})
         if unknown:
-            settings = sorted(self.class_trait_names(config=True))
             raise TraitError(f"unknown SlurmProvisioner setting {', '.join(unknown)} in the "
-                             f"kernelspec; the settings are: {', '.join(settings)}")
+                             f"kernelspec; the settings are: {', '.join(SETTING_NAMES)}")
         super().__init__(**kwargs)
-
-    @validate("nodes", "ntasks_per_node")
-    def _positive(self, proposal: dict[str, Any]) -> int:
-        return _checked(check_positive, proposal["trait"].name, proposal["value"])
-
-    @validate("time")
-    def _check_time(self, proposal: dict[str, Any]) -> str:
-        return _checked(check_time, proposal["value"])
-
-    @validate("login")
-    def _check_login(self, proposal: dict[str, Any]) -> str:
-        return _checked(check_login, proposal["value"])
-
-    @validate("export_env")
-    def _check_export_env(self, proposal: dict[str, Any]) -> list[str]:
-        return _checked(check_export_env, proposal["value"])
 
     _job: KernelJob | None = None
 
@@ -88,8 +51,7 @@ class SlurmProvisioner(KernelProvisionerBase, SlurmSettings):  # type: ignore[mi
     def job(self) -> KernelJob:
         """The kernel's job, made from the traits' values on first use."""
         if self._job is None:
-            settings = JobSettings(**{name: getattr(self, name) for name in SETTING_NAMES})
-            self._job = KernelJob(settings, self.log)
+            self._job = KernelJob(self.snapshot(), self.log)
         return self._job
 
     @property
@@ -106,11 +68,6 @@ class SlurmProvisioner(KernelProvisionerBase, SlurmSettings):  # type: ignore[mi
     def ssh(self) -> SSHConnection | None:
         """The SSH master connection to the login node, while there is one."""
         return self.job.access.ssh
-
-    @property
-    def ranks(self) -> int:
-        """The number of MPI ranks the job runs."""
-        return self.nodes * self.ntasks_per_node
 
     @property
     def has_process(self) -> bool:
@@ -137,12 +94,12 @@ class SlurmProvisioner(KernelProvisionerBase, SlurmSettings):  # type: ignore[mi
 
         Called from ``KernelManager.launch_kernel()``."""
         job = self.job
-        hub = await job.start(dict(self.connection_info), self.kernel_id or "",
+        hub = await job.start(self.connection_info, self.kernel_id or "",
                               kwargs.get("cwd"), env=kwargs.get("env"),
                               export=list(self.kernel_spec.env or {}))
         if job.access.ssh is not None:
-            hub = await job.tunnel(hub, dict(self.connection_info))
-        self.connection_info.update(hub)  # type: ignore[typeddict-item]
+            hub = await job.tunnel(hub, self.connection_info)
+        self.connection_info.update(hub)
         return self.connection_info
 
     # -- running ----------------------------------------------------------------------
@@ -217,12 +174,5 @@ class SlurmProvisioner(KernelProvisionerBase, SlurmSettings):  # type: ignore[mi
         return max(recommended, self.launch_timeout or 3600.0)
 
 
-def _checked(check: Any, *args: Any) -> Any:
-    """A settings check as a trait validation: its error as a TraitError."""
-    try:
-        return check(*args)
-    except SettingError as e:
-        raise TraitError(str(e)) from None
-
-
-__all__ = ["KernelStartError", "SlurmProvisioner", "SubmitError"]
+__all__ = ["KernelStartError", "LoginError", "PortTakenError", "ProvisionerError",
+           "SlurmProvisioner", "SubmitError"]

@@ -20,17 +20,9 @@ import psutil
 
 from ..plane import make_job_dir
 from ..slurm import CommandResult, CommandRunner, LocalRunner, SlurmError, SlurmNotFoundError
+from .errors import LoginError, PortTakenError
 
 log = logging.getLogger(__name__)
-
-
-class LoginError(RuntimeError):
-    """The login node could not be reached; the message names the host and the cause."""
-
-
-class PortTakenError(RuntimeError):
-    """A local tunnel port the kernel's clients use is held by another process: they must
-    not be sent there (without CurveZMQ it would read every cell)."""
 
 
 def explain_ssh_failure(destination: str, stderr: str) -> str:
@@ -198,6 +190,7 @@ class SSHRunner(CommandRunner):
     async def run(self, argv: Sequence[str], *, input: bytes | None = None,
                   timeout: float, env: Mapping[str, str] | None = None) -> CommandResult:
         # ``env`` is this machine's: on the login node commands have its own environment.
+        """Run ``argv`` on the login node; an ssh failure is a `SlurmError` naming the host."""
         result = await self.connection.run(argv, input=input, timeout=timeout)
         if result.returncode == 255:  # ssh's own failure, not the command's
             raise SlurmError(explain_ssh_failure(self.connection.destination, result.stderr),

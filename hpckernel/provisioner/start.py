@@ -1,32 +1,30 @@
 """Starting the hub: a new batch job (``sbatch``), or a job step of an allocation the user
 already holds (``srun --jobid``). Restarts in the same allocation need neither: the running
-batch script starts the next hub when a new launch file appears (``launcher/slurm-job.sh``).
+batch script starts the next hub when a new hub-start file appears (``launcher/slurm-job.sh``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-from typing import Any
 
-from ..slurm import check_request, parse_duration
-from .access import PORTS, ClusterAccess
-from .batch import render_script, sbatch_options, walltime_warning
+from jupyter_client.connect import KernelConnectionInfo
+
+from ..jobrequest import JobSettings
+from ..jobrequest.sbatch import sbatch_options, walltime_warning
+from ..jupyter_channels import PORTS
+from ..slurm import check_partition
+from .access import ClusterAccess, Log
+from .batch import render_script
+from .errors import KernelStartError
 from .jobdir import JobDir
-from .settings import JobSettings
-
-Log = logging.Logger | logging.LoggerAdapter[Any]
 
 
-class KernelStartError(RuntimeError):
-    """The kernel's batch job could not start; the message carries Slurm's reason."""
-
-
-def launch_file(connection_info: dict[str, Any], keep_ports: bool) -> dict[str, Any]:
-    """The connection file the hub starts from (key and CurveZMQ keys included). A new
-    job's hub picks free ports; a restart in the same job keeps them, so connected clients
-    (and a server's websockets) carry on."""
+def hub_start_file(connection_info: KernelConnectionInfo, keep_ports: bool
+                   ) -> dict[str, object]:
+    """The connection file the hub starts from (key and CurveZMQ keys included), as JSON
+    data. A new job's hub picks free ports; a restart in the same job keeps them, so
+    connected clients (and a server's websockets) carry on."""
     info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in connection_info.items()}
     if not keep_ports:
         info.update({port: 0 for port in PORTS})
@@ -35,6 +33,8 @@ def launch_file(connection_info: dict[str, Any], keep_ports: bool) -> dict[str, 
 
 
 def hub_args(settings: JobSettings, job_dir: JobDir) -> list[str]:
+    """The hub's command-line options in the batch job: ``SrunLauncher`` for the ranks,
+    the plane files in the job directory, the client lease."""
     return [f"--ip={settings.hub_ip}",
             "--HubKernel.launcher_class=hpckernel.hub.rank_launchers.SrunLauncher",
             f"--RankLauncher.ranks={settings.ranks}",
@@ -51,8 +51,8 @@ async def submit_job(access: ClusterAccess, job_dir: JobDir, name: str, cwd: str
     ``env``: sbatch's environment where it runs here (see ``batch.job_env``)."""
     settings = access.settings
     slurm = access.slurm
-    partition = await slurm.partition(settings.partition or None)
-    check_request(partition, nodes=settings.nodes, time_limit=parse_duration(settings.time))
+    await check_partition(slurm, settings.partition or None, nodes=settings.nodes,
+                          time=settings.time)
     script = render_script(job_dir=str(job_dir), python=settings.python,
                            hub_args=hub_args(settings, job_dir), setup=settings.setup,
                            workdir=cwd or "", relaunch_timeout=settings.relaunch_timeout)

@@ -11,13 +11,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
-from ..slurm import JobInfo, Poller, Slurm, SlurmError, Watch
-from .access import PORTS
-from .jobdir import JobDir
-from .settings import JobSettings
-from .start import KernelStartError, Log
+from ..jobrequest import JobSettings
+from ..jupyter_channels import ChannelAddress, channel_address
+from ..slurm import JobInfo, Poller, Slurm, SlurmError, Watch, wait_gone
+from .access import Log
+from .errors import KernelStartError
+from .jobdir import CONNECTION_FILE, JobDir
 
 
 async def pending_state(watch: Watch, job_id: str, stopped: Callable[[], bool],
@@ -51,7 +51,7 @@ async def job_state(slurm: Slurm, watch: Watch, job_id: str, job_dir: JobDir,
 
 
 async def wait_for_hub(slurm: Slurm, job_id: str, job_dir: JobDir, settings: JobSettings,
-                       stopped: Callable[[], bool], log: Log) -> dict[str, Any]:
+                       stopped: Callable[[], bool], log: Log) -> ChannelAddress:
     """Wait through the queue until the hub listens; its address and ports. Raises
     KernelStartError when the job ends, stays pending beyond ``launch_timeout``, or
     ``stopped()`` (a shutdown while pending)."""
@@ -64,7 +64,7 @@ async def wait_for_hub(slurm: Slurm, job_id: str, job_dir: JobDir, settings: Job
 
 async def _wait_for_hub(slurm: Slurm, watch: Watch, job_id: str, job_dir: JobDir,
                         settings: JobSettings, stopped: Callable[[], bool], log: Log
-                        ) -> dict[str, Any]:
+                        ) -> ChannelAddress:
     started = time.monotonic()
     info: JobInfo | None = None
     while not stopped():
@@ -86,18 +86,17 @@ async def _wait_for_hub(slurm: Slurm, watch: Watch, job_id: str, job_dir: JobDir
     raise KernelStartError(f"Slurm job {job_id}: the start was cancelled")
 
 
-async def hub_connection(job_dir: JobDir) -> dict[str, Any] | None:
+async def hub_connection(job_dir: JobDir) -> ChannelAddress | None:
     """The hub's address and ports once it has bound them, else None."""
     if await job_dir.read("hub.ready") is None:
         return None  # the hub is not listening yet
-    text = await job_dir.read("connection.json")
+    text = await job_dir.read(CONNECTION_FILE)
     try:
         written = json.loads(text or "")
-    except ValueError:
+        ip = written.get("ip")
+        return channel_address(ip, written) if ip and isinstance(ip, str) else None
+    except (ValueError, AttributeError):
         return None  # not written yet, or half written
-    if not all(written.get(port) for port in PORTS) or not written.get("ip"):
-        return None
-    return {"ip": written["ip"], **{port: written[port] for port in PORTS}}
 
 
 async def ended_message(slurm: Slurm, job_id: str, job_dir: JobDir,
@@ -186,7 +185,7 @@ class Liveness:
         (cancelled, out of time, node failure), once it has ended."""
         slurm = self.slurm()
         try:
-            info = await slurm.wait_gone(self.job_id, timeout=15)
+            info = await wait_gone(slurm, self.job_id, timeout=15)
         except (SlurmError, TimeoutError):
             info = await slurm.job(self.job_id)
         self.final = info

@@ -18,6 +18,7 @@ from .errors import SlurmError
 from .jobs import Slurm
 from .models import JobInfo
 from .poller import Poller
+from .wait import wait_gone
 
 #: lines of the output file `Job.output` returns by default
 TAIL_LINES = 20
@@ -80,7 +81,7 @@ class Job:
         after ``timeout`` seconds, default: no limit). Follows the job with the process's
         `Poller`: the first look at once, then after 2 s, 4 s, ... up to 60 s."""
         limit = float("inf") if timeout is None else timeout
-        info = sync.run(self.slurm.wait_gone(self.id, limit))
+        info = sync.run(wait_gone(self.slurm, self.id, limit))
         if info is None:
             raise SlurmError(f"job {self.id} vanished from Slurm while waiting for its end")
         return info

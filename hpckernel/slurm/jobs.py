@@ -9,7 +9,7 @@ the script on stdin: a script's `#SBATCH` lines are never edited.
 
 Every query is filtered (`--jobs`, `--me`/`--user`): slurmctld packs only those jobs.
 Whoever follows jobs over time does so through `hpckernel.slurm.poller`, which asks once for
-everyone in the process and backs off while nothing changes; `wait_state`/`wait_gone` too.
+everyone in the process and backs off while nothing changes (`wait.py` waits through it).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import logging
 import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
-from datetime import timedelta
 
 from . import parse
 from .environment import job_environment
@@ -33,36 +32,6 @@ log = logging.getLogger(__name__)
 # would otherwise cost a `scontrol show hostnames`.
 _HOSTS: dict[str, tuple[str, ...]] = {}
 _HOSTS_KEPT = 256
-
-
-def check_request(
-    partition: PartitionInfo, *, nodes: int | None = None, time_limit: timedelta | None = None
-) -> None:
-    """Raise `SubmitError` if `nodes`/`time_limit` cannot run in `partition`.
-
-    Called before submitting, because sites that do not set EnforcePartLimits accept such a
-    job and leave it pending forever (reason PartitionTimeLimit / PartitionNodeLimit).
-    """
-    name = partition.name
-    if partition.state != "UP":
-        raise SubmitError(f"partition {name} is {partition.state}: jobs there do not start; "
-                          "choose another partition (sinfo lists them)")
-    if nodes is not None:
-        if nodes > partition.total_nodes:
-            raise SubmitError(f"partition {name} has {partition.total_nodes} nodes, "
-                              f"{nodes} were requested: ask for fewer nodes")
-        if partition.max_nodes is not None and nodes > partition.max_nodes:
-            raise SubmitError(f"partition {name} allows at most {partition.max_nodes} nodes "
-                              f"per job, {nodes} were requested")
-        if nodes < partition.min_nodes:
-            raise SubmitError(f"partition {name} needs at least {partition.min_nodes} nodes "
-                              f"per job, {nodes} were requested")
-    limit = partition.max_time
-    if limit is not None and (time_limit is None or time_limit > limit):
-        asked = "no time limit" if time_limit is None else parse.format_duration(time_limit)
-        raise SubmitError(f"partition {name} allows at most {parse.format_duration(limit)} "
-                          f"of walltime, {asked} was requested: "
-                          f"use --time={parse.format_duration(limit)} or less")
 
 
 class Slurm:
@@ -279,64 +248,6 @@ class Slurm:
         # The newest record wins if job ids were reused after a controller reset.
         newest = {j.job_id: j for j in parse.parse_sacct(res.stdout) if j.job_id in job_ids}
         return {j.job_id: j for j in await self._with_nodes(list(newest.values()))}
-
-    async def wait_state(
-        self,
-        job_id: str,
-        states: Collection[str],
-        timeout: float,
-        interval: float | None = None,
-    ) -> JobInfo:
-        """Wait until the job is in one of `states` (e.g. {"RUNNING"}) and return it.
-
-        Follows the job through the process's `Poller` (`interval`: the first pause,
-        default `poll_interval`). Raises `SlurmError` if the job ends in another state or is
-        unknown, and `SlurmTimeoutError` (naming its last state and reason) after `timeout`
-        seconds.
-        """
-        from .poller import Poller
-
-        wanted = {s.upper() for s in states}
-
-        def done(info: JobInfo | None) -> bool:
-            if info is None:
-                raise SlurmError(f"job {job_id} is unknown to Slurm (not in squeue or sacct)")
-            if info.state in wanted:
-                return True
-            if info.ended:
-                raise SlurmError(f"job {job_id} ended as {info.state} "
-                                 f"(reason {info.reason}, exit code {info.exit_code}:"
-                                 f"{info.signal}) while waiting for {'/'.join(sorted(wanted))}")
-            return False
-
-        def late(info: JobInfo | None) -> str:
-            assert info is not None
-            return (f"job {job_id} still {info.state} (reason {info.reason}) after "
-                    f"{timeout:g} s waiting for {'/'.join(sorted(wanted))}")
-
-        info = await Poller.of(self).wait_for(str(job_id), done, timeout, late,
-                                              interval=interval or self.poll_interval,
-                                              max_interval=self.max_poll_interval)
-        assert info is not None
-        return info
-
-    async def wait_gone(
-        self, job_id: str, timeout: float, interval: float | None = None
-    ) -> JobInfo | None:
-        """Wait until the job has ended (or is unknown) and return its last state.
-
-        Raises `SlurmTimeoutError` if it is still pending, running or completing after
-        `timeout` seconds.
-        """
-        from .poller import Poller
-
-        def late(info: JobInfo | None) -> str:
-            state = info.state if info is not None else "unknown"
-            return f"job {job_id} still {state} after {timeout:g} s"
-
-        return await Poller.of(self).wait_for(
-            str(job_id), lambda info: info is None or info.ended, timeout, late,
-            interval=interval or self.poll_interval, max_interval=self.max_poll_interval)
 
     async def partition(self, name: str | None = None) -> PartitionInfo:
         """Limits of partition `name`, or of the default partition if None."""

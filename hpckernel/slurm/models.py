@@ -67,14 +67,17 @@ class JobInfo:
 
     @property
     def pending(self) -> bool:
+        """Whether the job waits in the queue (PENDING and its like)."""
         return self.state in PENDING_STATES
 
     @property
     def running(self) -> bool:
+        """Whether the job runs (RUNNING, COMPLETING, …)."""
         return self.state in RUNNING_STATES
 
     @property
     def ended(self) -> bool:
+        """Whether the job has ended, whichever way."""
         return self.state in ENDED_STATES
 
     def time_left(self, now: datetime | None = None) -> timedelta | None:
@@ -89,7 +92,7 @@ class JobInfo:
 class PartitionInfo:
     """Limits of one partition, from `scontrol show partition -o`.
 
-    Used to check a request before submitting (see `hpckernel.slurm.jobs.check_request`),
+    Used to check a request before submitting (see `hpckernel.slurm.limits`),
     because a site may accept an over-limit job and leave it pending forever with reason
     PartitionTimeLimit instead of refusing it.
     """

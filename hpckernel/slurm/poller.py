@@ -1,7 +1,7 @@
 """`Poller`: one look at Slurm per round for everyone in the process who follows jobs.
 
 The job widgets (``%%sbatch``'s follower, ``%squeue``, ``%dashboard``), workflows (their
-widget and `wait`), `Slurm.wait_state`/`wait_gone` and the kernel provisioner's pending
+widget and `wait`), `wait_state`/`wait_gone` (`wait.py`) and the kernel provisioner's pending
 start each register a `Watch`: job ids, and/or "my jobs". A round asks Slurm once for all of
 them — one filtered `squeue` (`--jobs`, `--me`), plus one `sacct` for watched jobs squeue no
 longer lists — and hands every watch the result, a `Snapshot`. Ended jobs are not asked for

@@ -34,6 +34,7 @@ class CommandResult:
 
     @property
     def ok(self) -> bool:
+        """Whether the command exited with status 0."""
         return self.returncode == 0
 
 
@@ -75,12 +76,14 @@ class LocalRunner(CommandRunner):
 
     @property
     def key(self) -> Hashable:
+        """This machine (and the overlaid environment): one `Poller` per key."""
         return ("local", tuple(sorted(self._overlay.items())))
 
     async def run(
         self, argv: Sequence[str], *, input: bytes | None = None, timeout: float,
         env: Mapping[str, str] | None = None,
     ) -> CommandResult:
+        """Run ``argv`` here; `SlurmNotFoundError` if it is not installed."""
         if not argv:
             raise ValueError("empty command")
         argv = tuple(argv)

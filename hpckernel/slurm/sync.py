@@ -36,6 +36,7 @@ def loop() -> asyncio.AbstractEventLoop:
 
 
 def in_loop_thread() -> bool:
+    """Whether this code runs on the private loop's thread."""
     return threading.current_thread() is _thread
 
 

@@ -1,7 +1,7 @@
 """The Slurm side of ``hpckernel submit``: the job script and sbatch's options.
 
-Requests are checked against the partition's limits first (as the kernel provisioner does),
-so a job that could never start fails now, with nothing queued.
+Requests are checked against the partition's limits first (``check_partition``, as the
+kernel provisioner does), so a job that could never start fails now, with nothing queued.
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ import shlex
 from pathlib import Path
 from string import Template
 
-from ..provisioner.batch import sbatch_options as batch_options
+from ..jobrequest.sbatch import sbatch_options as batch_options
 from ..resources import template_dir
-from ..slurm import JobInfo, Slurm, check_request, parse_duration
+from ..slurm import JobInfo, Slurm, check_partition, wait_gone
 from .spec import RunSpec
 
 
 def render_script(spec: RunSpec) -> str:
+    """The job script (``launcher/notebook-job.sh``): ``spec`` as JSON on the stdin of
+    ``python -m hpckernel.submit.execute``, after the ``setup`` lines."""
     template = Template((template_dir("launcher") / "notebook-job.sh").read_text())
     return template.substitute(setup=spec.job.setup, python=shlex.quote(spec.job.python),
                                workdir=shlex.quote(str(Path(spec.notebook).parent)),
@@ -24,6 +26,7 @@ def render_script(spec: RunSpec) -> str:
 
 
 def sbatch_options(spec: RunSpec) -> list[str]:
+    """sbatch's options: the request, a job name and a log beside the notebook."""
     nb = Path(spec.notebook)
     return batch_options(spec.job, job_name=f"hpckernel-run-{nb.stem}"[:60],
                          output=str(nb.with_name(f"{nb.stem}.run-%j.log")))
@@ -32,8 +35,8 @@ def sbatch_options(spec: RunSpec) -> list[str]:
 async def submit(spec: RunSpec, slurm: Slurm | None = None) -> str:
     """Check the request, submit the job; its id. Raises SlurmError/SubmitError."""
     slurm = slurm or Slurm()
-    partition = await slurm.partition(spec.job.partition or None)
-    check_request(partition, nodes=spec.job.nodes, time_limit=parse_duration(spec.job.time))
+    await check_partition(slurm, spec.job.partition or None, nodes=spec.job.nodes,
+                          time=spec.job.time)
     return await slurm.submit(render_script(spec), sbatch_options(spec),
                               workdir=str(Path(spec.notebook).parent))
 
@@ -41,4 +44,4 @@ async def submit(spec: RunSpec, slurm: Slurm | None = None) -> str:
 async def wait(job_id: str, slurm: Slurm | None = None, poll: float = 2.0) -> JobInfo | None:
     """Wait until the job has ended; its last state (None if Slurm forgot it)."""
     slurm = slurm or Slurm(poll_interval=poll)
-    return await slurm.wait_gone(job_id, timeout=float("inf"))
+    return await wait_gone(slurm, job_id, timeout=float("inf"))

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nbformat import NotebookNode
+
 from .. import notebook_run
 from ..plane.private import make_private_dir
 from ..provenance import keep_in_cell
@@ -31,8 +33,9 @@ def _hub_options(spec: RunSpec) -> tuple[int, list[str]]:
                    "--HubKernel.plane_ip=auto", f"--HubKernel.job_dir_parent={job_root}"]
 
 
-def _progress(cell: Any, cell_index: int, execute_reply: dict[str, Any] | None = None,
-              **_: Any) -> None:
+def _progress(cell: NotebookNode, cell_index: int,
+              execute_reply: dict[str, Any] | None = None, **_: object) -> None:
+    """nbclient's ``on_cell_executed``: keep the cell's provenance record, print a line."""
     keep_in_cell(cell, execute_reply)
     status = (execute_reply or {}).get("content", {}).get("status", "?")
     first = next((s for s in cell.source.splitlines() if s.strip()), "")[:60]

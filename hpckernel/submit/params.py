@@ -11,10 +11,10 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import yaml
+from nbformat import NotebookNode
 
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
@@ -66,7 +66,7 @@ def read_yaml_file(path: str) -> dict[str, str]:
     return parse_yaml(text, path)
 
 
-def value_of(text: str) -> Any:
+def value_of(text: str) -> object:
     """A Python literal if the text is one (``10``, ``0.5``, ``True``, ``[1, 2]``, ``'a'``),
     else the text itself as a string — as papermill's ``-p`` does."""
     try:
@@ -75,7 +75,7 @@ def value_of(text: str) -> Any:
         return text
 
 
-def inject(nb: Any, parameters: Mapping[str, Any]) -> None:
+def inject(nb: NotebookNode, parameters: Mapping[str, object]) -> None:
     """Put the cell assigning ``parameters`` (values, see :func:`value_of`) into ``nb``,
     replacing one injected by an earlier run."""
     nb.cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]

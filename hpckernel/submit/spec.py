@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+from nbformat import NotebookNode
 
-from ..provisioner.settings import JobSettings
+from ..jobrequest import JobSettings, settings_from
 from .params import inject, value_of
 
-#: The kernel settings (``provisioner/settings.py``) that ``hpckernel submit`` takes.
+#: The kernel settings (``hpckernel.jobrequest``) that ``hpckernel submit`` takes.
 SUBMIT_SETTINGS = ("nodes", "ntasks_per_node", "time", "partition", "account", "qos",
                    "constraint", "sbatch_args", "setup", "python")
 
@@ -26,6 +27,9 @@ class RunError(ValueError):
 
 @dataclass
 class RunSpec:
+    """A notebook run's settings: what ``hpckernel submit`` was asked, kept in the run
+    record (:meth:`to_dict`) so that ``--resubmit`` can repeat it."""
+
     notebook: str  # absolute path of the notebook to run
     parameters: dict[str, str] = field(default_factory=dict)  # as typed after -p NAME=
     output: str = ""  # executed notebook; "{run_id}" is replaced; "": NB.run-<id>.ipynb
@@ -37,46 +41,51 @@ class RunSpec:
     run_id: str = ""  # the Slurm job id, or local-<timestamp>
     submitted: str = ""
 
-    def parameter_values(self) -> dict[str, Any]:
+    def parameter_values(self) -> dict[str, object]:
         """The parameters as the notebook gets them (Python values, see ``value_of``)."""
         return {name: value_of(text) for name, text in self.parameters.items()}
 
     @property
     def size(self) -> int:
+        """The number of MPI ranks the run asks for."""
         return self.ranks if self.local else self.job.ranks
 
     def output_path(self) -> Path:
+        """Where the executed notebook is written."""
         nb = Path(self.notebook)
         template = self.output or str(nb.with_name(f"{nb.stem}.run-{{run_id}}.ipynb"))
         return Path(template.replace("{run_id}", self.run_id))
 
     def record_path(self) -> Path:
+        """The run record: ``NB.run-<id>.json`` beside the notebook."""
         nb = Path(self.notebook)
         return nb.with_name(f"{nb.stem}.run-{self.run_id}.json")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The settings as JSON data; of the Slurm request only what submit uses."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "job"}
         data["slurm"] = {name: getattr(self.job, name) for name in SUBMIT_SETTINGS}
         return data
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as JSON text (the batch job reads it on stdin)."""
         return json.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         """From :meth:`to_dict`'s data (or a record of before "slurm", flat)."""
         slurm = data.get("slurm", data)
-        job = JobSettings(**{k: v for k, v in slurm.items() if k in SUBMIT_SETTINGS})
+        job = settings_from({k: v for k, v in slurm.items() if k in SUBMIT_SETTINGS})
         known = {f.name for f in fields(cls)} - {"job"}
         return cls(**{k: v for k, v in data.items() if k in known}, job=job)
 
 
 def local_run_id() -> str:
+    """The run id of a ``--local`` run: ``local-`` and the time to the millisecond."""
     return "local-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
 
 
-def read_notebook(path: Path) -> Any:
+def read_notebook(path: Path) -> NotebookNode:
     """The notebook at ``path``, checked: a clear RunError if it is missing or not one."""
     if not path.is_file():
         raise RunError(f"no notebook at {path}")
@@ -91,7 +100,7 @@ def read_notebook(path: Path) -> Any:
     return nb
 
 
-def prepare(spec: RunSpec) -> Any:
+def prepare(spec: RunSpec) -> NotebookNode:
     """The notebook of ``spec`` with its parameters injected, ready to run."""
     nb = read_notebook(Path(spec.notebook))
     bad = [name for name in spec.parameters if not name.isidentifier()]
@@ -101,7 +110,7 @@ def prepare(spec: RunSpec) -> Any:
     return nb
 
 
-def save_record(spec: RunSpec, **status: Any) -> Path:
+def save_record(spec: RunSpec, **status: object) -> Path:
     """Write (or update) the run record; ``status`` adds fields such as the run's state."""
     path = spec.record_path()
     record = {**spec.to_dict(), **status}

@@ -9,10 +9,16 @@ In a plain IPython kernel, ``%load_ext hpckernel.widgets`` adds the job magics.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # types only: ipywidgets is imported when a widget is first asked for
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from .panel import Dashboard
+    from .plot import LivePlot
 
 
-def load_ipython_extension(ipython: Any) -> None:
+def load_ipython_extension(ipython: InteractiveShell) -> None:
     """``%load_ext hpckernel.widgets``: the job magics (and, in the hub, the live ones)."""
     from .magics import JobMagics, LiveMagics
 
@@ -21,7 +27,7 @@ def load_ipython_extension(ipython: Any) -> None:
         ipython.register_magics(LiveMagics)
 
 
-def liveplot(name: str) -> Any:
+def liveplot(name: str) -> LivePlot:
     """The live plot of what the ranks publish as ``name`` (``%liveplot name``)."""
     from .hubref import hub_kernel
     from .plot import LivePlot
@@ -31,7 +37,7 @@ def liveplot(name: str) -> Any:
     return LivePlot(pool.live, name)
 
 
-def dashboard() -> Any:
+def dashboard() -> Dashboard:
     """The kernel's dashboard panel (``%dashboard``)."""
     from .hubref import hub_kernel
     from .panel import Dashboard

@@ -19,11 +19,11 @@ class TextFallback:
 
     summary = "hpckernel widget"
 
-    def fallbacks(self) -> dict[str, Any]:
+    def fallbacks(self) -> dict[str, object]:
         """The bundle's entries for front ends that cannot show the widget."""
         return {"text/plain": f"{self.summary} ({NO_WIDGETS})"}
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+    def _repr_mimebundle_(self, **kwargs: object) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)  # type: ignore[misc]
         # ipywidgets gives the data; anywidget gives (data, metadata).
         (bundle[0] if isinstance(bundle, tuple) else bundle).update(self.fallbacks())

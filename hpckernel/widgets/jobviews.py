@@ -15,7 +15,7 @@ import asyncio
 import html
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import ipywidgets as w
 import traitlets
@@ -29,6 +29,7 @@ T = TypeVar("T")
 
 
 def error_html(error: BaseException) -> str:
+    """An error as a red block, for a view's message line."""
     return f"<pre style='color:#c00'>{html.escape(str(error))}</pre>"
 
 
@@ -53,6 +54,7 @@ def show_async(target: w.HTML, coro: Awaitable[str]) -> None:
 
 
 def trouble_html(trouble: str) -> str:
+    """The poller's trouble line (Slurm busy, retrying …), or nothing."""
     return f"<i style='color:#b26a00'>{html.escape(trouble)}</i>" if trouble else ""
 
 
@@ -65,7 +67,7 @@ class SqueueWidget(TextFallback, w.VBox):
     trouble = traitlets.Unicode(help="why Slurm could not be asked, and when it is tried "
                                 "again (empty while it answers)").tag(sync=True)
 
-    def __init__(self, slurm: Slurm | None = None, **kwargs: Any) -> None:
+    def __init__(self, slurm: Slurm | None = None, **kwargs: object) -> None:
         self.slurm = slurm or Slurm()
         self.poller = Poller.of(self.slurm)
         self.header = w.HTML("<b><tt>" + html.escape(
@@ -120,6 +122,7 @@ class SqueueWidget(TextFallback, w.VBox):
         self.message.value = "" if infos else "<i>no jobs of yours in the queue</i>"
 
     def cancel(self, job_id: str) -> None:
+        """scancel ``job_id`` (its Cancel button); the message line says how it went."""
         self.message.value = f"cancelling {html.escape(job_id)}…"
 
         def done(_result: None) -> None:
@@ -129,6 +132,7 @@ class SqueueWidget(TextFallback, w.VBox):
         run_then(self.slurm.cancel(job_id), done, self._failed)
 
     def close(self) -> None:
+        """Stop following the jobs, and close the widget."""
         if self._watch is not None:
             self._watch.close()
         super().close()
@@ -151,7 +155,7 @@ class SbatchWidget(TextFallback, w.VBox):
                                 "again (empty while it answers)").tag(sync=True)
 
     def __init__(self, job: Job | None, error: BaseException | None = None,
-                 **kwargs: Any) -> None:
+                 **kwargs: object) -> None:
         self.status = w.HTML()
         self.output = w.HTML()
         self.resubmit_button = w.Button(description="Resubmit",
@@ -167,6 +171,7 @@ class SbatchWidget(TextFallback, w.VBox):
             self.follow(job)
 
     def follow(self, job: Job) -> None:
+        """Show ``job`` from now on (a new submission, or a resubmitted one)."""
         self.job, self.job_id, self.state = job, job.id, "SUBMITTED"
         self.output.value = ""
         self.resubmit_button.layout.display = "none"
@@ -220,6 +225,7 @@ class SbatchWidget(TextFallback, w.VBox):
             self.output.value = f"<pre>{html.escape(text)}</pre>"
 
     def resubmit(self) -> None:
+        """Submit the same script and options again (its Resubmit button)."""
         job = self.job
         assert job is not None and job.script is not None
         run_then(job.slurm.submit(job.script, list(job.options)),
@@ -227,6 +233,7 @@ class SbatchWidget(TextFallback, w.VBox):
                  lambda e: setattr(self.status, "value", error_html(e)))
 
     def close(self) -> None:
+        """Stop following the job, and close the widget."""
         if self._watch is not None:
             self._watch.close()
         super().close()

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import os
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from ..slurm import SlurmError, sync
 from ..slurm.jobcontrol import Job, submit
+
+if TYPE_CHECKING:  # types only: see above
+    from .jobviews import SbatchWidget, SqueueWidget
+    from .panel import Dashboard
+    from .plot import LivePlot
 
 
 def _job_id(line: str, magic: str) -> str:
@@ -34,8 +39,10 @@ def _job_id(line: str, magic: str) -> str:
 
 @magics_class
 class JobMagics(Magics):
+    """``%squeue``, ``%%sbatch``, ``%scancel``, ``%sacct``: Slurm job control in a cell."""
+
     @line_magic
-    def squeue(self, line: str) -> Any:
+    def squeue(self, line: str) -> SqueueWidget:
         """%squeue: your jobs, each with a Cancel button."""
         from . import jobviews
 
@@ -44,7 +51,7 @@ class JobMagics(Magics):
         return view
 
     @cell_magic
-    def sbatch(self, line: str, cell: str) -> Any:
+    def sbatch(self, line: str, cell: str) -> SbatchWidget:
         """%%sbatch [sbatch options]: submit the cell as a batch script and follow the job."""
         from . import jobviews
 
@@ -78,15 +85,17 @@ class JobMagics(Magics):
 
 @magics_class
 class LiveMagics(Magics):
+    """``%dashboard`` and ``%liveplot``, in the hub's ``%%local`` namespace."""
+
     @line_magic
-    def dashboard(self, line: str) -> Any:
+    def dashboard(self, line: str) -> Dashboard:
         """%dashboard: the job, the walltime and each rank's state, live."""
         from . import dashboard
 
         return dashboard()
 
     @line_magic
-    def liveplot(self, line: str) -> Any:
+    def liveplot(self, line: str) -> LivePlot:
         """%liveplot NAME: plot what the ranks publish as NAME (hpckernel.publish)."""
         names = line.split()
         if len(names) != 1:

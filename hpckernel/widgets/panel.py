@@ -14,7 +14,8 @@ from __future__ import annotations
 import html
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
 import ipywidgets as w
 import traitlets
@@ -35,6 +36,7 @@ COLOURS = {"idle": "#2ca02c", "busy": "#1f77b4", "starting": "#999", "stuck": "#
 
 
 def rank_table(infos: list[RankInfo]) -> str:
+    """The ranks as an HTML table: state, cell, CPU, memory, host."""
     rows = "".join(
         f"<tr><td>{i.rank}</td><td style='color:{COLOURS.get(i.state, '#000')}'>"
         f"<b class='hpc-state'>{i.state}</b></td><td>{html.escape(i.cell) or '-'}</td>"
@@ -51,7 +53,7 @@ class Dashboard(TextFallback, w.VBox):
     states: traitlets.List[str] = traitlets.List(
         help="each rank's state as last shown").tag(sync=True)
 
-    def __init__(self, kernel: HubKernel, interval: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, kernel: HubKernel, interval: float = 1.0, **kwargs: object) -> None:
         assert kernel.pool is not None
         self.kernel = kernel
         self.pool = kernel.pool
@@ -92,6 +94,7 @@ class Dashboard(TextFallback, w.VBox):
                 log.exception("dashboard refresh failed")
 
     def refresh(self) -> None:
+        """Redraw from the hub's rank table and the job's last known state."""
         alloc = self.kernel.allocation
         if alloc is None:
             self.job.value = f"<b>local</b> · {self.pool.size} ranks"
@@ -128,7 +131,7 @@ class Dashboard(TextFallback, w.VBox):
         self.message.value = "restarting the ranks…"
         done = self.pool.restart()
 
-        def finished(f: Any) -> None:
+        def finished(f: Future[None]) -> None:
             error = f.exception()
             self.message.value = html.escape(f"restart failed: {error}" if error else
                                              f"{self.pool.size} fresh ranks ready")
@@ -142,6 +145,7 @@ class Dashboard(TextFallback, w.VBox):
         jobviews.show_async(self.details, sacct_text(alloc.job_id))
 
     def close(self) -> None:
+        """Stop the refreshing and following, and close the widget."""
         self._closed.set()
         if self._watch is not None:
             self._watch.close()

@@ -21,7 +21,7 @@ from .fallback import TextFallback
 from .lines import Lines, Points
 
 
-def _current_points(_value: Any, plot: LivePlot) -> Points:
+def _current_points(_value: object, plot: LivePlot) -> Points:
     """The state's ``lines`` as they stand now (the trait itself is never assigned: new
     points travel as messages, and a new view asks for the whole state)."""
     return plot.points.snapshot()
@@ -36,7 +36,8 @@ class LivePlot(TextFallback, anywidget.AnyWidget):
     lines = traitlets.Dict(help="{label: {x: [...], y: [...]}}: every point drawn").tag(
         sync=True, to_json=_current_points)
 
-    def __init__(self, store: LiveStore, name: str, keep: int = 200, **kwargs: Any) -> None:
+    def __init__(self, store: LiveStore, name: str, keep: int = 200, **kwargs: object
+                 ) -> None:
         self.store = store
         self.summary = f"live plot of {name!r}"
         self.points = Lines(keep)
@@ -57,10 +58,12 @@ class LivePlot(TextFallback, anywidget.AnyWidget):
         if change:
             self.send(change)
 
-    def fallbacks(self) -> dict[str, Any]:
+    def fallbacks(self) -> dict[str, object]:
+        """The text fallbacks and an SVG of the current points."""
         return {**super().fallbacks(),
                 "image/svg+xml": svg.render(self.points.snapshot(), self.published)}
 
     def close(self) -> None:
+        """Stop taking values, and close the widget."""
         self._stop()
         super().close()

@@ -88,6 +88,13 @@ class OutStream(io.TextIOBase):
         with self._lock:
             self._send_parts(True)
 
+    def discard(self) -> None:
+        """Forget what is buffered (the request it belongs to was interrupted)."""
+        with self._lock:
+            self._parts.clear()
+            self._aside.clear()
+            self._size = 0
+
     def try_flush(self) -> None:
         """Send what is buffered and fits the window now. Called by the I/O thread, which
         must never wait: it receives the credits (and a writer may hold the lock, waiting)."""

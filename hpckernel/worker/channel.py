@@ -1,9 +1,12 @@
-"""The rank's I/O thread: sole owner of the ZMQ socket to the hub.
+"""The rank's I/O thread: sole owner of the ZMQ socket to the hub (or to the node's agent).
 
 Any thread may queue outgoing frames with :meth:`HubChannel.send` (a queue plus a wake-up
-pipe); only this thread touches the socket. Requests that must be answered while the main
-thread is busy — heartbeats, interrupts, completion, ``peek`` and ``where`` — are served
-here; cells go to the main thread's inbox.
+pipe); only this thread touches the socket, and it never waits on it: what cannot go now
+(the agent is being started again, ZMQ's queue is full) waits in ``_pending`` while the
+thread goes on receiving, so an interrupt always gets through. Requests that must be
+answered while the main thread is busy — heartbeats, interrupts, completion, ``peek`` and
+``where`` — are served here (``control``); requests go to the main thread's inbox once
+(``ledger.py``: a copy sent again is not run twice).
 
 Output goes under a window of credits (``plane/credit.py``): :meth:`HubChannel.send_output`
 waits while the hub (or the node's agent) has not taken in the rank's earlier output, and
@@ -15,9 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -25,19 +28,26 @@ from typing import Any
 import zmq
 
 from ..debug.target import mark_untraced
-from ..plane import Message, PlaneInfo, pack, unpack
+from ..plane import Message, PlaneInfo, kinds, pack, unpack
 from ..plane.addresses import node_name
 from ..plane.credit import WaitingWindow, stamp_of
+from ..plane.droplog import DropLog
+from ..plane.identity import current_launch, rank_identity
 from ..plane.shm import prefix_for
 from ..plane.wire import to_shm
 from . import interrupts
+from .ledger import RequestLedger
 from .limit import ReplyTooLarge, over_limit
 
 log = logging.getLogger(__name__)
+_drops = DropLog(log)
 
 #: Requests the I/O thread answers itself; a handler returns (msg_type, header, value), or
 #: the packed frames when it serialises the answer itself.
 ControlHandler = Callable[[Message], "tuple[str, dict[str, Any], Any] | list[Any] | None"]
+#: Messages waiting for the socket at most (beyond, published values are dropped: the
+#: rest is bounded by the output window and by the requests themselves).
+MAX_PENDING = 4096
 
 
 class HubChannel:
@@ -53,25 +63,33 @@ class HubChannel:
         # A hub on this node (the IPC case) takes large reply buffers in shared memory.
         self.shm_prefix = prefix_for(info) if info.node == node_name() else None
         self.control: dict[str, ControlHandler] = {}
+        self.ledger = RequestLedger()
+        self.register: dict[str, Any] | None = None  # sent again after a reconnect
         self._outbox: queue.SimpleQueue[tuple[list[Any], Future[zmq.MessageTracker] | None]] = (
             queue.SimpleQueue())
+        self._pending: deque[tuple[list[Any], Future[zmq.MessageTracker] | None]] = deque()
         self.window = WaitingWindow(info.window)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._busy_lock = threading.Lock()
-        self._busy_id: str | None = None
-        self.busy_since: float | None = None  # monotonic time the current request began
-        self._main_ident = threading.main_thread().ident
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hpckernel-io", daemon=True)
         mark_untraced(self._thread)  # the debugger (worker/debugger.py) never stops it
+        self._connects = 0
+        self._handlers: dict[str, Callable[[Message], None]] = {
+            kinds.CREDIT: self._credit, kinds.INTERRUPT: self._interrupt}
+        for kind in kinds.REQUESTS:
+            self._handlers[kind] = self._request
         self.ctx = zmq.Context()
         self.sock = self._connect()
 
     def _connect(self) -> zmq.Socket[bytes]:
         sock: zmq.Socket[bytes] = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, str(self.rank).encode())
+        sock.setsockopt(zmq.IDENTITY, rank_identity(current_launch(), self.rank))
         sock.setsockopt(zmq.LINGER, 2000)
+        # No queue limit in ZMQ (the output window bounds it); sends never block.
+        sock.setsockopt(zmq.SNDHWM, 0)
+        # Made before connecting, so that no (re)connection goes unseen.
+        self.monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED)
         if self.info.node == node_name():
             sock.connect(self.info.ipc_url)
         else:
@@ -90,6 +108,11 @@ class HubChannel:
     def thread_ident(self) -> int | None:
         """The I/O thread's (which must never wait for credits: it receives them)."""
         return self._thread.ident
+
+    @property
+    def busy_since(self) -> float | None:
+        """Monotonic time the request the main thread runs began (None: it runs none)."""
+        return self.ledger.running_since
 
     def send(self, frames: list[Any], track: bool = False) -> Future[zmq.MessageTracker] | None:
         """Queue frames for the hub. With ``track``, the future gives the ZMQ tracker that
@@ -131,12 +154,6 @@ class HubChannel:
                              has_value=value is not None))
         return True
 
-    def set_busy(self, request_id: str | None) -> None:
-        """Called by the main thread around each request; guards interrupts."""
-        with self._busy_lock:
-            self._busy_id = request_id
-            self.busy_since = None if request_id is None else time.monotonic()
-
     def stop(self) -> None:
         self._stopping.set()
         self.send([])
@@ -148,17 +165,21 @@ class HubChannel:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
         last_heard = time.monotonic()
         try:
             while not self._stopping.is_set():
                 # While a cell runs, wake up to forward buffered output; idle ranks sleep.
-                busy = self._busy_id is not None
+                busy = self.ledger.running is not None
+                poller.modify(self.sock, zmq.POLLIN | (zmq.POLLOUT if self._pending else 0))
                 events = dict(poller.poll(100 if busy else 1000))
-                if self.sock in events:
+                if events.get(self.sock, 0) & zmq.POLLIN:
                     last_heard = time.monotonic()
                     self._receive_all()
                 if self._wake_r in events:
                     os.read(self._wake_r, 4096)
+                if self.monitor in events:
+                    self._connected()
                 if busy:
                     self._flush_streams()
                 self._send_all()
@@ -172,19 +193,46 @@ class HubChannel:
             os._exit(4)
 
     def _send_all(self) -> None:
+        """Move what was queued to the socket, as far as it takes it now (never waiting)."""
+        pending = self._pending
         while True:
             try:
-                frames, done = self._outbox.get_nowait()
+                item = self._outbox.get_nowait()
             except queue.Empty:
-                return
-            if not frames:
+                break
+            if not item[0]:
                 continue
-            if done is None:
-                self.sock.send_multipart(frames, copy=False)
-            else:
-                tracker = self.sock.send_multipart(frames, copy=False, track=True)
+            if len(pending) >= MAX_PENDING and item[0][0] == kinds.LIVE.encode():
+                _drops.dropped(f"rank {self.rank}", "published values while the hub is out "
+                               "of reach")
+                continue
+            pending.append(item)
+        while pending:
+            frames, done = pending[0]
+            try:
+                tracker = self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False,
+                                                   track=done is not None)
+            except zmq.Again:
+                return  # the agent is away, or ZMQ's queue is full: POLLOUT says when
+            pending.popleft()
+            if done is not None:
                 assert tracker is not None  # track=True always gives one
                 done.set_result(tracker)
+
+    def _connected(self) -> None:
+        """A (re)connection: after the first, the peer is a new node agent (started again
+        on this node): register with it, and ask for credit afresh."""
+        while True:
+            try:
+                self.monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._connects += 1
+            if self._connects > 1 and self.register is not None:
+                self._queue(pack(kinds.REGISTER, {**self.register, "rejoin": True}))
+                with self.window.cond:
+                    self.window.asked = False
+                    self.window.cond.notify_all()
 
     def _receive_all(self) -> None:
         while True:
@@ -195,23 +243,47 @@ class HubChannel:
             try:
                 msg = unpack(frames)
             except ValueError as e:
-                log.warning("rank %d: dropped malformed message from hub: %s", self.rank, e)
+                _drops.dropped("the hub", str(e))
                 continue
             self._dispatch(msg)
 
     def _dispatch(self, msg: Message) -> None:
-        if msg.msg_type == "credit":
-            self.window.credit(stamp_of(msg.header))
-            return
-        if msg.msg_type == "interrupt":
-            self._interrupt()
-            return
-        handler = self.control.get(msg.msg_type)
-        if handler is None:
+        handler = self._handlers.get(msg.msg_type)
+        if handler is not None:
+            problem = kinds.check(msg.msg_type, msg.header)
+            if problem is not None:
+                _drops.dropped("the hub", problem)
+                return
+            handler(msg)
+        elif msg.msg_type in self.control:
+            self._answer(msg)
+        elif msg.msg_type == kinds.SHUTDOWN:
             self.inbox.put(msg)
-            return
+        else:
+            _drops.dropped("the hub", f"unexpected {msg.msg_type[:40]}")
+
+    def _credit(self, msg: Message) -> None:
+        self.window.credit(stamp_of(msg.header))
+
+    def _interrupt(self, msg: Message) -> None:
+        ids = msg.header.get("ids") or []
+        self.ledger.signal_main([i for i in ids if isinstance(i, str)],
+                                bool(msg.header.get("any")))
+
+    def _request(self, msg: Message) -> None:
+        """A request for the main thread: queued once; a copy of one answered already is
+        answered again (the node's agent was started again and lost the reply)."""
+        request_id = str(msg.header["id"])  # kinds.check made sure it is a str
+        seen = self.ledger.arrived(request_id)
+        if seen is True:
+            self.inbox.put(msg)
+        elif seen is not False:
+            self._queue(pack(kinds.REPLY, {**seen, "id": request_id, "rank": self.rank}))
+
+    def _answer(self, msg: Message) -> None:
+        """A control request (``hb``, ``complete``, ``peek`` …), answered here."""
         try:
-            answer = handler(msg)
+            answer = self.control[msg.msg_type](msg)
             if isinstance(answer, tuple):
                 # In band: the main thread may change these values right after.
                 msg_type, header, value = answer
@@ -221,16 +293,8 @@ class HubChannel:
                 raise ReplyTooLarge(too_large)
         except Exception as e:  # a control request must never take the I/O thread down
             log.debug("rank %d: %s failed", self.rank, msg.msg_type, exc_info=True)
-            answer = pack("reply", {"id": msg.header.get("id"), "rank": self.rank,
-                                    "status": "error", "ename": type(e).__name__,
-                                    "evalue": str(e)})
+            answer = pack(kinds.REPLY, {"id": msg.header.get("id"), "rank": self.rank,
+                                        "status": "error", "ename": type(e).__name__,
+                                        "evalue": str(e)})
         if answer is not None:
-            self.sock.send_multipart(answer, copy=False)
-
-    def _interrupt(self) -> None:
-        # Only a busy main thread is interrupted: a KeyboardInterrupt while idle would only
-        # land in the runner's loop. pthread_kill (not interrupt_main) so that time.sleep
-        # and other blocking system calls return EINTR at once.
-        with self._busy_lock:
-            if self._busy_id is not None and self._main_ident is not None:
-                signal.pthread_kill(self._main_ident, signal.SIGINT)
+            self._queue(answer)

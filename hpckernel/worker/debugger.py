@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..debug.cell_lines import LeadingLines
 from ..debug.target import DebugTarget, response
-from ..plane import Message, pack
+from ..plane import Message, kinds, pack
+from ..plane.headers import PlaneHeader
 from . import interrupts
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class RankDebugger:
-    """The debugger of one rank (``channel.control["dap"]``, and the runner's hooks)."""
+    """The debugger of one rank (``channel.control[kinds.DAP]``, and the runner's hooks)."""
 
     def __init__(self, channel: HubChannel, rank: int) -> None:
         self.channel = channel
@@ -52,15 +53,16 @@ class RankDebugger:
         return self.shell.user_expressions(expressions)  # type: ignore[no-any-return]
 
     def _reply(self, request_id: Any, answer: dict[str, Any]) -> None:
-        self.channel.send(pack("reply", {"id": request_id, "rank": self.rank, "status": "ok",
-                                         "request": "dap", "dap": answer}))
+        self.channel.send(pack(kinds.REPLY, {"id": request_id, "rank": self.rank,
+                                             "status": "ok", "request": kinds.DAP,
+                                             "dap": answer}))
 
     def _event(self, event: dict[str, Any]) -> None:
-        self.channel.send(pack("dapevent", {"rank": self.rank, "event": event}))
+        self.channel.send(pack(kinds.DAPEVENT, {"rank": self.rank, "event": event}))
 
     # -- the main thread, around each cell (RankRunner.execute) ---------------------------
 
-    def before_cell(self, header: dict[str, Any]) -> str:
+    def before_cell(self, header: PlaneHeader) -> str:
         """The code to run for an ``execute`` request. While this rank is debugged, the cell
         is traced and compiled under ``debug_path``, with ``debug_offset`` empty lines in
         front (the hub's ``%%px`` line), so that its lines are the front end's."""

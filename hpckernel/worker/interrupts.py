@@ -43,9 +43,11 @@ def _raise_pending() -> None:
 
 
 @contextmanager
-def held() -> Iterator[None]:
-    """A section of the main thread that an interrupt does not cut (other threads: no-op)."""
-    global _held
+def held(discard: bool = False) -> Iterator[None]:
+    """A section of the main thread that an interrupt does not cut (other threads: no-op);
+    an interrupt that came meanwhile is raised at its end, or forgotten with ``discard``
+    (it was for what the section finished)."""
+    global _held, _pending
     if threading.get_ident() != _main or _held:
         yield
         return
@@ -54,7 +56,10 @@ def held() -> Iterator[None]:
         yield
     finally:
         _held = False
-        _raise_pending()
+        if discard:
+            _pending = False
+        else:
+            _raise_pending()
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..plane import pack
+from ..plane import kinds, pack
 
 #: Installed by the rank's ``main()``: sends packed frames to the hub.
 _send: Callable[[list[Any]], Any] | None = None
@@ -33,5 +33,5 @@ def publish(name: str, value: Any) -> None:
         raise RuntimeError("hpckernel.publish works in code that runs on the ranks "
                            "(a %%px cell), not in the hub or a plain Python process")
     # In band: the caller may change the array right after publishing it.
-    _send(pack("live", {"name": name, "rank": _rank, "time": time.time()}, value,
+    _send(pack(kinds.LIVE, {"name": name, "rank": _rank, "time": time.time()}, value,
                has_value=True, inband=True))

@@ -13,11 +13,12 @@ import threading
 import time
 import traceback
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..deathsig import die_with_parent
-from ..plane import Message, pack, read_plane_info
+from ..plane import Message, kinds, pack, read_plane_info
 from ..plane.addresses import node_name
 from ..plane.credit import display_size
 from ..plane.nodes import agent_plane_file, rank_node, wait_for_plane_info
@@ -59,11 +60,11 @@ class RankRunner:
         self.streams: tuple[OutStream, OutStream] | None = None  # set by main()
         self.debugger: RankDebugger | None = None  # set by main()
         self.pid = os.getpid()
-        self.handlers = {
-            "execute": self.execute,
-            "apply": self.apply,
-            "push": self.push,
-            "pull": self.pull,
+        self.handlers: dict[str, Callable[[Message], tuple[dict[str, Any], Any]]] = {
+            kinds.EXECUTE: self.execute,
+            kinds.APPLY: self.apply,
+            kinds.PUSH: self.push,
+            kinds.PULL: self.pull,
         }
 
     # -- output, tagged with the request that produced it ----------------------------
@@ -83,9 +84,10 @@ class RankRunner:
 
     def execute(self, msg: Message) -> tuple[dict[str, Any], Any]:
         self.shell.last_error = None
-        if msg.header.get("execution_count") is not None:
+        count = msg.header.get("execution_count")
+        if count is not None:
             # Tracebacks then name the notebook's cell (In[7]), the same on every rank.
-            self.shell.execution_count = msg.header["execution_count"]
+            self.shell.execution_count = count
         code = (msg.header["code"] if self.debugger is None
                 else self.debugger.before_cell(msg.header))
         threads = set(threading.enumerate()) if msg.header.get("join_threads") else None
@@ -132,7 +134,7 @@ class RankRunner:
         while True:
             try:
                 msg = inbox.get()
-                if msg.msg_type == "shutdown":
+                if msg.msg_type == kinds.SHUTDOWN:
                     return
                 self.handle(msg)
             except KeyboardInterrupt:
@@ -144,44 +146,68 @@ class RankRunner:
         rank's main thread and send its reply: ``status`` and, on failure, the error's
         ``ename``/``evalue``/``traceback``, with the value (if any) as payload.
 
-        Called by ``serve`` for each message the I/O thread queues; the request's output is
+        Called by ``serve`` for each request the I/O thread queues; the request's output is
         tagged with its id meanwhile, and a ``KeyboardInterrupt`` (the hub's interrupt)
-        becomes the reply's error like any other exception."""
-        if self.streams is not None:
-            # A cell may have replaced sys.stdout/sys.stderr: each request writes to the
-            # notebook again.
-            sys.stdout, sys.stderr = self.streams  # type: ignore[assignment]
-        handler = self.handlers.get(msg.msg_type)
+        becomes the reply's error like any other exception. Interrupts are held outside
+        the request itself: one landing while the reply is made would lose the reply (the
+        hub would wait for it until it called the rank stuck). A request interrupted before
+        it started here is answered as interrupted without running."""
         request_id = msg.header.get("id")
-        self.request_id = request_id
-        self.channel.set_busy(request_id)
-        value: Any = None
+        with interrupts.held(discard=True):
+            if self.streams is not None:
+                # A cell may have replaced sys.stdout/sys.stderr: each request writes to the
+                # notebook again.
+                sys.stdout, sys.stderr = self.streams  # type: ignore[assignment]
+            handler = self.handlers.get(msg.msg_type)
+            self.request_id = request_id
+            value: Any = None
+            try:
+                with interrupts.allowed():
+                    if not self.channel.ledger.start(request_id):
+                        raise KeyboardInterrupt("interrupted before it started on this rank")
+                    if handler is None:
+                        raise ValueError(f"unknown request {msg.msg_type!r}")
+                    fields, value = handler(msg)
+            except BaseException as e:  # KeyboardInterrupt in apply/pull too
+                value = None
+                fields = {"status": "error", "ename": type(e).__name__, "evalue": str(e),
+                          "traceback": traceback.format_exception(e)}
+            if os.getpid() != self.pid:
+                # A child forked by the cell came back here: only the rank itself may answer
+                # the hub (the child shares its sockets but has no I/O thread). End it.
+                os._exit(0)
+            self._reply(msg, request_id, fields, value)
+
+    def _reply(self, msg: Message, request_id: str | None, fields: dict[str, Any],
+               value: Any) -> None:
         try:
-            if handler is None:
-                raise ValueError(f"unknown request {msg.msg_type!r}")
-            fields, value = handler(msg)
-        except BaseException as e:  # KeyboardInterrupt in apply/pull too
-            fields = {"status": "error", "ename": type(e).__name__, "evalue": str(e),
-                      "traceback": traceback.format_exception(e)}
-        finally:
-            self.channel.set_busy(None)
-        if os.getpid() != self.pid:
-            # A child forked by the cell came back here: only the rank itself may answer the
-            # hub (the child shares its sockets but has no I/O thread). End the child.
-            os._exit(0)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        header = {"id": request_id, "rank": self.rank, "request": msg.msg_type, **fields}
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except KeyboardInterrupt:
+            # Interrupted while the request's last output waited for room in the window (a
+            # flood): that output is dropped, and the reply goes all the same.
+            for stream in self.streams or ():
+                stream.discard()
+            if fields.get("status") == "ok":
+                value = None
+                fields = {"status": "error", "ename": "KeyboardInterrupt", "evalue": "",
+                          "traceback": []}
+        header: dict[str, Any] = {"id": request_id, "rank": self.rank,
+                                  "request": msg.msg_type, **fields}
         try:
-            frames = pack("reply", header, value, has_value=value is not None)
+            frames = pack(kinds.REPLY, header, value, has_value=value is not None)
         except Exception as e:
-            frames = pack("reply", {**header, "status": "error", "ename": type(e).__name__,
-                                    "evalue": f"result could not be serialised: {e}"})
+            value = None
+            header = {**header, "status": "error", "ename": type(e).__name__,
+                      "evalue": f"result could not be serialised: {e}"}
+            frames = pack(kinds.REPLY, header)
         too_large = over_limit(frames, msg.header)
         if too_large:
             value = None
-            frames = pack("reply", {**header, "status": "error", "ename": ReplyTooLarge.__name__,
-                                    "evalue": too_large, "traceback": []})
+            header = {**header, "status": "error", "ename": ReplyTooLarge.__name__,
+                      "evalue": too_large, "traceback": []}
+            frames = pack(kinds.REPLY, header)
+        self.channel.ledger.finish(request_id, msg.msg_type, header)  # type: ignore[arg-type]
         sent = self.channel.send(frames, track=value is not None)
         if sent is not None:
             # The value's buffers are sent without copying: keep them unchanged until sent.
@@ -295,14 +321,15 @@ def main(argv: list[str] | None = None) -> None:
     channel = HubChannel(info, rank, inbox, flush=flush_streams, hub_timeout=args.hub_timeout)
     register = {"rank": rank, "size": size, "pid": os.getpid(), "host": node_name(),
                 "python": sys.version.split()[0], "mpi": mpi_version, "error": error}
-    channel.send(pack("register", register))
+    channel.register = register  # sent again to a node agent started again
+    channel.send(pack(kinds.REGISTER, register))
     publish.install(channel.send, rank)
     # Heartbeats are answered by the I/O thread from the start, while the shell is built.
-    channel.control["hb"] = _Heartbeat(rank)
+    channel.control[kinds.HB] = _Heartbeat(rank)
     # The hub's debugger requests (worker/debugger.py), which may come as soon as the rank
     # registers; nothing is started until one does.
     debugger = RankDebugger(channel, rank)
-    channel.control["dap"] = debugger.control
+    channel.control[kinds.DAP] = debugger.control
     channel.start()
     if error is not None:
         channel.stop()
@@ -329,10 +356,10 @@ def main(argv: list[str] | None = None) -> None:
     shell.user_ns.update({"rank": rank, "size": size})
 
     channel.control.update({
-        "complete": lambda m: _complete(shell, m),
-        "inspect": lambda m: _inspect(shell, m),
-        "peek": lambda m: peek(shell, rank, m),
-        "where": lambda m: where(channel, rank, m),
+        kinds.COMPLETE: lambda m: _complete(shell, m),
+        kinds.INSPECT: lambda m: _inspect(shell, m),
+        kinds.PEEK: lambda m: peek(shell, rank, m),
+        kinds.WHERE: lambda m: where(channel, rank, m),
     })
     debugger.shell, runner.debugger = shell, debugger
     gc.freeze()

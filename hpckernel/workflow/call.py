@@ -20,32 +20,46 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import cloudpickle
 
 
-def dump_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+class Outcome(TypedDict, total=False):
+    """What one rank of a function step's job wrote: its value, or the exception and its
+    traceback (``error`` None: the rank wrote nothing, or the exception would not pickle)."""
+
+    ok: bool
+    rank: int
+    host: str
+    value: object
+    error: BaseException | None
+    traceback: str
+
+
+def dump_call(fn: Callable[..., object], args: Sequence[object],
+              kwargs: Mapping[str, object]) -> bytes:
     """Pickle a call; raises TypeError/PicklingError naming what cannot be pickled."""
     if not callable(fn):
         raise TypeError(f"{fn!r} is not callable")
     return cloudpickle.dumps((fn, tuple(args), dict(kwargs)))
 
 
-def label(fn: Callable[..., Any]) -> str:
+def label(fn: Callable[..., object]) -> str:
     """"module.qualname" of a callable, for people reading the workflow file."""
     module = getattr(fn, "__module__", None) or "?"
     return f"{module}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def result_path(prefix: Path, job_id: str, rank: int) -> Path:
+    """Where rank ``rank`` of job ``job_id`` writes its outcome."""
     return prefix.with_name(f"{prefix.name}.{job_id}.{rank}.pkl")
 
 
-def read_results(prefix: Path, job_id: str, ranks: int) -> list[dict[str, Any]]:
+def read_results(prefix: Path, job_id: str, ranks: int) -> list[Outcome]:
     """The outcome of each rank, in rank order; a rank that wrote nothing (killed, out of
     memory, walltime) gets {"ok": False, "error": None, "traceback": <what happened>}."""
-    outcomes = []
+    outcomes: list[Outcome] = []
     for rank in range(ranks):
         path = result_path(prefix, job_id, rank)
         try:
@@ -57,7 +71,7 @@ def read_results(prefix: Path, job_id: str, ranks: int) -> list[dict[str, Any]]:
     return outcomes
 
 
-def _write(path: Path, outcome: dict[str, Any]) -> None:
+def _write(path: Path, outcome: Outcome) -> None:
     try:
         data = cloudpickle.dumps(outcome)
     except Exception as err:  # the value or the exception cannot be pickled
@@ -72,13 +86,15 @@ def _write(path: Path, outcome: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
+    """``python -m hpckernel.workflow.call CALL.pkl RESULT_PREFIX``, in the step's job: 1
+    if the call raised."""
     if len(argv) != 2:
         print("usage: python -m hpckernel.workflow.call CALL.pkl RESULT_PREFIX", file=sys.stderr)
         return 2
     call, prefix = Path(argv[0]), Path(argv[1])
     job_id = os.environ.get("SLURM_JOB_ID", "local")
     rank = int(os.environ.get("SLURM_PROCID", "0"))
-    base = {"rank": rank, "host": socket.gethostname()}
+    host = socket.gethostname()
     try:
         fn, args, kwargs = cloudpickle.loads(call.read_bytes())
         value = fn(*args, **kwargs)
@@ -86,9 +102,10 @@ def main(argv: Sequence[str]) -> int:
         text = traceback.format_exc()
         print(text, file=sys.stderr, end="")
         _write(result_path(prefix, job_id, rank),
-               {**base, "ok": False, "error": err, "traceback": text})
+               {"rank": rank, "host": host, "ok": False, "error": err, "traceback": text})
         return 1
-    _write(result_path(prefix, job_id, rank), {**base, "ok": True, "value": value})
+    _write(result_path(prefix, job_id, rank),
+           {"rank": rank, "host": host, "ok": True, "value": value})
     return 0
 
 

@@ -8,9 +8,9 @@ followed through the process's `hpckernel.slurm.Poller`: an explicit refresh (ev
 the user: submit, approve, status...) looks at once; the widget and `wait` get the poller's
 rounds, which back off while nothing changes.
 
-Submitting is all or nothing: the planned steps are checked (files, dependencies, partition
-limits) before the first `sbatch`, and if Slurm refuses a step, the steps queued before it
-in the same call are cancelled again.
+Submitting is all or nothing (`submission.py`): the planned steps are checked (files,
+dependencies, partition limits) before the first `sbatch`, and if Slurm refuses a step, the
+steps queued before it in the same call are cancelled again.
 """
 
 from __future__ import annotations
@@ -18,40 +18,18 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
-import shlex
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from hpckernel.slurm import (
-    JobInfo,
-    ParseError,
-    PartitionInfo,
-    Poller,
-    Slurm,
-    SlurmError,
-    Snapshot,
-    SubmitError,
-    Watch,
-    check_request,
-    parse_duration,
-)
-
+from ..slurm import JobInfo, Poller, Slurm, SlurmError, Snapshot, Watch
 from ..timestamps import now
-from . import call, fileformat, graph, jobscript
-from .errors import (
-    DefinitionError,
-    GateError,
-    StepFailed,
-    StepStateError,
-    SubmitFailed,
-    WorkflowTimeout,
-)
+from . import call, fileformat, graph, submission
+from .errors import DefinitionError, GateError, StepFailed, StepStateError, WorkflowTimeout
 from .fileformat import Document
 from .provenance import Run
-from .spec import Step, check_step, normalise_options
+from .spec import Step, check_step
 from .states import (
-    ACTIVE,
     CANCELLED,
     COMPLETED,
     HELD,
@@ -117,6 +95,7 @@ class Engine:
         self.statuses[name] = StepStatus(name, step.kind, state, run.job_id if run else None)
 
     def step(self, name: str) -> Step:
+        """The step named ``name``; DefinitionError naming the steps there are."""
         try:
             return self.doc.steps[name]
         except KeyError:
@@ -202,6 +181,7 @@ class Engine:
         await asyncio.to_thread(fileformat.write, self.doc.path, text)
 
     async def save(self, path: Path | None = None) -> Path:
+        """Write the workflow file (to ``path``, in the same directory, if given); its path."""
         async with self._lock:
             if path is not None:
                 if path.parent != self.doc.path.parent:
@@ -267,6 +247,7 @@ class Engine:
         self.watch()
 
     async def stop_watching(self) -> None:
+        """Stop following the active steps' jobs (the widget went away)."""
         self._unwatch()
 
     # ---------------------------------------------------------------- submitting
@@ -319,96 +300,13 @@ class Engine:
         return targets
 
     async def _submit(self, targets: list[str]) -> None:
-        plan = self._plan(targets)
-        await self._check_partitions(targets)
+        order = submission.plan(self.doc, self.statuses, targets)
+        await submission.check_partitions(self.slurm, self.doc, targets)
         await self._save()  # an unwritable workflow file fails here, before any sbatch
-        layout = self.doc.layout
-        new: dict[str, str] = {}
-        runs: dict[str, Run] = {}
-        await asyncio.to_thread(layout.runs.mkdir, parents=True, exist_ok=True)
-        name = ""
-        try:
-            for name, external in plan:
-                step = self.doc.steps[name]
-                depends = [new[up] for up in step.after if up in new] + external
-                request = await asyncio.to_thread(
-                    jobscript.build, step, layout, self.doc.python, depends)
-                job_id = await self.slurm.submit(request.script, request.options)
-                new[name] = job_id
-                runs[name] = Run(
-                    job_id=job_id, attempt=len(self.doc.runs.get(name, [])) + 1,
-                    submitted=now(), script=request.script,
-                    command=shlex.join(["sbatch", "--parsable", *request.options]))
-                log.info("workflow %s: step %s is job %s", self.doc.name, name, job_id)
-        except BaseException as err:
-            await asyncio.shield(self._cancel_jobs(list(new.values())))
-            if isinstance(err, SlurmError):
-                undone = (f"; the {len(new)} step(s) queued before it were cancelled (jobs "
-                          f"{', '.join(new.values())})" if new else "")
-                raise SubmitFailed(f"step {name!r} of workflow {self.doc.name!r} was not "
-                                   f"submitted: {err}{undone}") from err
-            raise
+        runs = await submission.submit_steps(self.slurm, self.doc, order)
         for name, run in runs.items():
             self.doc.runs.setdefault(name, []).append(run)
         await self._save()
-
-    def _plan(self, targets: list[str]) -> list[tuple[str, list[str]]]:
-        """Submission order of `targets`, each with the job ids of the steps outside
-        `targets` it must wait for; raises before anything is submitted if it cannot run."""
-        steps = self.doc.steps
-        ordered = [n for n in graph.order(steps) if n in targets]
-        plan = []
-        for name in ordered:
-            check_step(steps[name], list(steps), self.doc.layout.base)
-            external = []
-            for up in steps[name].after:
-                st = self.statuses[up]
-                if up in targets or st.state == COMPLETED:
-                    continue
-                if st.state in ACTIVE:
-                    assert st.job_id is not None
-                    external.append(st.job_id)
-                else:
-                    raise StepStateError(
-                        f"step {name!r} comes after {up!r}, which is {st.state}: "
-                        f"wf.resubmit({up!r}) re-runs both")
-            plan.append((name, external))
-        return plan
-
-    async def _check_partitions(self, targets: Iterable[str]) -> None:
-        """Partition limits checked before submitting: a site without EnforcePartLimits
-        would accept an over-limit step and leave it pending forever."""
-        partitions: dict[str | None, PartitionInfo] = {}
-        for name in targets:
-            step = self.doc.steps[name]
-            options = normalise_options(step.options, name)
-            wanted = options.get("partition")
-            part_name = str(wanted) if wanted is not None else None
-            if (part_name and "," in part_name) or any(
-                    a == "-p" or a.startswith(("--partition", "-p")) for a in step.sbatch_args):
-                continue  # several partitions (Slurm picks one), or chosen in sbatch_args
-            try:
-                if part_name not in partitions:
-                    partitions[part_name] = await self.slurm.partition(part_name)
-                part = partitions[part_name]
-                limit = jobscript.GATE_TIME if step.kind == "gate" else options.get("time")
-                asked = parse_duration(str(limit)) if limit is not None else None
-                nodes = options.get("nodes")
-                check_request(part, nodes=int(str(nodes)) if str(nodes).isdigit() else None,
-                              time_limit=asked or part.default_time or part.max_time)
-            except (SubmitError, ParseError) as err:
-                raise DefinitionError(f"step {name!r}: {err}") from None
-            except SlurmError as err:
-                if "does not exist" in str(err):
-                    raise DefinitionError(f"step {name!r}: {err}") from None
-                raise
-
-    async def _cancel_jobs(self, job_ids: Sequence[str]) -> None:
-        results = await asyncio.gather(*(self.slurm.cancel(j) for j in job_ids),
-                                       return_exceptions=True)
-        for job_id, result in zip(job_ids, results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("could not cancel job %s: %s", job_id, result)
 
     # ---------------------------------------------------------------- gates and cancelling
 
@@ -459,7 +357,8 @@ class Engine:
             after = graph.descendants(self.doc.steps, [name])
             doomed = [n for n in self.doc.steps
                       if (n == name or n in after) and self.statuses[n].active]
-            await self._cancel_jobs([j for n in doomed if (j := self.statuses[n].job_id)])
+            await submission.cancel_jobs(self.slurm,
+                                         [j for n in doomed if (j := self.statuses[n].job_id)])
             run.rejected = f"{now()} by {getpass.getuser()}"
             await self._refresh()
             await self._save()
@@ -473,7 +372,8 @@ class Engine:
         async with self._lock:
             await self._refresh()
             chosen = [n for n in (names or self.doc.steps) if self.statuses[n].active]
-            await self._cancel_jobs([j for n in chosen if (j := self.statuses[n].job_id)])
+            await submission.cancel_jobs(self.slurm,
+                                         [j for n in chosen if (j := self.statuses[n].job_id)])
             await self._refresh()
         self.watch()
         return chosen
@@ -520,7 +420,7 @@ class Engine:
             if watch is not None:
                 watch.close()
 
-    async def result(self, name: str, timeout: float | None = None) -> Any:
+    async def result(self, name: str, timeout: float | None = None) -> object:
         """The return value of function step `name` (a list, one per rank, if it ran on
         ranks); raises `StepFailed` with the remote traceback if it raised."""
         step = self.step(name)
@@ -557,6 +457,22 @@ class Engine:
         if run is None:
             return None
         return Path(run.stdout) if run.stdout else self.doc.layout.log(name, run.job_id)
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        """The last `lines` lines of the output of the current job of `name` (read at once:
+        a small file, also from the widget on the engine's loop)."""
+        path = self.log_path(name)
+        if path is None:
+            return f"step {name!r} has not been submitted"
+        try:
+            with path.open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 256 * lines))
+                tail = f.read().decode("utf-8", errors="replace").splitlines()[-lines:]
+        except FileNotFoundError:
+            st = self.statuses[name]
+            return f"no output yet ({path} does not exist; step {name!r} is {st.state})"
+        return "\n".join(tail)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

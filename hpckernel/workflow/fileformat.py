@@ -59,9 +59,11 @@ class Document:
 
     @property
     def layout(self) -> Layout:
+        """Where the workflow's files are (its runs directory, logs, results)."""
         return Layout(self.path.parent, self.name)
 
     def current(self, step: str) -> Run | None:
+        """The newest run of ``step``; None if it was never submitted."""
         runs = self.runs.get(step)
         return runs[-1] if runs else None
 
@@ -100,6 +102,7 @@ def _step_dict(step: Step, runs: list[Run]) -> dict[str, Any]:
 
 
 def dump(doc: Document) -> str:
+    """The workflow file's YAML text: steps, their runs and provenance."""
     data = {"hpckernel-workflow": VERSION, "name": doc.name, "python": doc.python,
             "steps": {name: _step_dict(step, doc.runs.get(name, []))
                       for name, step in doc.steps.items()}}

@@ -28,18 +28,23 @@ class Layout:
 
     @property
     def runs(self) -> Path:
+        """The directory of job scripts, logs, calls and results."""
         return self.base / f"{self.name}.runs"
 
     def log(self, step: str, job_id: str = "%j") -> Path:
+        """The output file of the step's job (``%j``: Slurm's job id placeholder)."""
         return self.runs / f"{step}.{job_id}.out"
 
     def call(self, step: str) -> Path:
+        """The pickled call of a function step."""
         return self.runs / f"{step}.call.pkl"
 
     def result_prefix(self, step: str) -> Path:
+        """Where a function step's ranks write their outcomes (see ``call.result_path``)."""
         return self.runs / f"{step}.result"
 
     def executed_notebook(self, step: str) -> Path:
+        """The executed notebook of a notebook step, beside the workflow file."""
         return self.base / f"{self.name}.{step}.ipynb"
 
     def resolve(self, path: str) -> Path:

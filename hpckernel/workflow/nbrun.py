@@ -17,7 +17,6 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import nbformat
 
@@ -25,7 +24,7 @@ from .. import notebook_run
 from ..submit.params import inject
 
 
-def run(source: Path, target: Path, parameters: Mapping[str, Any], kernel: str) -> bool:
+def run(source: Path, target: Path, parameters: Mapping[str, object], kernel: str) -> bool:
     """Execute `source` with `parameters` into `target`; False if a cell raised."""
     nb = nbformat.read(source, as_version=4)
     inject(nb, parameters)  # the same injection as `hpckernel submit -p`
@@ -42,6 +41,8 @@ def run(source: Path, target: Path, parameters: Mapping[str, Any], kernel: str) 
 
 
 def main(argv: Sequence[str]) -> int:
+    """``python -m hpckernel.workflow.nbrun SOURCE TARGET``, in a notebook step's job: 1 if
+    a cell failed."""
     parser = argparse.ArgumentParser(prog="python -m hpckernel.workflow.nbrun")
     parser.add_argument("source", type=Path)
     parser.add_argument("target", type=Path)

@@ -86,10 +86,12 @@ class Run:
         return info.name == self.job_name
 
     def to_dict(self) -> dict[str, Any]:
+        """The run as the workflow file keeps it (empty fields left out)."""
         return {k: v for k, v in asdict(self).items() if v is not None and v != []}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Run:
+        """The inverse of :meth:`to_dict` (unknown keys of newer files ignored)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

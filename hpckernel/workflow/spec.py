@@ -14,7 +14,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .errors import DefinitionError
 
@@ -50,7 +49,7 @@ class Step:
     """batch: an inline shell command instead of a script."""
     notebook: str | None = None
     """notebook: the notebook's path, relative to the workflow directory."""
-    parameters: Mapping[str, Any] = field(default_factory=dict)
+    parameters: Mapping[str, object] = field(default_factory=dict)
     """notebook: values injected after the cell tagged "parameters"."""
     call: str | None = None
     """function: path of the cloudpickled (function, args, kwargs), relative to the workflow
@@ -117,7 +116,7 @@ def option_args(options: Mapping[str, OptionValue]) -> list[str]:
     return [f"--{k}" if v is True else f"--{k}={v}" for k, v in options.items()]
 
 
-def check_parameters(parameters: object, step: str) -> dict[str, Any]:
+def check_parameters(parameters: object, step: str) -> dict[str, object]:
     """Notebook parameters: identifiers mapped to JSON values (they travel through YAML and
     become Python literals in the injected cell)."""
     if not isinstance(parameters, Mapping):
@@ -187,6 +186,7 @@ def check_step(step: Step, known: Sequence[str], base: Path, *, files: bool = Tr
 
 
 def check_file(path: Path, step: str, what: str) -> None:
+    """DefinitionError unless ``path`` (a step's script or notebook) is a file."""
     if not path.is_file():
         raise DefinitionError(f"step {step!r}: {what} {str(path)!r} does not exist (paths are "
                               "relative to the workflow file's directory)")

@@ -90,10 +90,12 @@ class StepStatus:
 
     @property
     def active(self) -> bool:
+        """Whether the step's job is queued, held or running."""
         return self.state in ACTIVE
 
     @property
     def ended(self) -> bool:
+        """Whether the step's job has ended (or it never will run)."""
         return self.state in ENDED
 
 

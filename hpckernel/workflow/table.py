@@ -24,6 +24,7 @@ def rows(steps: Mapping[str, Step], statuses: Mapping[str, StepStatus]) -> list[
 
 
 def text(title: str, steps: Mapping[str, Step], statuses: Mapping[str, StepStatus]) -> str:
+    """The workflow as a plain-text table (its repr)."""
     table = [list(_COLUMNS), *rows(steps, statuses)]
     widths = [max(len(r[i]) for r in table) for i in range(len(_COLUMNS) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + "  " + r[-1]
@@ -32,6 +33,7 @@ def text(title: str, steps: Mapping[str, Step], statuses: Mapping[str, StepStatu
 
 
 def to_html(title: str, steps: Mapping[str, Step], statuses: Mapping[str, StepStatus]) -> str:
+    """The workflow as an HTML table (for front ends without widgets)."""
     head = "".join(f"<th style='text-align:left'>{c}</th>" for c in _COLUMNS)
     body = []
     for r in rows(steps, statuses):

@@ -2,7 +2,8 @@
 
 Steps are boxes in rows by dependency depth, coloured by state; a gate waiting for approval
 has a Continue button, a failed or cancelled step a Resubmit button, and clicking a step
-shows the tail of its output. The buttons call the same `Workflow` methods as code does.
+shows the tail of its output. The buttons run the same `Engine` coroutines as the
+`Workflow` methods do.
 The view registers as a listener of the engine, which then follows the active steps' jobs
 through the process's Slurm poller (a look after 2 s, then 4, 8, ... up to 60 s while nothing
 changes; at once after a button or a call) and stops when all have ended; every redraw sets
@@ -14,17 +15,14 @@ from __future__ import annotations
 
 import html
 import logging
-from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 import traitlets
 
 from ..slurm import sync as background
 from . import graph
+from .engine import Engine
 from .states import CANCELLED, COLOURS, FAILED, HELD, NOT_SUBMITTED, StepStatus
-
-if TYPE_CHECKING:
-    from .workflow import Workflow
 
 log = logging.getLogger(__name__)
 TAIL_LINES = 20
@@ -35,7 +33,7 @@ class StepView(w.VBox):
 
     state = traitlets.Unicode(NOT_SUBMITTED, help="the step's state as last shown")
 
-    def __init__(self, name: str, **kwargs: Any) -> None:
+    def __init__(self, name: str, **kwargs: object) -> None:
         self.step = name
         self.button = w.Button(description=name, layout=w.Layout(width="190px"))
         self.info = w.HTML(layout=w.Layout(width="190px"))
@@ -45,6 +43,7 @@ class StepView(w.VBox):
                                          padding="2px"), **kwargs)
 
     def show(self, status: StepStatus) -> None:
+        """Draw ``status``: colour, detail line, and the action it allows."""
         self.state = status.state
         self.button.description = f"{self.step} · {status.state}"
         self.button.style.button_color = COLOURS.get(status.state, "#ffffff")
@@ -63,13 +62,14 @@ class StepView(w.VBox):
 
 
 class WorkflowWidget(w.VBox):
-    """The workflow's live view; `Workflow.widget()` makes one per workflow."""
+    """The live view of the workflow `engine` drives; `Workflow.widget()` makes one per
+    workflow."""
 
     states = traitlets.Dict(help="{step: state} as last drawn").tag(sync=True)
     selected = traitlets.Unicode("", help="the step whose output tail is shown")
 
-    def __init__(self, wf: Workflow, **kwargs: Any) -> None:
-        self.wf = wf
+    def __init__(self, engine: Engine, **kwargs: object) -> None:
+        self.engine = engine
         self.header = w.HTML()
         self.message = w.HTML()
         self.tail = w.HTML()
@@ -77,11 +77,11 @@ class WorkflowWidget(w.VBox):
         self.rows = w.VBox()
         super().__init__([self.header, self.rows, self.message, self.tail], **kwargs)
         self._layout()
-        wf.engine.listeners.append(self.redraw)
+        engine.listeners.append(self.redraw)
         self.redraw()
 
     def _layout(self) -> None:
-        steps = self.wf.engine.doc.steps
+        steps = self.engine.doc.steps
         for name in steps:
             if name not in self.views:
                 view = StepView(name)
@@ -93,7 +93,7 @@ class WorkflowWidget(w.VBox):
 
     def redraw(self) -> None:
         """Show the engine's current statuses (called after every refresh, on its loop)."""
-        statuses = self.wf.engine.statuses
+        statuses = self.engine.statuses
         if set(statuses) != set(self.views):
             self._layout()
         for name, view in self.views.items():
@@ -102,11 +102,12 @@ class WorkflowWidget(w.VBox):
         for st in statuses.values():
             counts[st.state] = counts.get(st.state, 0) + 1
         summary = ", ".join(f"{n} {state}" for state, n in counts.items())
-        error = self.wf.engine.refresh_error
+        error = self.engine.refresh_error
         trouble = (f"<br><span class='hpc-trouble' style='color:#c62828'>"
                    f"{html.escape(error)}</span>" if error else "")
-        self.header.value = (f"<b>workflow {html.escape(self.wf.name)}</b> "
-                             f"<small>{html.escape(summary)} — {html.escape(str(self.wf.path))}"
+        doc = self.engine.doc
+        self.header.value = (f"<b>workflow {html.escape(doc.name)}</b> "
+                             f"<small>{html.escape(summary)} — {html.escape(str(doc.path))}"
                              f"</small>{trouble}")
         self.states = {name: st.state for name, st in statuses.items()}
         if self.selected:
@@ -119,8 +120,8 @@ class WorkflowWidget(w.VBox):
 
     def _show_tail(self) -> None:
         name = self.selected
-        path = self.wf.engine.log_path(name)
-        text = self.wf.logs(name, TAIL_LINES)
+        path = self.engine.log_path(name)
+        text = self.engine.log_tail(name, TAIL_LINES)
         self.tail.value = (f"<b>{html.escape(name)}</b> <small>{html.escape(str(path or ''))}"
                            f"</small><pre style='max-height:20em;overflow:auto'>"
                            f"{html.escape(text)}</pre>")
@@ -131,21 +132,22 @@ class WorkflowWidget(w.VBox):
         self.message.value = ""
         try:
             if action == "Continue":
-                self.wf.approve(name)
+                background.run(self.engine.approve(name))
             elif action == "Resubmit":
-                self.wf.resubmit(name)
+                background.run(self.engine.resubmit([name]))
         except Exception as err:  # shown in the widget: a button has no traceback to show
             log.warning("%s %s: %s", action, name, err)
             self.message.value = (f"<span style='color:#c62828'>{html.escape(action)} "
                                   f"{html.escape(name)}: {html.escape(str(err))}</span>")
 
-    def mimebundle(self) -> dict[str, Any]:
+    def mimebundle(self) -> dict[str, object]:
         """The widget's display data; showing it starts the background refresh."""
-        background.call_soon(self.wf.engine.watch)
+        background.call_soon(self.engine.watch)
         bundle = self._repr_mimebundle_()
         return dict(bundle) if bundle else {}
 
     def close(self) -> None:
-        if self.redraw in self.wf.engine.listeners:
-            self.wf.engine.listeners.remove(self.redraw)
+        """Stop redrawing, and close the widget."""
+        if self.redraw in self.engine.listeners:
+            self.engine.listeners.remove(self.redraw)
         super().close()

@@ -91,6 +91,7 @@ class Workflow:
 
     @property
     def name(self) -> str:
+        """The workflow's name."""
         return self.engine.doc.name
 
     @property
@@ -100,6 +101,7 @@ class Workflow:
 
     @property
     def steps(self) -> dict[str, Step]:
+        """The steps by name, in the order they were defined."""
         return dict(self.engine.doc.steps)
 
     def __getitem__(self, name: str) -> Step:
@@ -120,8 +122,8 @@ class Workflow:
                               script=os.fspath(script) if script is not None else None,
                               command=command))
 
-    def function(self, name: str, fn: Callable[..., Any], *, args: Sequence[Any] = (),
-                 kwargs: Mapping[str, Any] | None = None, ranks: int | None = None,
+    def function(self, name: str, fn: Callable[..., object], *, args: Sequence[object] = (),
+                 kwargs: Mapping[str, object] | None = None, ranks: int | None = None,
                  after: object = None, sbatch_args: Sequence[str] = (),
                  **options: OptionValue) -> Step:
         """A job calling `fn(*args, **kwargs)` (cloudpickled now), under `srun` on `ranks`
@@ -139,7 +141,7 @@ class Workflow:
                               label=call.label(fn), ranks=ranks), data)
 
     def notebook(self, name: str, notebook: str | os.PathLike[str], *,
-                 parameters: Mapping[str, Any] | None = None, after: object = None,
+                 parameters: Mapping[str, object] | None = None, after: object = None,
                  sbatch_args: Sequence[str] = (), **options: OptionValue) -> Step:
         """A job executing `notebook` headless (nbclient, kernel python3) with `parameters`
         injected after its cell tagged "parameters"; the executed notebook is written next
@@ -208,18 +210,7 @@ class Workflow:
 
     def logs(self, step: str, lines: int = 20) -> str:
         """The last `lines` lines of the output of the step's current job."""
-        path = self.engine.log_path(step)
-        if path is None:
-            return f"step {step!r} has not been submitted"
-        try:
-            with path.open("rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 256 * lines))
-                tail = f.read().decode("utf-8", errors="replace").splitlines()[-lines:]
-        except FileNotFoundError:
-            st = self.engine.statuses[step]
-            return f"no output yet ({path} does not exist; step {step!r} is {st.state})"
-        return "\n".join(tail)
+        return self.engine.log_tail(step, lines)
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write the workflow file (to `path`, which becomes its file, if given)."""
@@ -230,9 +221,10 @@ class Workflow:
     def widget(self) -> WorkflowWidget:
         """The live ipywidgets view."""
         if self._widget is None:
+            # ipywidgets is imported when a view is first shown, not with every workflow.
             from .widget import WorkflowWidget
 
-            self._widget = WorkflowWidget(self)
+            self._widget = WorkflowWidget(self.engine)
         return self._widget
 
     def _title(self) -> str:

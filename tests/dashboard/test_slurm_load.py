@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hpckernel.slurm import Slurm
+from hpckernel.slurm.wait import wait_gone as wait_ended
 from hpckernel.workflow import Workflow
 from tests.kernel.harness import Kernel, wait_gone
 
@@ -37,7 +38,7 @@ class Jobs:
             for job_id in self.ids:
                 await slurm.cancel(job_id)
             for job_id in self.ids:
-                await slurm.wait_gone(job_id, timeout=60)
+                await wait_ended(slurm, job_id, timeout=60)
 
         if self.ids:
             asyncio.run(main())

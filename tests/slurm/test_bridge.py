@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -245,6 +246,28 @@ def test_a_bad_request_ends_the_launcher_with_slurms_message(tmp_path: Path) -> 
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "nosuch" in done.stderr and "submitted" not in done.stderr, done.stderr
+
+
+def test_a_connection_file_the_bridge_cannot_serve_is_refused_before_anything_is_queued(
+        tmp_path: Path) -> None:
+    """A transport other than tcp, or a port of the front end's that another process holds:
+    one line saying so, and no job (not even its directory)."""
+    argv = _launcher_argv(tmp_path)
+    connection = Path(argv[argv.index("-f") + 1])
+    info = json.loads(connection.read_text())
+    connection.write_text(json.dumps({**info, "transport": "ipc"}))
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "asks for transport 'ipc': the Slurm kernel serves tcp only" in done.stderr
+    connection.write_text(json.dumps(info))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", info["shell_port"]))
+        holder.listen()
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on shell_port {info['shell_port']}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "jobs").exists()
 
 
 @pytest.mark.parametrize("how", ["front end killed", "SIGTERM"])

@@ -1,4 +1,5 @@
-"""`hpckernel install --slurm`: every option reaches the kernelspec's provisioner config."""
+"""`hpckernel install --slurm`: every option reaches the kernelspec's provisioner config;
+every setting declared in `JobSettings` is an option of the argv bridge and reaches it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.provisioning import KernelProvisionerFactory
 
-from hpckernel.bridge.launcher import build_parser
-from hpckernel.provisioner.settings import from_args
+from hpckernel.bridge.argv_kernel import build_parser
+from hpckernel.jobrequest import SETTING_NAMES, JobSettings
+from hpckernel.jobrequest.options import from_args, to_argv
+from hpckernel.jobrequest.sbatch import sbatch_options
+from hpckernel.provisioner import SlurmProvisioner
 
 BIN = Path(sys.executable).parent
 
@@ -58,6 +62,45 @@ def test_every_option_reaches_the_provisioner_config(tmp_path: Path) -> None:
     settings = from_args(build_parser().parse_args(["-f", "c.json", *spec["argv"][5:]]))
     assert {key: getattr(settings, key) for key in provisioner["config"]} == (
         provisioner["config"])
+
+
+# Values a generated one would not pass the setting's own check with.
+_VALID = {"time": "1-02:03:04", "login": "alice@login", "export_env": ["MY_SETTING"]}
+
+
+def _changed(name: str) -> object:
+    """A valid value of setting ``name`` other than its default."""
+    default = getattr(JobSettings(), name)
+    if name in _VALID:
+        return _VALID[name]
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, int | float):
+        return default + 7
+    if isinstance(default, list):
+        return ["--x", f"--{name}"]
+    return f"{name}-value"
+
+
+def test_every_setting_is_an_option_of_the_bridge_and_a_provisioner_trait() -> None:
+    """The traits are the declaration: a kernelspec's config of every setting, each off
+    its default, reaches the provisioner as traits and the bridge as options, unchanged."""
+    config = {name: _changed(name) for name in SETTING_NAMES}
+    assert all(config[name] != getattr(JobSettings(), name) for name in SETTING_NAMES)
+    argv = to_argv(config)
+    settings = from_args(build_parser().parse_args(["-f", "c.json", *argv]))
+    assert {name: getattr(settings, name) for name in SETTING_NAMES} == config
+    provisioner = SlurmProvisioner(**config)
+    assert {name: getattr(provisioner, name) for name in SETTING_NAMES} == config
+    assert provisioner.snapshot().ranks == config["nodes"] * config["ntasks_per_node"]
+    # What reaches sbatch's command line.
+    options = sbatch_options(settings, job_name="j", output="o", walltime_warning=60)
+    for option in (f"--nodes={config['nodes']}", f"--ntasks={settings.ranks}", "--overcommit",
+                   f"--time={config['time']}", f"--partition={config['partition']}",
+                   f"--account={config['account']}", f"--qos={config['qos']}",
+                   f"--constraint={config['constraint']}", "--signal=B:USR1@60",
+                   *config["sbatch_args"]):
+        assert option in options
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from hpckernel.provisioner.ssh import LoginError
+from hpckernel.provisioner import LoginError
 from tests.cluster.fixtures import testbed_env
 from tests.kernel.harness import Kernel
 

@@ -26,17 +26,17 @@ def test_secret_files_never_go_through_a_planted_file_or_link(tmp_path: Path) ->
     make_private_dir(job)
     stolen = tmp_path / "stolen"
     stolen.write_text("")
-    (job / "launch.json").symlink_to(stolen)
+    (job / "hub-start.json").symlink_to(stolen)
     planted = job / "connection.json"
     planted.write_text("")
     planted.chmod(0o666)
-    for name in ("launch.json", "connection.json"):
+    for name in ("hub-start.json", "connection.json"):
         write_private(job / name, "the key")
         st = os.lstat(job / name)
         assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
         assert (job / name).read_text() == "the key"
     assert stolen.read_text() == ""
-    assert sorted(os.listdir(job)) == ["connection.json", "launch.json"]  # no temp files
+    assert sorted(os.listdir(job)) == ["connection.json", "hub-start.json"]  # no temp files
 
 
 def _start(tmp_path: Path, job_root: Path) -> None:
@@ -104,8 +104,8 @@ def test_job_directories_on_the_login_node_are_checked_too(tmp_path: Path) -> No
                     await job_dir.create()
                     stolen = tmp_path / "stolen"
                     stolen.write_text("")
-                    (tmp_path / root / "jobs" / "k1" / "launch.json").symlink_to(stolen)
-                    await job_dir.write_private("launch.json", "the key")
+                    (tmp_path / root / "jobs" / "k1" / "hub-start.json").symlink_to(stolen)
+                    await job_dir.write_private("hub-start.json", "the key")
                     assert stolen.read_text() == ""
                 except OSError as e:
                     errors.append(str(e))
@@ -122,5 +122,5 @@ def test_job_directories_on_the_login_node_are_checked_too(tmp_path: Path) -> No
             "sticky bit") in errors[0]
     job = tmp_path / "private" / "jobs" / "k1"
     assert stat.S_IMODE(job.stat().st_mode) == 0o700
-    assert (job / "launch.json").read_text() == "the key"
-    assert stat.S_IMODE(os.lstat(job / "launch.json").st_mode) == 0o600
+    assert (job / "hub-start.json").read_text() == "the key"
+    assert stat.S_IMODE(os.lstat(job / "hub-start.json").st_mode) == 0o600

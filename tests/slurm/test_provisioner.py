@@ -25,7 +25,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
 from hpckernel.kernelspec import write_kernel_spec
-from hpckernel.provisioner.slurm_provisioner import KernelStartError
+from hpckernel.provisioner import KernelStartError
 from hpckernel.slurm import Slurm, SlurmError, SlurmNotFoundError
 from tests.dashboard.slurmshim import SlurmShim
 from tests.kernel.harness import Kernel

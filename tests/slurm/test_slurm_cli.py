@@ -17,10 +17,14 @@ import pytest
 from hpckernel.slurm import (
     JobInfo,
     LocalRunner,
+    PartitionInfo,
     Slurm,
     SlurmError,
     SubmitError,
+    check_partition,
     check_request,
+    wait_gone,
+    wait_state,
 )
 from tests.cluster.fixtures import testbed_env
 
@@ -51,7 +55,7 @@ class Jobs:
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.gather(*(self.slurm.cancel(job_id) for job_id in self.ids))
         for job_id in self.ids:
-            await self.slurm.wait_gone(job_id, timeout=30)
+            await wait_gone(self.slurm, job_id, timeout=30)
 
 
 def run(test: Callable[[Slurm, Jobs], Awaitable[None]]) -> None:
@@ -88,14 +92,14 @@ def test_job_runs_then_completes(tmp_path: Path) -> None:
         script = "#!/bin/sh\nsleep 10\necho hello from $SLURM_JOB_ID on $SLURMD_NODENAME\n"
         job_id = await jobs.submit(script, ["--nodes=2", "--time=2"], workdir=tmp_path)
 
-        info = await slurm.wait_state(job_id, {"RUNNING"}, timeout=30)
+        info = await wait_state(slurm, job_id, {"RUNNING"}, timeout=30)
         assert info.node_count == 2 and len(info.nodes) == 2 and set(info.nodes) <= NODES
         assert info.time_limit == timedelta(minutes=2)
         assert info.time_left() is not None
         assert info.stdout == f"{tmp_path}/slurm-{job_id}.out"
         assert job_id in {j.job_id for j in await slurm.jobs(user="root")}
 
-        done = await slurm.wait_gone(job_id, timeout=30)
+        done = await wait_gone(slurm, job_id, timeout=30)
         assert done is not None and done.state == "COMPLETED"
         assert (done.exit_code, done.signal) == (0, 0)
         output = await asyncio.to_thread(Path(done.stdout or "").read_text)
@@ -113,7 +117,7 @@ def test_failing_job_reports_exit_code(tmp_path: Path) -> None:
     async def test(slurm: Slurm, jobs: Jobs) -> None:
         job_id = await jobs.submit("#!/bin/sh\nexit 3\n", workdir=tmp_path)
         with pytest.raises(SlurmError, match=f"job {job_id} ended as FAILED"):
-            await slurm.wait_state(job_id, {"COMPLETED"}, timeout=30)
+            await wait_state(slurm, job_id, {"COMPLETED"}, timeout=30)
         info = await slurm.job(job_id)
         assert info is not None and info.state == "FAILED"
         assert (info.exit_code, info.signal, info.reason) == (3, 0, "NonZeroExitCode")
@@ -126,9 +130,9 @@ def test_failing_job_reports_exit_code(tmp_path: Path) -> None:
 def test_cancelled_job_shows_in_sacct(tmp_path: Path) -> None:
     async def test(slurm: Slurm, jobs: Jobs) -> None:
         job_id = await jobs.submit(SLEEP, workdir=tmp_path)
-        await slurm.wait_state(job_id, {"RUNNING"}, timeout=30)
+        await wait_state(slurm, job_id, {"RUNNING"}, timeout=30)
         await slurm.cancel(job_id)
-        info = await slurm.wait_gone(job_id, timeout=30)
+        info = await wait_gone(slurm, job_id, timeout=30)
         # Slurm reports the TERM (0:15) unless the batch shell had already exited (0:0).
         assert info is not None and info.state == "CANCELLED" and info.signal in (0, 15)
         await accounted(slurm, job_id, "CANCELLED")
@@ -141,10 +145,10 @@ def test_signal_reaches_batch_script(tmp_path: Path) -> None:
     async def test(slurm: Slurm, jobs: Jobs) -> None:
         script = "#!/bin/bash\ntrap 'echo got USR1; exit 0' USR1\nsleep 300 &\nwait\n"
         job_id = await jobs.submit(script, workdir=tmp_path)
-        await slurm.wait_state(job_id, {"RUNNING"}, timeout=30)
+        await wait_state(slurm, job_id, {"RUNNING"}, timeout=30)
         await asyncio.sleep(1)  # let bash install its trap
         await slurm.cancel(job_id, signal="USR1", full=True)
-        info = await slurm.wait_gone(job_id, timeout=30)
+        info = await wait_gone(slurm, job_id, timeout=30)
         assert info is not None and info.state == "COMPLETED"
         assert "got USR1" in await asyncio.to_thread(Path(info.stdout or "").read_text)
 
@@ -184,6 +188,16 @@ def test_partition_limits_checked_before_submit() -> None:
         with pytest.raises(SlurmError, match="partition 'nope' does not exist"):
             await slurm.partition("nope")
         assert await slurm.hostnames(short.nodelist) == ["n1", "n2", "n3"]
+        # The one check the provisioner, `hpckernel submit` and workflows use: no time
+        # asked means the partition's default; an unlimited one exceeds any limit.
+        known: dict[str | None, PartitionInfo] = {}
+        assert (await check_partition(slurm, "short", nodes=3, known=known)).name == "short"
+        assert list(known) == ["short"]
+        for time_asked in ("10", "UNLIMITED"):
+            with pytest.raises(SubmitError, match="at most 00:05:00 of walltime"):
+                await check_partition(slurm, "short", time=time_asked, known=known)
+        with pytest.raises(SubmitError, match="has 3 nodes, 4 were requested"):
+            await check_partition(slurm, None, nodes=4, time="UNLIMITED")
 
     run(test)
 
@@ -193,7 +207,7 @@ def test_pending_reason_when_nodes_are_full(tmp_path: Path) -> None:
         # `short` does not oversubscribe, so --exclusive really fills its three nodes.
         fill = await jobs.submit(SLEEP, ["--partition=short", "--nodes=3", "--exclusive",
                                          "--time=5"], workdir=tmp_path)
-        await slurm.wait_state(fill, {"RUNNING"}, timeout=60)
+        await wait_state(slurm, fill, {"RUNNING"}, timeout=60)
         waiting = await jobs.submit(SLEEP, ["--partition=short", "--nodes=1", "--time=1"],
                                     workdir=tmp_path)
         deadline = time.monotonic() + 20

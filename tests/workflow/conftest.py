@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from hpckernel.slurm import sync as background
+from hpckernel.slurm import wait_gone
 from hpckernel.workflow import Workflow
 
 
@@ -41,7 +42,7 @@ def clean_up(wf: Workflow, extra_ids: Sequence[str] = ()) -> None:
         for job_id in [*job_ids(wf), *extra_ids]:
             await slurm.cancel(job_id)
         for job_id in [*job_ids(wf), *extra_ids]:
-            await slurm.wait_gone(job_id, timeout=60)
+            await wait_gone(slurm, job_id, timeout=60)
 
     background.run(cancel())
 

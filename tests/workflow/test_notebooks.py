@@ -13,6 +13,7 @@ import pytest
 from hpckernel.demo import cell_text
 from hpckernel.slurm import Slurm
 from hpckernel.slurm import sync as background
+from hpckernel.slurm.wait import wait_gone as wait_ended
 from hpckernel.workflow import Workflow
 from tests.kernel.harness import Kernel, wait_gone
 
@@ -36,7 +37,7 @@ def cancel_jobs_under(directory: Path) -> None:
         for job_id in mine:
             await slurm.cancel(job_id)
         for job_id in mine:
-            await slurm.wait_gone(job_id, timeout=60)
+            await wait_ended(slurm, job_id, timeout=60)
 
     background.run(others())
 
@@ -102,5 +103,5 @@ def test_parsl_example_runs_tasks_in_slurm_jobs(workdir: Path) -> None:
     queue = next(t for t in text if "PARTITION" in t)
     assert any(job_id in line and "parsl." in line and "RUNNING" in line
                for line in queue.splitlines())
-    ended = background.run(Slurm().wait_gone(job_id, timeout=60))
+    ended = background.run(wait_ended(Slurm(), job_id, timeout=60))
     assert ended is None or ended.ended  # Parsl's cleanup cancelled its block

@@ -20,6 +20,7 @@ import yaml
 
 import hpckernel
 from hpckernel.slurm import sync as background
+from hpckernel.slurm import wait_gone
 from hpckernel.workflow import (
     DefinitionError,
     GateError,
@@ -182,7 +183,7 @@ def test_a_step_slurm_refuses_cancels_the_steps_queued_before_it(
     assert "runs" not in wf.path.read_text()
 
     async def gone() -> list[str]:
-        return [i.state for j in queued if (i := await wf.engine.slurm.wait_gone(j, 60))]
+        return [i.state for j in queued if (i := await wait_gone(wf.engine.slurm, j, 60))]
 
     assert background.run(gone()) == ["CANCELLED", "CANCELLED"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hpckernel.slurm import Slurm, SlurmError
+from hpckernel.slurm import Slurm, SlurmError, wait_gone, wait_state
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
 
@@ -32,17 +32,17 @@ def test_hold_release_and_jobs_by_id(cluster: dict[str, str], tmp_path: Path) ->
             assert reason in ("JobHeldUser", "JobHeldAdmin")
             await slurm.release(other)
             await slurm.release(held)
-            done = await slurm.wait_gone(held, timeout=60)
+            done = await wait_gone(slurm, held, timeout=60)
             assert done is not None and done.state == "COMPLETED"
             with pytest.raises(SlurmError, match="already finished"):
                 await slurm.release(held)
-            await slurm.wait_state(other, {"RUNNING"}, timeout=60)
+            await wait_state(slurm, other, {"RUNNING"}, timeout=60)
             assert (await slurm.jobs_by_id([held]))[held].state == "COMPLETED"  # type: ignore[union-attr]
             assert await slurm.jobs_by_id([]) == {}
         finally:
             for job_id in (held, other):
                 await slurm.cancel(job_id)
             for job_id in (held, other):
-                await slurm.wait_gone(job_id, timeout=60)
+                await wait_gone(slurm, job_id, timeout=60)
 
     asyncio.run(main())

@@ -11,6 +11,7 @@ CurveZMQ keys, when the file has them), so messages pass through unchanged.
 Lifetimes: SIGINT interrupts the ranks; SIGTERM, SIGHUP or the front end going away cancel
 the job; a SIGKILL is covered by a watchdog process that cancels it; the job ending
 (scancel, walltime, node failure) ends this process with Slurm's reason on stderr.
+Failures (``BridgeError``, ``ProvisionerError``, ``SlurmError``) end it with their message.
 """
 
 from __future__ import annotations
@@ -23,17 +24,19 @@ import os
 import signal
 import sys
 import uuid
-from typing import Any
+from typing import cast
 
 import zmq
+from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.session import Session
 
-from ..provisioner.access import PORTS
+from ..jobrequest import JobSettings, SettingError
+from ..jobrequest.options import add_arguments, from_args
+from ..jupyter_channels import PORTS, channel_address, key_bytes
+from ..provisioner.errors import ProvisionerError
 from ..provisioner.kernel_job import KernelJob
-from ..provisioner.settings import JobSettings, SettingError, add_arguments, from_args
-from ..provisioner.ssh import LoginError
-from ..provisioner.start import KernelStartError
 from ..slurm import SlurmError
+from .errors import BridgeError, ConnectionFileError
 from .relay import Relay
 
 log = logging.getLogger("hpckernel.bridge")
@@ -42,7 +45,7 @@ log = logging.getLogger("hpckernel.bridge")
 class Bridge:
     """One front end's kernel: the job, and the path from the front end's ports to it."""
 
-    def __init__(self, settings: JobSettings, connection: dict[str, Any]) -> None:
+    def __init__(self, settings: JobSettings, connection: KernelConnectionInfo) -> None:
         self.settings = settings
         self.connection = connection
         self.job = KernelJob(settings, log)
@@ -60,6 +63,9 @@ class Bridge:
             self.job.stopping = True  # also ends a wait in the queue
 
     async def run(self) -> int:
+        """Start the kernel and serve the front end until the job or the front end ends;
+        the exit code (1 with the reason on stderr when the kernel could not start or
+        died)."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
@@ -70,7 +76,7 @@ class Bridge:
             stdin=asyncio.subprocess.PIPE, start_new_session=True)
         try:
             return await self._serve()
-        except (KernelStartError, LoginError, SlurmError, SettingError, OSError,
+        except (BridgeError, ProvisionerError, SlurmError, SettingError, OSError,
                 ValueError) as e:
             log.error("%s", e)
             return 1
@@ -89,7 +95,7 @@ class Bridge:
             control = f"tcp://{hub['ip']}:{hub['control_port']}"
         else:
             await self.job.tunnel(hub, self.connection,
-                                  {p: int(self.connection[p]) for p in PORTS})
+                                  {p: self.connection[p] for p in PORTS})
             self._arm_watchdog()  # now with the SSH master that carries the tunnels
             control = f"tcp://127.0.0.1:{self.connection['control_port']}"
         self._interrupts = self._control_socket(control, public, secret)
@@ -105,15 +111,15 @@ class Bridge:
                 pass
         return 0
 
-    def _hub_connection(self) -> tuple[dict[str, Any], bytes, bytes]:
+    def _hub_connection(self) -> tuple[KernelConnectionInfo, bytes, bytes]:
         """The hub's connection info (the front end's key; its CurveZMQ keys, or with the
         relay new ones, since the hub's ports are on the network) and the key pair."""
-        info = dict(self.connection)
+        info = KernelConnectionInfo(**self.connection)
         public, secret = info.get("curve_publickey"), info.get("curve_secretkey")
         if not (public and secret) and self.relay is not None and self.settings.encryption:
             public, secret = (k.decode() for k in zmq.curve_keypair())
-            info.update(curve_publickey=public, curve_secretkey=secret)
-        return info, _bytes(public or b""), _bytes(secret or b"")
+            info["curve_publickey"], info["curve_secretkey"] = public, secret
+        return info, key_bytes(public), key_bytes(secret)
 
     def _control_socket(self, address: str, public: bytes, secret: bytes
                         ) -> zmq.Socket[bytes]:
@@ -130,7 +136,7 @@ class Bridge:
         if self._interrupts is None:
             self.stop("SIGINT while the job is not running yet")
             return
-        session = Session(key=_bytes(self.connection.get("key", "")),
+        session = Session(key=key_bytes(self.connection.get("key")),
                           signature_scheme=self.connection.get("signature_scheme",
                                                                "hmac-sha256"))
         session.send(self._interrupts, "interrupt_request", {})
@@ -155,6 +161,7 @@ class Bridge:
         self.stop("the front end that started the kernel is gone")
 
     def _arm_watchdog(self) -> None:
+        """Give the watchdog its latest orders (the job exists now, or its tunnels do)."""
         if self.watchdog is not None and self.watchdog.stdin is not None:
             orders = self.job.orphan_orders()
             self.watchdog.stdin.write(json.dumps(orders).encode() + b"\n")
@@ -173,11 +180,31 @@ class Bridge:
                 await self.watchdog.wait()
 
 
-def _bytes(value: str | bytes) -> bytes:
-    return value.encode() if isinstance(value, str) else value
+def read_connection_file(path: str) -> KernelConnectionInfo:
+    """The front end's connection file, checked: tcp, and a port for each channel;
+    ConnectionFileError saying what is wrong."""
+    try:
+        with open(path) as f:
+            connection = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConnectionFileError(f"cannot read the connection file {path}: {e}") from None
+    if not isinstance(connection, dict):
+        raise ConnectionFileError(f"the connection file {path} holds no JSON object")
+    if connection.get("transport", "tcp") != "tcp":
+        raise ConnectionFileError(f"the connection file asks for transport "
+                                  f"{connection.get('transport')!r}: the Slurm kernel "
+                                  "serves tcp only")
+    try:
+        address = channel_address("", connection)
+    except ValueError as e:
+        raise ConnectionFileError(f"the connection file {path}: {e}") from None
+    connection.update({port: address[port] for port in PORTS})
+    return cast(KernelConnectionInfo, connection)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The bridge's command line: ``-f CONNECTION_FILE`` and every Slurm kernel setting as
+    an option (``hpckernel.jobrequest.options``)."""
     parser = argparse.ArgumentParser(
         prog="python -m hpckernel.bridge",
         description="Start a Slurm MPI kernel for a front end that runs kernel.json's argv.")
@@ -188,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m hpckernel.bridge``: 2 for bad settings or connection file, else the
+    kernel's end (see :meth:`Bridge.run`)."""
     args = build_parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("hpckernel: %(message)s"))
@@ -196,9 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     package_log.setLevel(logging.INFO)
     try:
         settings = from_args(args)
-        with open(args.connection_file) as f:
-            connection = json.load(f)
-    except (SettingError, OSError, ValueError) as e:
+        connection = read_connection_file(args.connection_file)
+    except (SettingError, ConnectionFileError) as e:
         print(f"hpckernel: {e}", file=sys.stderr)
         return 2
     return asyncio.run(Bridge(settings, connection).run())
