@@ -86,7 +86,10 @@ class DebugTarget:
     def submit(self, tag: Any, request: dict[str, Any]) -> None:
         """Answer ``request`` (a DAP request) through ``respond(tag, response)``."""
         self._inbox.put((tag, request))
-        os.write(self._wake_w, b"x")
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
 
     # -- the main thread ------------------------------------------------------------------
 
