@@ -35,7 +35,10 @@ from ..sizes import parse_size
 from ..targets import format_sorted
 from ..widgets.magics import JobMagics, LiveMagics
 from .allocation import Allocation
+from .cell_files import CellFiles, HubCellCompiler
 from .cell_routing import HubMagics, MagicUsageError, PxOptions, route_cell, strip_local_marker
+from .debugger import HubDebugger
+from .hidden_requests import is_hidden, run_hidden
 from .iopub_safe import safe_content
 from .limits import ReplyLimit
 from .magics import PxMagics
@@ -46,6 +49,7 @@ from .rank_pool import PoolSettings, RankPool, RanksUnavailable
 from .ranks import RankView
 from .recorder import Recorder
 from .requests import Request
+from .usage import Usage
 
 
 class HubKernel(IPythonKernel):
@@ -144,6 +148,8 @@ class HubKernel(IPythonKernel):
         "_px.output(rank).").tag(config=True)
 
     launcher = Instance(RankLauncher, allow_none=True)
+    # %%local cells are named where a debug session's front end looks for them.
+    compiler_class = Type(HubCellCompiler)
 
     @validate("output_memory")
     def _check_output_memory(self, proposal: dict[str, Any]) -> str:
@@ -219,8 +225,16 @@ class HubKernel(IPythonKernel):
                                  self._context, notebook)
         assert self.shell is not None
         self.shell.configurables.append(self)  # %config HubKernel.max_reply_size = '8GB'
-        self.shell.register_magics(PxMagics(self.shell, self.px, self.recorder),
-                                   JobMagics, LiveMagics)
+        self.cells = CellFiles(Path(self.job_dir))
+        if isinstance(self.shell.compile, HubCellCompiler):
+            self.shell.compile.cells = self.cells
+        # Not self.debugger: ipykernel's own (unused here) has that name.
+        self.hub_debugger = HubDebugger(self.px, self._publish_debug_event, self.cells,
+                                        self.shell, self._control_loop)
+        self.usage = Usage()
+        self.pool.dap_events = self.hub_debugger.on_event  # debugged ranks' DAP events
+        self.shell.register_magics(PxMagics(self.shell, self.px, self.recorder,
+                                            self.hub_debugger), JobMagics, LiveMagics)
         self.hub_magics = HubMagics.of(PxMagics, JobMagics, LiveMagics)
         self.shell.user_ns["ranks"] = RankView(self.px)
         # %%local cells reach IPython whole (so history keeps them as typed); this drops
@@ -279,6 +293,10 @@ class HubKernel(IPythonKernel):
                          allow_stdin: bool = False, *, cell_meta: Any = None,
                          cell_id: Any = None) -> dict[str, Any]:
         parent = self.get_parent("shell") or {}
+        if is_hidden(code, store_history, silent):  # VS Code's variables (hidden_requests.py)
+            assert self.shell is not None
+            return await run_hidden(self.px, self._publish, code, self.shell.execution_count,
+                                    parent)
         self._last_parent = parent
         self._flush_notices()
         record = None if silent else self.recorder.begin(code, cell_id)
@@ -307,11 +325,16 @@ class HubKernel(IPythonKernel):
         # Only a cell of the main shell can be interrupted; subshells run in threads.
         main = threading.current_thread() is threading.main_thread()
         self._local_running = self._local_running or main
+        debugged = main and route.kind == "local"
         try:
+            if debugged:
+                await self.hub_debugger.before_local_cell()
             return await super().do_execute(
                 code, silent, store_history, user_expressions, allow_stdin,
                 cell_meta=cell_meta, cell_id=cell_id), None
         finally:
+            if debugged:
+                self.hub_debugger.after_local_cell()
             if main:
                 self._local_running = False
 
@@ -325,8 +348,11 @@ class HubKernel(IPythonKernel):
             self.shell.execution_count += 1
         ran = PxCell()
         try:
+            # The lines the hub took off (a %%px line): the debugged ranks count them.
+            debug = await self.hub_debugger.px_cell(cell, cell.count("\n", 0,
+                                                                    len(cell) - len(body)))
             await self.px.run_cell(body, options, self.shell.user_ns, count=count,
-                                   silent=silent, cell=ran)
+                                   silent=silent, cell=ran, extra=debug)
         except CellError as e:
             if ran.ranks:
                 record["ranks"] = ran.ranks
@@ -404,6 +430,23 @@ class HubKernel(IPythonKernel):
             return
         assert self.session is not None
         self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
+
+    # -- the debugger and the usage panel ----------------------------------------------
+
+    def _control_loop(self) -> asyncio.AbstractEventLoop:
+        """The control thread's loop, where the debugger runs (hub/debugger.py)."""
+        return self.control_thread.io_loop.asyncio_loop  # type: ignore[no-any-return]
+
+    async def do_debug_request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """JupyterLab's and VS Code's debugger, for the debugged ranks (hub/debugger.py)."""
+        return await self.hub_debugger.process(msg)
+
+    async def usage_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        """The hub's CPU and memory, and its ranks' (hub/usage.py)."""
+        assert self.pool is not None and self.session is not None
+        pool = self.pool
+        content = await asyncio.to_thread(lambda: self.usage.content(pool.snapshot()))
+        self.session.send(stream, "usage_reply", content, parent, ident)
 
     async def _ask_rank0(self, kind: str, header: dict[str, Any]) -> dict[str, Any] | None:
         assert self.pool is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
@@ -21,13 +21,18 @@ from .introspect import format_peek, format_where
 from .px_controller import PxController
 from .recorder import Recorder
 
+if TYPE_CHECKING:
+    from .debugger import HubDebugger
+
 
 @magics_class
 class PxMagics(Magics):
-    def __init__(self, shell: Any, px: PxController, recorder: Recorder) -> None:
+    def __init__(self, shell: Any, px: PxController, recorder: Recorder,
+                 debugger: HubDebugger | None = None) -> None:
         super().__init__(shell)
         self.px = px
         self.recorder = recorder
+        self.debugger = debugger
 
     @property
     def _ns(self) -> dict[str, Any]:
@@ -98,15 +103,20 @@ class PxMagics(Magics):
 
     @line_magic
     def pxconfig(self, line: str) -> None:
-        """%pxconfig [--targets SPEC] [--block|--noblock]: change the defaults of cells."""
+        """%pxconfig [--targets SPEC] [--block|--noblock] [--debug SPEC]: change the defaults
+        of cells, and the ranks the debugger stops on."""
         options = parse_px_options(line, PXCONFIG_PARSER)
         if options.targets is not None:
             self.px.resolve(options.targets)  # fail now, not in the next cell
             self.px.targets = options.targets
         if options.block is not None:
             self.px.block = options.block
+        if options.debug is not None and self.debugger is not None:
+            self.debugger.set_ranks(self.px.resolve(options.debug))
         targets = format_ranks(self.px.resolve(None))
-        print(f"cells run on ranks {targets}, {'blocking' if self.px.block else 'noblock'}")
+        print(f"cells run on ranks {targets}, {'blocking' if self.px.block else 'noblock'}"
+              + (f"; the debugger stops on ranks {format_ranks(self.debugger.ranks)}"
+                 if self.debugger is not None else ""))
 
     @line_magic
     def pxresult(self, line: str) -> None:

@@ -255,10 +255,11 @@ class PxController:
 
     async def run_cell(self, code: str, options: PxOptions, ns: dict[str, Any], *,
                        count: int | None = None, silent: bool = False,
-                       parent: dict[str, Any] | None = None, cell: PxCell | None = None
-                       ) -> PxCell:
+                       parent: dict[str, Any] | None = None, cell: PxCell | None = None,
+                       extra: dict[str, Any] | None = None) -> PxCell:
         """Run a ``%%px`` cell: resolve its targets, wait for the ranks, send ``--in``
-        values, run it, then gather ``--out`` values into ``ns`` (the hub's namespace).
+        values, run it, then gather ``--out`` values into ``ns`` (the hub's namespace);
+        ``extra`` goes into the ``execute`` request's header.
 
         Returns once it ran (at once with ``--noblock``); raises ``CellError``, ready for
         the notebook, when it could not run or failed on some rank. ``cell`` is filled in
@@ -284,7 +285,8 @@ class PxController:
         except (TransferError, RemoteError, RanksUnavailable, TypeError) as e:
             raise CellError(type(e).__name__, f"--in: {e}",
                             [f"--in: {e}", "The cell did not run."]) from None
-        header = {"code": code, "silent": silent, "execution_count": count}
+        # extra: what else the ranks need to know of the cell (hub/debugger.py's names)
+        header = {"code": code, "silent": silent, "execution_count": count, **(extra or {})}
         label = f"[{count}]" if count is not None else "%%px"
         hint = f"%pxoutput {{ranks}} --cell {count}" if count is not None else (
             "_px.display_outputs('{ranks}')")

@@ -75,6 +75,8 @@ class RankPool:
         self.inflight = InFlight(self.table, publish)
         self.budget = OutputBudget()
         self.live = LiveStore()  # values the ranks publish mid-cell (hpckernel.publish)
+        #: where debugged ranks' DAP events go (rank, event): hub/debugger.py, set by the kernel
+        self.dap_events: Callable[[int, dict[str, Any]], None] | None = None
         self.fanin: Fanin | None = None  # chosen at each launch (settings.fanin)
         self.loop = asyncio.new_event_loop()
         self.ready: Future[None] = Future()
@@ -202,7 +204,8 @@ class RankPool:
                 output_window=settings.output_window, agent_timeout=settings.agent_timeout,
                 agent_return=settings.agent_return),
             register=self.register, unreachable=self.unreachable,
-            ranks_lost=self._ranks_lost, end_ranks=self._end_ranks))
+            ranks_lost=self._ranks_lost, end_ranks=self._end_ranks,
+            dap_event=self._dap_event))
         self.transport.on_message = fanin.handle
         self.inflight.reinterrupt = fanin.interrupt
         self.launcher.agents = fanin.uses_agents
@@ -376,6 +379,10 @@ class RankPool:
 
     def _rank_died(self, rank: int, reason: str) -> None:
         self.inflight.fail_rank(rank, self.table.mark_dead(rank, reason))
+
+    def _dap_event(self, rank: int, event: dict[str, Any]) -> None:
+        if self.dap_events is not None:
+            self.dap_events(rank, event)
 
     def _ranks_lost(self, ranks: list[int], reason: str) -> None:
         for rank in ranks:
