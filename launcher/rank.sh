@@ -6,22 +6,28 @@
 # also starts the node's agent (COMMAND's Python, -m hpckernel.agent) and waits for it.
 job_dir=$1
 shift
-rank=${PMI_RANK:-${SLURM_PROCID:-unknown}}
+# The rank as the starter tells it: Open MPI's mpirun (OMPI_COMM_WORLD_RANK; under it, the
+# SLURM_* variables are those of its daemon's step), MPICH's mpiexec (PMI_RANK), srun.
+rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-${PMIX_RANK:-${SLURM_PROCID:-unknown}}}}
 agent=
 if [ "${HPCKERNEL_FANIN:-}" = agents ]; then
     if [ -n "${HPCKERNEL_NODES:-}" ]; then
         # Pretend the ranks are on K nodes (a local test of agents): blocks of ranks.
-        size=${PMI_SIZE:-${SLURM_NTASKS:-1}}
+        size=${OMPI_COMM_WORLD_SIZE:-${PMI_SIZE:-${SLURM_NTASKS:-1}}}
         node=$(( rank * HPCKERNEL_NODES / size ))
         first=$(( (node * size + HPCKERNEL_NODES - 1) / HPCKERNEL_NODES ))
         local_id=$(( rank - first ))
+    elif [ -n "${OMPI_COMM_WORLD_LOCAL_RANK:-}" ] && [ -n "${SLURMD_NODENAME:-}" ]; then
+        # Open MPI's mpirun in an allocation: its daemons' steps number nodes from 0 each.
+        node=$SLURMD_NODENAME
+        local_id=$OMPI_COMM_WORLD_LOCAL_RANK
     elif [ -n "${SLURM_NODEID:-}" ]; then
         # Slurm's node index, not the host name: several slurmd may share a host.
         node=$SLURM_NODEID
         local_id=${SLURM_LOCALID:-0}
     else
         node=$(hostname)
-        local_id=${MPI_LOCALRANKID:-0}
+        local_id=${OMPI_COMM_WORLD_LOCAL_RANK:-${MPI_LOCALRANKID:-0}}
     fi
     export HPCKERNEL_NODE=$node
     if [ "$local_id" = 0 ]; then
