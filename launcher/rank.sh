@@ -9,6 +9,17 @@ shift
 # The rank as the starter tells it: Open MPI's mpirun (OMPI_COMM_WORLD_RANK; under it, the
 # SLURM_* variables are those of its daemon's step), MPICH's mpiexec (PMI_RANK), srun.
 rank=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-${PMIX_RANK:-${SLURM_PROCID:-unknown}}}}
+# Open MPI's launcher gives each rank a process group of its own, and when it dies (the hub
+# SIGKILLed, even its SIGTERM seen to leave them at times) nothing else ends them: tie this
+# shell to it, and the rank and the agent to this shell.
+tie=()
+if [ -n "${OMPI_COMM_WORLD_RANK:-}" ] && command -v setpriv >/dev/null; then
+    if [ -z "${HPCKERNEL_TIED:-}" ]; then
+        export HPCKERNEL_TIED=1
+        exec setpriv --pdeathsig KILL -- bash "$0" "$job_dir" "$@"
+    fi
+    tie=(setpriv --pdeathsig KILL --)
+fi
 agent=
 if [ "${HPCKERNEL_FANIN:-}" = agents ]; then
     if [ -n "${HPCKERNEL_NODES:-}" ]; then
@@ -31,7 +42,7 @@ if [ "${HPCKERNEL_FANIN:-}" = agents ]; then
     fi
     export HPCKERNEL_NODE=$node
     if [ "$local_id" = 0 ]; then
-        "$1" -m hpckernel.agent "$job_dir" "$node" &
+        "${tie[@]}" "$1" -m hpckernel.agent "$job_dir" "$node" &
         agent=$!
     fi
 fi
@@ -39,7 +50,7 @@ fi
 # answers TERM with SIGKILL) ends the rank; this shell outlives it to record how it ended (a
 # trap, unlike an ignored signal, is not inherited).
 trap ':' TERM USR2
-"$@"
+"${tie[@]}" "$@"
 rc=$?
 printf '%s\n' "$rc" > "$job_dir/exit.$rank.tmp" && mv "$job_dir/exit.$rank.tmp" "$job_dir/exit.$rank"
 if [ -n "$agent" ]; then

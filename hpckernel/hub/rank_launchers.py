@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from traitlets import Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
@@ -39,6 +40,8 @@ from .rank_log import LOG_NAME, RankLog, log_tail
 __all__ = ["LOG_NAME", "LaunchError", "LocalLauncher", "RankLauncher", "SrunLauncher",
            "describe_exit", "exit_codes", "log_tail"]
 
+#: Open MPI's launcher (PRRTE) makes its session directory ``ompi.<pid>`` here.
+PRTE_TMPDIR = "PRTE_MCA_prte_tmpdir_base"
 #: Oversubscribed MPICH ranks yield the CPU while they wait in MPI (TESTBED.md).
 MPICH_YIELD = dict(MPICH.yield_env)
 
@@ -90,6 +93,7 @@ class RankLauncher(LoggingConfigurable):
     #: The MPI library mpi4py runs on, learnt before the first start (``mpi_library``).
     library: MPILibrary = MPILibrary("", UNKNOWN)
     _log: RankLog | None = None
+    _job_dir = Path()
     @property
     def stop_signals(self) -> tuple[signal.Signals, ...]:
         """How the launcher is asked to end the ranks (and is told that the hub died), then
@@ -136,11 +140,13 @@ class RankLauncher(LoggingConfigurable):
         """Start the ranks (called by the hub's rank pool at start and on restart)."""
         base = {**self.environment(), **self.env}
         await self.resolve(base)
+        self._job_dir = job_dir
         argv = self.command(job_dir, plane_file)
         self.log.info("starting ranks: %s", " ".join(argv))
-        env = {**self.environment(), **dict(self.family.yield_env), **self.env}
+        env = {**self.environment(), **dict(self.family.yield_env),
+               **self.session_env(job_dir), **self.env}
         for name in ("HPCKERNEL_FANIN", "HPCKERNEL_NODES", "HPCKERNEL_AGENT_NODES",
-                     "HPCKERNEL_FANOUT"):
+                     "HPCKERNEL_FANOUT", "HPCKERNEL_TIED"):
             env.pop(name, None)
         if self.agents:  # rank.sh starts one agent per node (launcher/rank.sh)
             env["HPCKERNEL_FANIN"] = "agents"
@@ -199,16 +205,21 @@ class RankLauncher(LoggingConfigurable):
         # in its session.
         left = await asyncio.to_thread(_end_session, proc.pid)
         if left:
-            self.log.warning("killed %d processes the rank launcher left behind", left)
+            self.log.warning("killed what the rank launcher left behind: %s", ", ".join(left))
         self.after_stop(proc.pid, proc.returncode)
+
+    def session_env(self, job_dir: Path) -> dict[str, str]:
+        """Where the MPI's launcher keeps its session files (default: its own choice)."""
+        return {}
 
     def after_stop(self, pid: int, code: int | None) -> None:
         """Remove what a launcher killed before it could clean up leaves behind."""
         if code == -signal.SIGKILL and self.family.key == "openmpi":
             # prterun's session directory (its shared-memory files are unlinked by the
             # ranks at start, worker/mpi_files.py)
-            shutil.rmtree(Path(os.environ.get("TMPDIR") or "/tmp") / f"ompi.{pid}",
-                          ignore_errors=True)
+            base = self.session_env(self._job_dir).get(PRTE_TMPDIR) or os.environ.get(
+                "TMPDIR") or "/tmp"
+            shutil.rmtree(Path(base) / f"ompi.{pid}", ignore_errors=True)
 
 
 class LocalLauncher(RankLauncher):
@@ -230,6 +241,11 @@ class LocalLauncher(RankLauncher):
     def starter_name(self) -> str:
         return Path(self.mpiexec).name if self.mpiexec else "mpiexec"
 
+    def session_env(self, job_dir: Path) -> dict[str, str]:
+        # Open MPI's session directory in the kernel's own (local, 0700) job directory,
+        # which the hub removes at shutdown: nothing of it stays in /tmp whatever happens.
+        return {PRTE_TMPDIR: str(job_dir)} if self.family.key == "openmpi" else {}
+
     def command(self, job_dir: Path, plane_file: Path) -> list[str]:
         if not self.mpiexec or not shutil.which(self.mpiexec):
             raise LaunchError(
@@ -243,12 +259,13 @@ class LocalLauncher(RankLauncher):
 
     async def resolve(self, env: dict[str, str]) -> None:
         await super().resolve(env)
-        if not self.mpiexec or self.mpiexec_args is not None:
-            return
-        theirs = await launcher_family(self.mpiexec, env)
+        theirs = await launcher_family(self.mpiexec, env) if self.mpiexec else None
         ours = self.family
-        if theirs is not None and ours.key != "unknown" and (
-                (theirs.key == "openmpi") != (ours.key == "openmpi")):
+        if theirs is None:
+            return
+        if ours.key == "unknown":  # mpi4py cannot say: the flags of the mpiexec at hand
+            self.library = replace(self.library, family=theirs)
+        elif (theirs.key == "openmpi") != (ours.key == "openmpi"):
             raise LaunchError(
                 f"mpi4py runs on {ours.name}, but {self.mpiexec} is {theirs.name}'s mpiexec: "
                 f"set LocalLauncher.mpiexec to the mpiexec of {ours.name} (or point mpi4py "
@@ -392,18 +409,19 @@ def _fresh_start(job_dir: Path) -> None:
         old.unlink()
 
 
-def _end_session(sid: int) -> int:
-    """SIGKILL every process left in session ``sid`` (the launcher's); how many."""
-    killed = 0
+def _end_session(sid: int) -> list[str]:
+    """SIGKILL every live process left in session ``sid`` (the launcher's); their names."""
+    killed = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            # after the command's closing parenthesis: state ppid pgrp session ...
-            if int(stat[stat.rindex(")") + 2:].split()[3]) == sid:
+            # "pid (comm) state ppid pgrp session ..."
+            state, _, _, session = stat[stat.rindex(")") + 2:].split()[:4]
+            if int(session) == sid and state != "Z":
                 os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
+                killed.append(f"{entry.name} ({stat[stat.index('(') + 1:stat.rindex(')')]})")
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours to read
     return killed

@@ -58,7 +58,8 @@ def test_agents_show_what_direct_mode_shows(agent_kernel: Kernel) -> None:
     failed = agent_kernel.run("1/(rank-2)")
     assert failed.content["evalue"] == "rank 2: ZeroDivisionError: division by zero"
     table = agent_kernel.ok("%ranks").text().splitlines()
-    assert [row.split()[1] for row in table[1:5]] == ["idle"] * 4
+    assert table[0].startswith("MPI: ")
+    assert [row.split()[1] for row in table[2:6]] == ["idle"] * 4
 
 
 def test_dead_agent_ends_the_cell_naming_its_node_and_restart_recovers(

@@ -1,0 +1,71 @@
+"""How ranks start in the allocation, for the MPI library mpi4py runs on (run with each
+MPI's venv: tests/run-all.sh): the MPI's own mpirun inside the allocation across two nodes,
+with its restart and clean shutdown; and a plugin this Slurm lacks, an error naming the
+setting. (srun with the library's plugin is what every other Slurm test uses.)"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.kernel.harness import Kernel, orphaned_session_dirs, wait_gone
+
+from .test_provisioner import queued, settings, wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"),
+              pytest.mark.usefixtures("cluster_env")]
+
+
+def _hub_config(tmp_path: Path, *lines: str) -> str:
+    """A Jupyter config directory with the hub's settings; the job's ``setup`` that uses it."""
+    config = tmp_path / "jupyter-config"
+    config.mkdir()
+    (config / "hpckernel_hub_config.py").write_text("".join(f"{line}\n" for line in lines))
+    return f"export JUPYTER_CONFIG_DIR={config}"
+
+
+def _launchers(tmp_path: Path) -> list[int]:
+    """This kernel's rank launchers and MPI daemons (their command lines name its jobs)."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if re.search(r"prte|prted|mpirun|mpiexec|hydra", cmd) and str(tmp_path) in cmd:
+            found.append(proc.pid)
+    return found
+
+
+def test_ranks_started_by_the_mpis_own_mpirun_in_the_allocation(tmp_path: Path) -> None:
+    setup = _hub_config(tmp_path, "c.SrunLauncher.starter = 'mpirun'")
+    kernel = Kernel(tmp_path, slurm=settings(tmp_path, nodes=2, ntasks_per_node=2,
+                                             setup=setup))
+    job_id = kernel.km.provisioner.job_id  # type: ignore[union-attr]
+    try:
+        assert "(ranks started by mpirun in the allocation)" in kernel.ok("%ranks").text()
+        cell = ("import os\nfrom mpi4py import MPI\n"
+                "print(MPI.COMM_WORLD.allreduce(1), os.environ['SLURMD_NODENAME'])")
+        # two nodes: node agents (HubKernel.fanin auto), keyed by Slurm's node name
+        assert kernel.ok(cell).text() == "[stdout:0-1] 4 n1\n[stdout:2-3] 4 n2\n"
+        assert len(_launchers(tmp_path)) >= 2  # mpirun, and a daemon on n2
+        assert "4 fresh ranks ready" in kernel.ok("%restart_ranks", timeout=120).text()
+        assert kernel.ok(cell).text() == "[stdout:0-1] 4 n1\n[stdout:2-3] 4 n2\n"
+        launchers = _launchers(tmp_path)
+    finally:
+        kernel.shutdown()
+    wait_until(lambda: not queued(job_id), 60, "the job to end")
+    assert wait_gone(launchers) == []
+    assert orphaned_session_dirs() == []
+
+
+def test_a_plugin_this_slurm_lacks_is_an_error_naming_the_setting(tmp_path: Path) -> None:
+    setup = _hub_config(tmp_path, "c.SrunLauncher.mpi = 'pmi9'")
+    kernel = Kernel(tmp_path, slurm=settings(tmp_path, nodes=1, setup=setup), wait_ranks=False)
+    try:
+        result = kernel.run("pass", timeout=120)
+        assert result.status == "error"
+        assert "srun --mpi=pmi9, which this Slurm does not have" in result.content["evalue"]
+        assert "set SrunLauncher.mpi" in result.content["evalue"]
+    finally:
+        kernel.shutdown()
