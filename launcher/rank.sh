@@ -28,10 +28,12 @@ if [ "${HPCKERNEL_FANIN:-}" = agents ]; then
         node=$(( rank * HPCKERNEL_NODES / size ))
         first=$(( (node * size + HPCKERNEL_NODES - 1) / HPCKERNEL_NODES ))
         local_id=$(( rank - first ))
-    elif [ -n "${OMPI_COMM_WORLD_LOCAL_RANK:-}" ] && [ -n "${SLURMD_NODENAME:-}" ]; then
-        # Open MPI's mpirun in an allocation: its daemons' steps number nodes from 0 each.
+    elif [ -n "${OMPI_COMM_WORLD_LOCAL_RANK:-${MPI_LOCALRANKID:-}}" ] \
+            && [ -n "${SLURMD_NODENAME:-}" ]; then
+        # The MPI's own mpirun in an allocation (Open MPI's, MPICH's): the SLURM_* variables
+        # are those of its daemons' steps, whose local ids are all 0.
         node=$SLURMD_NODENAME
-        local_id=$OMPI_COMM_WORLD_LOCAL_RANK
+        local_id=${OMPI_COMM_WORLD_LOCAL_RANK:-$MPI_LOCALRANKID}
     elif [ -n "${SLURM_NODEID:-}" ]; then
         # Slurm's node index, not the host name: several slurmd may share a host.
         node=$SLURM_NODEID

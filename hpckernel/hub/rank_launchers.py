@@ -283,7 +283,8 @@ class SrunLauncher(RankLauncher):
     starter = Enum(["auto", "srun", "mpirun"], "auto", help="What starts the ranks in the "
                    "allocation: srun (with SrunLauncher.mpi), or the MPI's own mpirun "
                    "(SrunLauncher.mpirun; Open MPI's starts its daemons with srun itself); "
-                   "auto: srun, or Open MPI's mpirun where this srun lacks the pmix plugin."
+                   "auto: srun, or Open MPI's mpirun where this srun lacks the pmix plugin "
+                   "(and SrunLauncher.mpi is auto)."
                    ).tag(config=True)
     mpirun = Unicode(help="The mpirun for starter=mpirun; default: the one beside this "
                      "Python, else the first on PATH.").tag(config=True)
@@ -322,7 +323,7 @@ class SrunLauncher(RankLauncher):
             plugins = await srun_plugins(self.srun, env)
             if plugins and self.plugin not in plugins:
                 can_mpirun = family.key == "openmpi" and bool(self.mpirun)
-                if self.starter == "auto" and can_mpirun:
+                if self.starter == "auto" and self.mpi == "auto" and can_mpirun:
                     self.log.info("srun has no --mpi=%s; starting Open MPI's ranks with %s",
                                   self.plugin, self.mpirun)
                     self.chosen = "mpirun"

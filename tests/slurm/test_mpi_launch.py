@@ -27,13 +27,18 @@ def _hub_config(tmp_path: Path, *lines: str) -> str:
     return f"export JUPYTER_CONFIG_DIR={config}"
 
 
-def _launchers(tmp_path: Path) -> list[int]:
-    """This kernel's rank launchers and MPI daemons (their command lines name its jobs)."""
-    found = []
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if re.search(r"prte|prted|mpirun|mpiexec|hydra", cmd) and str(tmp_path) in cmd:
-            found.append(proc.pid)
+def _launchers(job_id: str) -> dict[int, str]:
+    """The job's rank launchers and MPI daemons (Open MPI's prterun and prted, MPICH's
+    mpiexec and proxies), by pid."""
+    found = {}
+    for proc in psutil.process_iter(["name"]):
+        if not re.search(r"prte|mpirun|mpiexec|hydra", proc.info["name"] or ""):
+            continue
+        try:
+            if proc.environ().get("SLURM_JOB_ID") == job_id:
+                found[proc.pid] = proc.info["name"]
+        except psutil.Error:
+            continue
     return found
 
 
@@ -48,10 +53,11 @@ def test_ranks_started_by_the_mpis_own_mpirun_in_the_allocation(tmp_path: Path) 
                 "print(MPI.COMM_WORLD.allreduce(1), os.environ['SLURMD_NODENAME'])")
         # two nodes: node agents (HubKernel.fanin auto), keyed by Slurm's node name
         assert kernel.ok(cell).text() == "[stdout:0-1] 4 n1\n[stdout:2-3] 4 n2\n"
-        assert len(_launchers(tmp_path)) >= 2  # mpirun, and a daemon on n2
+        daemons = _launchers(job_id)
+        assert len(daemons) >= 2, daemons  # mpirun, and a daemon on n2
         assert "4 fresh ranks ready" in kernel.ok("%restart_ranks", timeout=120).text()
         assert kernel.ok(cell).text() == "[stdout:0-1] 4 n1\n[stdout:2-3] 4 n2\n"
-        launchers = _launchers(tmp_path)
+        launchers = list(_launchers(job_id))
     finally:
         kernel.shutdown()
     wait_until(lambda: not queued(job_id), 60, "the job to end")
