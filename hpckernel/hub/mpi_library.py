@@ -93,6 +93,11 @@ class MPILibrary:
         """The version's first line, spaces collapsed (MPICH's is 20 lines)."""
         return mpi_summary(self.version)
 
+    @property
+    def name(self) -> str:
+        """Name and version: ``Open MPI v5.0.11``, ``MPICH Version: 4.2.0``."""
+        return self.summary.split(",")[0]
+
 
 _cache: dict[tuple[str, tuple[tuple[str, str | None], ...]], MPILibrary] = {}
 

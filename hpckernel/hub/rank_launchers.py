@@ -124,7 +124,7 @@ class RankLauncher(LoggingConfigurable):
     def describe(self) -> str:
         """One line for ``%ranks``: the MPI library and how its ranks are started."""
         how = self.starter_name()
-        return f"MPI: {self.library.summary or self.library.error or 'unknown'}" + (
+        return f"MPI: {self.library.name or self.library.error or 'unknown'}" + (
             f" (ranks started by {how})" if how else "")
 
     def starter_name(self) -> str:
