@@ -94,11 +94,13 @@ class RankLauncher(LoggingConfigurable):
     library: MPILibrary = MPILibrary("", UNKNOWN)
     _log: RankLog | None = None
     _job_dir = Path()
+
     @property
     def stop_signals(self) -> tuple[signal.Signals, ...]:
         """How the launcher is asked to end the ranks (and is told that the hub died), then
         made to, ``stop_timeout`` apart."""
         return (signal.SIGTERM, signal.SIGKILL)
+
     #: The ranks talk to node agents (set by the hub's rank pool before each start), which
     #: form a tree above this many nodes (HubKernel.fanout).
     agents = False
