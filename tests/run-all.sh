@@ -37,11 +37,17 @@ if [ $# -eq 0 ]; then
     HPCKERNEL_FANIN=agents HPCKERNEL_NODES=2 .venv/bin/python -m pytest -n 2 \
         -p no:cacheprovider tests/kernel || rc=1
     # Open MPI (the kernels' Python is .venv-openmpi's, so mpi4py runs on Open MPI): the
-    # kernel tests directly; through agents the tests of agents, faults and cells; on the
-    # cluster srun --mpi=pmix across 3 nodes (through agents), restart in the allocation,
-    # Open MPI's own mpirun there (2 nodes, agents), a plugin Slurm lacks, and a failed
-    # node. MPICH's passes above cover the rest, which does not depend on the MPI library.
-    .venv-openmpi/bin/python -m pytest -n 2 -p no:cacheprovider tests/kernel || rc=1
+    # kernel tests that touch what differs between MPIs (starting, stopping, interrupting,
+    # killing and restarting ranks, agents, %peek/%where, output under load, provenance,
+    # ranks.log, shared memory), directly; through agents the tests of agents, faults and
+    # cells; on the cluster srun --mpi=pmix across 3 nodes (through agents), restart in the
+    # allocation, Open MPI's own mpirun there (2 nodes, agents), a plugin Slurm lacks, and a
+    # failed node. MPICH's passes above cover the rest (config, protocol conformance,
+    # kernelspec install, output merging at scale, push/pull), which does not depend on it.
+    k=tests/kernel
+    .venv-openmpi/bin/python -m pytest -n 2 -p no:cacheprovider $k/test_agents.py \
+        $k/test_cells.py $k/test_faults.py $k/test_introspect.py $k/test_output_flow.py \
+        $k/test_provenance.py $k/test_rank_log.py $k/test_shm_pull.py || rc=1
     HPCKERNEL_FANIN=agents HPCKERNEL_NODES=2 .venv-openmpi/bin/python -m pytest -n 2 \
         -p no:cacheprovider tests/kernel/test_agents.py tests/kernel/test_faults.py \
         tests/kernel/test_cells.py || rc=1
