@@ -292,8 +292,9 @@ class SrunLauncher(RankLauncher):
                      "Python, else the first on PATH.").tag(config=True)
     mpirun_args = List(Unicode(), default_value=None, allow_none=True,
                        help="Flags for mpirun before the ranks' command; default (None): "
-                       "those of the MPI library (Open MPI: --tag-output, and "
-                       "--allow-run-as-root as root; MPICH: -prepend-rank).").tag(config=True)
+                       "those of the MPI library (Open MPI: --tag-output, --allow-run-as-root "
+                       "as root, --bind-to none in an overcommitted allocation; MPICH: "
+                       "-prepend-rank).").tag(config=True)
 
     @default("mpirun")
     def _default_mpirun(self) -> str:
@@ -344,6 +345,11 @@ class SrunLauncher(RankLauncher):
         if self.chosen == "mpirun":
             flags = (self.mpirun_args if self.mpirun_args is not None
                      else launch_flags(self.family, oversubscribe=False))
+            if (self.mpirun_args is None and self.family.key == "openmpi"
+                    and os.environ.get("SLURM_OVERCOMMIT") == "1"):
+                # More ranks than CPUs (SlurmProvisioner.overcommit): Open MPI's default
+                # binding to cores refuses to start them.
+                flags += ["--bind-to", "none"]
             return [self.mpirun, "-n", str(self.ranks), *flags,
                     *self.worker_command(job_dir, plane_file)]
         placement = []
