@@ -337,6 +337,12 @@ class SrunLauncher(RankLauncher):
                         f"SrunLauncher.mpi to the plugin your MPI was built for"
                         + (" or SrunLauncher.starter='mpirun'" if family.key == "openmpi"
                            else ""))
+        if self.chosen == "mpirun" and _in_step():
+            # A step's environment confines mpirun to that step, and its daemons' srun
+            # would need --overlap: untested, so refused.
+            raise LaunchError("the MPI's own mpirun cannot start the ranks of a hub run as a "
+                              "job step (SlurmProvisioner.jobid): set SrunLauncher.starter "
+                              "to srun (and SrunLauncher.mpi to a plugin this Slurm has)")
         if self.chosen == "mpirun" and not (self.mpirun and shutil.which(self.mpirun)):
             raise LaunchError(f"SrunLauncher.starter is mpirun, but no mpirun was found: set "
                               f"SrunLauncher.mpirun to your MPI's ({family.name}) mpirun")
