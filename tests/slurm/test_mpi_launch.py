@@ -1,16 +1,20 @@
 """How ranks start in the allocation, for the MPI library mpi4py runs on (run with each
-MPI's venv: tests/run-all.sh): the MPI's own mpirun inside the allocation across two nodes,
-with its restart and clean shutdown; and a plugin this Slurm lacks, an error naming the
-setting. (srun with the library's plugin is what every other Slurm test uses.)"""
+MPI's venv: tests/run-all.sh): srun with the library's plugin, and the MPI's own mpirun
+across two nodes, each with its restart and clean shutdown; a plugin this Slurm lacks is an
+error naming the setting. (The other Slurm tests use the default: srun for MPICH, Open MPI's
+mpirun for Open MPI.)"""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 from pathlib import Path
 
 import psutil
 import pytest
 
+from hpckernel.hub.mpi_library import probe
 from tests.kernel.harness import Kernel, orphaned_session_dirs, wait_gone
 
 from .test_provisioner import queued, settings, wait_until
@@ -62,6 +66,24 @@ def test_ranks_started_by_the_mpis_own_mpirun_in_the_allocation(tmp_path: Path) 
         kernel.shutdown()
     wait_until(lambda: not queued(job_id), 60, "the job to end")
     assert wait_gone(launchers) == []
+    assert orphaned_session_dirs() == []
+
+
+def test_ranks_started_by_srun_with_the_librarys_plugin(tmp_path: Path) -> None:
+    plugin = asyncio.run(probe(os.environ)).family.srun_mpi  # pmi2, or pmix for Open MPI
+    setup = _hub_config(tmp_path, "c.SrunLauncher.starter = 'srun'")
+    kernel = Kernel(tmp_path, slurm=settings(tmp_path, nodes=1, ntasks_per_node=2,
+                                             setup=setup))
+    job_id = kernel.km.provisioner.job_id  # type: ignore[union-attr]
+    try:
+        assert f"(ranks started by srun --mpi={plugin})" in kernel.ok("%ranks").text()
+        cell = "from mpi4py import MPI\nprint(MPI.COMM_WORLD.allreduce(1))"
+        assert kernel.ok(cell).text() == "[stdout:0-1] 2\n"
+        assert "2 fresh ranks ready" in kernel.ok("%restart_ranks", timeout=120).text()
+        assert kernel.ok(cell).text() == "[stdout:0-1] 2\n"
+    finally:
+        kernel.shutdown()
+    wait_until(lambda: not queued(job_id), 60, "the job to end")
     assert orphaned_session_dirs() == []
 
 
