@@ -140,6 +140,7 @@ class PxMagics(Magics):
         """%ranks: each rank's state, pid, host, CPU and memory (and the Slurm job's)."""
         if self.px.allocation is not None:
             print(self.px.allocation.describe())
+        print(self.px.pool.launcher.describe())
         print(f"{'rank':>4}  {'state':<8} {'pid':>8}  {'host':<16} {'cpu%':>6} {'rss':>9}  note")
         for info in self.px.pool.snapshot():
             cpu, rss = info.usage()

@@ -44,9 +44,15 @@ def _mpi_identity() -> tuple[int, int, str, str | None]:
         comm = MPI.COMM_WORLD
         return comm.rank, comm.size, MPI.Get_library_version().strip(), None
     except Exception as e:  # ImportError, or mpi4py's RuntimeError without an MPI library
-        rank = int(os.environ.get("PMI_RANK") or os.environ.get("SLURM_PROCID") or 0)
-        size = int(os.environ.get("PMI_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
+        # What the starter tells (Open MPI's mpirun, MPICH's mpiexec, srun with PMIx, srun)
+        rank = int(_first_set("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
+                   or 0)
+        size = int(_first_set("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS") or 1)
         return rank, size, "", f"{type(e).__name__}: {e}"
+
+
+def _first_set(*names: str) -> str | None:
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
 class RankRunner:
