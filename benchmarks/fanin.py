@@ -5,8 +5,6 @@ agent's too. Writes ``results/fanin.json``."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -14,7 +12,6 @@ import psutil
 from . import metrics
 from .systems import HpcKernel
 
-RESULTS = Path(__file__).parent / "results"
 MODES = ("direct", "agents")
 
 
@@ -41,23 +38,13 @@ def measure(n: int = 16, reps: int = 50) -> dict[str, Any]:
     finally:
         for system in group.values():
             system.stop()
-    result = {"n": n, "reps": reps, **{mode: {k: v for k, v in got[mode].items()
-                                              if k != "samples"} for mode in MODES}}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fanin.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(table(result))
+    result = {"n": n, "reps": reps, **{mode: metrics.summary(got[mode]) for mode in MODES}}
+    metrics.save("fanin", result, table(result))
     return result
 
 
 def table(result: dict[str, Any]) -> str:
     rows = [f"M1 no-op cell on {result['n']} ranks of one node, {result['reps']} cells each, "
-            "interleaved", "", "| fanin | median ms | p95 ms | hub CPU ms/cell | rank CPU "
-            "ms/cell |", "|---|---|---|---|---|"]
-    for mode in MODES:
-        e = result[mode]
-        if "error" in e:
-            rows.append(f"| {mode} | failed: {e['error'][:80]} |")
-            continue
-        rows.append(f"| {mode} | {e['median'] * 1e3:.1f} | {e['p95'] * 1e3:.1f} | "
-                    f"{e['hub_cpu_ms_per_cell']:.1f} | {e['rank_cpu_ms_per_cell']:.2f} |")
+            "interleaved", "", f"| fanin | {metrics.M1_COLUMNS}", "|---|---|---|---|---|"]
+    rows += [metrics.m1_row([mode], result[mode]) for mode in MODES]
     return "\n".join(rows)

@@ -157,7 +157,7 @@ def _watch(job: str, root: Path, stop: threading.Event) -> None:
             time.sleep(0.05)
     else:
         return
-    # What an open live plot does: listen to the name (pulled every 0.5 s meanwhile).
+    # What an open live plot does: listen to the name (pulled every second meanwhile).
     handle.pool.live.listen("energy", lambda name, series: None)
     try:
         while not stop.wait(1.0):

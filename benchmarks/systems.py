@@ -261,8 +261,10 @@ class HpcKernel(JupyterKernel):
         return found == set(range(self.n))
 
     def __init__(self, n: int, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: str | None = None,
+                 python: str | None = None) -> None:
         super().__init__(n)
+        self.python = python  # the hub's and ranks' (default: this one)
         self.extra = extra or []
         self.extra_env = env or {}
         if HPCKERNEL_ROOT is not None:  # python -m imports from the working directory first
@@ -280,7 +282,8 @@ class HpcKernel(JupyterKernel):
 
         from hpckernel.kernelspec import write_kernel_spec
 
-        write_kernel_spec(self.spec_dir / "kernels" / "bench", ranks=self.n, extra=self.extra)
+        write_kernel_spec(self.spec_dir / "kernels" / "bench", ranks=self.n, extra=self.extra,
+                          python=self.python)
         return KernelManager(kernel_name="bench", kernel_spec_manager=KernelSpecManager(
             kernel_dirs=[str(self.spec_dir / "kernels")]))
 

@@ -61,7 +61,7 @@ def get_kernel_dict(ranks: int, display_name: str | None = None, python: str | N
         "language": "python",
         # The hub turns interrupt messages into interrupts of every busy rank.
         "interrupt_mode": "message",
-        "metadata": {"debugger": False, "hpckernel": {"backend": "local", "ranks": ranks},
+        "metadata": {"debugger": True, "hpckernel": {"backend": "local", "ranks": ranks},
                      # Managers with transport_encryption="auto" give it CurveZMQ keys.
                      "supported_encryption": ["curve"]},
     }
@@ -89,7 +89,7 @@ def get_slurm_kernel_dict(provisioner: Mapping[str, object], display_name: str |
         "language": "python",
         "interrupt_mode": "message",
         "metadata": {
-            "debugger": False,
+            "debugger": True,
             # The channels cross the network: jupyter_client may encrypt them.
             "supported_encryption": ["curve"],
             "kernel_provisioner": {"provisioner_name": "slurm-provisioner",

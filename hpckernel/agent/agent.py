@@ -117,12 +117,14 @@ class NodeAgent:
             kinds.REPLY: self._rank_reply, kinds.STREAM: self._rank_stream,
             kinds.DISPLAY: self._rank_display, kinds.MORE: self._rank_more,
             kinds.HB: self._rank_load, kinds.REGISTER: self._rank_register,
-            kinds.LIVE: self._pass_up, kinds.LEND: self._pass_up}
+            kinds.LIVE: self._pass_up, kinds.DAPEVENT: self._pass_up,
+            kinds.LEND: self._pass_up}
         self._from_kids: dict[str, Callable[[AgentBelow, Message, list[zmq.Frame]], None]] = {
             kinds.NREPLY: self._kid_reply, kinds.NREGISTER: self._kid_register,
             kinds.NSUMMARY: self._kid_summary, kinds.MORE: self._kid_more,
             kinds.NSTREAM: self._kid_output, kinds.DISPLAY: self._kid_output,
-            kinds.LIVE: self._pass_up, kinds.NDEAD: self._pass_up, kinds.LEND: self._pass_up}
+            kinds.LIVE: self._pass_up, kinds.NDEAD: self._pass_up,
+            kinds.DAPEVENT: self._pass_up, kinds.LEND: self._pass_up}
         self._to_hub(self._first_register())
 
     def _first_register(self, ranks: list[dict[str, Any]] | None = None) -> list[Any]:
@@ -347,7 +349,7 @@ class NodeAgent:
             kid_handler(kid, msg, got[1:])
 
     def _pass_up(self, peer: Any, msg: Message, frames: list[zmq.Frame]) -> None:
-        """Live values (and a lower agent's ``ndead``) go up as they are."""
+        """Live values, debugger events (and a lower agent's ``ndead``) go up as they are."""
         self._to_hub(frames)
 
     def _rank_reply(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:

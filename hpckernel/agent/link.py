@@ -151,7 +151,7 @@ class Link:
         for sock in self.downs:
             sock.close(linger=0)
         if self.guard is not None:
-            self.guard.monitor.close(linger=0)
+            self.guard.close()
         self.up.disable_monitor()
         self.up_monitor.close(linger=0)
         self.up.close()  # lingers, so that the last messages reach the hub

@@ -19,7 +19,7 @@ from ..plane.addresses import node_ip
 from .badmessages import CheckedSession, cap_log_records
 from .kernel import HubKernel
 from .lease import ClientLease, watch
-from .rank_launchers import SrunLauncher
+from .rank_launchers import LocalLauncher, RankLauncher, SrunLauncher
 
 #: Written by the batch script (launcher/slurm-job.sh) when Slurm's walltime warning comes
 #: before the hub is listening, and read by the next hub.
@@ -35,6 +35,8 @@ class HubApp(IPKernelApp):
         config=True)
 
     aliases = {**kernel_aliases, "ranks": "RankLauncher.ranks"}  # type: ignore[assignment]
+    # What --help-all lists (and the aliases name): the hub's and the launchers' settings.
+    classes = [*IPKernelApp.classes, HubKernel, RankLauncher, LocalLauncher, SrunLauncher]
     ready_file = Unicode("", help="File to create once the kernel listens (the Slurm "
                          "provisioner waits for it).").tag(config=True)
     config_files = List(Unicode(), help="Config files read, later ones winning: ipykernel's "

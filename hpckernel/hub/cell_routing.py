@@ -90,8 +90,15 @@ def _cell_px_parser() -> _Parser:
     return parser
 
 
+def _pxconfig_parser() -> _Parser:
+    parser = _px_parser("pxconfig")
+    parser.add_argument("--debug", metavar="SPEC", help="ranks the debugger stops on: 0, "
+                        "2, 0,5, 0:4 or all (default 0)")
+    return parser
+
+
 PX_PARSER = _cell_px_parser()
-PXCONFIG_PARSER = _px_parser("pxconfig")
+PXCONFIG_PARSER = _pxconfig_parser()
 
 
 @dataclass
@@ -103,6 +110,7 @@ class PxOptions:
     outs: list[str] = field(default_factory=list)
     scatter: bool = False
     concat: bool = False
+    debug: str | None = None  # %pxconfig --debug
 
 
 def _parse(line: str, parser: _Parser) -> argparse.Namespace:
@@ -116,7 +124,8 @@ def _parse(line: str, parser: _Parser) -> argparse.Namespace:
 
 def parse_px_options(line: str, parser: _Parser = PX_PARSER) -> PxOptions:
     args = _parse(line, parser)
-    options = PxOptions(targets=args.targets, block=args.block)
+    options = PxOptions(targets=args.targets, block=args.block,
+                        debug=getattr(args, "debug", None))
     if parser is PX_PARSER:
         options.job = args.job
         options.ins, options.outs = args.ins, args.outs
@@ -210,10 +219,12 @@ def route_cell(code: str, hub: HubMagics) -> Route:
 
 
 def strip_local_marker(lines: list[str]) -> list[str]:
-    """IPython input transformer: drop a leading ``%%local`` line."""
+    """IPython input transformer: blank out a leading ``%%local`` line."""
     for i, line in enumerate(lines):
         if line.strip():
             if line.strip() == "%%local" or line.lstrip().startswith("%%local "):
-                return lines[:i] + lines[i + 1:]
+                # An empty line in its place: the debugger's line numbers are the cell's
+                # (IPython drops leading empty lines, unless a debug session is on).
+                return [*lines[:i], "\n", *lines[i + 1:]]
             break
     return lines

@@ -16,40 +16,38 @@ from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
 from traitlets import (
-    CaselessStrEnum,
-    Float,
     Instance,
-    Int,
-    TraitError,
     Type,
-    Unicode,
-    default,
     observe,
-    validate,
 )
 
 from .. import __version__, provenance
 from ..live.magics import AttachMagics
 from ..plane import make_job_dir
-from ..plane.addresses import node_ip
 from ..sizes import parse_size
 from ..targets import format_sorted
 from ..widgets.magics import JobMagics, LiveMagics
 from .allocation import Allocation
+from .cell_files import CellFiles, HubCellCompiler
 from .cell_routing import HubMagics, MagicUsageError, PxOptions, route_cell, strip_local_marker
 from .controllers import Controllers
+from .debugger import HubDebugger
+from .hidden_requests import is_hidden, run_hidden
+from .iopub_safe import safe_content
+from .kernel_settings import HubSettings
 from .limits import ReplyLimit
 from .magics import PxMagics
 from .outputs import OutputStore
 from .px_controller import CellError, PxCell, PxController
-from .rank_launchers import LocalLauncher, RankLauncher
-from .rank_pool import PoolSettings, RankPool, RanksUnavailable
+from .rank_launchers import RankLauncher
+from .rank_pool import RankPool, RanksUnavailable
 from .ranks import RankView
 from .recorder import Recorder
 from .requests import Request
+from .usage import Usage
 
 
-class HubKernel(IPythonKernel):
+class HubKernel(IPythonKernel, HubSettings):
     """The Jupyter kernel of an hpckernel session (``IPKernelApp.kernel_class``).
 
     Runs outside MPI, in the kernel process the notebook talks to. It starts the ranks
@@ -63,114 +61,9 @@ class HubKernel(IPythonKernel):
     implementation = "hpckernel"
     implementation_version = __version__
 
-    launcher_class = Type(LocalLauncher, klass=RankLauncher,
-                          help="How ranks are started: LocalLauncher (mpiexec) or "
-                          "SrunLauncher (inside a Slurm allocation).").tag(config=True)
-    job_dir_parent = Unicode(
-        "", help="Where to create the kernel's 0700 job directory (default: the temp dir; "
-        "in a Slurm job, a directory every node can read).").tag(config=True)
-    flush_interval = Float(0.1, help="Seconds between merged output messages.").tag(config=True)
-    interrupt_grace = Float(3.0, help="Seconds a rank may take to stop after an interrupt "
-                            "before it is reported stuck.").tag(config=True)
-    start_timeout = Float(120.0, help="Seconds the ranks may take to start.").tag(config=True)
-    plane_ip = Unicode("127.0.0.1", help="Address the ranks of other nodes connect to "
-                       "(the node's interconnect); 'auto': the address of this node's name."
-                       ).tag(config=True)
-    client_timeout = Float(0.0, help="End the hub (and so its batch job) after this many "
-                           "seconds without a connected client; 0: never.").tag(config=True)
-    provenance_log = Unicode(
-        "", help="JSON-lines file each cell's provenance record is appended to (default: "
-        "NOTEBOOK.provenance.jsonl beside the notebook named by JPY_SESSION_NAME, else "
-        "hpckernel-provenance.jsonl in the working directory).").tag(config=True)
-
-    max_reply_size = Unicode(
-        "50%", help="Most bytes one request may bring into the hub from its ranks together "
-        "(ranks.pull/apply, %%px --out, %pull, %peek): a size ('2GB', '512MiB') or a share of "
-        "the memory available to the hub when the request is sent ('50%'). Each rank may "
-        "send an equal share; a larger value gives a size error, not a dead hub."
-    ).tag(config=True)
-
-    fanin = CaselessStrEnum(
-        ["auto", "direct", "agents"], help="How the hub reaches the ranks: 'direct' (each "
-        "rank talks to the hub), 'agents' (one agent per node talks to the node's ranks, "
-        "the hub to the agents: the hub's work grows with nodes, not ranks), 'auto' "
-        "(agents when the ranks span more than one node). Default from $HPCKERNEL_FANIN."
-    ).tag(config=True)
-
-    @default("fanin")
-    def _default_fanin(self) -> str:
-        value = os.environ.get("HPCKERNEL_FANIN", "auto").strip().lower() or "auto"
-        if value not in ("auto", "direct", "agents"):
-            raise TraitError(f"HPCKERNEL_FANIN={value!r}: use auto, direct or agents")
-        return value
-
-    agent_timeout = Float(4.0, help="Seconds a node agent may stay silent before it counts "
-                          "as lost (the cells of its ranks say so).").tag(config=True)
-    agent_return = Float(10.0, help="Seconds a lost node agent has to come back (rank.sh "
-                         "starts it again on its node) before its ranks count as unreachable "
-                         "and every rank is ended.").tag(config=True)
-    fanout = Int(help="With node agents, the most agents that talk to one peer: above "
-                 "this many nodes, the agents of each group of this many nodes talk to the "
-                 "group's first agent, which talks to the hub. Default from $HPCKERNEL_FANOUT, "
-                 "else 64.").tag(config=True)
-
-    @default("fanout")
-    def _default_fanout(self) -> int:
-        try:
-            return int(os.environ.get("HPCKERNEL_FANOUT") or 64)
-        except ValueError:
-            raise TraitError("HPCKERNEL_FANOUT must be a number of nodes (at least 2)") from None
-
-    @validate("fanout")
-    def _check_fanout(self, proposal: dict[str, Any]) -> int:
-        if proposal["value"] < 2:
-            raise TraitError(f"fanout must be at least 2, not {proposal['value']}")
-        return int(proposal["value"])
-    output_groups = Int(
-        32, help="Most groups of differing output (or kinds of error) a cell shows in the "
-        "notebook; the others are summed up in one line, and %pxoutput or _px.output(rank) "
-        "show them. 0: no limit.").tag(config=True)
-    output_memory = Unicode(
-        "256MB", help="Memory the hub may use to keep the ranks' whole output of recent "
-        "cells; beyond it, output is kept in files in the job directory.").tag(config=True)
-    output_window = Unicode(
-        "4MB", help="Flow control of output: the most bytes of output each sender (a rank "
-        "talking to the hub, or a node agent; a rank behind an agent, to its agent) may have "
-        "on its way that its receiver has not taken in yet. A rank that prints faster than "
-        "the hub takes its output in waits in print; the hub's memory for output in transit "
-        "is at most this much per sender (plus one message, for a larger display). Read when "
-        "the kernel starts.").tag(config=True)
-    output_history = Int(
-        100, help="How many of the last requests' outputs the hub keeps for %pxoutput and "
-        "_px.output(rank).").tag(config=True)
-
     launcher = Instance(RankLauncher, allow_none=True)
-
-    @validate("output_memory")
-    def _check_output_memory(self, proposal: dict[str, Any]) -> str:
-        try:
-            parse_size(proposal["value"])
-        except ValueError as e:
-            raise TraitError(f"output_memory {e}") from None
-        return str(proposal["value"])
-
-    @validate("output_window")
-    def _check_output_window(self, proposal: dict[str, Any]) -> str:
-        try:
-            size = parse_size(proposal["value"])
-        except ValueError as e:
-            raise TraitError(f"output_window {e}") from None
-        if size < 64 * 1024:
-            raise TraitError(f"output_window {proposal['value']!r} is too small: use at least "
-                             "64KB (one message of a rank's text)")
-        return str(proposal["value"])
-
-    @validate("output_groups", "output_history")
-    def _check_count(self, proposal: dict[str, Any]) -> int:
-        if proposal["value"] < 0:
-            raise TraitError(f"HubKernel.{proposal['trait'].name} must be 0 or more, not "
-                             f"{proposal['value']}")
-        return int(proposal["value"])
+    # %%local cells are named where a debug session's front end looks for them.
+    compiler_class = Type(HubCellCompiler)
 
     @observe("output_groups", "output_memory", "output_history")
     def _output_settings_changed(self, change: dict[str, Any]) -> None:
@@ -182,14 +75,6 @@ class HubKernel(IPythonKernel):
         self.outputs.memory = parse_size(self.output_memory)
         self.outputs.cells = self.output_history
 
-    @validate("max_reply_size")
-    def _check_reply_size(self, proposal: dict[str, Any]) -> str:
-        try:
-            ReplyLimit.parse(proposal["value"])
-        except ValueError as e:
-            raise TraitError(str(e)) from None
-        return str(proposal["value"])
-
     @observe("max_reply_size")
     def _reply_size_changed(self, change: dict[str, Any]) -> None:
         if getattr(self, "px", None) is not None:  # a change by %config, after __init__
@@ -200,14 +85,8 @@ class HubKernel(IPythonKernel):
         super().__init__(**kwargs)
         self.launcher = self.launcher_class(parent=self)
         self.job_dir = make_job_dir(self.job_dir_parent or None)
-        settings = PoolSettings(flush_interval=self.flush_interval,
-                                interrupt_grace=self.interrupt_grace,
-                                start_timeout=self.start_timeout,
-                                tcp_ip=node_ip(self.plane_ip), fanin=self.fanin,
-                                agent_timeout=self.agent_timeout,
-                                agent_return=self.agent_return, fanout=self.fanout,
-                                output_window=parse_size(self.output_window))
-        self.pool = RankPool(self.launcher, self.job_dir, self._publish, settings)
+        self.pool = RankPool(self.launcher, self.job_dir, self._publish,
+                             self.pool_settings())
         self.outputs = OutputStore(Path(self.job_dir))
         self._configure_outputs()
         self.px = PxController(self.pool, lambda: self.get_parent("shell"), self._publish,
@@ -220,9 +99,18 @@ class HubKernel(IPythonKernel):
                                  self._context, notebook)
         assert self.shell is not None
         self.shell.configurables.append(self)  # %config HubKernel.max_reply_size = '8GB'
+        self.cells = CellFiles(Path(self.job_dir))
+        if isinstance(self.shell.compile, HubCellCompiler):
+            self.shell.compile.cells = self.cells
+        # Not self.debugger: ipykernel's own (unused here) has that name.
+        self.hub_debugger = HubDebugger(self.px, self._publish_debug_event, self.cells,
+                                        self.shell, self._control_loop)
+        self.usage = Usage()
+        self.pool.dap_events = self.hub_debugger.on_event  # debugged ranks' DAP events
         self.controllers = Controllers(self.px)
-        self.shell.register_magics(PxMagics(self.shell, self.controllers, self.recorder),
-                                   JobMagics, LiveMagics, AttachMagics)
+        self.shell.register_magics(PxMagics(self.shell, self.controllers, self.recorder,
+                                            self.hub_debugger), JobMagics, LiveMagics,
+                                   AttachMagics)
         self.hub_magics = HubMagics.of(PxMagics, JobMagics, LiveMagics, AttachMagics)
         self.shell.user_ns["ranks"] = RankView(self.px)
         # %%local cells reach IPython whole (so history keeps them as typed); this drops
@@ -247,10 +135,17 @@ class HubKernel(IPythonKernel):
 
     def _publish(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any],
                  parent: dict[str, Any] | None) -> None:
-        """Send one IOPub message; called from the plane thread as output arrives."""
+        """Send one IOPub message; called from the plane thread as output arrives. Content
+        the JSON packer refuses (lone surrogates, odd objects in metadata) is sent made
+        safe (``iopub_safe.py``): a message that cannot go would stall its cell."""
         assert self.session is not None
-        self.session.send(self.iopub_socket, msg_type, content, parent=parent or {},
-                          metadata=metadata, ident=self._topic(msg_type))
+        try:
+            self.session.send(self.iopub_socket, msg_type, content, parent=parent or {},
+                              metadata=metadata, ident=self._topic(msg_type))
+        except (UnicodeEncodeError, ValueError, TypeError):
+            self.session.send(self.iopub_socket, msg_type, safe_content(content),
+                              parent=parent or {}, metadata=safe_content(metadata),
+                              ident=self._topic(msg_type))
 
     def notify(self, text: str) -> None:
         """Tell the user something that happened outside any cell (walltime warning): now,
@@ -274,11 +169,17 @@ class HubKernel(IPythonKernel):
                          allow_stdin: bool = False, *, cell_meta: Any = None,
                          cell_id: Any = None) -> dict[str, Any]:
         parent = self.get_parent("shell") or {}
+        if is_hidden(code, store_history, silent):  # VS Code's variables (hidden_requests.py)
+            assert self.shell is not None
+            return await run_hidden(self.px, self._publish, code, self.shell.execution_count,
+                                    parent)
         self._last_parent = parent
         self._flush_notices()
         record = None if silent else self.recorder.begin(code, cell_id)
         reply, request = await self._execute(code, silent, store_history, user_expressions,
                                              allow_stdin, cell_meta, cell_id, record)
+        # A rank's error text may hold what JSON cannot carry: the reply must still go.
+        reply = safe_content(reply) if reply.get("status") == "error" else reply
         if record is not None:
             self.recorder.end(record, reply, parent.get("header", {}).get("msg_id", ""),
                               request)
@@ -300,11 +201,16 @@ class HubKernel(IPythonKernel):
         # Only a cell of the main shell can be interrupted; subshells run in threads.
         main = threading.current_thread() is threading.main_thread()
         self._local_running = self._local_running or main
+        debugged = main and route.kind == "local"
         try:
+            if debugged:
+                await self.hub_debugger.before_local_cell()
             return await super().do_execute(
                 code, silent, store_history, user_expressions, allow_stdin,
                 cell_meta=cell_meta, cell_id=cell_id), None
         finally:
+            if debugged:
+                self.hub_debugger.after_local_cell()
             if main:
                 self._local_running = False
 
@@ -318,11 +224,14 @@ class HubKernel(IPythonKernel):
             self.shell.execution_count += 1
         ran = PxCell()
         try:
+            # The lines the hub took off (a %%px line): the debugged ranks count them.
+            debug = await self.hub_debugger.px_cell(cell, cell.count("\n", 0,
+                                                                    len(cell) - len(body)))
             # The kernel's own ranks, or (``--job``) a live batch job's, attached if need be.
             px = await self.controllers.get_async(options.job)
             record.update(px.context)  # where it runs, if not on the kernel's own ranks
             await px.run_cell(body, options, self.shell.user_ns, count=count, silent=silent,
-                              cell=ran)
+                              cell=ran, extra=debug)
         except CellError as e:
             if ran.ranks:
                 record["ranks"] = ran.ranks
@@ -389,6 +298,11 @@ class HubKernel(IPythonKernel):
         Called on the control thread (the kernelspec uses ``interrupt_mode: message``,
         since a remote hub cannot receive the client's SIGINT)."""
         assert self.pool is not None
+        # A cell still on its way to the ranks is interrupted as soon as it is sent (named
+        # first: the cell looks for it right after it is sent, and this interrupt of what is
+        # open may come before that).
+        self.px.interrupted_cell = (self.get_parent("shell") or {}).get(
+            "header", {}).get("msg_id")
         self.pool.interrupt()
         for attached in self.controllers.attached():  # a %%px --job cell running
             attached.pool.interrupt()
@@ -397,6 +311,23 @@ class HubKernel(IPythonKernel):
             return
         assert self.session is not None
         self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
+
+    # -- the debugger and the usage panel ----------------------------------------------
+
+    def _control_loop(self) -> asyncio.AbstractEventLoop:
+        """The control thread's loop, where the debugger runs (hub/debugger.py)."""
+        return self.control_thread.io_loop.asyncio_loop  # type: ignore[no-any-return]
+
+    async def do_debug_request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """JupyterLab's and VS Code's debugger, for the debugged ranks (hub/debugger.py)."""
+        return await self.hub_debugger.process(msg)
+
+    async def usage_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        """The hub's CPU and memory, and its ranks' (hub/usage.py)."""
+        assert self.pool is not None and self.session is not None
+        pool = self.pool
+        content = await asyncio.to_thread(lambda: self.usage.content(pool.snapshot()))
+        self.session.send(stream, "usage_reply", content, parent, ident)
 
     async def _ask_rank0(self, kind: str, header: dict[str, Any]) -> dict[str, Any] | None:
         assert self.pool is not None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
@@ -31,16 +31,20 @@ from .introspect import format_peek, format_where
 from .px_controller import PxController
 from .recorder import Recorder
 
+if TYPE_CHECKING:
+    from .debugger import HubDebugger
+
 
 @magics_class
 class PxMagics(Magics):
     """``%%px``, ``%peek``, ``%where`` and the hub's other magics of the ranks."""
 
-    def __init__(self, shell: Any, controllers: Controllers,
-                 recorder: Recorder | None) -> None:
+    def __init__(self, shell: Any, controllers: Controllers, recorder: Recorder | None,
+                 debugger: HubDebugger | None = None) -> None:
         super().__init__(shell)
         self.controllers = controllers
         self.recorder = recorder
+        self.debugger = debugger
 
     @property
     def px(self) -> PxController:
@@ -129,15 +133,20 @@ class PxMagics(Magics):
 
     @line_magic
     def pxconfig(self, line: str) -> None:
-        """%pxconfig [--targets SPEC] [--block|--noblock]: change the defaults of cells."""
+        """%pxconfig [--targets SPEC] [--block|--noblock] [--debug SPEC]: change the defaults
+        of cells, and the ranks the debugger stops on."""
         options = parse_px_options(line, PXCONFIG_PARSER)
         if options.targets is not None:
             self.px.resolve(options.targets)  # fail now, not in the next cell
             self.px.targets = options.targets
         if options.block is not None:
             self.px.block = options.block
+        if options.debug is not None and self.debugger is not None:
+            self.debugger.set_ranks(self.px.resolve(options.debug))
         targets = format_ranks(self.px.resolve(None))
-        print(f"cells run on ranks {targets}, {'blocking' if self.px.block else 'noblock'}")
+        print(f"cells run on ranks {targets}, {'blocking' if self.px.block else 'noblock'}"
+              + (f"; the debugger stops on ranks {format_ranks(self.debugger.ranks)}"
+                 if self.debugger is not None else ""))
 
     @line_magic
     def pxresult(self, line: str) -> None:
@@ -161,6 +170,7 @@ class PxMagics(Magics):
         """%ranks: each rank's state, pid, host, CPU and memory (and the Slurm job's)."""
         if self.px.allocation is not None:
             print(self.px.allocation.describe())
+        print(self.px.pool.describe())
         print(f"{'rank':>4}  {'state':<8} {'pid':>8}  {'host':<16} {'cpu%':>6} {'rss':>9}  note")
         for info in self.px.pool.snapshot():
             cpu, rss = info.usage()

@@ -12,7 +12,9 @@ shown at once, and holding it was what grew the hub.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -332,5 +334,14 @@ def _nth_newline(text: str, n: int) -> int:
 
 
 def _json_key(item: Any) -> str:
-    return json.dumps(item, sort_keys=True, default=str)
+    return json.dumps(item, sort_keys=True, default=_value_key)
+
+
+def _value_key(value: Any) -> str:
+    """What makes two values that JSON cannot carry equal: their pickles (as a node agent
+    compares displays), not their repr, which names an address per process."""
+    try:
+        return hashlib.sha1(pickle.dumps(value, protocol=5)).hexdigest()
+    except Exception:
+        return repr(value)
 

@@ -191,6 +191,9 @@ class PxController:
         self.allocation: Allocation | None = None  # the Slurm job the hub runs in, if any
         #: the bytes one request may bring into the hub (HubKernel.max_reply_size)
         self.reply_limit = ReplyLimit.parse("50%")
+        #: the msg_id of the cell the user last interrupted (the kernel's interrupt_request):
+        #: a cell interrupted before it reached the ranks is interrupted once it is sent
+        self.interrupted_cell: str | None = None
         #: provenance fields of its cells that differ from the kernel's own (an attached
         #: live job's ranks, hosts and job: ``live/client.py``)
         self.context: dict[str, Any] = {}
@@ -256,10 +259,11 @@ class PxController:
 
     async def run_cell(self, code: str, options: PxOptions, ns: dict[str, Any], *,
                        count: int | None = None, silent: bool = False,
-                       parent: dict[str, Any] | None = None, cell: PxCell | None = None
-                       ) -> PxCell:
+                       parent: dict[str, Any] | None = None, cell: PxCell | None = None,
+                       extra: dict[str, Any] | None = None) -> PxCell:
         """Run a ``%%px`` cell: resolve its targets, wait for the ranks, send ``--in``
-        values, run it, then gather ``--out`` values into ``ns`` (the hub's namespace).
+        values, run it, then gather ``--out`` values into ``ns`` (the hub's namespace);
+        ``extra`` goes into the ``execute`` request's header.
 
         Returns once it ran (at once with ``--noblock``); raises ``CellError``, ready for
         the notebook, when it could not run or failed on some rank. ``cell`` is filled in
@@ -285,16 +289,20 @@ class PxController:
         except (TransferError, RemoteError, RanksUnavailable, TypeError) as e:
             raise CellError(type(e).__name__, f"--in: {e}",
                             [f"--in: {e}", "The cell did not run."]) from None
-        # The targets too (as node agents get them): a kernel rank run live takes a
+        # extra: what else the ranks need to know of the cell (hub/debugger.py's names);
+        # the targets too (as node agents get them): a kernel rank run live takes a
         # safepoint after a cell that ran on every rank only (live/kernel_ranks.py).
         header = {"code": code, "silent": silent, "execution_count": count,
-                  "targets": format_sorted(cell.targets)}
+                  "targets": format_sorted(cell.targets), **(extra or {})}
         label = f"[{count}]" if count is not None else "%%px"
         hint = f"%pxoutput {{ranks}} --cell {count}" if count is not None else (
             "_px.display_outputs('{ranks}')")
         cell.handle = handle = self.submit("execute", cell.targets, header, block=cell.block,
                                            label=label, execution_count=count, hint=hint,
                                            parent=parent)
+        if self.interrupted_cell is not None and self.interrupted_cell == (
+                parent or {}).get("header", {}).get("msg_id"):
+            self.pool.interrupt()  # the interrupt came before the cell reached the ranks
         self._remember(handle, count)
         ns["_px"] = handle
         if not cell.block:

@@ -122,6 +122,11 @@ class RankPlane:
                                                "kernel: it cannot start them again"))
         return refused
 
+    def describe(self) -> str:
+        """One line for ``%ranks`` and the dashboard: the ranks' MPI, or how they are
+        reached."""
+        return ""
+
     def snapshot(self) -> list[RankInfo]:
         """A copy of the rank table with what the fan-in keeps apart (busy ranks, load)."""
         if threading.current_thread() is self._thread:

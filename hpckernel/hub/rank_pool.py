@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import zmq.asyncio
 
@@ -46,6 +48,8 @@ class RankPool(RankPlane):
                  settings: PoolSettings | None = None) -> None:
         super().__init__(launcher.ranks, job_dir, publish, settings)
         self.launcher = launcher
+        #: where debugged ranks' DAP events go (rank, event): hub/debugger.py, set by the kernel
+        self.dap_events: Callable[[int, dict[str, Any]], None] | None = None
         self.mpi_version = ""
         self.launches = 0  # the current launch's number (plane/identity.py)
         self._launch_task: asyncio.Task[None] | None = None
@@ -75,6 +79,9 @@ class RankPool(RankPlane):
             log.exception("rank shutdown failed")
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
+
+    def describe(self) -> str:
+        return self.launcher.describe()
 
     # -- the plane thread: lifecycle ----------------------------------------------------
 
@@ -109,7 +116,8 @@ class RankPool(RankPlane):
                 output_window=settings.output_window, agent_timeout=settings.agent_timeout,
                 agent_return=settings.agent_return),
             register=self.register, unreachable=self.unreachable,
-            ranks_lost=self._ranks_lost, end_ranks=self._end_ranks))
+            ranks_lost=self._ranks_lost, end_ranks=self._end_ranks,
+            dap_event=self._dap_event))
         self.transport.on_message = fanin.handle
         self.inflight.reinterrupt = fanin.interrupt
         self.launcher.agents = fanin.uses_agents
@@ -235,6 +243,10 @@ class RankPool(RankPlane):
 
     def _rank_died(self, rank: int, reason: str) -> None:
         self.inflight.fail_rank(rank, self.table.mark_dead(rank, reason))
+
+    def _dap_event(self, rank: int, event: dict[str, Any]) -> None:
+        if self.dap_events is not None:
+            self.dap_events(rank, event)
 
     def _ranks_lost(self, ranks: list[int], reason: str) -> None:
         for rank in ranks:

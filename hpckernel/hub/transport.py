@@ -95,6 +95,7 @@ class Transport:
         # connections must not take the hub's descriptors (plane/guard.py).
         self.guard = ConnectionGuard(tcp, self.peers_per_address, self.size + 256)
         self._loop.add_reader(self.guard.monitor.FD, self._guard_events)
+        self._guard_events()  # ZMQ's descriptor signals only changes: look once first
         for sock in (ipc, tcp):
             sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting peer keeps its identity
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a gone peer raises
@@ -193,10 +194,10 @@ class Transport:
                 launch, peer = parse_identity(identity)
                 if launch != self.launch:
                     continue  # a peer of an earlier launch: not heard any more
-                if isinstance(peer, int) and not 0 <= peer < self.size:
-                    raise ValueError(f"unknown rank {peer}")
                 # Only ranks on this node hand over shared memory; agents never do.
                 msg = unpack(frames[1:], router.shm_prefix if isinstance(peer, int) else "")
+                if isinstance(peer, int) and not 0 <= peer < self.size:
+                    raise ValueError(f"unknown rank {peer}")
             except ValueError as e:  # UnicodeDecodeError too
                 log.warning("dropped a malformed plane message: %s", e)
                 continue
@@ -213,12 +214,12 @@ class Transport:
     def close(self) -> None:
         """Stop watching and close the sockets; later sends find no route (unreachable)."""
         self._routes.clear()
+        if self.guard is not None:
+            self._loop.remove_reader(self.guard.monitor.FD)
+            self.guard.close()
         for router in self.routers:
             self._loop.remove_reader(router.fd)
             router.sock.close(linger=0)
-        if self.guard is not None:
-            self._loop.remove_reader(self.guard.monitor.FD)
-            self.guard.monitor.close(linger=0)
         self.auth.stop()
         shutil.rmtree(self._ipc_dir, ignore_errors=True)
         self.remove_segments()

@@ -85,6 +85,9 @@ class AttachedRanks(RankPlane):
             raise JobEnded(self.job, "NOT ANSWERING", f"its endpoint at {self._url} did not "
                            f"answer within {WELCOME:g} s") from None
 
+    def describe(self) -> str:
+        return f"live job {self.job}: its ranks reached through its endpoint on {self.info.host}"
+
     def on_end(self, callback: Callable[[AttachedRanks], None]) -> None:
         """Call ``callback(self)`` once the job has ended (at once if it has)."""
         self._listeners.append(callback)
@@ -112,7 +115,8 @@ class AttachedRanks(RankPlane):
             size=self.size, launch=0, table=self.table, inflight=self.inflight,
             live=self.live, transport=link, settings=FaninSettings(),
             register=self.register, unreachable=self.unreachable,
-            ranks_lost=self._lose, end_ranks=self._lose), self._state, self._silent)
+            ranks_lost=self._lose, end_ranks=self._lose,
+            dap_event=lambda rank, event: None), self._state, self._silent)
         link.on_message = fanin.handle
         link.on_connection = self._connection
         self.inflight.reinterrupt = fanin.interrupt

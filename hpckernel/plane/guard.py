@@ -38,7 +38,10 @@ class ConnectionGuard:
         self.per_address = max(int(per_address), 1)
         self.total = max(int(total), self.per_address)
         sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
-        self.monitor: zmq.Socket[bytes] = sock.get_monitor_socket(_EVENTS)
+        # A plain socket whatever the context's class (the hub's is asyncio's, whose sockets
+        # answer recv with a future): the owner polls it and drains it without waiting.
+        self._monitor = sock.get_monitor_socket(_EVENTS)
+        self.monitor: zmq.Socket[bytes] = zmq.Socket.shadow(self._monitor.underlying)
         self._port: int | None = None  # the listening port, once bound
         self._sock = sock
         self._peers: dict[int, str] = {}  # descriptor -> peer address
@@ -112,8 +115,9 @@ class ConnectionGuard:
                         "%d in all so far)", self.per_address, peer, self.refused)
 
     def close(self) -> None:
+        """Stop watching (before the socket closes)."""
         self._sock.disable_monitor()
-        self.monitor.close(linger=0)
+        self._monitor.close(linger=0)
 
 
 def _port_of(sock: zmq.Socket[bytes]) -> int | None:

@@ -28,6 +28,12 @@ class PlaneHeader(TypedDict, total=False):
     names: list[str]
     max_bytes: int  # the share of HubKernel.max_reply_size each rank may send
     max_bytes_note: str
+    store_history: bool  # execute: False for a front end's hidden request
+    join_threads: float  # execute: wait this long for threads the code starts
+    debug_path: str  # execute on a debugged rank: the cell's file name (hub/debugger.py)
+    debug_offset: int  # execute on a debugged rank: lines the hub took off the cell
+    dap: dict[str, Any]  # dap: the DAP request; its reply: the DAP response
+    event: dict[str, Any]  # dapevent: a DAP event of a debugged rank
     # -- output
     name: str  # stream name
     text: str

@@ -12,10 +12,11 @@ Who sends what:
 - the hub (or an agent, passing it down): the requests (``REQUESTS``: run by a rank's main
   thread in arrival order), the control requests (``CONTROL_REQUESTS``: answered by a rank's
   I/O thread while the main thread runs), ``hb``, ``interrupt``, ``shutdown``, ``credit``;
-- a rank: ``register``, ``reply``, ``stream``, ``display``, ``more``, ``hb``, ``live``;
+- a rank: ``register``, ``reply``, ``stream``, ``display``, ``more``, ``hb``, ``live``,
+  ``dapevent``;
 - a node agent, for its node (or its subtree): ``nregister``, ``nsummary``, ``nstream``,
   ``display`` (with a rank range), ``nreply``, ``ndead``, ``more``, and the ranks' ``live``
-  and ``lend``.
+  and ``lend``, and the ranks' ``dapevent``.
 
 A live batch job (``hpckernel/live``) adds the kinds starting with ``l``: requests its
 endpoint sends its ranks through their agents (``LIVE_REQUESTS``: the safepoint protocol,
@@ -41,6 +42,7 @@ COMPLETE: Final = "complete"
 INSPECT: Final = "inspect"
 PEEK: Final = "peek"  # a consistent copy of a value, while the rank runs
 WHERE: Final = "where"  # the main thread's stack, while the rank runs
+DAP: Final = "dap"  # a debugger request (hub/debugger.py), answered also while paused
 
 # -- plane control, downwards ----------------------------------------------------------
 HB: Final = "hb"  # heartbeat; a rank answers with its load, an agent with its summary
@@ -55,6 +57,7 @@ STREAM: Final = "stream"  # text of stdout/stderr
 DISPLAY: Final = "display"  # display_data, update_display_data, clear_output, execute_result
 MORE: Final = "more"  # the sender waits for credit (credit.py)
 LIVE: Final = "live"  # a value published mid-cell (hpckernel.publish)
+DAPEVENT: Final = "dapevent"  # a debugged rank's DAP event (worker/debugger.py)
 
 # -- upwards from a node agent ---------------------------------------------------------
 NREGISTER: Final = "nregister"  # the agent, and the ranks registered with it since
@@ -83,7 +86,7 @@ LDETACH: Final = "ldetach"  # the notebook leaves: its queued cells are dropped
 #: Run by a rank's main thread, one after another, in arrival order.
 REQUESTS: Final = frozenset({EXECUTE, APPLY, PUSH, PULL})
 #: Answered by a rank's I/O thread while its main thread runs: no queueing, no busy state.
-CONTROL_REQUESTS: Final = frozenset({COMPLETE, INSPECT, PEEK, WHERE})
+CONTROL_REQUESTS: Final = frozenset({COMPLETE, INSPECT, PEEK, WHERE, DAP})
 #: A live job's requests to its ranks: answered by the rank's I/O thread (``lrun`` later,
 #: by its main thread at the safepoint); agents pass them as any request.
 LIVE_REQUESTS: Final = frozenset({LARM, LRUN, LCANCEL, LPARK, LUNPARK, LVALS})
@@ -124,6 +127,7 @@ KINDS: Final[Mapping[str, Kind]] = {k.name: k for k in (
     _kind(DISPLAY, "rank", "agent", required=(("msg_type", str),)),
     _kind(MORE, "rank", "agent", required=(("sent", int),)),
     _kind(LIVE, "rank", "agent", required=(("name", str), ("rank", int))),
+    _kind(DAPEVENT, "rank", "agent", required=(("rank", int), ("event", dict))),
     _kind(NREGISTER, "agent", required=(("registered", list),)),
     _kind(NSUMMARY, "agent"),
     _kind(NSTREAM, "agent", required=(("name", str), ("parts", list))),

@@ -126,6 +126,21 @@ def parse_hostnames(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def parse_mpi_plugins(text: str) -> frozenset[str]:
+    """Output of `srun --mpi=list`: the plugin names listed after "MPI plugin types are...",
+    and the versions of the form "specific pmix plugin versions available: pmix_v4,pmix_v5"."""
+    names: set[str] = set()
+    listing = False
+    for line in text.splitlines():
+        if line.startswith("MPI plugin types are"):
+            listing = True
+        elif "plugin versions available:" in line:
+            names.update(v.strip() for v in line.split(":", 1)[1].split(",") if v.strip())
+        elif listing and line[:1].isspace() and line.strip():
+            names.add(line.strip())
+    return frozenset(names)
+
+
 # ---------------------------------------------------------------- sbatch
 
 

@@ -95,13 +95,14 @@ class Dashboard(TextFallback, w.VBox):
     def refresh(self) -> None:
         """Redraw from the hub's rank table and the job's last known state."""
         alloc = self.px.allocation
+        mpi = html.escape(self.pool.describe())
         if alloc is None:
-            self.job.value = f"<b>local</b> · {self.pool.size} ranks"
+            self.job.value = f"<b>local</b> · {self.pool.size} ranks · {mpi}"
         else:
             self.job.value = (f"<b>Slurm job {html.escape(alloc.job_id)}</b> · partition "
                               f"{html.escape(alloc.partition or '?')} · nodes "
                               f"{html.escape(alloc.nodelist or '?')} · "
-                              f"{html.escape(self._job_state)}"
+                              f"{html.escape(self._job_state)} · {mpi}"
                               + (f" · {jobviews.trouble_html(self._trouble)}"
                                  if self._trouble else ""))
             left, limit = alloc.time_left(), alloc.limit

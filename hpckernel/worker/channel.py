@@ -27,6 +27,7 @@ from typing import Any
 
 import zmq
 
+from ..debug.target import mark_untraced
 from ..plane import Message, PlaneInfo, kinds, pack, unpack
 from ..plane.addresses import node_name
 from ..plane.credit import WaitingWindow, stamp_of
@@ -76,6 +77,7 @@ class HubChannel:
         os.set_blocking(self._wake_w, False)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hpckernel-io", daemon=True)
+        mark_untraced(self._thread)  # the debugger (worker/debugger.py) never stops it
         self._connects = 0
         self._handlers: dict[str, Callable[[Message], None]] = {
             kinds.CREDIT: self._credit, kinds.INTERRUPT: self._interrupt}

@@ -12,13 +12,16 @@ when the section ends; waits inside a section (for credit) stay interruptible
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 _main = threading.main_thread().ident
 _held = False  # the main thread is in a held section
 _pending = False  # an interrupt arrived meanwhile
+#: Set once the rank is debugged (worker/debugger.py): lets a thread stopped at a breakpoint
+#: go before the interrupt is raised in it.
+debugger_hook: Callable[[], None] | None = None
 
 
 def handler(signum: int, frame: FrameType | None) -> None:
@@ -27,6 +30,8 @@ def handler(signum: int, frame: FrameType | None) -> None:
     if _held:
         _pending = True
         return
+    if debugger_hook is not None:
+        debugger_hook()
     raise KeyboardInterrupt
 
 

@@ -2,12 +2,16 @@
 mapped them.
 
 MPICH keeps its intra-node buffers in ``/dev/shm/mpich_shm_*`` and removes them only in
-``MPI_Finalize``; ranks that never get there (a crash, ``MPI.Abort``, busy ranks terminated
-on restart, a killed hub, a lost node) would leave them in memory for good, and no clean-up
-after the fact is sure to run (``srun`` and Slurm SIGKILL whatever would do it). So right
-after ``MPI_Init`` the ranks of each node wait for each other and the first unlinks the
-files they map: the mappings stay valid, and the memory goes back when the last rank of the
-node exits, however it ends. ``MPI_Finalize`` then finds them gone, which it accepts.
+``MPI_Finalize``; Open MPI keeps one ``/dev/shm/sm_segment.<host>.<uid>.<job>.<rank>`` per
+rank, which its launcher removes when the job ends, unless the launcher itself is killed
+(and under ``srun --mpi=pmix`` nobody does). Ranks that never get to their clean-up (a
+crash, ``MPI.Abort``, busy ranks terminated on restart, a killed hub, a lost node) would
+leave them in memory for good, and no clean-up after the fact is sure to run (``srun`` and
+Slurm SIGKILL whatever would do it). So right after ``MPI_Init`` the ranks of each node wait
+for each other and the first unlinks the files they map (both libraries map every segment
+of the node in ``MPI_Init``): the mappings stay valid, and the memory goes back when the
+last rank of the node exits, however it ends. The libraries' own clean-up then finds them
+gone, which both accept.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 import traceback
 import types
@@ -24,6 +25,7 @@ from ..plane.credit import display_size
 from ..plane.nodes import agent_plane_file, rank_node, wait_for_plane_info
 from . import interrupts, mpi_files, publish
 from .channel import HubChannel
+from .debugger import RankDebugger
 from .introspect import peek, where
 from .limit import ReplyTooLarge, over_limit
 
@@ -43,9 +45,15 @@ def _mpi_identity() -> tuple[int, int, str, str | None]:
         comm = MPI.COMM_WORLD
         return comm.rank, comm.size, MPI.Get_library_version().strip(), None
     except Exception as e:  # ImportError, or mpi4py's RuntimeError without an MPI library
-        rank = int(os.environ.get("PMI_RANK") or os.environ.get("SLURM_PROCID") or 0)
-        size = int(os.environ.get("PMI_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
+        # What the starter tells (Open MPI's mpirun, MPICH's mpiexec, srun with PMIx, srun)
+        rank = int(_first_set("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
+                   or 0)
+        size = int(_first_set("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS") or 1)
         return rank, size, "", f"{type(e).__name__}: {e}"
+
+
+def _first_set(*names: str) -> str | None:
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
 class RankRunner:
@@ -57,6 +65,7 @@ class RankRunner:
         self.rank = rank
         self.request_id: str | None = None
         self.streams: tuple[OutStream, OutStream] | None = None  # set by main()
+        self.debugger: RankDebugger | None = None  # set by main()
         self.pid = os.getpid()
         #: called on the main thread after each request (a kernel rank run live: its
         #: safepoints, ``live/kernel_ranks.py``)
@@ -89,8 +98,19 @@ class RankRunner:
         if count is not None:
             # Tracebacks then name the notebook's cell (In[7]), the same on every rank.
             self.shell.execution_count = count
-        result = self.shell.run_cell(msg.header["code"], store_history=True,
-                                     silent=msg.header.get("silent", False))
+        code = (msg.header["code"] if self.debugger is None
+                else self.debugger.before_cell(msg.header))
+        threads = set(threading.enumerate()) if msg.header.get("join_threads") else None
+        try:
+            result = self.shell.run_cell(code, silent=msg.header.get("silent", False),
+                                         store_history=msg.header.get("store_history", True))
+        finally:
+            if self.debugger is not None:
+                self.debugger.after_cell()
+        if threads is not None:
+            # A front end's hidden request (hub/hidden_requests.py) answers from a thread
+            # it starts: its output must come before the reply, so wait for it a while.
+            _join_new_threads(threads, float(msg.header["join_threads"]))
         if result.success:
             return {"status": "ok"}, None
         err = self.shell.last_error or {"ename": "Error", "evalue": str(result.error_in_exec
@@ -206,6 +226,12 @@ class RankRunner:
             sent.result().wait()
 
 
+def _join_new_threads(before: set[threading.Thread], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for thread in set(threading.enumerate()) - before:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
 def _complete(shell: RankShell, msg: Message) -> tuple[str, dict[str, Any], Any]:
     code, pos = msg.header["code"], msg.header["cursor_pos"]
     line_start = code.rfind("\n", 0, pos) + 1
@@ -312,6 +338,10 @@ def main(argv: list[str] | None = None) -> None:
     publish.install(channel.send, rank)
     # Heartbeats are answered by the I/O thread from the start, while the shell is built.
     channel.control[kinds.HB] = _Heartbeat(rank)
+    # The hub's debugger requests (worker/debugger.py), which may come as soon as the rank
+    # registers; nothing is started until one does.
+    debugger = RankDebugger(channel, rank)
+    channel.control[kinds.DAP] = debugger.control
     channel.start()
     if error is not None:
         channel.stop()
@@ -343,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
         kinds.PEEK: lambda m: peek(shell, rank, m),
         kinds.WHERE: lambda m: where(channel, rank, m),
     })
+    debugger.shell, runner.debugger = shell, debugger
     live = None
     if os.environ.get(LIVE_ENV):  # a submitted notebook's ranks: attachable as a live job's
         from ..live.kernel_ranks import start as start_live

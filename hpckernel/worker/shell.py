@@ -7,6 +7,7 @@ import re
 from types import TracebackType
 from typing import Any
 
+from IPython.core.compilerop import CachingCompiler
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Type
 
@@ -16,11 +17,24 @@ from .capture import RankDisplayHook, RankDisplayPublisher
 _CELL = re.compile(r"<ipython-input-(\d+)-[0-9a-f]+>")
 
 
+class CellCompiler(CachingCompiler):
+    """IPython's compiler, naming the next cell as the hub says while the rank is debugged:
+    the file the front end sets its breakpoints in (``worker/debugger.py``)."""
+
+    next_name: str | None = None
+
+    def get_code_name(self, raw_code: str, transformed_code: str, number: int) -> str:
+        name, self.next_name = self.next_name, None
+        return name or super().get_code_name(raw_code, transformed_code, number)
+
+
 class RankShell(InteractiveShell):
     """An InteractiveShell that reports errors and rich output instead of printing them."""
 
     displayhook_class = Type(RankDisplayHook)
     display_pub_class = Type(RankDisplayPublisher)
+    compiler_class = Type(CellCompiler)
+    compile: CellCompiler
 
     last_error: dict[str, Any] | None = None
 

@@ -131,6 +131,10 @@ MpiDefault=pmi2
 SlurmctldPort={SLURMCTLD_PORT}
 StateSaveLocation={p.root}/slurm/state
 SlurmdSpoolDir={p.root}/slurm/spool/%n
+# One temporary directory per node: Slurm's PMIx plugin (srun --mpi=pmix) makes
+# TmpFS/spmix_appdir_<uid>_<job>.<step> on every node of a step, which the three slurmd of
+# one host would otherwise share (the second node's step launch fails with EEXIST).
+TmpFS={p.root}/slurm/tmp/%n
 SlurmctldPidFile={p.pid_file("slurmctld")}
 SlurmdPidFile={p.root}/run/slurmd-%n.pid
 SlurmctldLogFile={p.log_file("slurmctld")}

@@ -4,7 +4,9 @@
 # Must run as root on Debian 12. Quiet on success; on failure prints apt's log and exits non-zero.
 set -eu
 
-PACKAGES="slurm-wlm munge slurmdbd mariadb-server openssh-server openssh-client"
+# libpmix-dev: Slurm's PMIx plugin (srun --mpi=pmix, for Open MPI) loads libpmix.so, which
+# only the -dev package provides; slurmd must start after it is installed.
+PACKAGES="slurm-wlm munge slurmdbd mariadb-server openssh-server openssh-client libpmix-dev"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install.sh: must run as root (apt-get install)" >&2

@@ -198,7 +198,8 @@ def _daemonize(daemon: str, argv: Sequence[str], p: Paths, ready: Callable[[], b
 
 
 def _prepare(p: Paths) -> None:
-    for d in ("etc", "run", "log", "slurm/state", *(f"slurm/spool/{n}" for n in NODES)):
+    for d in ("etc", "run", "log", "slurm/state", *(f"slurm/spool/{n}" for n in NODES),
+              *(f"slurm/tmp/{n}" for n in NODES)):
         (p.root / d).mkdir(parents=True, exist_ok=True)
     # munged wants its socket directory searchable by all (clients connect to the socket).
     p.munge_dir.mkdir(exist_ok=True)

@@ -20,7 +20,8 @@ def test_dashboard_follows_a_running_cell(kernel: Kernel) -> None:
     comms.run("%dashboard")
     panel, table = _panel(comms)
     assert comms.state[panel]["states"] == ["idle"] * 4
-    assert "<b>local</b> · 4 ranks" in str(comms.state)
+    assert "<b>local</b> · 4 ranks · MPI: " in str(comms.state)
+    assert "(ranks started by mpiexec)" in str(comms.state)  # and the library's name
     comms.run("%%px --noblock --targets 1:3\nimport time\ntime.sleep(4)")
     comms.wait(lambda: comms.state[panel]["states"] == ["idle", "busy", "busy", "idle"],
                what="ranks 1-2 busy")

@@ -222,13 +222,33 @@ def wait_gone(pids: list[int], timeout: float = 15) -> list[int]:
     return [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]
 
 
-MPI_FILES = ("print(*sorted({line.split(None, 5)[5].strip() for line in "
-             "open('/proc/self/maps') if ' /dev/shm/mpich_shm_' in line}))")
+#: MPI's shared-memory files in /dev/shm: MPICH's, Open MPI's (btl/sm)
+SHM_FILE = r"/dev/shm/(?:mpich_shm_|sm_segment\.)[\w.-]+"
+MPI_FILES = ("import re\nprint(*sorted({line.split(None, 5)[5].strip() for line in "
+             f"open('/proc/self/maps') if re.search({SHM_FILE!r}, line)}}))")
 
 
 def mpi_files(kernel: Kernel) -> list[str]:
-    """The MPICH shared-memory files the ranks map: unlinked once all have mapped them."""
+    """MPI's shared-memory files the ranks map: unlinked once all have mapped them."""
     text = kernel.ok(MPI_FILES).text()
-    names = sorted(set(re.findall(r"/dev/shm/mpich_shm_\w+", text)))
+    names = sorted(set(re.findall(SHM_FILE, text)))
     assert names and text.count("(deleted)") >= len(names), text
     return names
+
+
+def session_dirs(base: Path | None = None) -> set[Path]:
+    """Open MPI's session directories (``ompi.<pid of mpirun>``) in ``base`` (default: the
+    temporary directory; the local kernel keeps them in its job directory)."""
+    return set((base or Path(os.environ.get("TMPDIR") or "/tmp")).glob("ompi.*"))
+
+
+def orphaned_session_dirs(base: Path | None = None) -> list[Path]:
+    """Session directories whose mpirun is gone: left behind."""
+    return [d for d in session_dirs(base)
+            if not d.name.partition(".")[2].isdigit() or not psutil.pid_exists(
+                int(d.name.partition(".")[2]))]
+
+
+def job_dir(kernel: Kernel) -> Path:
+    """The hub's job directory (ranks.log, exit codes, Open MPI's session directory)."""
+    return Path(kernel.ok("%%local\nprint(get_ipython().kernel.job_dir)").text().strip())

@@ -153,7 +153,12 @@ def test_noblock_and_pxresult_while_local_cells_run(kernel: Kernel) -> None:
 
 def test_ranks_magic_shows_each_rank(kernel: Kernel) -> None:
     text = kernel.ok("%ranks").text()
-    lines = text.strip().splitlines()
+    mpi, *lines = text.strip().splitlines()
+    # the library the ranks run on, and what started them
+    library = kernel.ok("%%px --targets 0\nfrom mpi4py import MPI\n"
+                        "print(MPI.Get_library_version().split(',')[0])").per_rank()
+    # "Open MPI v5.0.11", "MPICH Version:      4.2.0"
+    assert mpi == f"MPI: {' '.join(library[0][0].split())} (ranks started by mpiexec)"
     assert lines[0].split()[:3] == ["rank", "state", "pid"]
     assert [line.split()[1] for line in lines[1:]] == ["idle"] * 4
     pids = kernel.rank_pids()

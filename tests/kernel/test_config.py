@@ -75,3 +75,17 @@ def test_each_documented_config_place_reaches_the_kernel(tmp_path: Path) -> None
         kc.stop_channels()
         km.shutdown_kernel()
     assert wait_gone(pids) == []
+
+
+def test_help_all_lists_every_setting_of_the_hub_and_its_launchers() -> None:
+    """``python -m hpckernel.hub --help-all`` (traitlets' listing) names the hub's and the
+    launchers' settings; it crashed on the ``--ranks`` alias before."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "hpckernel.hub", "--help-all"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for setting in ("--HubKernel.fanin=", "--HubKernel.agent_return=",
+                    "--RankLauncher.ranks=", "--LocalLauncher.mpiexec=", "--SrunLauncher.mpi="):
+        assert setting in out.stdout, setting

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Kernel, Result, mpi_files, wait_gone
+from .harness import Kernel, Result, job_dir, mpi_files, orphaned_session_dirs, wait_gone
 
 
 def _run_and_interrupt(kernel: Kernel, code: str) -> tuple[Result, float]:
@@ -40,7 +40,8 @@ def test_rank_stuck_in_mpi_is_named_and_restart_recovers(fresh_kernel: Kernel) -
     assert "rank 2: RankStuck: did not stop within 5 s" in result.content["evalue"]
     assert "ranks 0-1,3: KeyboardInterrupt" in result.content["evalue"]
     states = fresh_kernel.ok("%ranks").text()
-    assert "stuck" in states.splitlines()[3]
+    assert [line.split()[1] for line in states.splitlines() if line.startswith("   2 ")] == [
+        "stuck"]
     blocked = fresh_kernel.run("print(1)")
     assert blocked.status == "error" and "rank 2 is stuck" in blocked.content["evalue"]
     assert "%restart_ranks" in blocked.content["evalue"]
@@ -129,8 +130,9 @@ def test_mpi4py_without_an_mpi_library_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("end", ["abort", "restart_busy"])
 def test_ranks_that_end_abnormally_leave_no_mpi_shared_memory(fresh_kernel: Kernel,
                                                               end: str) -> None:
-    # MPICH removes its /dev/shm files only in MPI_Finalize, which killed ranks never reach;
-    # the ranks of a node unlink them as soon as all have mapped them.
+    # MPICH removes its /dev/shm files only in MPI_Finalize, which killed ranks never reach
+    # (Open MPI's launcher removes its own, unless it is killed itself); the ranks of a node
+    # unlink them as soon as all have mapped them.
     files = mpi_files(fresh_kernel)
     assert [f for f in files if Path(f).exists()] == []
     if end == "abort":
@@ -143,3 +145,5 @@ def test_ranks_that_end_abnormally_leave_no_mpi_shared_memory(fresh_kernel: Kern
     again = mpi_files(fresh_kernel)
     assert set(again).isdisjoint(files)
     assert [f for f in files + again if Path(f).exists()] == []
+    # Open MPI's launcher's: in the job directory
+    assert orphaned_session_dirs(job_dir(fresh_kernel)) == [] == orphaned_session_dirs()

@@ -149,7 +149,9 @@ def _plane_peer(plane: dict[str, Any], tcp: bool) -> zmq.Socket[bytes]:
     the node; TCP: the ranks' CurveZMQ key) but no rank's identity."""
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.linger = 0
-    sock.setsockopt(zmq.IDENTITY, b"7")  # not a rank: must not take over a rank's route
+    # The first launch's rank 7, which a 1-rank kernel does not have: it must not take over
+    # a rank's route.
+    sock.setsockopt(zmq.IDENTITY, b"1.7")
     if tcp:
         sock.curve_serverkey = plane["server_public"].encode()
         sock.curve_publickey = plane["client_public"].encode()

@@ -292,3 +292,9 @@ def test_scontrol_partitions() -> None:
 
 def test_parse_hostnames() -> None:
     assert p.parse_hostnames("n1\nn2\nn3\n") == ["n1", "n2", "n3"]
+
+
+def test_srun_mpi_list() -> None:
+    # Slurm 22.05 (Debian 12) with libpmix-dev, as the test bed has it
+    assert p.parse_mpi_plugins(read("srun_mpi_list.txt")) == {
+        "pmix", "none", "cray_shasta", "pmi2", "pmix_v4"}

@@ -82,7 +82,8 @@ class AgentFanin(Fanin):
         self._handlers: dict[str, Callable[[NodeInfo, Message], None]] = {
             kinds.NREGISTER: self._register, kinds.NSUMMARY: self._summary,
             kinds.NSTREAM: self._stream, kinds.DISPLAY: self._display,
-            kinds.NREPLY: self._reply, kinds.LIVE: self._live, kinds.MORE: _credited}
+            kinds.NREPLY: self._reply, kinds.LIVE: self._live, kinds.MORE: _credited,
+            kinds.DAPEVENT: self._dap_event}
 
     # -- to the agents --------------------------------------------------------------------
 
@@ -286,6 +287,11 @@ class AgentFanin(Fanin):
         rank = msg.header["rank"]
         if 0 <= rank < self.ctx.size:
             self.ctx.live.add(msg.header["name"], rank, msg.value())
+
+    def _dap_event(self, info: NodeInfo, msg: Message) -> None:
+        rank = msg.header["rank"]
+        if 0 <= rank < self.ctx.size:
+            self.ctx.dap_event(rank, msg.header["event"])
 
     def _reply(self, info: NodeInfo, msg: Message) -> None:
         header: PlaneHeader = msg.header  # type: ignore[assignment]

@@ -67,6 +67,8 @@ class FaninContext:
     #: ranks that cannot be reached any more although they may still run: the pool ends
     #: every rank (an MPI job cannot go on without some of its ranks), saying why
     end_ranks: Callable[[list[int], str], None]
+    #: a debugged rank's DAP event (``dapevent``: rank, event), for hub/debugger.py
+    dap_event: Callable[[int, dict[str, Any]], None]
 
 
 class Fanin(ABC):

@@ -33,7 +33,8 @@ class DirectFanin(Fanin):
         self._handlers: dict[str, Callable[[RankInfo, Message], None]] = {
             kinds.REGISTER: self._register, kinds.HB: self._load,
             kinds.STREAM: self._stream, kinds.DISPLAY: self._display,
-            kinds.MORE: self._credit, kinds.REPLY: self._reply, kinds.LIVE: self._live}
+            kinds.MORE: self._credit, kinds.REPLY: self._reply, kinds.LIVE: self._live,
+            kinds.DAPEVENT: self._dap_event}
 
     # -- from the ranks -------------------------------------------------------------------
 
@@ -84,6 +85,9 @@ class DirectFanin(Fanin):
 
     def _live(self, info: RankInfo, msg: Message) -> None:
         self.ctx.live.add(msg.header["name"], info.rank, msg.value())
+
+    def _dap_event(self, info: RankInfo, msg: Message) -> None:
+        self.ctx.dap_event(info.rank, msg.header["event"])
 
     # -- to the ranks -----------------------------------------------------------------------
 
