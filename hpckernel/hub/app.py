@@ -17,6 +17,7 @@ from traitlets import Bunch, List, Type, Unicode, default, validate
 
 from ..plane.addresses import node_ip
 from .badmessages import CheckedSession, cap_log_records
+from .hublog import HUB_LOGGERS, own_stderr, send_hub_log_to
 from .kernel import HubKernel
 from .lease import ClientLease, watch
 from .rank_launchers import SrunLauncher
@@ -63,16 +64,12 @@ class HubApp(IPKernelApp):
         super().init_config_files()
 
     def initialize(self, argv: list[str] | None = None) -> None:
-        # hpckernel's own log goes to the kernel's real stderr (the server's log, the batch
-        # job's output), never into the notebook through ipykernel's captured sys.stderr.
-        handler = logging.StreamHandler(sys.__stderr__)
-        handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s | %(message)s"))
-        package_log = logging.getLogger("hpckernel")
-        package_log.addHandler(handler)
-        package_log.propagate = False
+        # The hub's own log goes to the kernel's real stderr (the server's log, the batch
+        # job's output), never into a cell: taken before ipykernel captures descriptor 2.
+        send_hub_log_to(own_stderr())
         super().initialize(argv)
         # A bad message costs one short log line, whatever it carries.
-        cap_log_records(self.log, package_log, logging.getLogger())
+        cap_log_records(self.log, logging.getLogger(), *map(logging.getLogger, HUB_LOGGERS))
         if self.ready_file:
             with open(self.ready_file, "w") as f:
                 f.write(f"{os.getpid()}\n")

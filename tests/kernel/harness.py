@@ -88,10 +88,13 @@ class Kernel:
         self.km = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(
             kernel_dirs=[str(tmp / "kernels")]),
             transport_encryption="auto" if encrypted else "disabled")
+        # ipykernel captures descriptor 2 into cells unless it runs under pytest: the hub
+        # must not think it does, or what reaches its descriptor 2 would never be seen.
+        hub_env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
         for attempt in (1, 2):
             stderr = open(log, "ab") if log else None  # the hub gets a descriptor of its own
             try:
-                self.km.start_kernel(env={**os.environ, **(env or {})},
+                self.km.start_kernel(env={**hub_env, **(env or {})},
                                      cwd=str(cwd or tmp), stderr=stderr)
             finally:
                 if stderr is not None:
