@@ -110,9 +110,9 @@ class OutputMerger:
         self.results: dict[int, dict[str, Any]] = {}
         self.displays: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         self._display_since = 0.0
-        self.dropped_bytes = 0
+        #: what the rate limit cut since the last notice: bytes per rank, and messages
+        self.dropped: dict[int, int] = {}
         self.dropped_msgs = 0
-        self.dropped_ranks: set[int] = set()
         self._notice_at = 0.0
         self.keep = keep
         self.group_limit = keep.group_limit if keep is not None else 0
@@ -199,10 +199,7 @@ class OutputMerger:
         groups = self._shown(group_equal(chunks))
         if not groups:
             return  # all of it beyond output_groups: kept, and summed up at the end
-        text = "".join(f"[{name}:{format_ranks(ranks)}] {chunk}"
-                       + ("" if chunk.endswith("\n") else "\n")
-                       for chunk, ranks in groups)
-        self._send("stream", {"name": name, "text": text}, sorted(r for _, g in groups for r in g))
+        self._send_stream(name, groups)
 
     def _flush_displays(self, force: bool) -> bool:
         """Emit displays, identical ones across ranks collapsed (aligned by their order on
@@ -283,38 +280,95 @@ class OutputMerger:
         self._send(msg_type, {**content, "data": data}, ranks)
 
     def _send(self, msg_type: str, content: dict[str, Any], ranks: list[int]) -> None:
+        """One message, whole or dropped (a display is not cut)."""
         size = len(content.get("text", "")) or sum(
             len(str(v)) for v in content.get("data", {}).values())
         granted = self.budget.take(size)
-        if granted is None or (msg_type != "stream" and granted < size):
+        if granted is None or granted < size:
             self.dropped_msgs += 1
-            self.dropped_bytes += size
-            self.dropped_ranks.update(ranks)
+            self._drop(ranks, size)
             self._notice()
             return
-        if granted < size:
-            self.dropped_bytes += size - granted
-            self.dropped_ranks.update(ranks)
-            content = {**content, "text": content["text"][:granted]}
         self.emit(msg_type, content, {"hpckernel": {"ranks": ranks}})
-        if granted < size:
+
+    def _send_stream(self, name: str, groups: list[tuple[str, list[int]]]) -> None:
+        """One stream message with each group's labelled text. Over the budget, the cut is
+        fair: the bytes granted are shared so that a group with less text than its share
+        keeps all of it and the rest is split evenly (a rank that printed a line beside a
+        rank that floods keeps its line)."""
+        labels = [f"[{name}:{format_ranks(ranks)}] " for _, ranks in groups]
+        texts = [chunk if chunk.endswith("\n") else chunk + "\n" for chunk, _ in groups]
+        sizes = [len(label) + len(text) for label, text in zip(labels, texts, strict=True)]
+        granted = self.budget.take(sum(sizes))
+        if granted is None:
+            self.dropped_msgs += 1
+            for (chunk, ranks) in groups:
+                self._drop(ranks, len(chunk))
+            self._notice()
+            return
+        shares = fair_shares(sizes, granted)
+        pieces: list[str] = []
+        shown: list[int] = []
+        for label, text, share, (_, ranks) in zip(labels, texts, shares, groups, strict=True):
+            room = share - len(label)
+            if room < len(text):
+                self._drop(ranks, len(text) - max(room, 0))
+            if room > 0:
+                pieces.append(label + (text if room >= len(text) else text[:room] + "…\n"))
+                shown.extend(ranks)
+        if pieces:
+            self.emit("stream", {"name": name, "text": "".join(pieces)},
+                      {"hpckernel": {"ranks": sorted(shown)}})
+        if self.dropped:
             self._notice()
 
+    def _drop(self, ranks: list[int], size: int) -> None:
+        for rank in ranks:
+            self.dropped[rank] = self.dropped.get(rank, 0) + size
+
     def _notice(self, final: bool = False) -> None:
-        """Say what was dropped: at most once a second, and once more at the end."""
-        if not self.dropped_bytes and not self.dropped_msgs:
+        """Say what was cut, from which ranks: at most once a second, and once more at the
+        end."""
+        if not self.dropped and not self.dropped_msgs:
             return
         now = time.monotonic()
         if not final and now - self._notice_at < 1.0:
             return
         self._notice_at = now
-        text = (f"\n[hpckernel] output truncated: {format_size(self.dropped_bytes)} in "
-                f"{self.dropped_msgs} messages from ranks {format_ranks(self.dropped_ranks)} "
-                "not shown (over the output rate limit; write large output to files)\n")
+        text = (f"\n[hpckernel] output truncated (over the output rate limit; write large "
+                f"output to files): not shown {describe_cuts(self.dropped)}\n")
         self.emit("stream", {"name": "stderr", "text": text},
-                  {"hpckernel": {"ranks": sorted(self.dropped_ranks), "truncated": True}})
-        self.dropped_bytes = self.dropped_msgs = 0
-        self.dropped_ranks.clear()
+                  {"hpckernel": {"ranks": sorted(self.dropped), "truncated": True}})
+        self.dropped.clear()
+        self.dropped_msgs = 0
+
+
+def fair_shares(sizes: list[int], budget: int) -> list[int]:
+    """Max-min fair shares of ``budget`` for demands ``sizes``: demands below an even share
+    are met whole, the others get equal shares of what is left."""
+    shares = [0] * len(sizes)
+    left = budget
+    order = sorted(range(len(sizes)), key=sizes.__getitem__)
+    for done, i in enumerate(order):
+        shares[i] = min(sizes[i], left // (len(order) - done))
+        left -= shares[i]
+    return shares
+
+
+def describe_cuts(cut: dict[int, int], most: int = 4) -> str:
+    """``{0: 5_000_000, 1: 10, 2: 10}`` → ``"5.0 MB from rank 0, 10 B each from ranks
+    1-2"``: ranks that lost as much together, the largest first, at most ``most`` of them."""
+    by_size: dict[int, list[int]] = {}
+    for rank, size in cut.items():
+        by_size.setdefault(size, []).append(rank)
+    groups = sorted(by_size.items(), reverse=True)
+    parts = [f"{format_size(size)} from rank {ranks[0]}" if len(ranks) == 1 else
+             f"{format_size(size)} each from ranks {format_ranks(ranks, 60)}"
+             for size, ranks in groups[:most]]
+    rest = sum(len(ranks) for _, ranks in groups[most:])
+    if rest:
+        parts.append(f"less from {rest} more rank{'s' if rest > 1 else ''}")
+    return ", ".join(parts)
 
 
 def _nth_newline(text: str, n: int) -> int:

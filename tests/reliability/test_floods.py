@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -96,3 +97,20 @@ def test_ten_thousand_displays(kernel: Kernel) -> None:
     _assert_within_limits(result, arrivals)
     assert _announced(result)
     assert len(result.outputs) < 10_000
+
+
+def test_a_cut_for_the_rate_limit_is_fair_to_quiet_ranks(kernel: Kernel) -> None:
+    """Rank 0 floods while rank 1 prints a line now and then: rank 1 keeps every line, and
+    the notice says how much was cut from which rank."""
+    result, arrivals = _timed(kernel, (
+        "import sys, time\nt = time.time()\ni = 0\nwhile time.time() - t < 4:\n"
+        "    if rank == 0:\n        sys.stdout.write('x' * 10000 + '\\n')\n"
+        "    elif time.time() - t > i * 0.1:\n        print('quiet', i)\n        i += 1\n"
+        "        time.sleep(0.01)\nprint('end', rank)"))
+    assert result.status == "ok"
+    _assert_within_limits(result, arrivals)
+    quiet = [line for line in result.per_rank()[1] if line.startswith("quiet")]
+    assert quiet == [f"quiet {i}" for i in range(len(quiet))] and len(quiet) >= 30, quiet
+    notices = [line for line in result.text("stderr").splitlines() if "truncated" in line]
+    assert notices and all(re.search(r"not shown [0-9.]+ [KMG]?B from rank 0$", line)
+                           for line in notices), notices
