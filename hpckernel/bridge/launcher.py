@@ -34,7 +34,7 @@ from ..provisioner.settings import JobSettings, SettingError, add_arguments, fro
 from ..provisioner.ssh import LoginError
 from ..provisioner.start import KernelStartError
 from ..slurm import SlurmError
-from .relay import Relay
+from .relay import Relay, check_key
 
 log = logging.getLogger("hpckernel.bridge")
 
@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = from_args(args)
         with open(args.connection_file) as f:
             connection = json.load(f)
+        check_key(connection)
     except (SettingError, OSError, ValueError) as e:
         print(f"hpckernel: {e}", file=sys.stderr)
         return 2
