@@ -138,15 +138,24 @@ class HubKernel(IPythonKernel):
     output_history = Int(
         100, help="How many of the last requests' outputs the hub keeps for %pxoutput and "
         "_px.output(rank).").tag(config=True)
+    output_disk = Unicode(
+        "1GB", help="Disk the hub may use in the job directory for the ranks' output beyond "
+        "output_memory, for all kept cells: the oldest cells' files are removed to make "
+        "room for newer output; output beyond it in one cell is not kept, with a notice."
+    ).tag(config=True)
+    output_page = Unicode(
+        "1MB", help="How much output one %pxoutput (or _px.display_outputs(ranks)) shows, "
+        "shared by the ranks it shows; its last line says how to see the next page."
+    ).tag(config=True)
 
     launcher = Instance(RankLauncher, allow_none=True)
 
-    @validate("output_memory")
-    def _check_output_memory(self, proposal: dict[str, Any]) -> str:
+    @validate("output_memory", "output_disk", "output_page")
+    def _check_output_size(self, proposal: dict[str, Any]) -> str:
         try:
             parse_size(proposal["value"])
         except ValueError as e:
-            raise TraitError(f"output_memory {e}") from None
+            raise TraitError(f"{proposal['trait'].name} {e}") from None
         return str(proposal["value"])
 
     @validate("output_window")
@@ -167,15 +176,17 @@ class HubKernel(IPythonKernel):
                              f"{proposal['value']}")
         return int(proposal["value"])
 
-    @observe("output_groups", "output_memory", "output_history")
+    @observe("output_groups", "output_memory", "output_history", "output_disk", "output_page")
     def _output_settings_changed(self, change: dict[str, Any]) -> None:
-        if getattr(self, "outputs", None) is not None:  # a change by %config
+        if getattr(self, "px", None) is not None:  # a change by %config
             self._configure_outputs()
 
     def _configure_outputs(self) -> None:
         self.outputs.group_limit = self.output_groups
         self.outputs.memory = parse_size(self.output_memory)
+        self.outputs.disk = parse_size(self.output_disk)
         self.outputs.cells = self.output_history
+        self.px.limits.page = parse_size(self.output_page)
 
     @validate("max_reply_size")
     def _check_reply_size(self, proposal: dict[str, Any]) -> str:
@@ -203,9 +214,9 @@ class HubKernel(IPythonKernel):
                                 output_window=parse_size(self.output_window))
         self.pool = RankPool(self.launcher, self.job_dir, self._publish, settings)
         self.outputs = OutputStore(Path(self.job_dir))
-        self._configure_outputs()
         self.px = PxController(self.pool, lambda: self.get_parent("shell"), self._publish,
                                self.outputs)
+        self._configure_outputs()
         self.px.reply_limit = ReplyLimit.parse(self.max_reply_size)
         cwd = Path.cwd()
         notebook = provenance.notebook_path(os.environ.get("JPY_SESSION_NAME"), cwd)
@@ -255,6 +266,7 @@ class HubKernel(IPythonKernel):
                       {"hpckernel": {"notice": True}}, self._last_parent)
 
     def _flush_notices(self) -> None:
+        self._notices.extend(self.outputs.take_late_notices())
         notices, self._notices = self._notices, []
         for text in notices:
             self._publish("stream", {"name": "stderr", "text": f"[hpckernel] {text}\n"},

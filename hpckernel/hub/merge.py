@@ -158,14 +158,17 @@ class OutputMerger:
 
     def flush(self, force: bool = False, final: bool = False) -> None:
         held = self._flush_displays(force or final)
-        if held:
-            return  # text printed after a display() waits until that display is shown
-        for name in sorted(self.streams):
-            self._flush_stream(name, force or final)
-        if final:
-            self._flush_results()
-            self._notice(final=True)
-            self._hidden_notice()
+        if not held:  # text printed after a display() waits until that display is shown
+            for name in sorted(self.streams):
+                self._flush_stream(name, force or final)
+            if final:
+                self._flush_results()
+                self._notice(final=True)
+                self._hidden_notice()
+        if self.keep is not None:  # the store's caps: output not kept, and why
+            for text in self.keep.take_notices(final and not held):
+                self.emit("stream", {"name": "stderr", "text": f"[hpckernel] {text}\n"},
+                          {"hpckernel": {"notice": True}})
 
     def _flush_stream(self, name: str, force: bool) -> None:
         pending = {r: p for r, p in self.streams[name].items() if p.parts}
