@@ -17,7 +17,7 @@ from traitlets import Bunch, List, Type, Unicode, default, validate
 
 from ..plane.addresses import node_ip
 from .badmessages import CheckedSession, cap_log_records
-from .hublog import HUB_LOGGERS, own_stderr, send_hub_log_to
+from .hublog import HUB_LOGGERS, own_stderr, reroute_fd2_handlers, send_hub_log_to
 from .kernel import HubKernel
 from .lease import ClientLease, watch
 from .rank_launchers import SrunLauncher
@@ -66,10 +66,13 @@ class HubApp(IPKernelApp):
     def initialize(self, argv: list[str] | None = None) -> None:
         # The hub's own log goes to the kernel's real stderr (the server's log, the batch
         # job's output), never into a cell: taken before ipykernel captures descriptor 2.
-        send_hub_log_to(own_stderr())
+        log_stream = own_stderr()
+        send_hub_log_to(log_stream)
         super().initialize(argv)
+        hub_loggers = [logging.getLogger(name) for name in HUB_LOGGERS]
+        reroute_fd2_handlers(log_stream, logging.getLogger(), *hub_loggers)
         # A bad message costs one short log line, whatever it carries.
-        cap_log_records(self.log, logging.getLogger(), *map(logging.getLogger, HUB_LOGGERS))
+        cap_log_records(self.log, logging.getLogger(), *hub_loggers)
         if self.ready_file:
             with open(self.ready_file, "w") as f:
                 f.write(f"{os.getpid()}\n")

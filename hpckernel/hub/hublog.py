@@ -6,9 +6,10 @@ warning, a traceback from the plane thread's event loop — showed up in whateve
 (269 warnings in one cell on a full disk). The hub keeps a descriptor of its own on the real
 stderr from before the capture, the kernel's log (the Jupyter server's log, the batch job's
 output file), and sends there its package's records, the records of the event loops and
-executors it runs (``asyncio``, ``concurrent.futures``) and the uncaught exceptions of its
-own threads (named ``hpckernel-*``). What a user's ``%%local`` code logs or prints still
-goes to the cell, as in any IPython kernel.
+executors it runs (``asyncio``, ``tornado``, ``concurrent.futures``) and the uncaught
+exceptions of its own threads (named ``hpckernel-*``); handlers others put on descriptor 2
+are pointed there too. What a user's ``%%local`` code logs or prints still goes to the
+cell, as in any IPython kernel.
 
 Bounded: every record is cut to a few lines (``badmessages.CapRecords``), and a burst of
 records beyond ``RateLimit``'s bucket is dropped and counted in the next record that passes.
@@ -23,8 +24,9 @@ import threading
 import time
 from typing import Any
 
-#: Loggers whose records are the hub's own (the package, and what runs its loop and threads)
-HUB_LOGGERS = ("hpckernel", "asyncio", "concurrent.futures")
+#: Loggers whose records are the hub's own (the package, and what runs its loops and
+#: threads: ipykernel's message handlers log their errors through tornado's)
+HUB_LOGGERS = ("hpckernel", "asyncio", "concurrent.futures", "tornado")
 
 
 class RateLimit(logging.Filter):
@@ -76,6 +78,28 @@ def send_hub_log_to(stream: Any) -> logging.Handler:
         logger.propagate = False
     threading.excepthook = _thread_exceptions(threading.excepthook)
     return handler
+
+
+def reroute_fd2_handlers(stream: Any, *loggers: logging.Logger) -> None:
+    """The handlers of ``loggers`` that write to descriptor 2 (set up by others, e.g. on
+    ``tornado``, before ipykernel captured it) write to ``stream`` instead, or go where
+    the logger has one of ours already. Called by ``HubApp.initialize`` once ipykernel
+    is set up."""
+    for logger in loggers:
+        ours = any(getattr(h, "stream", None) is stream for h in logger.handlers)
+        for handler in list(logger.handlers):
+            if not isinstance(handler, logging.StreamHandler) or handler.stream is stream:
+                continue
+            try:
+                fd = handler.stream.fileno()
+            except (AttributeError, OSError, ValueError):
+                continue
+            if fd != 2:
+                continue
+            if ours:
+                logger.removeHandler(handler)
+            else:
+                handler.setStream(stream)
 
 
 def _thread_exceptions(default: Any) -> Any:

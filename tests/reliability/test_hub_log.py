@@ -29,6 +29,8 @@ SOURCES = {
               "name='hpckernel-{m}')\nt.start()\nt.join()",
     "plane loop": "def fail():\n    raise RuntimeError('{m}')\n"
                   "get_ipython().kernel.pool.loop.call_soon_threadsafe(fail)",
+    # ipykernel's message handlers (a bad control message) log through tornado's logger
+    "handler": "import logging\nlogging.getLogger('tornado.general').error('{m}')",
 }
 
 

@@ -197,7 +197,7 @@ def test_a_full_disk_costs_only_what_it_refuses(small_disk: Path, tmp_path: Path
                     "            if len(x) == 99 and x.startswith(f'{r}:')]\n"
                     "    print(len(nums), nums == sorted(set(nums)), nums[:1])\n"
                     "print(_px.stderr[0] + _px.stderr[1])")
-        counts = [line.split() for line in kept.text().splitlines()[:2]]
+        counts = [line.split() for line in kept.text("stdout").splitlines()[:2]]
         assert all(c[1] == "True" for c in counts), kept.text()  # in order, no line twice
         # memory holds the start (the first rank to flood can take all of it: the other
         # keeps what the disk took, between its refusals)
@@ -206,7 +206,7 @@ def test_a_full_disk_costs_only_what_it_refuses(small_disk: Path, tmp_path: Path
         assert re.search(r"more output of rank \d was not kept: the job directory refused",
                          kept.text()), kept.text()
         # Told in the cell, or (the writer thread was behind) at the top of the next one.
-        told = full.text("stderr") + k.ok("pass").text("stderr")
+        told = full.text("stderr") + kept.text("stderr") + k.ok("pass").text("stderr")
         notes = [line for line in told.splitlines() if "not kept" in line]
         assert notes and "the job directory refused it (No space left on device)" in notes[0]
         filler.unlink()  # space comes back
