@@ -31,11 +31,17 @@ Emit = Callable[[str, dict[str, Any], dict[str, Any]], None]
 @dataclass
 class OutputBudget:
     """Token bucket shared by all cells of a kernel, kept below jupyter_server's IOPub
-    limits (1 MB/s and 1000 msg/s averaged over 3 s) so the server never drops output."""
+    limits (1 MB/s and 1000 msg/s averaged over 3 s) so the server never drops output.
+
+    A small part of it (``reserve_msgs``, ``reserve_bytes``) is kept for cells that have
+    shown little so far: a flood or a ``clear_output`` storm cannot use it up, so the next
+    cell's few lines are not dropped because the one before it took everything."""
 
     bytes_per_s: float = 500_000
     msgs_per_s: float = 100
     burst_s: float = 2.0
+    reserve_msgs: float = 10
+    reserve_bytes: float = 20_000
     _bytes: float = field(default=0, init=False)
     _msgs: float = field(default=0, init=False)
     _last: float = field(default_factory=time.monotonic, init=False)
@@ -55,13 +61,16 @@ class OutputBudget:
         self._bytes = min(self._bytes + dt * self.bytes_per_s, self.bytes_per_s * self.burst_s)
         self._msgs = min(self._msgs + dt * self.msgs_per_s, self.msgs_per_s * self.burst_s)
 
-    def take(self, nbytes: int) -> int | None:
-        """Grant up to ``nbytes`` for one message; None means the message must be dropped."""
+    def take(self, nbytes: int, reserved: bool = False) -> int | None:
+        """Grant up to ``nbytes`` for one message; None means the message must be dropped.
+        ``reserved``: the message may use the reserve (its cell has shown little)."""
         self._refill()
-        if self._msgs < 1 or (nbytes and self._bytes < 1):
+        msgs = self._msgs - (0 if reserved else self.reserve_msgs)
+        available = self._bytes - (0 if reserved else self.reserve_bytes)
+        if msgs < 1 or (nbytes and available < 1):
             return None
         self._msgs -= 1
-        granted = int(min(nbytes, self._bytes))
+        granted = int(min(nbytes, available))
         self._bytes -= granted
         return granted
 
@@ -110,6 +119,7 @@ class OutputMerger:
         self.results: dict[int, dict[str, Any]] = {}
         self.displays: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         self._display_since = 0.0
+        self._shown_msgs = self._shown_bytes = 0  # what this cell has shown so far
         #: what the rate limit cut since the last notice: bytes per rank, and messages
         self.dropped: dict[int, int] = {}
         self.dropped_msgs = 0
@@ -286,13 +296,23 @@ class OutputMerger:
         """One message, whole or dropped (a display is not cut)."""
         size = len(content.get("text", "")) or sum(
             len(str(v)) for v in content.get("data", {}).values())
-        granted = self.budget.take(size)
+        granted = self.budget.take(size, self._little_shown())
         if granted is None or granted < size:
             self.dropped_msgs += 1
             self._drop(ranks, size)
             self._notice()
             return
+        self._count_shown(size)
         self.emit(msg_type, content, {"hpckernel": {"ranks": ranks}})
+
+    def _count_shown(self, size: int) -> None:
+        self._shown_msgs += 1
+        self._shown_bytes += size
+
+    def _little_shown(self) -> bool:
+        """Whether this cell has shown little so far (it may use the budget's reserve)."""
+        return (self._shown_msgs < self.budget.reserve_msgs
+                and self._shown_bytes < self.budget.reserve_bytes)
 
     def _send_stream(self, name: str, groups: list[tuple[str, list[int]]]) -> None:
         """One stream message with each group's labelled text. Over the budget, the cut is
@@ -302,7 +322,7 @@ class OutputMerger:
         labels = [f"[{name}:{format_ranks(ranks)}] " for _, ranks in groups]
         texts = [chunk if chunk.endswith("\n") else chunk + "\n" for chunk, _ in groups]
         sizes = [len(label) + len(text) for label, text in zip(labels, texts, strict=True)]
-        granted = self.budget.take(sum(sizes))
+        granted = self.budget.take(sum(sizes), self._little_shown())
         if granted is None:
             self.dropped_msgs += 1
             for (chunk, ranks) in groups:
@@ -320,7 +340,9 @@ class OutputMerger:
                 pieces.append(label + (text if room >= len(text) else text[:room] + "…\n"))
                 shown.extend(ranks)
         if pieces:
-            self.emit("stream", {"name": name, "text": "".join(pieces)},
+            text = "".join(pieces)
+            self._count_shown(len(text))
+            self.emit("stream", {"name": name, "text": text},
                       {"hpckernel": {"ranks": sorted(shown)}})
         if self.dropped:
             self._notice()
