@@ -114,3 +114,12 @@ def test_a_cut_for_the_rate_limit_is_fair_to_quiet_ranks(kernel: Kernel) -> None
     notices = [line for line in result.text("stderr").splitlines() if "truncated" in line]
     assert notices and all(re.search(r"not shown [0-9.]+ [KMG]?B from rank 0$", line)
                            for line in notices), notices
+
+
+def test_the_cell_after_a_storm_shows_its_lines(kernel: Kernel) -> None:
+    """A clear_output storm uses up the output budget; the next cell's few lines still
+    show (a reserve of the budget is kept for cells that have shown little)."""
+    for i in range(5):
+        kernel.ok("from IPython.display import clear_output\n"
+                  "for i in range(3000):\n    clear_output(wait=True)\n    print(i)")
+        assert kernel.ok(f"print('after', {i})").text() == f"[stdout:0-1] after {i}\n"
