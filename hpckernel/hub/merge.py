@@ -27,6 +27,10 @@ T = TypeVar("T")
 #: emit(msg_type, content, metadata) publishes one IOPub message for the cell.
 Emit = Callable[[str, dict[str, Any], dict[str, Any]], None]
 
+#: A group's text up to this long waits for the next flush when the budget has no room for
+#: it now, rather than being cut: what a quiet rank prints beside a flood is kept whole.
+HOLD_BACK = 2048
+
 
 @dataclass
 class OutputBudget:
@@ -155,8 +159,8 @@ class OutputMerger:
         if msg_type == "execute_result":
             self.results[rank] = content
             return
-        for name in sorted(self.streams):
-            self._flush_stream(name, True)  # text printed before display() shows before it
+        for name in sorted(self.streams):  # text printed before display() shows before it
+            self._flush_stream(name, True, final=True)  # (none held back for later)
         if not any(self.displays.values()):
             self._display_since = time.monotonic()
         self.displays.setdefault(rank, []).append((msg_type, content))
@@ -170,7 +174,7 @@ class OutputMerger:
         held = self._flush_displays(force or final)
         if not held:  # text printed after a display() waits until that display is shown
             for name in sorted(self.streams):
-                self._flush_stream(name, force or final)
+                self._flush_stream(name, force or final, final)
             if final:
                 self._flush_results()
                 self._notice(final=True)
@@ -180,7 +184,7 @@ class OutputMerger:
                 self.emit("stream", {"name": "stderr", "text": f"[hpckernel] {text}\n"},
                           {"hpckernel": {"notice": True}})
 
-    def _flush_stream(self, name: str, force: bool) -> None:
+    def _flush_stream(self, name: str, force: bool, final: bool = False) -> None:
         pending = {r: p for r, p in self.streams[name].items() if p.parts}
         if not pending:
             return
@@ -212,7 +216,7 @@ class OutputMerger:
         groups = self._shown(group_equal(chunks))
         if not groups:
             return  # all of it beyond output_groups: kept, and summed up at the end
-        self._send_stream(name, groups)
+        self._send_stream(name, groups, final)
 
     def _flush_displays(self, force: bool) -> bool:
         """Emit displays, identical ones across ranks collapsed (aligned by their order on
@@ -314,26 +318,26 @@ class OutputMerger:
         return (self._shown_msgs < self.budget.reserve_msgs
                 and self._shown_bytes < self.budget.reserve_bytes)
 
-    def _send_stream(self, name: str, groups: list[tuple[str, list[int]]]) -> None:
+    def _send_stream(self, name: str, groups: list[tuple[str, list[int]]],
+                     final: bool = False) -> None:
         """One stream message with each group's labelled text. Over the budget, the cut is
         fair: the bytes granted are shared so that a group with less text than its share
         keeps all of it and the rest is split evenly (a rank that printed a line beside a
-        rank that floods keeps its line)."""
+        rank that floods keeps its line); a small group that still does not fit waits for
+        the next flush rather than being cut (until the cell's last flush)."""
         labels = [f"[{name}:{format_ranks(ranks)}] " for _, ranks in groups]
         texts = [chunk if chunk.endswith("\n") else chunk + "\n" for chunk, _ in groups]
         sizes = [len(label) + len(text) for label, text in zip(labels, texts, strict=True)]
         granted = self.budget.take(sum(sizes), self._little_shown())
-        if granted is None:
-            self.dropped_msgs += 1
-            for (chunk, ranks) in groups:
-                self._drop(ranks, len(chunk))
-            self._notice()
-            return
-        shares = fair_shares(sizes, granted)
+        shares = fair_shares(sizes, granted) if granted is not None else [0] * len(groups)
         pieces: list[str] = []
         shown: list[int] = []
-        for label, text, share, (_, ranks) in zip(labels, texts, shares, groups, strict=True):
+        for label, text, share, (chunk, ranks) in zip(labels, texts, shares, groups,
+                                                      strict=True):
             room = share - len(label)
+            if room < len(text) and not final and len(chunk) <= HOLD_BACK:
+                self._hold_back(name, chunk, ranks)
+                continue
             if room < len(text):
                 self._drop(ranks, len(text) - max(room, 0))
             if room > 0:
@@ -344,8 +348,21 @@ class OutputMerger:
             self._count_shown(len(text))
             self.emit("stream", {"name": name, "text": text},
                       {"hpckernel": {"ranks": sorted(shown)}})
+        elif granted is None and self.dropped:
+            self.dropped_msgs += 1
         if self.dropped:
             self._notice()
+
+    def _hold_back(self, name: str, chunk: str, ranks: list[int]) -> None:
+        """Put ``chunk`` back in front of these ranks' text of stream ``name``, to be sent
+        at the next flush (already due)."""
+        due = time.monotonic() - self.hold
+        for rank in ranks:
+            pending = self.streams[name].setdefault(rank, _Pending())
+            pending.parts.insert(0, chunk)
+            pending.size += len(chunk)
+            pending.since = due
+        self._held[name] = self._held.get(name, 0) + len(chunk) * len(ranks)
 
     def _drop(self, ranks: list[int], size: int) -> None:
         for rank in ranks:
