@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,3 +236,31 @@ def mpi_files(kernel: Kernel) -> list[str]:
     names = sorted(set(re.findall(r"/dev/shm/mpich_shm_\w+", text)))
     assert names and text.count("(deleted)") >= len(names), text
     return names
+
+
+class PeakRss:
+    """A process's largest RSS while the block runs, sampled every 10 ms (``grown``: above
+    what it was when the block began)."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.before = self.proc.memory_info().rss
+        self.peak = self.before
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def grown(self) -> int:
+        return self.peak - self.before
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import psutil
 import pytest
 
 from tests.kernel.conftest import _close
-from tests.kernel.harness import Kernel, Result
+from tests.kernel.harness import Kernel, PeakRss, Result
 
 MB = 10**6
 #: each rank prints numbered lines of 100 characters: a gap or a repeat would show
@@ -42,33 +41,6 @@ def _count(result: Result) -> int:
 def _config(kernel: Kernel, **settings: str) -> None:
     kernel.ok("%%local\n" + "\n".join(f"%config HubKernel.{k} = {v!r}"
                                       for k, v in settings.items()))
-
-
-class PeakRss:
-    """The hub's largest RSS while the block runs."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.before = self.proc.memory_info().rss
-        self.peak = self.before
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    @property
-    def grown(self) -> int:
-        return self.peak - self.before
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def test_small_displays_are_counted_in_what_they_really_take(tmp_path: Path) -> None:
