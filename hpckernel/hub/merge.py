@@ -323,19 +323,27 @@ class OutputMerger:
         """One stream message with each group's labelled text. Over the budget, the cut is
         fair: the bytes granted are shared so that a group with less text than its share
         keeps all of it and the rest is split evenly (a rank that printed a line beside a
-        rank that floods keeps its line); a small group that still does not fit waits for
-        the next flush rather than being cut (until the cell's last flush)."""
+        rank that floods keeps its line); a short text that still does not fit waits for
+        the next flush rather than being cut, or at the cell's last flush may use the
+        budget's reserve."""
         labels = [f"[{name}:{format_ranks(ranks)}] " for _, ranks in groups]
         texts = [chunk if chunk.endswith("\n") else chunk + "\n" for chunk, _ in groups]
         sizes = [len(label) + len(text) for label, text in zip(labels, texts, strict=True)]
         granted = self.budget.take(sum(sizes), self._little_shown())
         shares = fair_shares(sizes, granted) if granted is not None else [0] * len(groups)
+        short = [i for i, (chunk, _) in enumerate(groups)
+                 if shares[i] < sizes[i] and len(chunk) <= HOLD_BACK]
+        if short and final:  # no next flush: the reserve may complete short texts
+            missing = [sizes[i] - shares[i] for i in short]
+            extra = self.budget.take(sum(missing), reserved=True)
+            for i, more in zip(short, fair_shares(missing, extra or 0), strict=True):
+                shares[i] += more
         pieces: list[str] = []
         shown: list[int] = []
-        for label, text, share, (chunk, ranks) in zip(labels, texts, shares, groups,
-                                                      strict=True):
+        for i, (label, text, share, (chunk, ranks)) in enumerate(
+                zip(labels, texts, shares, groups, strict=True)):
             room = share - len(label)
-            if room < len(text) and not final and len(chunk) <= HOLD_BACK:
+            if i in short and not final:
                 self._hold_back(name, chunk, ranks)
                 continue
             if room < len(text):
