@@ -125,7 +125,7 @@ def test_the_kernel_answers_whatever_the_ranks_printed(
         actions: list[tuple[str, str]]) -> None:
     kernel, pids = fuzzed
     code = cell(actions)
-    kernel.run(code, timeout=60)  # it may fail (a display that cannot be sent): it replies
+    kernel.run(code, timeout=30)  # it may fail (a display that cannot be sent): it replies
     t0 = time.monotonic()
     after = kernel.run("print('alive', rank)", timeout=15)
     elapsed = time.monotonic() - t0
