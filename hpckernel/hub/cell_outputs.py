@@ -185,8 +185,7 @@ class RankTexts(Sequence[str]):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)
 
-    def __hash__(self) -> int:
-        return id(self)
+    __hash__ = None  # type: ignore[assignment]  # compared by contents, as a list is
 
     def __repr__(self) -> str:
         return repr(list(self))
