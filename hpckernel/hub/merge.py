@@ -160,7 +160,7 @@ class OutputMerger:
             self.results[rank] = content
             return
         for name in sorted(self.streams):  # text printed before display() shows before it
-            self._flush_stream(name, True, final=True)  # (none held back for later)
+            self._flush_stream(name, True, wait=False)  # (none waits for a later flush)
         if not any(self.displays.values()):
             self._display_since = time.monotonic()
         self.displays.setdefault(rank, []).append((msg_type, content))
@@ -174,7 +174,7 @@ class OutputMerger:
         held = self._flush_displays(force or final)
         if not held:  # text printed after a display() waits until that display is shown
             for name in sorted(self.streams):
-                self._flush_stream(name, force or final, final)
+                self._flush_stream(name, force or final, wait=not final, last=final)
             if final:
                 self._flush_results()
                 self._notice(final=True)
@@ -184,7 +184,8 @@ class OutputMerger:
                 self.emit("stream", {"name": "stderr", "text": f"[hpckernel] {text}\n"},
                           {"hpckernel": {"notice": True}})
 
-    def _flush_stream(self, name: str, force: bool, final: bool = False) -> None:
+    def _flush_stream(self, name: str, force: bool, wait: bool = True,
+                      last: bool = False) -> None:
         pending = {r: p for r, p in self.streams[name].items() if p.parts}
         if not pending:
             return
@@ -216,7 +217,7 @@ class OutputMerger:
         groups = self._shown(group_equal(chunks))
         if not groups:
             return  # all of it beyond output_groups: kept, and summed up at the end
-        self._send_stream(name, groups, final)
+        self._send_stream(name, groups, wait, last)
 
     def _flush_displays(self, force: bool) -> bool:
         """Emit displays, identical ones across ranks collapsed (aligned by their order on
@@ -319,13 +320,13 @@ class OutputMerger:
                 and self._shown_bytes < self.budget.reserve_bytes)
 
     def _send_stream(self, name: str, groups: list[tuple[str, list[int]]],
-                     final: bool = False) -> None:
+                     wait: bool = True, last: bool = False) -> None:
         """One stream message with each group's labelled text. Over the budget, the cut is
         fair: the bytes granted are shared so that a group with less text than its share
         keeps all of it and the rest is split evenly (a rank that printed a line beside a
         rank that floods keeps its line); a short text that still does not fit waits for
-        the next flush rather than being cut, or at the cell's last flush may use the
-        budget's reserve."""
+        the next flush (``wait``: not when a display must follow it) rather than being cut,
+        or at the cell's ``last`` flush may use the budget's reserve."""
         labels = [f"[{name}:{format_ranks(ranks)}] " for _, ranks in groups]
         texts = [chunk if chunk.endswith("\n") else chunk + "\n" for chunk, _ in groups]
         sizes = [len(label) + len(text) for label, text in zip(labels, texts, strict=True)]
@@ -333,7 +334,7 @@ class OutputMerger:
         shares = fair_shares(sizes, granted) if granted is not None else [0] * len(groups)
         short = [i for i, (chunk, _) in enumerate(groups)
                  if shares[i] < sizes[i] and len(chunk) <= HOLD_BACK]
-        if short and final:  # no next flush: the reserve may complete short texts
+        if short and last:  # no next flush: the reserve may complete short texts
             missing = [sizes[i] - shares[i] for i in short]
             extra = self.budget.take(sum(missing), reserved=True)
             for i, more in zip(short, fair_shares(missing, extra or 0), strict=True):
@@ -343,7 +344,7 @@ class OutputMerger:
         for i, (label, text, share, (chunk, ranks)) in enumerate(
                 zip(labels, texts, shares, groups, strict=True)):
             room = share - len(label)
-            if i in short and not final:
+            if i in short and wait:
                 self._hold_back(name, chunk, ranks)
                 continue
             if room < len(text):
