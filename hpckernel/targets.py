@@ -15,7 +15,7 @@ from typing import Any
 
 #: The most ranks a plane message may name when its reader does not pass the kernel's
 #: size (a bound, not a size: pass the size where it is known).
-MAX_RANKS = 1 << 20
+MAX_RANKS = 1 << 24
 
 _USAGE = "use a rank (0), a list (1,3), a slice (0:4), -1 or 'all'"
 _RANGE = re.compile(r"(\d{1,10})(?:-(\d{1,10}))?", re.ASCII)
@@ -155,21 +155,22 @@ def _shorten(text: str, width: int) -> str:
     return text[:text.rfind(",", 0, width) + 1] + "…"
 
 
-def parse_ranks(text: str, size: int = MAX_RANKS) -> list[int]:
+def parse_ranks(text: str, limit: int | None = None) -> list[int]:
     """``"0-3,5"`` → ``[0, 1, 2, 3, 5]``: the inverse of :func:`format_ranks` (how requests,
-    replies and output of plane messages name their ranks). ``size``: the kernel's number
-    of ranks; a rank at or beyond it, overlapping ranges (more than ``size`` ranks in all)
-    or anything malformed is a :class:`RankRangeError` (a ``ValueError``), raised before
-    any list is made."""
+    replies and output of plane messages name their ranks). ``limit``: the kernel's number
+    of ranks (None: ``MAX_RANKS``); a rank at or beyond it, overlapping ranges (more than
+    ``limit`` ranks in all) or anything malformed is a :class:`RankRangeError` (a
+    ``ValueError``), raised before any list is made."""
     ranks: list[int] = []
-    for lo, hi in rank_intervals(text, size):
+    for lo, hi in rank_intervals(text, limit):
         ranks.extend(range(lo, hi + 1))
     return ranks
 
 
-def rank_intervals(text: str, size: int = MAX_RANKS) -> list[tuple[int, int]]:
+def rank_intervals(text: str, limit: int | None = None) -> list[tuple[int, int]]:
     """``"0-3,5"`` → ``[(0, 3), (5, 5)]``, without making a list of every rank; bounded by
-    ``size`` as :func:`parse_ranks` is."""
+    ``limit`` as :func:`parse_ranks` is."""
+    size = MAX_RANKS if limit is None else limit
     intervals: list[tuple[int, int]] = []
     if not text:
         return intervals

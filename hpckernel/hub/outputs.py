@@ -29,18 +29,26 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..sizes import format_size
 from ..targets import format_ranks, format_targets
+from .output_pages import (
+    REMOVED,
+    Collector,
+    Output,
+    Page,
+    Snapshot,
+    checkpoint,
+    closing_notes,
+    join_streams,
+    output_size,
+)
 from .spill import SpillReader, SpillWriter, encode
 
 log = logging.getLogger(__name__)
 
-#: one output as nbformat writes it: {"output_type": "stream", "name": ..., "text": ...}, ...
-Output = dict[str, Any]
 
 #: a rank's checkpoints in a spill file: every this many bytes of its output, where it is
 CHECKPOINT_EVERY = 1 << 20
@@ -53,14 +61,6 @@ OVER_DISK = "over HubKernel.output_disk ({cap}), the disk the hub may use for ke
 
 class OutputGone(LookupError):
     """The output asked for is no longer kept."""
-
-
-def output_size(output: Output) -> int:
-    """The size of an output as shown: its text, or its data's values (what pages and the
-    output budget count)."""
-    if "text" in output:
-        return len(output["text"])
-    return sum(len(str(v)) for v in output.get("data", {}).values())
 
 
 def kept_size(output: Output) -> int:
@@ -79,19 +79,6 @@ def kept_size(output: Output) -> int:
         elif isinstance(obj, (list, tuple)):
             stack.extend(obj)
     return total
-
-
-@dataclass
-class Page:
-    """Part of some ranks' outputs: each rank's outputs from ``start`` up to ``ends[rank]``
-    (consecutive stream text joined), its size in all (``totals``), and the ranks with
-    more after this page (``more``)."""
-
-    start: int
-    outputs: dict[int, list[Output]] = field(default_factory=dict)
-    ends: dict[int, int] = field(default_factory=dict)
-    totals: dict[int, int] = field(default_factory=dict)
-    more: set[int] = field(default_factory=set)
 
 
 class OutputStore:
@@ -331,7 +318,7 @@ class RankOutputs:
         reaches its end gets a note on its output that was not kept or could not be read."""
         wanted = sorted(set(ranks))
         snap = self._snapshot(wanted)
-        pages = {r: _Collector(start, limit, most) for r in wanted}
+        pages = {r: Collector(start, limit, most) for r in wanted}
         for rank in wanted:
             at = 0
             for output in snap.memory[rank]:
@@ -345,11 +332,11 @@ class RankOutputs:
             collected = pages[rank]
             outputs = collected.outputs
             if not collected.full:
-                outputs += _notes(rank, snap.lost, problems.get(rank, []))
+                outputs += closing_notes(rank, snap.lost, problems.get(rank, []))
             else:
                 page.more.add(rank)
             if outputs:
-                page.outputs[rank] = _join_streams(outputs)
+                page.outputs[rank] = join_streams(outputs)
             page.ends[rank] = collected.end
             page.totals[rank] = snap.totals[rank]
         return page
@@ -362,7 +349,7 @@ class RankOutputs:
         problems: list[str] = []
         if rank in snap.spilled:
             if snap.removed:
-                problems.append(_REMOVED)
+                problems.append(REMOVED)
             else:
                 reader = SpillReader(self.path)
                 self.store.sync()
@@ -373,16 +360,16 @@ class RankOutputs:
                     problems.append(f"it could not be read: {e}")
                 if reader.damaged:
                     problems.append(f"{reader.damaged} damaged records were skipped")
-        yield from _notes(rank, snap.lost, problems)
+        yield from closing_notes(rank, snap.lost, problems)
 
-    def _snapshot(self, wanted: list[int]) -> _Snapshot:
+    def _snapshot(self, wanted: list[int]) -> Snapshot:
         chosen = set(wanted)
         with self.store.lock:
             if self.dropped:
                 raise OutputGone(f"the output of this cell is no longer kept (the hub keeps "
                                  f"the last {self.store.cells} cells: "
                                  "HubKernel.output_history)")
-            return _Snapshot(
+            return Snapshot(
                 memory={r: list(self._memory.get(r, ())) for r in wanted},
                 totals={r: self._sizes.get(r, 0) for r in wanted},
                 spilled={r for r in wanted if r in self._spilled},
@@ -391,16 +378,16 @@ class RankOutputs:
                       for reason, counts in self._lost.items()},
                 removed=self.removed)
 
-    def _read_file(self, snap: _Snapshot, active: set[int], pages: dict[int, _Collector],
+    def _read_file(self, snap: Snapshot, active: set[int], pages: dict[int, Collector],
                    start: int) -> dict[int, list[str]]:
         """Feed the spill file's records of ``active`` ranks to their pages, from the
         latest checkpoint before ``start``; problems by rank."""
         if not active:
             return {}
         if snap.removed:
-            return {r: [_REMOVED] for r in active}
+            return {r: [REMOVED] for r in active}
         self.store.sync()
-        seek = min(_checkpoint(snap.checkpoints.get(r, []), start) for r in active)
+        seek = min(checkpoint(snap.checkpoints.get(r, []), start) for r in active)
         reader = SpillReader(self.path)
         ranks = set(active)
         problems: dict[int, list[str]] = {}
@@ -420,100 +407,3 @@ class RankOutputs:
         return problems
 
 
-_REMOVED = ("the rest was removed to make room for newer output (HubKernel.output_disk)")
-
-
-@dataclass
-class _Snapshot:
-    """What a read needs of a ``RankOutputs``, taken under the lock."""
-
-    memory: dict[int, list[Output]]
-    totals: dict[int, int]
-    spilled: set[int]
-    checkpoints: dict[int, list[tuple[int, int]]]
-    lost: dict[str, dict[int, int]]
-    removed: bool
-
-
-class _Collector:
-    """One rank's page: outputs from ``start`` until about ``limit`` bytes (or ``most``
-    outputs other than text) are in it. Stream text is cut to fit; a display is whole, on
-    the page where it starts."""
-
-    def __init__(self, start: int, limit: int | None, most: int | None = None) -> None:
-        self.start, self.limit, self.most = start, limit, most
-        self.size = 0
-        self.count = 0  # outputs other than text: a message each when shown
-        self.end = start
-        self.full = False
-        self.outputs: list[Output] = []
-
-    def add(self, at: int, output: Output) -> bool:
-        """Take the output that starts at ``at`` in the rank's output; False once full."""
-        size = output_size(output)
-        if at < self.start and (at + size <= self.start or output.get("output_type")
-                                != "stream"):
-            return True  # before this page (a display that started before: on the last)
-        room = None if self.limit is None else self.limit - self.size
-        if room is not None and room <= 0:
-            return self._stop(at)
-        if output.get("output_type") == "stream":
-            text = output["text"]
-            lo = max(self.start - at, 0)
-            hi = len(text) if room is None else min(len(text), lo + room)
-            self.outputs.append(output if (lo, hi) == (0, len(text))
-                                else {**output, "text": text[lo:hi]})
-            self.size += hi - lo
-            self.end = at + hi
-            return hi == len(text) or self._stop(self.end)
-        if (room is not None and self.size and size > room) or (
-                self.most is not None and self.count >= self.most):
-            return self._stop(at)
-        self.outputs.append(output)
-        self.count += 1
-        self.size += size
-        self.end = at + size
-        return True
-
-    def _stop(self, at: int) -> bool:
-        self.full = True
-        self.end = at
-        return False
-
-
-def _checkpoint(marks: list[tuple[int, int]], start: int) -> int:
-    """The file offset of the last checkpoint at or before ``start``."""
-    found = 0
-    for offset, at in marks:
-        if offset > start:
-            break
-        found = at
-    return found
-
-
-def _notes(rank: int, lost: dict[str, dict[int, int]], problems: list[str]) -> list[Output]:
-    """The lines that end a rank's output: what was not kept, and why it is incomplete."""
-    texts = [f"about {format_size(counts[rank])} more output of rank {rank} was not kept: "
-             f"{reason}" for reason, counts in lost.items() if rank in counts]
-    texts += [f"the output of rank {rank} is incomplete: {p}" for p in problems]
-    return [{"output_type": "stream", "name": "stderr", "text": f"\n[hpckernel] {text}\n"}
-            for text in texts]
-
-
-def _join_streams(outputs: list[Output]) -> list[Output]:
-    """Consecutive stream outputs of one name as one (text joined once, not pairwise)."""
-    joined: list[Output] = []
-    run: list[str] = []
-    for output in outputs:
-        last = joined[-1] if joined else None
-        if (last is not None and output["output_type"] == "stream"
-                and last["output_type"] == "stream" and last["name"] == output["name"]):
-            run.append(output["text"])
-            continue
-        if run:
-            joined[-1] = {**joined[-1], "text": "".join(run)}
-        joined.append(output)
-        run = [output["text"]] if output["output_type"] == "stream" else []
-    if run:
-        joined[-1] = {**joined[-1], "text": "".join(run)}
-    return joined

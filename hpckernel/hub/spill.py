@@ -1,7 +1,7 @@
 """Spill files: the ranks' output of one cell that the hub keeps on disk (``outputs.py``).
 
 One line per output, ``RANK<TAB>OFFSET<TAB>JSON\\n``: the rank, where the output starts in
-that rank's output (its text or data counted as ``outputs.output_size`` counts them), and
+that rank's output (its text or data counted as ``output_pages.output_size`` counts them), and
 the output as JSON (ASCII: no tab or newline inside). A reader skips other ranks' lines
 without decoding them, and starts near an offset from a checkpoint rather than at the top.
 
