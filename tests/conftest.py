@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.cluster.fixtures import testbed_env
+from tests.intruder import intruder, intruder_site  # noqa: F401 (fixtures of every directory)
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from ..provisioner.errors import ProvisionerError
 from ..provisioner.kernel_job import KernelJob
 from ..slurm import SlurmError
 from .errors import BridgeError, ConnectionFileError
-from .relay import Relay
+from .relay import Relay, check_key
 
 log = logging.getLogger("hpckernel.bridge")
 
@@ -199,6 +199,7 @@ def read_connection_file(path: str) -> KernelConnectionInfo:
     except ValueError as e:
         raise ConnectionFileError(f"the connection file {path}: {e}") from None
     connection.update({port: address[port] for port in PORTS})
+    check_key(connection)
     return cast(KernelConnectionInfo, connection)
 
 

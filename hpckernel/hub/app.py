@@ -17,6 +17,7 @@ from traitlets import Bunch, List, Type, Unicode, default, validate
 
 from ..plane.addresses import node_ip
 from .badmessages import CheckedSession, cap_log_records
+from .hublog import HUB_LOGGERS, own_stderr, reroute_fd2_handlers, send_hub_log_to
 from .kernel import HubKernel
 from .lease import ClientLease, watch
 from .rank_launchers import LocalLauncher, RankLauncher, SrunLauncher
@@ -65,16 +66,15 @@ class HubApp(IPKernelApp):
         super().init_config_files()
 
     def initialize(self, argv: list[str] | None = None) -> None:
-        # hpckernel's own log goes to the kernel's real stderr (the server's log, the batch
-        # job's output), never into the notebook through ipykernel's captured sys.stderr.
-        handler = logging.StreamHandler(sys.__stderr__)
-        handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s | %(message)s"))
-        package_log = logging.getLogger("hpckernel")
-        package_log.addHandler(handler)
-        package_log.propagate = False
+        # The hub's own log goes to the kernel's real stderr (the server's log, the batch
+        # job's output), never into a cell: taken before ipykernel captures descriptor 2.
+        log_stream = own_stderr()
+        send_hub_log_to(log_stream)
         super().initialize(argv)
+        hub_loggers = [logging.getLogger(name) for name in HUB_LOGGERS]
+        reroute_fd2_handlers(log_stream, logging.getLogger(), *hub_loggers)
         # A bad message costs one short log line, whatever it carries.
-        cap_log_records(self.log, package_log, logging.getLogger())
+        cap_log_records(self.log, logging.getLogger(), *hub_loggers)
         if self.ready_file:
             with open(self.ready_file, "w") as f:
                 f.write(f"{os.getpid()}\n")

@@ -177,6 +177,9 @@ def _magic_parsers() -> dict[str, _Parser]:
                           help="whose output: 3, 1,3, 0:4, -1 or all (the default)")
     pxoutput.add_argument("--cell", type=int, default=None, metavar="N",
                           help="the cell In[N] (default: the last cell run on the ranks)")
+    pxoutput.add_argument("--from", dest="start", type=int, default=0, metavar="BYTES",
+                          help="show each rank's output from this offset on (a page is "
+                          "HubKernel.output_page; its last line gives the next offset)")
     return {"peek": peek, "where": where, "push": push, "pull": pull,
             "provenance": provenance, "pxoutput": pxoutput, "liveplot": liveplot,
             "dashboard": dashboard}

@@ -18,7 +18,7 @@ VS Code's start-up code too, which changes each rank's state — runs as a cell.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .outputs import Output, RankOutputs
@@ -57,7 +57,7 @@ class _Unlabelled(RankOutputs):
     def group_limit(self) -> int:
         return 0
 
-    def how_to_see(self, ranks: Any) -> str:
+    def how_to_see(self, ranks: Iterable[int], start: int = 0) -> str:
         return ""
 
     def add(self, rank: int, output: Output) -> None:

@@ -65,15 +65,17 @@ class HubKernel(IPythonKernel, HubSettings):
     # %%local cells are named where a debug session's front end looks for them.
     compiler_class = Type(HubCellCompiler)
 
-    @observe("output_groups", "output_memory", "output_history")
+    @observe("output_groups", "output_memory", "output_history", "output_disk", "output_page")
     def _output_settings_changed(self, change: dict[str, Any]) -> None:
-        if getattr(self, "outputs", None) is not None:  # a change by %config
+        if getattr(self, "px", None) is not None:  # a change by %config
             self._configure_outputs()
 
     def _configure_outputs(self) -> None:
         self.outputs.group_limit = self.output_groups
         self.outputs.memory = parse_size(self.output_memory)
+        self.outputs.disk = parse_size(self.output_disk)
         self.outputs.cells = self.output_history
+        self.px.limits.page = parse_size(self.output_page)
 
     @observe("max_reply_size")
     def _reply_size_changed(self, change: dict[str, Any]) -> None:
@@ -88,9 +90,9 @@ class HubKernel(IPythonKernel, HubSettings):
         self.pool = RankPool(self.launcher, self.job_dir, self._publish,
                              self.pool_settings())
         self.outputs = OutputStore(Path(self.job_dir))
-        self._configure_outputs()
         self.px = PxController(self.pool, lambda: self.get_parent("shell"), self._publish,
                                self.outputs)
+        self._configure_outputs()
         self.px.reply_limit = ReplyLimit.parse(self.max_reply_size)
         cwd = Path.cwd()
         notebook = provenance.notebook_path(os.environ.get("JPY_SESSION_NAME"), cwd)
@@ -157,6 +159,7 @@ class HubKernel(IPythonKernel, HubSettings):
                       {"hpckernel": {"notice": True}}, self._last_parent)
 
     def _flush_notices(self) -> None:
+        self._notices.extend(self.outputs.take_late_notices())
         notices, self._notices = self._notices, []
         for text in notices:
             self._publish("stream", {"name": "stderr", "text": f"[hpckernel] {text}\n"},

@@ -100,13 +100,22 @@ class HubSettings(Configurable):
     output_history = Int(
         100, help="How many of the last requests' outputs the hub keeps for %pxoutput and "
         "_px.output(rank).").tag(config=True)
+    output_disk = Unicode(
+        "1GB", help="Disk the hub may use in the job directory for the ranks' output beyond "
+        "output_memory, for all kept cells: the oldest cells' files are removed to make "
+        "room for newer output; output beyond it in one cell is not kept, with a notice."
+    ).tag(config=True)
+    output_page = Unicode(
+        "1MB", help="How much output one %pxoutput (or _px.display_outputs(ranks)) shows, "
+        "shared by the ranks it shows; its last line says how to see the next page."
+    ).tag(config=True)
 
-    @validate("output_memory")
-    def _check_output_memory(self, proposal: dict[str, Any]) -> str:
+    @validate("output_memory", "output_disk", "output_page")
+    def _check_output_size(self, proposal: dict[str, Any]) -> str:
         try:
             parse_size(proposal["value"])
         except ValueError as e:
-            raise TraitError(f"output_memory {e}") from None
+            raise TraitError(f"{proposal['trait'].name} {e}") from None
         return str(proposal["value"])
 
     @validate("output_window")

@@ -159,11 +159,11 @@ class PxMagics(Magics):
 
     @line_magic
     def pxoutput(self, line: str) -> None:
-        """%pxoutput [RANKS] [--cell N]: the whole output of RANKS (default: all) in the last
-        cell run on the ranks (or in cell In[N]), also what the notebook was not shown;
-        waits for a --noblock cell to end."""
+        """%pxoutput [RANKS] [--cell N] [--from BYTES]: the whole output of RANKS (default:
+        all) in the last cell run on the ranks (or in cell In[N]), also what the notebook was
+        not shown, a page at a time; waits for a --noblock cell to end."""
         args = parse_magic("pxoutput", line)
-        self.px.cell(args.cell).display(args.ranks)
+        self.px.cell(args.cell).display(args.ranks, args.start)
 
     @line_magic
     def ranks(self, line: str) -> None:

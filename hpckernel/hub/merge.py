@@ -30,15 +30,25 @@ T = TypeVar("T")
 #: emit(msg_type, content, metadata) publishes one IOPub message for the cell.
 Emit = Callable[[str, dict[str, Any], dict[str, Any]], None]
 
+#: A group's text up to this long waits for the next flush when the budget has no room for
+#: it now, rather than being cut: what a quiet rank prints beside a flood is kept whole.
+HOLD_BACK = 2048
+
 
 @dataclass
 class OutputBudget:
     """Token bucket shared by all cells of a kernel, kept below jupyter_server's IOPub
-    limits (1 MB/s and 1000 msg/s averaged over 3 s) so the server never drops output."""
+    limits (1 MB/s and 1000 msg/s averaged over 3 s) so the server never drops output.
+
+    A small part of it (``reserve_msgs``, ``reserve_bytes``) is kept for cells that have
+    shown little so far: a flood or a ``clear_output`` storm cannot use it up, so the next
+    cell's few lines are not dropped because the one before it took everything."""
 
     bytes_per_s: float = 500_000
     msgs_per_s: float = 100
     burst_s: float = 2.0
+    reserve_msgs: float = 10
+    reserve_bytes: float = 20_000
     _bytes: float = field(default=0, init=False)
     _msgs: float = field(default=0, init=False)
     _last: float = field(default_factory=time.monotonic, init=False)
@@ -58,13 +68,16 @@ class OutputBudget:
         self._bytes = min(self._bytes + dt * self.bytes_per_s, self.bytes_per_s * self.burst_s)
         self._msgs = min(self._msgs + dt * self.msgs_per_s, self.msgs_per_s * self.burst_s)
 
-    def take(self, nbytes: int) -> int | None:
-        """Grant up to ``nbytes`` for one message; None means the message must be dropped."""
+    def take(self, nbytes: int, reserved: bool = False) -> int | None:
+        """Grant up to ``nbytes`` for one message; None means the message must be dropped.
+        ``reserved``: the message may use the reserve (its cell has shown little)."""
         self._refill()
-        if self._msgs < 1 or (nbytes and self._bytes < 1):
+        msgs = self._msgs - (0 if reserved else self.reserve_msgs)
+        available = self._bytes - (0 if reserved else self.reserve_bytes)
+        if msgs < 1 or (nbytes and available < 1):
             return None
         self._msgs -= 1
-        granted = int(min(nbytes, self._bytes))
+        granted = int(min(nbytes, available))
         self._bytes -= granted
         return granted
 
@@ -113,9 +126,10 @@ class OutputMerger:
         self.results: dict[int, dict[str, Any]] = {}
         self.displays: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         self._display_since = 0.0
-        self.dropped_bytes = 0
+        self._shown_msgs = self._shown_bytes = 0  # what this cell has shown so far
+        #: what the rate limit cut since the last notice: bytes per rank, and messages
+        self.dropped: dict[int, int] = {}
         self.dropped_msgs = 0
-        self.dropped_ranks: set[int] = set()
         self._notice_at = 0.0
         self.keep = keep
         self.group_limit = keep.group_limit if keep is not None else 0
@@ -148,8 +162,8 @@ class OutputMerger:
         if msg_type == "execute_result":
             self.results[rank] = content
             return
-        for name in sorted(self.streams):
-            self._flush_stream(name, True)  # text printed before display() shows before it
+        for name in sorted(self.streams):  # text printed before display() shows before it
+            self._flush_stream(name, True, wait=False)  # (none waits for a later flush)
         if not any(self.displays.values()):
             self._display_since = time.monotonic()
         self.displays.setdefault(rank, []).append((msg_type, content))
@@ -167,16 +181,20 @@ class OutputMerger:
 
     def flush(self, force: bool = False, final: bool = False) -> None:
         held = self._flush_displays(force or final)
-        if held:
-            return  # text printed after a display() waits until that display is shown
-        for name in sorted(self.streams):
-            self._flush_stream(name, force or final)
-        if final:
-            self._flush_results()
-            self._notice(final=True)
-            self._hidden_notice()
+        if not held:  # text printed after a display() waits until that display is shown
+            for name in sorted(self.streams):
+                self._flush_stream(name, force or final, wait=not final, last=final)
+            if final:
+                self._flush_results()
+                self._notice(final=True)
+                self._hidden_notice()
+        if self.keep is not None:  # the store's caps: output not kept, and why
+            for text in self.keep.take_notices(final and not held):
+                self.emit("stream", {"name": "stderr", "text": f"[hpckernel] {text}\n"},
+                          {"hpckernel": {"notice": True}})
 
-    def _flush_stream(self, name: str, force: bool) -> None:
+    def _flush_stream(self, name: str, force: bool, wait: bool = True,
+                      last: bool = False) -> None:
         pending = {r: p for r, p in self.streams[name].items() if p.parts}
         if not pending:
             return
@@ -208,10 +226,7 @@ class OutputMerger:
         groups = self._shown(group_equal(chunks))
         if not groups:
             return  # all of it beyond output_groups: kept, and summed up at the end
-        text = "".join(f"[{name}:{format_ranks(ranks)}] {chunk}"
-                       + ("" if chunk.endswith("\n") else "\n")
-                       for chunk, ranks in groups)
-        self._send("stream", {"name": name, "text": text}, sorted(r for _, g in groups for r in g))
+        self._send_stream(name, groups, wait, last)
 
     def _flush_displays(self, force: bool) -> bool:
         """Emit displays, identical ones across ranks collapsed (aligned by their order on
@@ -292,38 +307,128 @@ class OutputMerger:
         self._send(msg_type, {**content, "data": data}, ranks)
 
     def _send(self, msg_type: str, content: dict[str, Any], ranks: list[int]) -> None:
+        """One message, whole or dropped (a display is not cut)."""
         size = len(content.get("text", "")) or sum(
             len(str(v)) for v in content.get("data", {}).values())
-        granted = self.budget.take(size)
-        if granted is None or (msg_type != "stream" and granted < size):
+        granted = self.budget.take(size, self._little_shown())
+        if granted is None or granted < size:
             self.dropped_msgs += 1
-            self.dropped_bytes += size
-            self.dropped_ranks.update(ranks)
+            self._drop(ranks, size)
             self._notice()
             return
-        if granted < size:
-            self.dropped_bytes += size - granted
-            self.dropped_ranks.update(ranks)
-            content = {**content, "text": content["text"][:granted]}
+        self._count_shown(size)
         self.emit(msg_type, content, {"hpckernel": {"ranks": ranks}})
-        if granted < size:
+
+    def _count_shown(self, size: int) -> None:
+        self._shown_msgs += 1
+        self._shown_bytes += size
+
+    def _little_shown(self) -> bool:
+        """Whether this cell has shown little so far (it may use the budget's reserve)."""
+        return (self._shown_msgs < self.budget.reserve_msgs
+                and self._shown_bytes < self.budget.reserve_bytes)
+
+    def _send_stream(self, name: str, groups: list[tuple[str, list[int]]],
+                     wait: bool = True, last: bool = False) -> None:
+        """One stream message with each group's labelled text. Over the budget, the cut is
+        fair: the bytes granted are shared so that a group with less text than its share
+        keeps all of it and the rest is split evenly (a rank that printed a line beside a
+        rank that floods keeps its line); a short text that still does not fit waits for
+        the next flush (``wait``: not when a display must follow it) rather than being cut,
+        or at the cell's ``last`` flush may use the budget's reserve."""
+        labels = [f"[{name}:{format_ranks(ranks)}] " for _, ranks in groups]
+        texts = [chunk if chunk.endswith("\n") else chunk + "\n" for chunk, _ in groups]
+        sizes = [len(label) + len(text) for label, text in zip(labels, texts, strict=True)]
+        granted = self.budget.take(sum(sizes), self._little_shown())
+        shares = fair_shares(sizes, granted) if granted is not None else [0] * len(groups)
+        short = [i for i, (chunk, _) in enumerate(groups)
+                 if shares[i] < sizes[i] and len(chunk) <= HOLD_BACK]
+        if short and last:  # no next flush: the reserve may complete short texts
+            missing = [sizes[i] - shares[i] for i in short]
+            extra = self.budget.take(sum(missing), reserved=True)
+            for i, more in zip(short, fair_shares(missing, extra or 0), strict=True):
+                shares[i] += more
+        pieces: list[str] = []
+        shown: list[int] = []
+        for i, (label, text, share, (chunk, ranks)) in enumerate(
+                zip(labels, texts, shares, groups, strict=True)):
+            room = share - len(label)
+            if i in short and wait:
+                self._hold_back(name, chunk, ranks)
+                continue
+            if room < len(text):
+                self._drop(ranks, len(text) - max(room, 0))
+            if room > 0:
+                pieces.append(label + (text if room >= len(text) else text[:room] + "…\n"))
+                shown.extend(ranks)
+        if pieces:
+            text = "".join(pieces)
+            self._count_shown(len(text))
+            self.emit("stream", {"name": name, "text": text},
+                      {"hpckernel": {"ranks": sorted(shown)}})
+        elif granted is None and self.dropped:
+            self.dropped_msgs += 1
+        if self.dropped:
             self._notice()
 
+    def _hold_back(self, name: str, chunk: str, ranks: list[int]) -> None:
+        """Put ``chunk`` back in front of these ranks' text of stream ``name``, to be sent
+        at the next flush (already due)."""
+        due = time.monotonic() - self.hold
+        for rank in ranks:
+            pending = self.streams[name].setdefault(rank, _Pending())
+            pending.parts.insert(0, chunk)
+            pending.size += len(chunk)
+            pending.since = due
+        self._held[name] = self._held.get(name, 0) + len(chunk) * len(ranks)
+
+    def _drop(self, ranks: list[int], size: int) -> None:
+        for rank in ranks:
+            self.dropped[rank] = self.dropped.get(rank, 0) + size
+
     def _notice(self, final: bool = False) -> None:
-        """Say what was dropped: at most once a second, and once more at the end."""
-        if not self.dropped_bytes and not self.dropped_msgs:
+        """Say what was cut, from which ranks: at most once a second, and once more at the
+        end."""
+        if not self.dropped and not self.dropped_msgs:
             return
         now = time.monotonic()
         if not final and now - self._notice_at < 1.0:
             return
         self._notice_at = now
-        text = (f"\n[hpckernel] output truncated: {format_size(self.dropped_bytes)} in "
-                f"{self.dropped_msgs} messages from ranks {format_ranks(self.dropped_ranks)} "
-                "not shown (over the output rate limit; write large output to files)\n")
+        text = (f"\n[hpckernel] output truncated (over the output rate limit; write large "
+                f"output to files): not shown {describe_cuts(self.dropped)}\n")
         self.emit("stream", {"name": "stderr", "text": text},
-                  {"hpckernel": {"ranks": sorted(self.dropped_ranks), "truncated": True}})
-        self.dropped_bytes = self.dropped_msgs = 0
-        self.dropped_ranks.clear()
+                  {"hpckernel": {"ranks": sorted(self.dropped), "truncated": True}})
+        self.dropped.clear()
+        self.dropped_msgs = 0
+
+
+def fair_shares(sizes: list[int], budget: int) -> list[int]:
+    """Max-min fair shares of ``budget`` for demands ``sizes``: demands below an even share
+    are met whole, the others get equal shares of what is left."""
+    shares = [0] * len(sizes)
+    left = budget
+    order = sorted(range(len(sizes)), key=sizes.__getitem__)
+    for done, i in enumerate(order):
+        shares[i] = min(sizes[i], left // (len(order) - done))
+        left -= shares[i]
+    return shares
+
+
+def describe_cuts(cut: dict[int, int], most: int = 4) -> str:
+    """``{0: 5_000_000, 1: 10, 2: 10}`` → ``"5.0 MB from rank 0, 10 B each from ranks
+    1-2"``: ranks that lost as much together, the largest first, at most ``most`` of them."""
+    by_size: dict[int, list[int]] = {}
+    for rank, size in cut.items():
+        by_size.setdefault(size, []).append(rank)
+    groups = sorted(by_size.items(), reverse=True)
+    parts = [f"{format_size(size)} from rank {ranks[0]}" if len(ranks) == 1 else
+             f"{format_size(size)} each from ranks {format_ranks(ranks, 60)}"
+             for size, ranks in groups[:most]]
+    rest = sum(len(ranks) for _, ranks in groups[most:])
+    if rest:
+        parts.append(f"less from {rest} more rank{'s' if rest > 1 else ''}")
+    return ", ".join(parts)
 
 
 def _nth_newline(text: str, n: int) -> int:

@@ -8,21 +8,18 @@ on the plane thread's loop).
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Generator
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .. import provenance
-from ..plane.groups import group_equal
-from ..targets import TargetError, format_ranks, format_sorted, parse_targets
+from ..targets import TargetError, format_sorted, parse_targets
 from . import transfer
 from .allocation import Allocation
+from .cell_outputs import CellOutputs, PxHandle, ReadLimits, render_outputs
 from .cell_routing import PxOptions
 from .errors import HubError
 from .limits import ReplyLimit
@@ -44,133 +41,6 @@ OutputMode = Literal["live", "capture", "none"]
 ParentGetter = Callable[[], "dict[str, Any] | None"]
 
 
-class CellOutputs:
-    """Each rank's whole output and error of one request, once it has ended: what
-    ``%pxoutput`` and ``_px.output(rank)`` read, also what the notebook was not shown.
-
-    Holds no ``Request``: a request sits in reference cycles (its futures, its merger), and
-    one kept for the last ``output_history`` cells would outlive the young GC generations,
-    so that finished requests piled up until a full collection."""
-
-    def __init__(self, request: Request, size: int,
-                 show: Callable[[dict[int, list[Output]]], None]) -> None:
-        self.label = request.label
-        self.targets = request.targets
-        self.size = size  # of the kernel, to read target specs
-        self.kept = request.outputs
-        self.replies = request.replies
-        self._show = show
-        self.finished = threading.Event()
-        request.future.add_done_callback(lambda _: self.finished.set())
-
-    def get(self, ranks: list[int]) -> dict[int, list[Output]]:
-        """The outputs of ``ranks`` (waits for the request to end), a failed rank's error
-        last."""
-        self.finished.wait()
-        if self.kept is None:
-            raise ValueError(f"{self.label}: this request keeps no output")
-        found = self.kept.get(ranks)
-        for rank in ranks:
-            error = self.replies.get(rank)
-            if error is not None and error.get("status") != "ok":
-                found.setdefault(rank, []).append({
-                    "output_type": "error", "ename": str(error.get("ename")),
-                    "evalue": str(error.get("evalue")),
-                    "traceback": list(error.get("traceback") or [])})
-        return found
-
-    def streams(self, name: str) -> list[str]:
-        """Each target's whole text of stream ``name``, in target order."""
-        found = self.get(self.targets)
-        return ["".join(o["text"] for o in found.get(r, []) if o["output_type"] == "stream"
-                        and o["name"] == name) for r in self.targets]
-
-    def display(self, spec: Any = "all") -> None:
-        """Publish the whole output of the ranks ``spec`` names into the current cell,
-        identical outputs collapsed, with no limit on groups."""
-        chosen = parse_targets(spec, self.size)
-        outside = sorted(set(chosen) - set(self.targets))
-        if outside:
-            raise TargetError(f"{self.label} ran on ranks {format_ranks(self.targets)}, "
-                              f"not on {format_ranks(outside)}")
-        self._show(self.get(chosen))
-
-
-class PxHandle:
-    """A cell sent to the ranks (``_px`` in the hub is the last one): what ``%%px
-    --noblock`` returns, ``%pxresult`` shows, and where each rank's whole output is read
-    (``output(rank)``, ``stdout``, ``stderr``, ``display_outputs(ranks)``)."""
-
-    def __init__(self, request: Request, replay: Callable[[Request], None],
-                 cell: CellOutputs) -> None:
-        self.request = request
-        self._replay = replay
-        self.cell = cell
-
-    @property
-    def targets(self) -> list[int]:
-        return self.request.targets
-
-    def ready(self) -> bool:
-        return self.request.future.done()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds; True if the ranks are done."""
-        try:
-            self.request.future.result(timeout)
-        except FutureTimeout:
-            return False
-        return True
-
-    @property
-    def outputs(self) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-        """The merged IOPub messages (msg_type, content, metadata) kept so far."""
-        return list(self.request.captured or [])
-
-    def result(self, timeout: float | None = None) -> list[Any]:
-        """Wait, raise RemoteError if some rank failed, else each rank's reply value."""
-        self.request.future.result(timeout)
-        self.request.raise_for_errors()
-        return self.request.value_list()
-
-    def output(self, rank: int) -> list[Output]:
-        """Everything ``rank`` sent for this cell, as nbformat outputs (``stream``,
-        ``display_data``, ``execute_result``, and its ``error``), whatever the notebook
-        was shown. Waits for the cell to end."""
-        return self.cell.get([rank]).get(rank, [])
-
-    @property
-    def stdout(self) -> list[str]:
-        """Each target's whole stdout, in target order (waits for the cell to end)."""
-        return self.cell.streams("stdout")
-
-    @property
-    def stderr(self) -> list[str]:
-        """Each target's whole stderr, in target order (waits for the cell to end)."""
-        return self.cell.streams("stderr")
-
-    def display_outputs(self, ranks: Any = None) -> None:
-        """Publish the output into the current cell: as the cell showed it (what
-        ``%pxresult`` does), or with ``ranks`` (a target spec, ``'3:8'``) those ranks'
-        whole output, identical outputs collapsed, with no limit on groups."""
-        self.request.future.result()
-        if ranks is None:
-            self._replay(self.request)
-        else:
-            self.cell.display(ranks)
-
-    def __await__(self) -> Generator[Any, None, list[Any]]:
-        yield from asyncio.wrap_future(self.request.future).__await__()
-        self.request.raise_for_errors()
-        return self.request.value_list()
-
-    def __repr__(self) -> str:
-        state = "done" if self.ready() else "running"
-        if self.ready() and self.request.errors:
-            state = f"failed on ranks {format_ranks(self.request.errors)}"
-        return f"<PxHandle {self.request.label} on ranks {format_ranks(self.targets)}: {state}>"
-
-
 class PxController:
     """Default targets, the last non-blocking cell, and the calls both faces share."""
 
@@ -189,14 +59,24 @@ class PxController:
         self.cells: OrderedDict[int, CellOutputs] = OrderedDict()
         self.latest: PxHandle | None = None  # the last %%px cell (``_px``)
         self.allocation: Allocation | None = None  # the Slurm job the hub runs in, if any
-        #: the bytes one request may bring into the hub (HubKernel.max_reply_size)
-        self.reply_limit = ReplyLimit.parse("50%")
+        #: what one request or read may bring into the hub (HubKernel.max_reply_size,
+        #: HubKernel.output_page)
+        self.limits = ReadLimits()
         #: the msg_id of the cell the user last interrupted (the kernel's interrupt_request):
         #: a cell interrupted before it reached the ranks is interrupted once it is sent
         self.interrupted_cell: str | None = None
         #: provenance fields of its cells that differ from the kernel's own (an attached
         #: live job's ranks, hosts and job: ``live/client.py``)
         self.context: dict[str, Any] = {}
+
+    @property
+    def reply_limit(self) -> ReplyLimit:
+        """The bytes one request may bring into the hub (HubKernel.max_reply_size)."""
+        return self.limits.reply
+
+    @reply_limit.setter
+    def reply_limit(self, limit: ReplyLimit) -> None:
+        self.limits.reply = limit
 
     @property
     def size(self) -> int:
@@ -228,7 +108,7 @@ class PxController:
                                    output=mode, label=label, per_rank=per_rank, keep=keep)
         request.execution_count = execution_count
         handle = PxHandle(request, self._replay,
-                          CellOutputs(request, self.size, self._show_outputs))
+                          CellOutputs(request, self.size, self._show_outputs, self.limits))
         if not block:
             self.last = handle
         return handle
@@ -239,13 +119,17 @@ class PxController:
         for msg_type, content, metadata in request.captured or []:
             self.publish(msg_type, content, metadata, parent)
 
-    def _show_outputs(self, outputs: dict[int, list[Output]]) -> None:
-        """Publish into the current cell these ranks' whole outputs, paced by the kernel's
-        output budget (jupyter_server would drop a burst silently). Runs in the shell's
-        thread (``%pxoutput``), where waiting is fine."""
+    def _show_outputs(self, outputs: dict[int, list[Output]], notice: str = "") -> None:
+        """Publish into the current cell these ranks' outputs, then ``notice``, paced by
+        the kernel's output budget (jupyter_server would drop a burst silently). Runs in
+        the shell's thread (``%pxoutput``), where waiting is fine."""
         parent = self.parent()
         budget = self.pool.budget
-        for msg_type, content, metadata in render_outputs(outputs):
+        messages = render_outputs(outputs)
+        if notice:
+            messages.append(("stream", {"name": "stderr", "text": notice + "\n"},
+                             {"hpckernel": {"notice": True}}))
+        for msg_type, content, metadata in messages:
             size = output_size(content)
             granted = budget.take(size)
             while granted is None:
@@ -452,55 +336,11 @@ class CellError(HubError):
         return [*self.traceback, f"{self.ename}: {self.evalue}"]
 
 
-def render_outputs(outputs: dict[int, list[Output]]
-                   ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """IOPub messages (msg_type, content, metadata) showing each rank's whole output,
-    ranks with identical output together, labelled as the merged output is; consecutive
-    text of one stream in one message (10,000 ranks' lines are one message, not 10,000)."""
-    messages: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-    for kept, ranks in group_equal(outputs, _output_key):
-        label, meta = format_ranks(ranks), {"hpckernel": {"ranks": ranks}}
-        for output in kept:
-            kind = output["output_type"]
-            if kind == "clear_output":
-                continue  # it cleared the rank's own cell; here it would clear this one
-            content = {k: v for k, v in output.items()
-                       if k not in ("output_type", "transient")}
-            if kind == "stream":
-                text = output["text"]
-                content["text"] = f"[{output['name']}:{label}] {text}" + (
-                    "" if text.endswith("\n") else "\n")
-            elif kind == "error":
-                content["traceback"] = [f"[error:{label}] {output['ename']}: "
-                                        f"{output['evalue']}", *output["traceback"]]
-            elif kind in ("display_data", "update_display_data", "execute_result"):
-                tag = f"[{'out' if kind == 'execute_result' else 'display'}:{label}]"
-                data = dict(content.get("data", {}))
-                if set(data) <= {"text/plain"}:  # labelled as merge.py labels them
-                    data["text/plain"] = f"{tag} {data.get('text/plain', '')}"
-                else:
-                    messages.append(("stream", {"name": "stdout", "text": tag + "\n"}, meta))
-                content = {**content, "data": data}
-                content.pop("execution_count", None)
-                kind = "display_data"  # not a result of the cell showing it
-            last = messages[-1] if messages else None
-            if (kind == "stream" and last is not None and last[0] == "stream"
-                    and last[1]["name"] == content["name"]):
-                messages[-1] = ("stream", {**last[1], "text": last[1]["text"] + content["text"]},
-                                {"hpckernel": {"ranks": last[2]["hpckernel"]["ranks"] + ranks}})
-            else:
-                messages.append((kind, content, meta))
-    return messages
-
-
-def _output_key(outputs: list[Output]) -> str:
-    return json.dumps(outputs, sort_keys=True, default=str)
-
-
 def finish_gather(request: Request, names: list[str], concat: bool) -> dict[str, Any]:
     """The gathered values of a finished pull: lists, or arrays with ``concat``."""
     values = transfer.collect(request, names)
     return {n: transfer.concat(n, v) if concat else v for n, v in values.items()}
 
 
-__all__ = ["CellError", "CellOutputs", "PxCell", "PxController", "PxHandle", "RemoteError"]
+__all__ = ["CellError", "CellOutputs", "PxCell", "PxController", "PxHandle", "RemoteError",
+           "render_outputs"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,10 +89,13 @@ class Kernel:
         self.km = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(
             kernel_dirs=[str(tmp / "kernels")]),
             transport_encryption="auto" if encrypted else "disabled")
+        # ipykernel captures descriptor 2 into cells unless it runs under pytest: the hub
+        # must not think it does, or what reaches its descriptor 2 would never be seen.
+        hub_env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
         for attempt in (1, 2):
             stderr = open(log, "ab") if log else None  # the hub gets a descriptor of its own
             try:
-                self.km.start_kernel(env={**os.environ, **(env or {})},
+                self.km.start_kernel(env={**hub_env, **(env or {})},
                                      cwd=str(cwd or tmp), stderr=stderr)
             finally:
                 if stderr is not None:
@@ -252,3 +256,29 @@ def orphaned_session_dirs(base: Path | None = None) -> list[Path]:
 def job_dir(kernel: Kernel) -> Path:
     """The hub's job directory (ranks.log, exit codes, Open MPI's session directory)."""
     return Path(kernel.ok("%%local\nprint(get_ipython().kernel.job_dir)").text().strip())
+class PeakRss:
+    """A process's largest RSS while the block runs, sampled every 10 ms (``grown``: above
+    what it was when the block began)."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.before = self.proc.memory_info().rss
+        self.peak = self.before
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def grown(self) -> int:
+        return self.peak - self.before
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

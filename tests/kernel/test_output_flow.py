@@ -6,7 +6,6 @@ node agents (2 pretended nodes)."""
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Iterator
 
@@ -14,7 +13,7 @@ import psutil
 import pytest
 
 from .conftest import _close
-from .harness import Kernel, expand_ranks
+from .harness import Kernel, PeakRss, expand_ranks
 
 MB = 10**6
 RANKS = 4
@@ -44,28 +43,6 @@ def flow_kernel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
                       "--HubKernel.interrupt_grace=5"])
     yield k, RANKS if request.param == "direct" else 2
     _close(k)
-
-
-class PeakRss:
-    """The hub's largest RSS while the block runs, sampled every 10 ms."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def test_a_flood_waits_at_its_senders_and_every_line_is_kept(

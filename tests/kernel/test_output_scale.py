@@ -130,6 +130,12 @@ def test_bad_pxoutput_requests_are_clear(kernel8: Kernel, tmp_path: Path) -> Non
     assert outside.status == "ok"
     wrong = kernel8.run(f"%pxoutput 5 --cell {_count(outside)}")
     assert wrong.status == "error" and "not on 5" in wrong.content["evalue"]
+    for spec, words in (("::0", "bad slice ::0: its step cannot be 0"),
+                        ("0-3", "as targets write 0:4"), ("x", "bad targets 'x'")):
+        bad = kernel8.run(f"%pxoutput {spec}")
+        assert bad.status == "error" and bad.content["ename"] == "TargetError", bad.content
+        assert words in bad.content["evalue"]
+        assert bad.content["traceback"] == [f"TargetError: {bad.content['evalue']}"]
 
 
 def test_the_px_magic_in_hub_code_takes_the_cells_path(kernel8: Kernel) -> None:

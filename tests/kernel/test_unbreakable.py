@@ -18,8 +18,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.slurm.test_login import intruder  # noqa: F401 (a fixture: a second Unix user)
-
 from .conftest import _close
 from .harness import Kernel, expand_ranks
 
@@ -127,7 +125,7 @@ def test_fresh_ranks_are_never_called_dead_after_a_restart(tmp_path: Path) -> No
 
 
 def test_a_strangers_connection_flood_cannot_take_the_hubs_descriptors(
-        sturdy: Kernel, intruder: str) -> None:  # noqa: F811
+        sturdy: Kernel, intruder: str) -> None:
     """Another Unix user opens far more raw TCP connections to the hub's plane port than
     the hub may hold descriptors: the plane's guard shuts down those beyond its limits, the
     hub keeps its descriptors, and the kernel (heartbeats, cells) goes on."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -96,3 +97,37 @@ def test_ten_thousand_displays(kernel: Kernel) -> None:
     _assert_within_limits(result, arrivals)
     assert _announced(result)
     assert len(result.outputs) < 10_000
+
+
+def test_a_cut_for_the_rate_limit_is_fair_to_quiet_ranks(kernel: Kernel) -> None:
+    """Rank 0 floods while rank 1 prints a line now and then: rank 1 keeps every line, and
+    the notice says how much was cut from which rank."""
+    result, arrivals = _timed(kernel, (
+        "import sys, time\nt = time.time()\ni = 0\nwhile time.time() - t < 4:\n"
+        "    if rank == 0:\n        sys.stdout.write('x' * 10000 + '\\n')\n"
+        "    elif time.time() - t > i * 0.1:\n        print('quiet', i)\n        i += 1\n"
+        "        time.sleep(0.01)\nprint('end', rank)"))
+    assert result.status == "ok"
+    _assert_within_limits(result, arrivals)
+    quiet = [line for line in result.per_rank()[1] if line.startswith("quiet")]
+    assert quiet == [f"quiet {i}" for i in range(len(quiet))] and len(quiet) >= 30, quiet
+    notices = [line for line in result.text("stderr").splitlines() if "truncated" in line]
+    assert notices and all(re.search(r"not shown [0-9.]+ [KMG]?B from rank 0$", line)
+                           for line in notices), notices
+
+
+def test_a_cell_beside_a_storm_shows_its_lines(kernel: Kernel) -> None:
+    """A clear_output storm on rank 0 uses up the output budget; a cell on rank 1 meanwhile
+    (and the cell after a storm) still shows its few lines: a reserve of the budget is
+    kept for cells that have shown little."""
+    # (for 4 s: stopping a storm by an interrupt is another matter)
+    storm = kernel.submit("%%px --targets 0 --noblock\nimport time\nfrom IPython.display "
+                          "import clear_output\ni, t = 0, time.time()\n"
+                          "while time.time() - t < 4:\n    clear_output(wait=True)\n"
+                          "    print(i)\n    i += 1")
+    kernel.collect(storm)
+    for i in range(5):
+        assert kernel.ok(f"%%px --targets 1\nprint('beside', {i})").text() == (
+            f"[stdout:1] beside {i}\n")
+    assert kernel.ok("%pxresult").status == "ok"
+    assert kernel.ok("print('after')").text() == "[stdout:0-1] after\n"

@@ -26,9 +26,10 @@ from hpckernel.hub.requests import RemoteError
 from hpckernel.live.client import LiveJob
 from hpckernel.live.errors import JobEnded
 from tests.dashboard.widgets import Comms
+from tests.intruder import as_intruder
 from tests.kernel.harness import Kernel
 
-from .test_login import _as_intruder, intruder, intruder_site, ssh_config  # noqa: F401
+from .test_login import ssh_config
 from .test_provisioner import queued, settings
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"),
@@ -290,8 +291,8 @@ def test_several_notebooks_at_once(sim: LiveSim, tmp_path: Path) -> None:
         assert [i for w, i in log if w == who] == list(range(5))
 
 
-def test_another_user_can_neither_attach_nor_peek(sim: LiveSim, intruder: str,  # noqa: F811
-                                                  intruder_site: str) -> None:  # noqa: F811
+def test_another_user_can_neither_attach_nor_peek(sim: LiveSim, intruder: str,
+                                                  intruder_site: str) -> None:
     live = next(sim.root.glob(f"live-{sim.job}.*/live.json"))
     denied = subprocess.run(["/usr/sbin/runuser", "-u", intruder, "--", "cat", str(live)],
                             capture_output=True, text=True)
@@ -309,7 +310,7 @@ s.connect({info['url']!r})
 s.send_multipart([b"peek", json.dumps({{"id": "x", "names": ["step"]}}).encode(), b""])
 print(json.dumps(bool(s.poll(3000))))
 """
-    attack = _as_intruder(intruder, code, intruder_site)
+    attack = as_intruder(intruder, code, intruder_site)
     assert attack.returncode == 0, attack.stderr
     assert json.loads(attack.stdout) is False, "the job answered an intruder"
     job = sim.attach()

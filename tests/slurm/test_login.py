@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,12 +18,10 @@ import pytest
 
 from hpckernel.provisioner import LoginError
 from tests.cluster.fixtures import testbed_env
+from tests.intruder import as_intruder
 from tests.kernel.harness import Kernel
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
-
-INTRUDER = "hpck-intruder"
-
 
 @pytest.fixture(autouse=True)
 def login_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
@@ -225,40 +222,6 @@ def test_files_are_private_and_sockets_bind_narrowly(login_kernel: Kernel) -> No
                 assert conn.laddr.ip not in ("0.0.0.0", "::"), f"{proc} listens everywhere"
 
 
-@pytest.fixture(scope="module")
-def intruder_site(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """pyzmq copied where the other user can read it (our venv may sit in a 0700 dir)."""
-    import zmq
-
-    site = tmp_path_factory.mktemp("intruder_site")
-    src = Path(zmq.__file__).parent
-    shutil.copytree(src, site / "zmq")
-    libs = src.parent / "pyzmq.libs"
-    if libs.exists():
-        shutil.copytree(libs, site / "pyzmq.libs")
-    for path in [site, *site.rglob("*")]:
-        path.chmod(0o755)
-    for parent in site.parents:
-        if str(parent) in ("/", "/tmp"):
-            break
-        parent.chmod(parent.stat().st_mode | 0o755)
-    return str(site)
-
-
-@pytest.fixture(scope="module")
-def intruder() -> str:
-    if subprocess.run(["id", INTRUDER], capture_output=True).returncode != 0:
-        subprocess.run(["/usr/sbin/useradd", "--no-create-home", "--shell", "/bin/sh", INTRUDER],
-                       check=True)
-    return INTRUDER
-
-
-def _as_intruder(user: str, code: str, site: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["/usr/sbin/runuser", "-u", user, "--", "/usr/bin/python3", "-c", code],
-                          capture_output=True, text=True, timeout=60,
-                          env={"PYTHONPATH": site, "PATH": "/usr/bin:/bin"})
-
-
 def test_another_user_can_neither_read_nor_run_code(login_kernel: Kernel, intruder: str,
                                                      intruder_site: str,
                                                      tmp_path: Path) -> None:
@@ -289,7 +252,7 @@ for curve in (False, True):
     results.append(bool(s.poll(3000)))
 print(json.dumps(results))
 """
-    attack = _as_intruder(intruder, code, intruder_site)
+    attack = as_intruder(intruder, code, intruder_site)
     assert attack.returncode == 0, attack.stderr
     assert json.loads(attack.stdout) == [False, False], "the kernel answered an intruder"
     assert not marker.exists(), "an intruder ran code in the kernel"
@@ -316,7 +279,7 @@ header = {{"rank": 0, "size": 2, "pid": os.getpid(), "host": "intruder", "python
 s.send_multipart([b"register", json.dumps(header).encode(), b""])
 print(json.dumps(bool(s.poll(2000))))
 """
-    attack = _as_intruder(intruder, code, intruder_site)
+    attack = as_intruder(intruder, code, intruder_site)
     assert attack.returncode == 0, attack.stderr
     assert json.loads(attack.stdout) is False
     after = login_kernel.ok("%ranks").text()

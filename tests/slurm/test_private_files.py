@@ -18,7 +18,8 @@ from hpckernel.plane.private import UnsafeDirectoryError, make_private_dir, writ
 from hpckernel.provisioner.jobdir import RemoteJobDir
 from hpckernel.provisioner.ssh import SSHConnection
 from tests.cluster.fixtures import testbed_env
-from tests.slurm.test_login import INTRUDER, intruder, ssh_config  # noqa: F401 (a fixture)
+from tests.intruder import INTRUDER
+from tests.slurm.test_login import ssh_config
 
 
 def test_secret_files_never_go_through_a_planted_file_or_link(tmp_path: Path) -> None:
