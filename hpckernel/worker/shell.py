@@ -77,6 +77,18 @@ class RankShell(InteractiveShell):
     def configurables(self, value: list[Any]) -> None:
         self._configurables = value
 
+    def should_run_async(self, raw_cell: str, *, transformed_cell: str | None = None,
+                         preprocessing_exc_tuple: Any = None) -> bool:
+        # IPython compiles the cell an extra time to see whether it awaits at top level; a
+        # cell can only if it holds the keyword `await` or `async` (for, with, comprehension).
+        if (transformed_cell is not None and "await" not in transformed_cell
+                and "async" not in transformed_cell):
+            return False
+        result: bool = super().should_run_async(
+            raw_cell, transformed_cell=transformed_cell,
+            preprocessing_exc_tuple=preprocessing_exc_tuple)
+        return result
+
     def enable_gui(self, gui: str | None = None) -> None:
         pass  # ranks have no GUI event loop; matplotlib's inline backend still works
 
