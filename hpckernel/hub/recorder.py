@@ -40,6 +40,9 @@ class Recorder:
         self._lock = threading.Lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="hpckernel-provenance")
         self._file: IO[str] | None = None  # the log, open in the writer thread
+        #: records waiting for the writer, and whether it has been asked to write them
+        self._unwritten: list[dict[str, Any]] = []
+        self._write_due = False
         self._warned = False
 
     def begin(self, code: str, cell_id: str | None) -> dict[str, Any]:
@@ -106,15 +109,24 @@ class Recorder:
         record["seconds"] = round(time.monotonic() - record["_t0"], 3)
 
     def _log(self, record: dict[str, Any]) -> None:
-        line = json.dumps(_public(record)) + "\n"  # now: the record may change later
-        self._writer.submit(self._append, line).add_done_callback(self._check)
+        # A copy now (the record may change later), encoded by the writer thread: off the
+        # cell's way to its reply. The writer is woken once for what waits, not per record.
+        with self._lock:
+            self._unwritten.append(_public(record))
+            if self._write_due:
+                return
+            self._write_due = True
+        self._writer.submit(self._append).add_done_callback(self._check)
 
-    def _append(self, line: str) -> None:
+    def _append(self) -> None:
+        with self._lock:
+            records, self._unwritten = self._unwritten, []
+            self._write_due = False
         # Kept open: an open and a close per cell were a tenth of the hub's CPU per no-op
-        # cell. Each record is flushed whole, so readers of the log see whole lines.
+        # cell. Records are flushed whole, so readers of the log see whole lines.
         if self._file is None:
             self._file = open(self.log_file, "a")
-        self._file.write(line)
+        self._file.write("".join(json.dumps(r) + "\n" for r in records))
         self._file.flush()
 
     def _close_file(self) -> None:

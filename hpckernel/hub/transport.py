@@ -8,9 +8,10 @@ ranks of a restart start clean, whatever the old ones still send.
 The sockets are plain (not pyzmq's asyncio sockets), used with NOBLOCK: the asyncio layer
 costs a future and some enum arithmetic per message (20-50 µs against 7-14 µs plain,
 ``benchmarks/results/profile-send-cost.txt``), and the hub sends and receives N messages
-per cell. A ROUTER never waits to send; receiving waits on the socket's file descriptor only
-when its queue is empty, and then drains the queue. Everything here runs on the plane
-thread: ZMQ sockets are not thread-safe.
+per cell. A ROUTER never waits to send. The loop watches each socket's file descriptor and
+its callback drains the queue while ``ZMQ_EVENTS`` says there is more (no task to wake, no
+exception per wake-up). Everything here runs on the plane thread: ZMQ sockets are not
+thread-safe.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ RECV_BATCH = 128
 #: and do pyzmq's enum arithmetic per frame, which more than doubles what a message costs.
 _MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _LAST = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 #: A peer: a rank (its number) or a node agent (its node key).
 Peer = int | str
@@ -49,14 +52,15 @@ OnMessage = Callable[[Peer, Message], None]
 
 
 class _Router:
-    """One ROUTER socket, and the event that wakes its receiver."""
+    """One ROUTER socket, and whether a drain of it is due on the loop."""
 
-    __slots__ = ("fd", "shm_prefix", "sock", "wake")
+    __slots__ = ("due", "fd", "shm_prefix", "sock")
 
     def __init__(self, sock: zmq.Socket[bytes]) -> None:
         self.sock = sock
         self.fd: int = sock.FD
-        self.wake = asyncio.Event()
+        #: a drain is scheduled (a send may have taken the descriptor's signal)
+        self.due = False
         #: shared-memory segments its ranks' messages may name ("": none, for other nodes)
         self.shm_prefix = ""
 
@@ -101,7 +105,7 @@ class Transport:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a gone peer raises
             sock.setsockopt(zmq.LINGER, 0)
             router = _Router(sock)
-            self._loop.add_reader(router.fd, router.wake.set)
+            self._loop.add_reader(router.fd, self._readable, router)
             self.routers.append(router)
         # The IPC socket lives in a short private directory on this node: the job directory
         # can be deeper than a socket path may be (107 bytes), and only local ranks use it.
@@ -116,6 +120,8 @@ class Transport:
                          client_secret=client_secret.decode(), size=self.size)
         # Ranks on this node (the IPC socket) may hand over large buffers in /dev/shm.
         self.shm_prefix = self.routers[0].shm_prefix = shm.prefix_for(info)
+        for router in self.routers:  # a descriptor signals only changes: look once first
+            self._schedule(router)
         return info
 
     def _router(self) -> zmq.Socket[bytes]:
@@ -159,8 +165,8 @@ class Transport:
             return False
         finally:
             # The socket's descriptor is edge-triggered and a send may have consumed the
-            # signal of a message that arrived meanwhile: have the receiver look again.
-            router.wake.set()
+            # signal of a message that arrived meanwhile: look again (once per loop turn).
+            self._schedule(router)
         return True
 
     def is_local(self, peer: Peer) -> bool:
@@ -168,25 +174,28 @@ class Transport:
         router = self._routes.get(peer)
         return router is not None and bool(router.shm_prefix)
 
-    async def receive(self, router: _Router) -> None:
-        """Hand every message arriving on ``router`` to ``on_message``, until cancelled."""
-        while True:
-            router.wake.clear()
-            if self._drain(router):
-                await asyncio.sleep(0)  # more may be waiting: let other work run first
-            else:
-                # The recv that found the queue empty also re-armed the descriptor, so the
-                # next message (or a send, above) sets the event.
-                await router.wake.wait()
+    def _schedule(self, router: _Router) -> None:
+        if not router.due:
+            router.due = True
+            self._loop.call_soon(self._readable, router)
+
+    def _readable(self, router: _Router) -> None:
+        """The loop's callback for ``router``: hand what waits to ``on_message``; if more may
+        be waiting than one batch, let other work run first and come back."""
+        router.due = False
+        if not router.sock.closed and self._drain(router):
+            self._schedule(router)
 
     def _drain(self, router: _Router) -> bool:
         """Handle up to RECV_BATCH waiting messages; True if there may be more."""
-        recv = router.sock.recv
+        sock = router.sock
+        recv = sock.recv
+        events = sock.get
         for _ in range(RECV_BATCH):
-            try:
-                frames = [recv(_LAST, copy=False)]
-            except zmq.Again:
+            # Reading ZMQ_EVENTS until it shows nothing also re-arms the descriptor.
+            if not events(_EVENTS) & _POLLIN:  # type: ignore[operator]
                 return False
+            frames = [recv(_LAST, copy=False)]
             while frames[-1].more:  # the rest of a message arrives with its first frame
                 frames.append(recv(_LAST, copy=False))
             identity = frames[0].bytes

@@ -1,12 +1,15 @@
-"""The rank's I/O thread: sole owner of the ZMQ socket to the hub (or to the node's agent).
+"""The rank's I/O thread: keeper of the ZMQ socket to the hub (or to the node's agent).
 
-Any thread may queue outgoing frames with :meth:`HubChannel.send` (a queue plus a wake-up
-pipe); only this thread touches the socket, and it never waits on it: what cannot go now
-(the agent is being started again, ZMQ's queue is full) waits in ``_pending`` while the
-thread goes on receiving, so an interrupt always gets through. Requests that must be
-answered while the main thread is busy — heartbeats, interrupts, completion, ``peek`` and
-``where`` — are served here (``control``); requests go to the main thread's inbox once
-(``ledger.py``: a copy sent again is not run twice).
+Any thread may send with :meth:`HubChannel.send`. When nothing is queued it sends at once,
+under the socket's lock (the cell's reply: no wake-up of this thread, ≈10 % of a rank's CPU
+per no-op cell); otherwise its frames queue behind the others (a queue plus a wake-up pipe)
+and this thread sends them in order. The socket is touched only under the lock, and this
+thread waits on its file descriptor (``select.poll``), never inside ZMQ, so it never waits
+on the socket: what cannot go now (the agent is being started again, ZMQ's queue is full)
+waits in ``_pending`` while the thread goes on receiving, so an interrupt always gets
+through. Requests that must be answered while the main thread is busy — heartbeats,
+interrupts, completion, ``peek`` and ``where`` — are served here (``control``); requests go
+to the main thread's inbox once (``ledger.py``: a copy sent again is not run twice).
 
 Output goes under a window of credits (``plane/credit.py``): :meth:`HubChannel.send_output`
 waits while the hub (or the node's agent) has not taken in the rank's earlier output, and
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import select
 import threading
 import time
 from collections import deque
@@ -48,6 +52,12 @@ ControlHandler = Callable[[Message], "tuple[str, dict[str, Any], Any] | list[Any
 #: Messages waiting for the socket at most (beyond, published values are dropped: the
 #: rest is bounded by the output window and by the requests themselves).
 MAX_PENDING = 4096
+#: ZMQ flags and events as plain ints: pyzmq's enum arithmetic costs microseconds a call.
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+#: Messages received per turn of the I/O thread before it sends what is queued.
+RECV_BATCH = 64
 
 
 class HubChannel:
@@ -72,6 +82,9 @@ class HubChannel:
         self._outbox: queue.SimpleQueue[tuple[list[Any], Future[zmq.MessageTracker] | None]] = (
             queue.SimpleQueue())
         self._pending: deque[tuple[list[Any], Future[zmq.MessageTracker] | None]] = deque()
+        #: held while the socket is used, never while another lock is taken (a leaf)
+        self._sock_lock = threading.Lock()
+        self._pid = os.getpid()  # a child forked by a cell must not touch the socket
         self.window = WaitingWindow(info.window)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -130,7 +143,36 @@ class HubChannel:
 
     def _queue(self, frames: list[Any], done: Future[zmq.MessageTracker] | None = None
                ) -> None:
+        io_thread = threading.get_ident() == self._thread.ident
+        if not io_thread and frames and os.getpid() == self._pid and self._send_now(
+                frames, done):
+            return
         self._outbox.put((frames, done))
+        if not io_thread:  # the I/O thread sends its own before it waits again
+            self._wake()
+
+    def _send_now(self, frames: list[Any], done: Future[zmq.MessageTracker] | None) -> bool:
+        """Send ``frames`` from this (not the I/O) thread if nothing is queued before them;
+        False if they must queue. An interrupt cannot cut the message in two (held)."""
+        with interrupts.held(), self._sock_lock:
+            if self._pending or not self._outbox.empty():
+                return False
+            try:
+                tracker = self.sock.send_multipart(frames, _NOBLOCK, copy=False,
+                                                   track=done is not None)
+            except zmq.Again:
+                return False
+            # The send may have taken the descriptor's signal of a message that arrived
+            # meanwhile: the I/O thread, which waits on it, must look.
+            arrived = int(self.sock.get(_EVENTS)) & _POLLIN
+        if done is not None:
+            assert tracker is not None
+            done.set_result(tracker)
+        if arrived:
+            self._wake()
+        return True
+
+    def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"x")
         except BlockingIOError:
@@ -166,27 +208,35 @@ class HubChannel:
     # -- the I/O thread -----------------------------------------------------------------
 
     def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
-        poller.register(self.monitor, zmq.POLLIN)
+        # The socket's descriptor signals that its events may have changed (edge-triggered):
+        # after every wake-up the socket is drained until ZMQ_EVENTS shows nothing to read.
+        poller = select.poll()
+        monitor_fd = self.monitor.FD
+        for fd in (self.sock.FD, self._wake_r, monitor_fd):
+            poller.register(fd, select.POLLIN)
         last_heard = time.monotonic()
+        look = True  # at the socket, without waiting: it may hold messages already
+        self._connected()
         try:
             while not self._stopping.is_set():
                 # While a cell runs, wake up to forward buffered output; idle ranks sleep.
                 busy = self.ledger.running is not None
-                poller.modify(self.sock, zmq.POLLIN | (zmq.POLLOUT if self._pending else 0))
-                events = dict(poller.poll(100 if busy else 1000))
-                if events.get(self.sock, 0) & zmq.POLLIN:
+                if not look:
+                    for fd, _ in poller.poll(100 if busy or self._pending else 1000):
+                        if fd == self._wake_r:
+                            os.read(self._wake_r, 4096)
+                        elif fd == monitor_fd:
+                            self._connected()
+                    busy = self.ledger.running is not None
+                with self._sock_lock:
+                    messages = self._receive()
+                if messages:
                     last_heard = time.monotonic()
-                    self._receive_all()
-                if self._wake_r in events:
-                    os.read(self._wake_r, 4096)
-                if self.monitor in events:
-                    self._connected()
+                    for msg in messages:
+                        self._dispatch(msg)
                 if busy:
                     self._flush_streams()
-                self._send_all()
+                look = self._send_all() or len(messages) >= RECV_BATCH
                 if time.monotonic() - last_heard > self.hub_timeout:
                     log.error("rank %d: no word from the hub for %.0f s; exiting",
                               self.rank, self.hub_timeout)
@@ -197,32 +247,49 @@ class HubChannel:
             if self.fatal:
                 os._exit(4)
 
-    def _send_all(self) -> None:
-        """Move what was queued to the socket, as far as it takes it now (never waiting)."""
+    def _receive(self) -> list[Message]:
+        """Up to RECV_BATCH messages waiting on the socket (under its lock)."""
+        sock = self.sock
+        messages: list[Message] = []
+        while len(messages) < RECV_BATCH and int(sock.get(_EVENTS)) & _POLLIN:
+            frames = sock.recv_multipart(_NOBLOCK, copy=False)
+            try:
+                messages.append(unpack(frames))
+            except ValueError as e:
+                _drops.dropped("the hub", str(e))
+        return messages
+
+    def _send_all(self) -> bool:
+        """Move what was queued to the socket, as far as it takes it now (never waiting);
+        True if messages arrived meanwhile (a send can take the descriptor's signal). Under
+        the socket's lock from the queue on, so that a direct send cannot come between."""
         pending = self._pending
-        while True:
-            try:
+        sent: list[tuple[Future[zmq.MessageTracker], zmq.MessageTracker]] = []
+        with self._sock_lock:
+            while not self._outbox.empty():
                 item = self._outbox.get_nowait()
-            except queue.Empty:
-                break
-            if not item[0]:
-                continue
-            if len(pending) >= MAX_PENDING and item[0][0] == kinds.LIVE.encode():
-                _drops.dropped(f"rank {self.rank}", "published values while the hub is out "
-                               "of reach")
-                continue
-            pending.append(item)
-        while pending:
-            frames, done = pending[0]
-            try:
-                tracker = self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False,
-                                                   track=done is not None)
-            except zmq.Again:
-                return  # the agent is away, or ZMQ's queue is full: POLLOUT says when
-            pending.popleft()
-            if done is not None:
-                assert tracker is not None  # track=True always gives one
-                done.set_result(tracker)
+                if not item[0]:
+                    continue
+                if len(pending) >= MAX_PENDING and item[0][0] == kinds.LIVE.encode():
+                    _drops.dropped(f"rank {self.rank}", "published values while the hub is "
+                                   "out of reach")
+                    continue
+                pending.append(item)
+            while pending:
+                frames, done = pending[0]
+                try:
+                    tracker = self.sock.send_multipart(frames, _NOBLOCK, copy=False,
+                                                       track=done is not None)
+                except zmq.Again:
+                    break  # the agent is away, or ZMQ's queue is full: its events say when
+                pending.popleft()
+                if done is not None:
+                    assert tracker is not None  # track=True always gives one
+                    sent.append((done, tracker))
+            arrived = bool(int(self.sock.get(_EVENTS)) & _POLLIN)
+        for done, tracker in sent:
+            done.set_result(tracker)
+        return arrived
 
     def _connected(self) -> None:
         """A (re)connection: after the first, the peer is a new node agent (started again
@@ -238,19 +305,6 @@ class HubChannel:
                 with self.window.cond:
                     self.window.asked = False
                     self.window.cond.notify_all()
-
-    def _receive_all(self) -> None:
-        while True:
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            try:
-                msg = unpack(frames)
-            except ValueError as e:
-                _drops.dropped("the hub", str(e))
-                continue
-            self._dispatch(msg)
 
     def _dispatch(self, msg: Message) -> None:
         handler = self._handlers.get(msg.msg_type)

@@ -10,8 +10,9 @@ from types import TracebackType
 from typing import Any
 
 from IPython.core.compilerop import CachingCompiler
+from IPython.core.inputtransformer2 import TransformerManager
 from IPython.core.interactiveshell import InteractiveShell
-from traitlets import Type
+from traitlets import Instance, Type, default
 
 from .capture import RankDisplayHook, RankDisplayPublisher
 
@@ -39,6 +40,48 @@ class _Unkept(dict):  # type: ignore[type-arg]
         pass
 
 
+class CellTransformer(TransformerManager):
+    """IPython's input transformer, without its token transforms for a cell that cannot hold
+    IPython syntax.
+
+    Those transforms (``a = %magic``, ``a = !cmd``, ``%magic``, ``!cmd``, ``obj?``, ``,f a``,
+    ``;f a``, ``/f a``) tokenize the cell in Python: for a small cell most of the shell's
+    work after compiling it. None of them can apply to a cell without ``%``, ``!`` or ``?``
+    and without a line starting with ``,``, ``;`` or ``/``, where it returns the lines as
+    they are. The tokenizer can still raise on its own (an unindent that matches no outer
+    level, mixed tabs and spaces), which a cell needs two indentations for: such a cell, or
+    a manager whose transforms were changed, takes IPython's way, and so gets its error."""
+
+    def do_token_transforms(self, lines: list[str]) -> list[str]:
+        if self.token_transformers == _TOKEN_TRANSFORMERS and _plain_python(lines):
+            return lines
+        result: list[str] = super().do_token_transforms(lines)
+        return result
+
+
+_TOKEN_TRANSFORMERS = TransformerManager().token_transformers
+_ESCAPES = frozenset("%!?")
+_LINE_ESCAPES = (",", ";", "/")
+_INDENT = " \t\f"  # what Python's tokenizer reads as indentation
+
+
+def _plain_python(lines: list[str]) -> bool:
+    """Whether none of IPython's token transforms can apply to ``lines``, nor its tokenizer
+    raise (see CellTransformer)."""
+    text = "".join(lines)
+    if not _ESCAPES.isdisjoint(text) or text.count("\n") != len(lines):
+        return False  # IPython syntax, or line breaks other than \n that splitlines sees
+    indents = set()
+    for line in lines:
+        body = line.lstrip(_INDENT)
+        if body.startswith(_LINE_ESCAPES):
+            return False
+        if body.strip() and len(body) < len(line):
+            indents.add(line[:len(line) - len(body)])
+    # One indentation at most (besides none): every unindent goes back to column 0.
+    return len(indents) <= 1
+
+
 class RankShell(InteractiveShell):
     """An InteractiveShell that reports errors and rich output instead of printing them.
 
@@ -57,6 +100,12 @@ class RankShell(InteractiveShell):
     compile: CellCompiler
 
     last_error: dict[str, Any] | None = None
+
+    input_transformer_manager = Instance(TransformerManager)
+
+    @default("input_transformer_manager")
+    def _cell_transformer(self) -> TransformerManager:
+        return CellTransformer()
 
     # Built at first use: IPython's completer module is ≈10 ms of CPU of every rank's start,
     # and most ranks never complete anything.
@@ -109,6 +158,18 @@ class RankShell(InteractiveShell):
     @configurables.setter
     def configurables(self, value: list[Any]) -> None:
         self._configurables = value
+
+    def should_run_async(self, raw_cell: str, *, transformed_cell: str | None = None,
+                         preprocessing_exc_tuple: Any = None) -> bool:
+        # IPython compiles the cell an extra time to see whether it awaits at top level; a
+        # cell can only if it holds the keyword `await` or `async` (for, with, comprehension).
+        if (transformed_cell is not None and "await" not in transformed_cell
+                and "async" not in transformed_cell):
+            return False
+        result: bool = super().should_run_async(
+            raw_cell, transformed_cell=transformed_cell,
+            preprocessing_exc_tuple=preprocessing_exc_tuple)
+        return result
 
     def enable_gui(self, gui: str | None = None) -> None:
         pass  # ranks have no GUI event loop; matplotlib's inline backend still works

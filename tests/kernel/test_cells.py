@@ -108,6 +108,20 @@ def test_error_on_some_ranks_is_one_error_naming_them(kernel: Kernel) -> None:
     assert kernel.ok("print('next')").text() == "[stdout:0-3] next\n"
 
 
+def test_ipython_syntax_and_top_level_await_run_on_the_ranks(kernel: Kernel) -> None:
+    # The ranks skip IPython's transforms and its async check for plain Python
+    # (worker/shell.py): what is not plain must still reach them.
+    listed = kernel.ok("files = !echo rank$((1 + 1))\nx = %who_ls\nprint(files, 'files' in x)")
+    assert listed.text() == "[stdout:0-3] ['rank2'] True\n"
+    waited = kernel.ok("import asyncio\nawait asyncio.sleep(0)\nasync def f():\n"
+                       "    return rank\nprint(await f())")
+    assert waited.text() == "".join(f"[stdout:{r}] {r}\n" for r in range(4))
+    assert "Return the number of items in a container." in kernel.ok("len?").text()
+    bad = kernel.run("if 1:\n        x = 1\n    y = 2")
+    assert bad.status == "error" and bad.content["ename"] == "IndentationError"
+    assert "unindent does not match any outer indentation level" in bad.content["evalue"]
+
+
 def test_local_runs_in_the_hub(kernel: Kernel) -> None:
     kernel.ok("%%local\nimport os\nhub_value = 41")
     result = kernel.ok("%%local\nprint(os.getpid(), hub_value + 1)")
