@@ -306,6 +306,10 @@ class HubKernel(IPythonKernel, HubSettings):
         Called on the control thread (the kernelspec uses ``interrupt_mode: message``,
         since a remote hub cannot receive the client's SIGINT)."""
         assert self.pool is not None
+        # Whether the hub's own code runs is read first: once the ranks are interrupted the
+        # cell may end and the next one start (a %restart_ranks), which this interrupt must
+        # not hit.
+        local = self._local_running
         # A cell still on its way to the ranks is interrupted as soon as it is sent (named
         # first: the cell looks for it right after it is sent, and this interrupt of what is
         # open may come before that).
@@ -314,7 +318,7 @@ class HubKernel(IPythonKernel, HubSettings):
         self.pool.interrupt()
         for attached in self.controllers.attached():  # a %%px --job cell running
             attached.pool.interrupt()
-        if self._local_running:
+        if local:
             await super().interrupt_request(stream, ident, parent)
             return
         assert self.session is not None
