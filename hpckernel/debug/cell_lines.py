@@ -4,15 +4,19 @@ transform out while a session is on; so do the ranks and the hub."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 
 class LeadingLines:
     """Takes IPython's ``leading_empty_lines`` out of a shell's transforms, and back."""
 
-    def __init__(self, shell: Any) -> None:
+    def __init__(self, shell: InteractiveShell) -> None:
         self.shell = shell
-        self._removed: list[Any] = []
+        self._removed: list[Callable[[list[str]], list[str]]] = []
 
     def keep(self, debugged: bool) -> None:
         """Keep leading empty lines while ``debugged``; drop them again after."""

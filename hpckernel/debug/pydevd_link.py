@@ -20,7 +20,10 @@ import os
 import socket
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Protocol
+
+from .dap import DapMessage
 
 #: The DAP header before each message's JSON body.
 _HEADER = b"Content-Length: "
@@ -31,7 +34,22 @@ class DebuggerUnavailable(RuntimeError):
     """debugpy cannot be imported in this process."""
 
 
-def _import_pydevd() -> Any:
+class Pydevd(Protocol):
+    """What :class:`PydevdLink` uses of the ``pydevd`` module (debugpy's copy, untyped)."""
+
+    #: start_client(host, port): pydevd's connection to its client (replaced while starting).
+    start_client: Callable[[str, int], socket.socket]
+
+    def settrace(self, host: str | None = ..., port: int = ..., *, suspend: bool,
+                 trace_only_current_thread: bool, patch_multiprocessing: bool,
+                 wait_for_ready_to_run: bool, notify_stdin: bool,
+                 block_until_connected: bool = ...,
+                 dont_trace_start_patterns: tuple[str, ...] = ...,
+                 dont_trace_end_patterns: tuple[str, ...] = ...) -> None:
+        """Start pydevd (the first call) or trace the calling thread (later calls)."""
+
+
+def _import_pydevd() -> Pydevd:
     # Frozen stdlib modules make pydevd print a warning on every start; the cells it debugs
     # are not frozen. ipykernel's kernelspec sets the same.
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
@@ -53,14 +71,16 @@ class DapStream:
         self._buffer = b""
 
     @staticmethod
-    def frame(message: dict[str, Any]) -> bytes:
+    def frame(message: DapMessage) -> bytes:
+        """``message`` as the bytes of the stream: its header and its JSON body."""
         body = json.dumps(message).encode()
         return _HEADER + str(len(body)).encode() + _SEPARATOR + body
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        """The whole messages that ``data`` completes (the rest is kept for later)."""
+    def feed(self, data: bytes) -> list[DapMessage]:
+        """The whole messages that ``data`` completes (the rest is kept for later); a
+        ValueError if the stream is not DAP, or a message is not a JSON object."""
         self._buffer += data
-        messages: list[dict[str, Any]] = []
+        messages: list[DapMessage] = []
         while True:
             end = self._buffer.find(_SEPARATOR)
             if end < 0:
@@ -72,7 +92,10 @@ class DapStream:
             start = end + len(_SEPARATOR)
             if len(self._buffer) < start + size:
                 return messages
-            messages.append(json.loads(self._buffer[start:start + size]))
+            message = json.loads(self._buffer[start:start + size])
+            if not isinstance(message, dict):
+                raise ValueError(f"a DAP message that is not an object: {message!r:.80}")
+            messages.append(message)
             self._buffer = self._buffer[start + size:]
 
 
@@ -84,7 +107,7 @@ class PydevdLink:
 
     def __init__(self) -> None:
         self.sock: socket.socket | None = None
-        self.pydevd: Any = None
+        self.pydevd: Pydevd | None = None
         self.stream = DapStream()
 
     def start(self) -> None:
@@ -112,11 +135,12 @@ class PydevdLink:
         # settrace traced the calling thread: it must not be (it serves the debugger).
         self.untrace_current_thread()
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: DapMessage) -> None:
+        """Send ``message`` to pydevd (from the debugger's thread: ``DebugTarget``)."""
         assert self.sock is not None
         self.sock.sendall(DapStream.frame(message))
 
-    def receive(self) -> list[dict[str, Any]]:
+    def receive(self) -> list[DapMessage]:
         """What pydevd sent (call when :attr:`sock` is readable); EOFError if it closed."""
         assert self.sock is not None
         data = self.sock.recv(1 << 16)

@@ -19,29 +19,20 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Generic, TypeVar
 
+from .dap import DapMessage, member, members, number, response, text
 from .pydevd_link import DebuggerUnavailable, PydevdLink
 from .variables import NamespaceExplorer, shown
 
 log = logging.getLogger(__name__)
 
+#: What the caller names a request by (a plane request's id, a future's number): passed back.
+Tag = TypeVar("Tag")
 #: respond(tag, response): the answer to the request submitted with ``tag``.
-Respond = Callable[[Any, "dict[str, Any]"], None]
+Respond = Callable[[Tag, DapMessage], None]
 #: notify(event): a DAP event of the main thread.
-Notify = Callable[["dict[str, Any]"], None]
-
-
-def response(request: dict[str, Any], body: dict[str, Any] | None = None,
-             message: str | None = None) -> dict[str, Any]:
-    """A DAP response to ``request``: a success with ``body``, or a failure with ``message``."""
-    out: dict[str, Any] = {"type": "response", "seq": request.get("seq", 0),
-                           "request_seq": request.get("seq", 0),
-                           "command": request.get("command", ""), "success": message is None}
-    if message is not None:
-        out["message"] = message
-    out["body"] = body if body is not None else {}
-    return out
+Notify = Callable[[DapMessage], None]
 
 
 def mark_untraced(thread: threading.Thread) -> None:
@@ -51,14 +42,14 @@ def mark_untraced(thread: threading.Thread) -> None:
     thread.is_pydev_daemon_thread = True  # type: ignore[attr-defined]
 
 
-class DebugTarget:
+class DebugTarget(Generic[Tag]):
     """Answers the hub's DAP requests for this process (see the module docstring).
 
     ``submit`` may be called from any thread; ``trace_main``/``untrace_main`` from the main
     thread only, around the cells it runs."""
 
-    def __init__(self, user_ns: Callable[[], dict[str, Any]], respond: Respond,
-                 notify: Notify, expressions: Callable[[dict[str, str]], dict[str, Any]]
+    def __init__(self, user_ns: Callable[[], dict[str, object]], respond: Respond[Tag],
+                 notify: Notify, expressions: Callable[[dict[str, str]], dict[str, object]]
                  ) -> None:
         self.user_ns = user_ns
         self.expressions = expressions  # shell.user_expressions, for rich values at rest
@@ -69,10 +60,10 @@ class DebugTarget:
         self.stopped = False  # the main thread, at a breakpoint or step
         self.main_thread_id: int | None = None  # pydevd's DAP id of the main thread
         self.broken = ""  # why there is no debugger here (debugpy missing)
-        self._inbox: queue.SimpleQueue[tuple[Any, dict[str, Any]]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[Tag, DapMessage]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._pending: dict[int, Callable[[dict[str, Any]], None]] = {}
+        self._pending: dict[int, Callable[[DapMessage], None]] = {}
         self._seq = 0
         self._explorer: NamespaceExplorer | None = None
         self._traced = False
@@ -83,7 +74,7 @@ class DebugTarget:
 
     # -- any thread -----------------------------------------------------------------------
 
-    def submit(self, tag: Any, request: dict[str, Any]) -> None:
+    def submit(self, tag: Tag, request: DapMessage) -> None:
         """Answer ``request`` (a DAP request) through ``respond(tag, response)``."""
         self._inbox.put((tag, request))
         try:
@@ -104,6 +95,8 @@ class DebugTarget:
             self.untrace_main()
 
     def untrace_main(self) -> None:
+        """After a ``%%local`` cell, or before a cell with no session: the main thread runs
+        at full speed again."""
         self.link.untrace_current_thread()
         self._traced = False
 
@@ -169,14 +162,14 @@ class DebugTarget:
                 log.debug("debug request %s failed", request.get("command"), exc_info=True)
                 self.respond(tag, response(request, message=f"{type(e).__name__}: {e}"))
 
-    def _forward(self, tag: Any, request: dict[str, Any],
-                 then: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def _forward(self, tag: Tag, request: DapMessage,
+                 then: Callable[[DapMessage], None] | None = None) -> None:
         """Send ``request`` to pydevd; its response goes to ``then`` (default: back to the
         hub, with the hub's ``seq``)."""
         self._seq += 1
         seq = request.get("seq", 0)
 
-        def answer(reply: dict[str, Any]) -> None:
+        def answer(reply: DapMessage) -> None:
             reply["request_seq"] = seq
             if then is not None:
                 then(reply)
@@ -186,9 +179,10 @@ class DebugTarget:
         self._pending[self._seq] = answer
         self.link.send({**request, "type": "request", "seq": self._seq})
 
-    def _from_pydevd(self, message: dict[str, Any]) -> None:
+    def _from_pydevd(self, message: DapMessage) -> None:
         if message.get("type") == "response":
-            answer = self._pending.pop(message.get("request_seq", -1), None)
+            seq = message.get("request_seq", -1)
+            answer = self._pending.pop(seq, None) if isinstance(seq, int) else None
             if answer is not None:
                 try:
                     answer(message)
@@ -197,7 +191,7 @@ class DebugTarget:
             return
         if message.get("type") != "event":
             return
-        body = message.get("body") or {}
+        body = member(message, "body")
         if message.get("event") == "stopped" and body.get("threadId") == self.main_thread_id:
             self.stopped = True
             self.notify(message)
@@ -214,19 +208,19 @@ class DebugTarget:
 
     # -- requests answered here -----------------------------------------------------------
 
-    def _on_attach(self, tag: Any, request: dict[str, Any]) -> None:
-        arguments = {**request.get("arguments", {}), "stopAllThreadsOnSuspend": False}
+    def _on_attach(self, tag: Tag, request: DapMessage) -> None:
+        arguments = {**member(request, "arguments"), "stopAllThreadsOnSuspend": False}
 
-        def attached(reply: dict[str, Any]) -> None:
+        def attached(reply: DapMessage) -> None:
             if not reply.get("success"):
                 self.respond(tag, reply)
                 return
 
-            def main_thread(threads: dict[str, Any]) -> None:
+            def main_thread(threads: DapMessage) -> None:
                 name = threading.main_thread().name
-                for thread in threads.get("body", {}).get("threads", []):
+                for thread in members(member(threads, "body"), "threads"):
                     if thread.get("name") == name:
-                        self.main_thread_id = thread.get("id")
+                        self.main_thread_id = number(thread, "id")
                 self.attached = True
                 self.respond(tag, {**reply, "body": {"mainThreadId": self.main_thread_id,
                                                      "pid": os.getpid()}})
@@ -236,61 +230,69 @@ class DebugTarget:
 
         self._forward(tag, {**request, "arguments": arguments}, attached)
 
-    def _on_disconnect(self, tag: Any, request: dict[str, Any]) -> None:
+    def _on_disconnect(self, tag: Tag, request: DapMessage) -> None:
         # Never the debuggee's end: a rank outlives every debug session.
         arguments = {"restart": False, "terminateDebuggee": False}
 
-        def detached(reply: dict[str, Any]) -> None:
+        def detached(reply: DapMessage) -> None:
             self.attached = False
             self._main_continued()
             self.respond(tag, reply)
 
         self._forward(tag, {**request, "arguments": arguments}, detached)
 
-    def _on_terminate(self, tag: Any, request: dict[str, Any]) -> None:
+    def _on_terminate(self, tag: Tag, request: DapMessage) -> None:
         self.respond(tag, response(request, message="the kernel's processes are not ended "
                                    "by the debugger: interrupt or restart the kernel"))
 
-    def _on_inspectVariables(self, tag: Any, request: dict[str, Any]) -> None:
+    def _on_inspectVariables(self, tag: Tag, request: DapMessage) -> None:
         self._explorer = NamespaceExplorer(self.user_ns())
         self.respond(tag, response(request, {"variables": self._explorer.children(None)}))
 
-    def _on_variables(self, tag: Any, request: dict[str, Any]) -> None:
+    def _on_variables(self, tag: Tag, request: DapMessage) -> None:
         if not self.stopped:
-            ref = request.get("arguments", {}).get("variablesReference")
+            ref = number(member(request, "arguments"), "variablesReference")
             found = self._explorer.children(ref) if self._explorer is not None else []
             self.respond(tag, response(request, {"variables": found}))
             return
 
-        def filtered(reply: dict[str, Any]) -> None:
-            body = reply.get("body") or {}
-            body["variables"] = [v for v in body.get("variables", []) if shown(v["name"])]
+        def filtered(reply: DapMessage) -> None:
+            body = member(reply, "body")
+            body["variables"] = [v for v in members(body, "variables")
+                                 if shown(str(v["name"]))]
             self.respond(tag, reply)
 
         self._forward(tag, request, filtered)
 
-    def _on_richInspectVariables(self, tag: Any, request: dict[str, Any]) -> None:
-        arguments = request.get("arguments", {})
-        name = str(arguments.get("variableName", ""))
+    def _on_richInspectVariables(self, tag: Tag, request: DapMessage) -> None:
+        arguments = member(request, "arguments")
+        name = text(arguments, "variableName")
         if not name.isidentifier():
             ok = name in ("special variables", "function variables")
             self.respond(tag, response(request, {"data": {}, "metadata": {}},
                                        None if ok else f"{name!r} is not a variable name"))
             return
         if not self.stopped:
-            result = self.expressions({name: name}).get(name, {})
-            data, metadata = ((result.get("data", {}), result.get("metadata", {}))
+            result = member(self.expressions({name: name}), name)
+            data, metadata = ((member(result, "data"), member(result, "metadata"))
                               if result.get("status") == "ok" else ({}, {}))
             self.respond(tag, response(request, _rich(data, metadata)))
             return
 
-        def rich(reply: dict[str, Any]) -> None:
+        def rich(reply: DapMessage) -> None:
             if not reply.get("success"):
-                self.respond(tag, response(request, message=reply.get("message", "failed")))
+                self.respond(tag, response(request, message=str(reply.get("message",
+                                                                          "failed"))))
                 return
+            result = member(reply, "body").get("result")
+            data: object = {}
+            metadata: object = {}
             try:
-                data, metadata = ast.literal_eval(reply["body"]["result"])
-            except (ValueError, SyntaxError, TypeError, KeyError):
+                if isinstance(result, str):
+                    data, metadata = ast.literal_eval(result)
+            except (ValueError, SyntaxError, TypeError):
+                pass
+            if not (isinstance(data, dict) and isinstance(metadata, dict)):
                 data, metadata = {}, {}
             self.respond(tag, response(request, _rich(data, metadata)))
 
@@ -298,23 +300,23 @@ class DebugTarget:
             "expression": f"get_ipython().display_formatter.format({name})",
             "frameId": arguments.get("frameId"), "context": "clipboard"}}, rich)
 
-    def _on_copyToGlobals(self, tag: Any, request: dict[str, Any]) -> None:
-        arguments = request.get("arguments", {})
+    def _on_copyToGlobals(self, tag: Tag, request: DapMessage) -> None:
+        arguments = member(request, "arguments")
         src, dst = arguments.get("srcVariableName", ""), arguments.get("dstVariableName", "")
         if not (str(src).isidentifier() and str(dst).isidentifier()):
             self.respond(tag, response(request, message="dstVariableName and srcVariableName "
                                        "must be valid identifiers"))
             return
 
-        def copied(reply: dict[str, Any]) -> None:
+        def copied(reply: DapMessage) -> None:
             self.respond(tag, {**reply, "command": request.get("command")})
 
         self._forward(tag, {"command": "setExpression", "seq": request.get("seq", 0),
                             "arguments": {"expression": f"globals()['{dst}']", "value": src,
                                           "frameId": arguments.get("srcFrameId")}}, copied)
 
-    def _on_modules(self, tag: Any, request: dict[str, Any]) -> None:
-        modules = []
+    def _on_modules(self, tag: Tag, request: DapMessage) -> None:
+        modules: list[DapMessage] = []
         for index, module in enumerate(list(sys.modules.values())):
             origin = getattr(getattr(module, "__spec__", None), "origin", None)
             if origin and origin.endswith(".py"):
@@ -322,15 +324,15 @@ class DebugTarget:
         self.respond(tag, response(request, {"modules": modules,
                                              "totalModules": len(modules)}))
 
-    def _on_source(self, tag: Any, request: dict[str, Any]) -> None:
-        path = request.get("arguments", {}).get("source", {}).get("path", "")
+    def _on_source(self, tag: Tag, request: DapMessage) -> None:
+        path = text(member(member(request, "arguments"), "source"), "path")
         if path and Path(path).is_file():
-            text = Path(path).read_text(encoding="utf-8", errors="replace")
-            self.respond(tag, response(request, {"content": text}))
+            content = Path(path).read_text(encoding="utf-8", errors="replace")
+            self.respond(tag, response(request, {"content": content}))
         else:
             self._forward(tag, request)
 
 
-def _rich(data: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
+def _rich(data: dict[str, object], metadata: dict[str, object]) -> DapMessage:
     return {"data": data, "metadata": {k: v for k, v in metadata.items() if k in data}}
 

@@ -6,7 +6,8 @@ same as when stopped."""
 from __future__ import annotations
 
 import re
-from typing import Any
+
+from .dap import DapMessage
 
 #: Names the Variables panel leaves out: IPython's and the kernel's own (ipykernel's list).
 _HIDDEN = frozenset({
@@ -29,7 +30,7 @@ class _Code:
 class _Frame:
     """What pydevd's frame tracker needs of a frame: globals and locals (the namespace)."""
 
-    def __init__(self, ns: dict[str, Any]) -> None:
+    def __init__(self, ns: dict[str, object]) -> None:
         self.f_code = _Code()
         self.f_globals = ns
         self.f_locals = ns
@@ -40,7 +41,7 @@ class NamespaceExplorer:
     """One snapshot of a namespace's variable tree: references stay valid until the next
     ``inspectVariables`` (which makes a new explorer)."""
 
-    def __init__(self, ns: dict[str, Any]) -> None:
+    def __init__(self, ns: dict[str, object]) -> None:
         from _pydevd_bundle import pydevd_frame_utils
         from _pydevd_bundle.pydevd_api import PyDevdAPI
         from _pydevd_bundle.pydevd_suspended_frames import (
@@ -57,14 +58,15 @@ class NamespaceExplorer:
         self.tracker.track("namespace",
                            pydevd_frame_utils.create_frames_list_from_frame(self.frame))
 
-    def children(self, ref: int | None) -> list[dict[str, Any]]:
+    def children(self, ref: int | None) -> list[DapMessage]:
         """The variables under ``ref`` (None: the namespace itself), as DAP ``Variable``s."""
         variable = self.manager.get_variable(ref or id(self.frame))
         for attempt in range(3):
             try:
-                found = [v.get_var_data() for v in variable.get_children_variables()]
+                found: list[DapMessage] = [v.get_var_data()
+                                        for v in variable.get_children_variables()]
                 break
             except RuntimeError:  # the main thread changed the namespace meanwhile
                 if attempt == 2:
                     raise
-        return [v for v in found if shown(v["name"])]
+        return [v for v in found if shown(str(v["name"]))]

@@ -9,8 +9,6 @@ numbering (pydevd's do too), valid until the thread they belong to runs again (D
 
 from __future__ import annotations
 
-from typing import Any
-
 #: A debugged process: a rank's number, or "hub".
 Key = int | str
 
@@ -24,9 +22,10 @@ class ThreadIds:
         self.size = size
 
     def thread(self, key: Key) -> int:
+        """The DAP id of ``key``'s main thread, as the front end sees it."""
         return self.size + 1 if key == HUB else int(key) + 1
 
-    def key(self, thread: Any) -> Key | None:
+    def key(self, thread: object) -> Key | None:
         """The process whose main thread has the DAP id ``thread`` (None: no such thread)."""
         if not isinstance(thread, int) or not 1 <= thread <= self.size + 1:
             return None
@@ -34,6 +33,7 @@ class ThreadIds:
 
     @staticmethod
     def name(key: Key) -> str:
+        """The thread's name in the front end's list (and in what the hub says of it)."""
         return "hub (%%local cells)" if key == HUB else f"rank {key}"
 
 
@@ -45,7 +45,7 @@ class RefIds:
         self._global: dict[tuple[Key, int], int] = {}
         self._local: dict[int, tuple[Key, int]] = {}
 
-    def outward(self, key: Key, local: Any) -> Any:
+    def outward(self, key: Key, local: object) -> object:
         """The front end's id for ``local`` of ``key`` (0 and non-numbers stay as they are)."""
         if not isinstance(local, int) or isinstance(local, bool) or local == 0:
             return local
@@ -56,7 +56,7 @@ class RefIds:
             self._next += 1
         return found
 
-    def inward(self, ref: Any) -> tuple[Key, int] | None:
+    def inward(self, ref: object) -> tuple[Key, int] | None:
         """The process and its own id behind the front end's ``ref``."""
         return self._local.get(ref) if isinstance(ref, int) else None
 

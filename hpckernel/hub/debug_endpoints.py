@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..debug.target import DebugTarget, response
+from ..debug.dap import DapMessage, response
+from ..debug.target import DebugTarget
 from ..plane import kinds
 from .dap_ids import HUB, Key
 from .rank_pool import RanksUnavailable
@@ -29,7 +30,8 @@ class Endpoint:
     main_thread: int | None = None  # its own DAP id of its main thread, once attached
     pid: int | None = None  # the process attached to (a rank restarted is another one)
 
-    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def request(self, message: DapMessage) -> DapMessage:
+        """Send ``message`` (a DAP request) and return its response."""
         raise NotImplementedError
 
 
@@ -42,7 +44,9 @@ class RankEndpoint(Endpoint):
         self.key = rank
         self.timeout = timeout
 
-    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def request(self, message: DapMessage) -> DapMessage:
+        """``message`` through the plane as a ``dap`` request; a failure response if the
+        rank does not answer within :attr:`timeout` or is not running."""
         rank = int(self.key)
         handle = self.px.submit(kinds.DAP, [rank], {"dap": message}, output="none",
                                 label="debugger")
@@ -70,16 +74,17 @@ class LocalEndpoint(Endpoint):
         self.key = HUB
         self.pid = os.getpid()
         self._futures: dict[int, tuple[asyncio.AbstractEventLoop,
-                                       asyncio.Future[dict[str, Any]]]] = {}
+                                       asyncio.Future[DapMessage]]] = {}
         self._tags = itertools.count()
-        self.target = DebugTarget(lambda: shell.user_ns, self._answer,
+        self.target: DebugTarget[int] = DebugTarget(lambda: shell.user_ns, self._answer,
                                   lambda event: debugger.on_event(HUB, event),
                                   shell.user_expressions)
 
-    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def request(self, message: DapMessage) -> DapMessage:
+        """``message`` to this process's target; its thread answers (any loop may wait)."""
         loop = asyncio.get_running_loop()
         tag = next(self._tags)
-        future = loop.create_future()
+        future: asyncio.Future[DapMessage] = loop.create_future()
         self._futures[tag] = (loop, future)
         self.target.submit(tag, message)
         try:
@@ -87,7 +92,7 @@ class LocalEndpoint(Endpoint):
         finally:
             self._futures.pop(tag, None)
 
-    def _answer(self, tag: Any, answer: dict[str, Any]) -> None:
+    def _answer(self, tag: int, answer: DapMessage) -> None:
         """On the target's thread: hand the response to the waiting request."""
         waiting = self._futures.get(tag)
         if waiting is not None:
@@ -95,6 +100,6 @@ class LocalEndpoint(Endpoint):
             loop.call_soon_threadsafe(_resolve, future, answer)
 
 
-def _resolve(future: asyncio.Future[dict[str, Any]], answer: dict[str, Any]) -> None:
+def _resolve(future: asyncio.Future[DapMessage], answer: DapMessage) -> None:
     if not future.done():
         future.set_result(answer)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..debug.cell_lines import LeadingLines
-from ..debug.target import response
+from ..debug.dap import DapMessage, member, members, number, response, text
 from .cell_files import HASH_SEED, SUFFIX, CellFiles
 from .dap_ids import HUB, Key, RefIds, ThreadIds
 from .debug_endpoints import Endpoint, LocalEndpoint, RankEndpoint
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: What the hub's debugger supports (debugpy's adapter's list, which ipykernel passes on).
-CAPABILITIES: dict[str, Any] = {
+CAPABILITIES: DapMessage = {
     "supportsConfigurationDoneRequest": True, "supportsConditionalBreakpoints": True,
     "supportsHitConditionalBreakpoints": True, "supportsEvaluateForHovers": True,
     "supportsSetVariable": True, "supportsSetExpression": True,
@@ -67,7 +67,7 @@ CAVEAT = ("a rank paused in the debugger holds up the ranks that wait for it in 
 class HubDebugger:
     """The debug session of one kernel (see the module docstring)."""
 
-    def __init__(self, px: PxController, publish: Callable[[dict[str, Any]], None],
+    def __init__(self, px: PxController, publish: Callable[[DapMessage], None],
                  cells: CellFiles, shell: InteractiveShell,
                  loop: Callable[[], asyncio.AbstractEventLoop]) -> None:
         self.px = px
@@ -79,9 +79,11 @@ class HubDebugger:
         self.started = False
         self.endpoints: dict[Key, Endpoint] = {}  # attached
         self.local: LocalEndpoint | None = None
-        self.breakpoints: dict[str, list[dict[str, Any]]] = {}
-        self.exception_breakpoints: dict[str, Any] | None = None
-        self.stopped: dict[int, dict[str, Any]] = {}  # thread id -> its stopped event
+        #: source path -> its breakpoints (DAP ``SourceBreakpoint``s), for processes that
+        #: attach later
+        self.breakpoints: dict[str, list[DapMessage]] = {}
+        self.exception_breakpoints: DapMessage | None = None  # the last request's arguments
+        self.stopped: dict[int, DapMessage] = {}  # thread id -> its stopped event
         self.threads = ThreadIds(px.size)
         self.refs = RefIds()
         self.timeout = 30.0  # seconds a rank may take to answer
@@ -92,17 +94,18 @@ class HubDebugger:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
+        """The control thread's loop, where the session's state is kept and changed."""
         return self._loop()
 
-    def on_loop(self, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+    def on_loop(self, coro: Coroutine[object, None, T]) -> asyncio.Future[T]:
         """Run ``coro`` on the debugger's loop; await the result from any loop."""
         return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
     # -- the front end's requests ---------------------------------------------------------
 
-    async def process(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def process(self, request: DapMessage) -> DapMessage:
         """Answer one DAP request (``HubKernel.do_debug_request``, on the control loop)."""
-        command = str(request.get("command", ""))
+        command = text(request, "command")
         try:
             if not self.started and command not in _STATIC:
                 reply = response(request, message="the debugger is not started (send "
@@ -117,21 +120,21 @@ class HubDebugger:
         return {**reply, "type": "response", "seq": request.get("seq", 0),
                 "request_seq": request.get("seq", 0), "command": command}
 
-    async def _on_initialize(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _on_initialize(self, request: DapMessage) -> DapMessage:
         self.started = True
         return response(request, dict(CAPABILITIES))
 
-    async def _on_attach(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _on_attach(self, request: DapMessage) -> DapMessage:
         failed = await self._attach_ranks()
         self.publish({"type": "event", "event": "initialized", "seq": 0})
         if failed:
             return response(request, message="; ".join(failed))
         return response(request)
 
-    async def _on_configurationDone(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _on_configurationDone(self, request: DapMessage) -> DapMessage:
         return response(request)  # each process was configured as it attached
 
-    async def _on_debugInfo(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _on_debugInfo(self, request: DapMessage) -> DapMessage:
         return response(request, {
             "isStarted": self.started, "hashMethod": "Murmur2", "hashSeed": HASH_SEED,
             "tmpFilePrefix": self.cells.prefix, "tmpFileSuffix": SUFFIX,
@@ -140,14 +143,14 @@ class HubDebugger:
             "stoppedThreads": sorted(self.stopped), "richRendering": True,
             "exceptionPaths": ["Python Exceptions"], "copyToGlobals": True})
 
-    async def _on_dumpCell(self, request: dict[str, Any]) -> dict[str, Any]:
-        code = str(request.get("arguments", {}).get("code", ""))
+    async def _on_dumpCell(self, request: DapMessage) -> DapMessage:
+        code = text(member(request, "arguments"), "code")
         return response(request, {"sourcePath": await asyncio.to_thread(self.cells.dump, code)})
 
-    async def _on_setBreakpoints(self, request: dict[str, Any]) -> dict[str, Any]:
-        arguments = request.get("arguments", {})
-        path = str(arguments.get("source", {}).get("path", ""))
-        wanted = list(arguments.get("breakpoints") or [])
+    async def _on_setBreakpoints(self, request: DapMessage) -> DapMessage:
+        arguments = member(request, "arguments")
+        path = text(member(arguments, "source"), "path")
+        wanted = members(arguments, "breakpoints")
         reply = await self._to_all(request)
         if reply is None:  # nothing attached yet: verified when a process attaches
             reply = response(request, {"breakpoints": [
@@ -155,7 +158,7 @@ class HubDebugger:
                 for b in wanted]})
         if reply.get("success"):
             # pydevd may move a breakpoint to the next line with code: keep where it is.
-            found = reply.get("body", {}).get("breakpoints", [])
+            found = members(member(reply, "body"), "breakpoints")
             wanted = [{**b, "line": f.get("line", b.get("line"))}
                       for b, f in zip(wanted, found, strict=False)] + wanted[len(found):]
         if wanted:
@@ -164,19 +167,19 @@ class HubDebugger:
             self.breakpoints.pop(path, None)
         return reply
 
-    async def _on_setExceptionBreakpoints(self, request: dict[str, Any]) -> dict[str, Any]:
-        self.exception_breakpoints = dict(request.get("arguments") or {})
+    async def _on_setExceptionBreakpoints(self, request: DapMessage) -> DapMessage:
+        self.exception_breakpoints = dict(member(request, "arguments"))
         return await self._to_all(request) or response(request, {"breakpoints": []})
 
-    async def _on_setFunctionBreakpoints(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _on_setFunctionBreakpoints(self, request: DapMessage) -> DapMessage:
         return await self._to_all(request) or response(request, {"breakpoints": []})
 
-    async def _on_threads(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _on_threads(self, request: DapMessage) -> DapMessage:
         return response(request, {"threads": [
             {"id": self.threads.thread(key), "name": self.threads.name(key)}
             for key in self._keys_in_order() if self.endpoints[key].main_thread is not None]})
 
-    async def _on_disconnect(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _on_disconnect(self, request: DapMessage) -> DapMessage:
         endpoints = list(self.endpoints.values())
         self.endpoints.clear()
         await asyncio.gather(*(e.request({"command": "disconnect", "seq": 0,
@@ -191,20 +194,20 @@ class HubDebugger:
         self.refs = RefIds()
         return response(request)
 
-    async def _on_source(self, request: dict[str, Any]) -> dict[str, Any]:
-        path = str(request.get("arguments", {}).get("source", {}).get("path", ""))
-        text = await asyncio.to_thread(_read, path) if path else None
-        if text is not None:
-            return response(request, {"content": text})
+    async def _on_source(self, request: DapMessage) -> DapMessage:
+        path = text(member(member(request, "arguments"), "source"), "path")
+        content = await asyncio.to_thread(_read, path) if path else None
+        if content is not None:
+            return response(request, {"content": content})
         return await self._route(request)  # a file of a rank's node
 
-    async def _on_inspectVariables(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _on_inspectVariables(self, request: DapMessage) -> DapMessage:
         key = self._default()
         if self.threads.thread(key) not in self.stopped:
             self.refs.forget(key)  # the last snapshot's references: replaced by this one
         return await self._route(request)
 
-    async def _on_modules(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _on_modules(self, request: DapMessage) -> DapMessage:
         return await self._route(request)
 
     # -- routing ----------------------------------------------------------------------------
@@ -218,8 +221,8 @@ class HubDebugger:
                 return key
         return min(self.ranks)
 
-    async def _route(self, request: dict[str, Any]) -> dict[str, Any]:
-        arguments = dict(request.get("arguments") or {})
+    async def _route(self, request: DapMessage) -> DapMessage:
+        arguments = dict(member(request, "arguments"))
         key: Key | None = None
         if "threadId" in arguments:
             key = self.threads.key(arguments["threadId"])
@@ -240,15 +243,15 @@ class HubDebugger:
         reply = await endpoint.request({**request, "arguments": arguments})
         return self._outward(key, reply)
 
-    def _outward(self, key: Key, reply: dict[str, Any]) -> dict[str, Any]:
+    def _outward(self, key: Key, reply: DapMessage) -> DapMessage:
         """``reply`` with ``key``'s ids turned into the front end's."""
         body = reply.get("body")
         if not isinstance(body, dict):
             return reply
         refs = self.refs
-        for frame in body.get("stackFrames", []):
+        for frame in members(body, "stackFrames"):
             frame["id"] = refs.outward(key, frame.get("id"))
-        for item in [*body.get("scopes", []), *body.get("variables", []), body]:
+        for item in [*members(body, "scopes"), *members(body, "variables"), body]:
             if "variablesReference" in item:
                 item["variablesReference"] = refs.outward(key, item["variablesReference"])
         if "allThreadsContinued" in body:
@@ -270,7 +273,7 @@ class HubDebugger:
     def _keys_in_order(self) -> list[Key]:
         return sorted(self.endpoints, key=lambda k: (k == HUB, k if k != HUB else 0))
 
-    async def _to_all(self, request: dict[str, Any]) -> dict[str, Any] | None:
+    async def _to_all(self, request: DapMessage) -> DapMessage | None:
         """Send ``request`` to every attached process; the first one's response (the
         default process's, if attached), or None if none is attached."""
         keys = self._keys_in_order()
@@ -303,7 +306,7 @@ class HubDebugger:
         """Start debugging ``endpoint``'s process, with the session's breakpoints; "" if it
         worked, else why not."""
         name = self.threads.name(endpoint.key)
-        steps: list[tuple[str, dict[str, Any]]] = [
+        steps: list[tuple[str, DapMessage]] = [
             ("initialize", {"clientID": "hpckernel", "adapterID": "python",
                             "pathFormat": "path", "linesStartAt1": True,
                             "columnsStartAt1": True}),
@@ -321,8 +324,8 @@ class HubDebugger:
                 self.endpoints.pop(endpoint.key, None)
                 return f"{name}: {command} failed: {reply.get('message')}"
             if command == "attach":
-                endpoint.main_thread = reply.get("body", {}).get("mainThreadId")
-                endpoint.pid = reply.get("body", {}).get("pid")
+                endpoint.main_thread = number(member(reply, "body"), "mainThreadId")
+                endpoint.pid = number(member(reply, "body"), "pid")
                 # From now on its thread may stop: its events must find it.
                 self.endpoints[endpoint.key] = endpoint
         return ""
@@ -366,21 +369,21 @@ class HubDebugger:
 
     # -- events of the processes ------------------------------------------------------------
 
-    def on_event(self, key: Key, event: dict[str, Any]) -> None:
+    def on_event(self, key: Key, event: Mapping[str, object]) -> None:
         """A DAP event of ``key``'s main thread (any thread; handled on the loop)."""
         self.loop.call_soon_threadsafe(self._event, key, event)
 
-    def _event(self, key: Key, event: dict[str, Any]) -> None:
+    def _event(self, key: Key, event: Mapping[str, object]) -> None:
         if key not in self.endpoints:
             return  # of a process detached meanwhile
         thread = self.threads.thread(key)
-        body = {**(event.get("body") or {}), "threadId": thread}
+        body: DapMessage = {**member(event, "body"), "threadId": thread}
         if event.get("event") == "stopped":
             name = self.threads.name(key)
             body.update(allThreadsStopped=False,
                         description=f"Paused on {body.get('reason', 'breakpoint')} ({name})",
                         text=f"{name} is paused: {CAVEAT}")
-            stopped = {"type": "event", "event": "stopped", "seq": 0, "body": body}
+            stopped: DapMessage = {"type": "event", "event": "stopped", "seq": 0, "body": body}
             self.stopped.pop(thread, None)
             self.stopped[thread] = stopped
             self.publish(stopped)
@@ -400,7 +403,7 @@ class HubDebugger:
         """The ranks to debug from the next cell on (``%pxconfig --debug``)."""
         self.ranks = sorted(set(ranks))
 
-    async def px_cell(self, cell: str, offset: int) -> dict[str, Any]:
+    async def px_cell(self, cell: str, offset: int) -> dict[str, object]:
         """Before a cell runs on the ranks (on the shell's loop): the debugged ranks
         attached, and the ``execute`` header fields that name the cell for them."""
         if not self.started:
@@ -436,7 +439,7 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _machinery_rules() -> list[dict[str, Any]]:
+def _machinery_rules() -> list[DapMessage]:
     """Code a debugged cell steps over, never into: IPython, ipykernel and hpckernel."""
     import ipykernel
     import IPython

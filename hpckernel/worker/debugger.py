@@ -9,10 +9,11 @@ answers them and sends the reply itself.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..debug.cell_lines import LeadingLines
-from ..debug.target import DebugTarget, response
+from ..debug.dap import DapMessage, response
+from ..debug.target import DebugTarget
 from ..plane import Message, kinds, pack
 from ..plane.headers import PlaneHeader
 from . import interrupts
@@ -29,7 +30,7 @@ class RankDebugger:
         self.channel = channel
         self.rank = rank
         self.shell: RankShell | None = None  # set once built (requests may come before)
-        self.target: DebugTarget | None = None
+        self.target: DebugTarget[str | None] | None = None
         self.lines: LeadingLines | None = None
 
     def control(self, msg: Message) -> None:
@@ -44,20 +45,20 @@ class RankDebugger:
             interrupts.debugger_hook = self.target.interrupt
         self.target.submit(msg.header.get("id"), request)
 
-    def _user_ns(self) -> dict[str, Any]:
+    def _user_ns(self) -> dict[str, object]:
         return self.shell.user_ns if self.shell is not None else {}
 
-    def _expressions(self, expressions: dict[str, str]) -> dict[str, Any]:
+    def _expressions(self, expressions: dict[str, str]) -> dict[str, object]:
         if self.shell is None:
             return {}
         return self.shell.user_expressions(expressions)  # type: ignore[no-any-return]
 
-    def _reply(self, request_id: Any, answer: dict[str, Any]) -> None:
+    def _reply(self, request_id: str | None, answer: DapMessage) -> None:
         self.channel.send(pack(kinds.REPLY, {"id": request_id, "rank": self.rank,
                                              "status": "ok", "request": kinds.DAP,
                                              "dap": answer}))
 
-    def _event(self, event: dict[str, Any]) -> None:
+    def _event(self, event: DapMessage) -> None:
         self.channel.send(pack(kinds.DAPEVENT, {"rank": self.rank, "event": event}))
 
     # -- the main thread, around each cell (RankRunner.execute) ---------------------------
@@ -81,5 +82,6 @@ class RankDebugger:
         return "\n" * int(header.get("debug_offset") or 0) + code
 
     def after_cell(self) -> None:
+        """After an ``execute`` request (ran or not): the shell names its next cell itself."""
         if self.shell is not None:
             self.shell.compile.next_name = None  # not used if the cell did not compile
