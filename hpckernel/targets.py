@@ -33,7 +33,11 @@ class RankRangeError(ValueError):
     """Rank ranges in a plane message that are malformed or name ranks beyond the kernel."""
 
 
-def parse_targets(spec: str | int | slice | Sequence[int] | None, size: int) -> list[int]:
+#: What a user may name ranks with (see :func:`parse_targets`).
+TargetSpec = str | int | slice | Sequence[int] | None
+
+
+def parse_targets(spec: TargetSpec, size: int) -> list[int]:
     """Ranks named by ``spec`` among ``size`` ranks, sorted, without duplicates.
 
     ``spec`` is ``all``/None, an int (negative counts from the end), a ``start:stop[:step]``
