@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported when attach is first called: this package starts light
     from .live.client import LiveJob
+    from .widgets.panel import Dashboard
+    from .widgets.plot import LivePlot
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "attach", "dashboard", "liveplot", "publish"]
 
 
-def publish(name: str, value: Any) -> None:
+def publish(name: str, value: object) -> None:
     """In rank code: send ``value`` to the hub as the latest ``name`` of this rank, while the
     cell runs (``%liveplot name`` plots it, ``ranks.live[name]`` holds it). In a live batch
     job the rank keeps it for attached notebooks; elsewhere it does nothing."""
@@ -20,14 +22,14 @@ def publish(name: str, value: Any) -> None:
     publish(name, value)
 
 
-def liveplot(name: str) -> Any:
+def liveplot(name: str) -> LivePlot:
     """In ``%%local`` code: a live plot of what the ranks ``publish`` as ``name``."""
     from .widgets import liveplot
 
     return liveplot(name)
 
 
-def dashboard() -> Any:
+def dashboard() -> Dashboard:
     """In ``%%local`` code: the kernel's dashboard (job, walltime, each rank's state)."""
     from .widgets import dashboard
 

@@ -65,7 +65,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-async def probe_environment(cwd: Path) -> dict[str, Any]:
+async def probe_environment(cwd: Path) -> dict[str, object]:
     """What stays the same for every cell of a hub: Python, packages, git, host."""
     return {"python": platform.python_version(),
             "packages": await asyncio.to_thread(package_versions),
@@ -82,7 +82,7 @@ def mpi_summary(version: str) -> str:
     return " ".join(first.split())[:200]
 
 
-def rank_state(reply: dict[str, Any] | None) -> str:
+def rank_state(reply: Mapping[str, object] | None) -> str:
     """``ok``, ``error``, ``dead``, ``stuck`` (or ``running``) from a rank's reply."""
     if reply is None:
         return "running"
@@ -92,7 +92,8 @@ def rank_state(reply: dict[str, Any] | None) -> str:
             "RankStuck": "stuck"}.get(str(reply.get("ename")), "error")
 
 
-def rank_states(targets: list[int], replies: Mapping[int, dict[str, Any]]) -> dict[str, str]:
+def rank_states(targets: list[int], replies: Mapping[int, Mapping[str, object]]
+                ) -> dict[str, str]:
     """The state of each of ``targets`` (as :func:`~hpckernel.targets.parse_targets` gives
     them) from their replies so far, as :func:`state_ranges`."""
     odd = {r: rank_state(h) for r, h in replies.items() if h.get("status") != "ok"}

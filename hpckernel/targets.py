@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import SupportsIndex
 
 #: The most ranks a plane message may name when its reader does not pass the kernel's
 #: size (a bound, not a size: pass the size where it is known).
@@ -33,7 +33,11 @@ class RankRangeError(ValueError):
     """Rank ranges in a plane message that are malformed or name ranks beyond the kernel."""
 
 
-def parse_targets(spec: str | int | slice | Sequence[int] | None, size: int) -> list[int]:
+#: What a user may name ranks with (see :func:`parse_targets`).
+TargetSpec = str | int | slice | Sequence[int] | None
+
+
+def parse_targets(spec: TargetSpec, size: int) -> list[int]:
     """Ranks named by ``spec`` among ``size`` ranks, sorted, without duplicates.
 
     ``spec`` is ``all``/None, an int (negative counts from the end), a ``start:stop[:step]``
@@ -86,9 +90,9 @@ def _int(text: str, spec: str) -> int:
     return int(text)
 
 
-def _index(value: Any, spec: Any) -> int:
+def _index(value: object, spec: object) -> int:
     """An element of a sequence of targets as an int (numpy ints too), else TargetError."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
+    if isinstance(value, bool) or not isinstance(value, SupportsIndex):
         raise TargetError(f"bad targets {_short(spec)}: {value!r} is not a rank number")
     return int(value.__index__())
 
@@ -100,13 +104,16 @@ def _one(rank: int, size: int, text: str) -> int:
     return rank % size
 
 
-def _range(start: Any, stop: Any, step: Any, size: int, text: str) -> list[int]:
+def _range(start: object, stop: object, step: object, size: int, text: str) -> list[int]:
     """The ranks of slice ``start:stop:step`` among ``size`` (only ``size`` are made)."""
-    values = []
+    values: list[int | None] = []
     for name, value in (("start", start), ("stop", stop), ("step", step)):
-        if value is not None and (isinstance(value, bool) or not hasattr(value, "__index__")):
+        if value is None:
+            values.append(None)
+        elif isinstance(value, bool) or not isinstance(value, SupportsIndex):
             raise TargetError(f"bad slice {text}: its {name} {value!r} is not a number")
-        values.append(None if value is None else int(value.__index__()))
+        else:
+            values.append(int(value.__index__()))
     if values[2] == 0:
         raise TargetError(f"bad slice {text}: its step cannot be 0")
     ranks = sorted(range(size)[slice(*values)])
@@ -117,7 +124,7 @@ def _slice_text(spec: slice) -> str:
     return ":".join("" if v is None else str(v) for v in (spec.start, spec.stop, spec.step))
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = repr(value) if not isinstance(value, str) else value
     return text if len(text) <= 60 else text[:57] + "..."
 

@@ -212,6 +212,7 @@ class OwnerOnly:
         return True, "OK"
 
     def stop(self) -> None:
+        """Stop answering ZAP requests and wait for the thread (the relay's shutdown)."""
         self._stop.set()
         self._thread.join(timeout=5)
 

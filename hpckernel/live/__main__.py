@@ -12,6 +12,8 @@ USAGE = "usage: python -m hpckernel.live SCRIPT [ARGS...] | -m MODULE [ARGS...]"
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the program given by ``argv`` as ``__main__`` with this rank's live machinery
+    started, then tell the job how it ended (the module docstring)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help") or (args[0] == "-m" and len(args) < 2):
         print(USAGE, file=sys.stderr if args[:1] != ["-h"] else sys.stdout)

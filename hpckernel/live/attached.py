@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 from ..hub.fanin import FaninContext, FaninSettings
 from ..hub.inflight import Publish
@@ -86,6 +85,7 @@ class AttachedRanks(RankPlane):
                            f"answer within {WELCOME:g} s") from None
 
     def describe(self) -> str:
+        """The ranks in a few words, for ``%ranks`` and errors."""
         return f"live job {self.job}: its ranks reached through its endpoint on {self.info.host}"
 
     def on_end(self, callback: Callable[[AttachedRanks], None]) -> None:
@@ -141,6 +141,7 @@ class AttachedRanks(RankPlane):
             self.ready.set_result(None)
 
     def unreachable(self, rank: int) -> None:
+        """A rank the endpoint cannot reach (the fan-in's): lost to this notebook, not ended."""
         self._lose([rank], "cannot be reached: the agent of its node is gone")
 
     def _lose(self, ranks: list[int], reason: str) -> None:
@@ -227,7 +228,7 @@ class AttachedRanks(RankPlane):
             self._last_pull = now
             self.pull(names)
 
-    def pull(self, names: list[str]) -> Future[Any]:
+    def pull(self, names: list[str]) -> Future[None]:
         """Ask every rank for the values published as ``names`` since the last pull; they
         go into ``live`` (a future that resolves once they are there)."""
         groups: dict[int, list[int]] = {}
@@ -236,9 +237,9 @@ class AttachedRanks(RankPlane):
         since = [[format_ranks(ranks), seq] for seq, ranks in groups.items() if seq]
         request = self.submit("lvals", list(range(self.size)),
                               {"since": since, "names": names}, output="none", label="lvals")
-        done: Future[Any] = Future()
+        done: Future[None] = Future()
 
-        def pulled(_: Any) -> None:
+        def pulled(_: object) -> None:
             for rank, by_name in request.values.items():
                 for name, entries in (by_name or {}).items():
                     for seq, _t, value in entries:

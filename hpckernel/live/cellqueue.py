@@ -16,10 +16,11 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..agent.replies import NodeRequest
 from ..plane import kinds
+from ..plane.headers import PlaneHeader
 from ..targets import format_ranks
 
 #: Seconds the targets have to hold a running cell before it is let go on (not stopped).
@@ -29,7 +30,7 @@ HELD = frozenset({"cell", "start", "done"})
 NOT_STOPPED = ("the cell was not stopped: not every rank could hold it where all stop alike "
                "(a rank inside a call: an MPI collective, time.sleep, C code, cannot); it goes "
                "on (interrupt again to try again)")
-INTERRUPTED = {"status": "error", "ename": "KeyboardInterrupt",
+INTERRUPTED: dict[str, object] = {"status": "error", "ename": "KeyboardInterrupt",
                "evalue": "interrupted before it ran"}
 
 
@@ -53,14 +54,14 @@ class Cell:
 class Relay(Protocol):
     """What the queue needs of the endpoint."""
 
-    def send(self, kind: str, header: dict[str, Any], targets: list[int],
+    def send(self, kind: str, header: PlaneHeader, targets: list[int],
              client: bytes | None, done: Callable[[NodeRequest], None] | None = None
              ) -> None:
         """A request to ``targets`` (``client``'s, whose answers go to it; else the
         endpoint's own, whose merged answer goes to ``done``)."""
 
     def answer(self, client: bytes, request_id: str, targets: list[int],
-               common: dict[str, Any]) -> None:
+               common: dict[str, object]) -> None:
         """The endpoint's own answer for every target of a notebook's request."""
 
     def notice(self, client: bytes, request_id: str, text: str) -> None:
@@ -79,6 +80,7 @@ class CellQueue:
         self.current: Cell | None = None
 
     def add(self, cell: Cell) -> None:
+        """Queue a notebook's cell (``execute``); it is armed at once if none runs."""
         self.queued.append(cell)
         self._next()
 

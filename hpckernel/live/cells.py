@@ -29,7 +29,6 @@ from collections import ChainMap
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from ..plane.credit import display_size
 from ..worker.capture import OutStream
@@ -41,10 +40,12 @@ _NEVER_HOLD = (str(Path(__file__).parents[1]), str(Path(logging.__file__).parent
                threading.__file__)
 
 #: send_output(kind, header, size, value) -> False when the window has no room now
-SendOutput = Callable[[str, dict[str, Any], int, Any], bool]
+SendOutput = Callable[[str, dict[str, object], int, object], bool]
 #: answer(held) for a hold asked for: where the rank holds the cell ("cell", "start",
 #: "done": it has left it, "no": it could not)
 Answer = Callable[[str], None]
+#: A trace function (``sys.settrace``): the tracer for the frame's lines next, or None
+Tracer = Callable[[FrameType, str, object], "Tracer | None"]
 
 
 class CellRunner:
@@ -103,10 +104,10 @@ class CellRunner:
 
     # -- the main thread ----------------------------------------------------------------------
 
-    def _call(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
+    def _call(self, frame: FrameType, event: str, arg: object) -> Tracer | None:
         return self._line if self._hold is not None else None
 
-    def _line(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
+    def _line(self, frame: FrameType, event: str, arg: object) -> Tracer | None:
         if event != "line" or frame.f_code.co_filename.startswith(_NEVER_HOLD):
             return self._line if self._hold is not None else None
         with self.cond:
@@ -125,11 +126,11 @@ class CellRunner:
         return None
 
     def run(self, cell_id: str, request_id: str, code: str, name: str,
-            frame: FrameType | None) -> dict[str, Any]:
+            frame: FrameType | None) -> dict[str, object]:
         """(main thread) Run ``code`` as cell ``cell_id`` of request ``request_id``; its
         reply's fields (status, and the error's ename/evalue/traceback)."""
         streams = (OutStream("stdout", self._stream, 1), OutStream("stderr", self._stream, 2))
-        fields: dict[str, Any] = {"status": "ok"}
+        fields: dict[str, object] = {"status": "ok"}
         saved, tracer = (sys.stdout, sys.stderr), sys.gettrace()
         with self.cond:
             self.running, self._request, self.dropped = cell_id, request_id, 0
@@ -186,7 +187,7 @@ def _traceback(error: BaseException) -> list[str]:
             *traceback.format_list(frames), *traceback.format_exception_only(error)]
 
 
-def _exec(code: str, name: str, frame: FrameType | None) -> Any:
+def _exec(code: str, name: str, frame: FrameType | None) -> object:
     main = sys.modules["__main__"].__dict__
     linecache.cache[name] = (len(code), None, code.splitlines(True), name)
     tree = ast.parse(code, name)
@@ -194,7 +195,7 @@ def _exec(code: str, name: str, frame: FrameType | None) -> Any:
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body[-1].value)
         tree.body.pop()
-    local: dict[str, Any] = {}
+    local: dict[str, object] = {}
     # The caller's locals, readable; what the cell assigns lands in ``local``.
     scope = ChainMap(local, dict(frame.f_locals) if frame is not None
                      and frame.f_globals is not frame.f_locals else {})

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..hub.allocation import Allocation
 from ..hub.inflight import Publish
@@ -25,6 +25,7 @@ from ..hub.requests import RemoteError
 from ..plane import make_job_dir
 from ..slurm import JobInfo, Slurm
 from ..slurm import sync as slurm_sync
+from ..targets import TargetSpec
 from .attached import AttachedRanks
 from .errors import JobEnded, NotLiveError
 from .files import LiveInfo
@@ -41,7 +42,7 @@ START = 60.0
 ATTACHED: dict[str, LiveJob] = {}
 
 
-def kernel_io() -> tuple[Publish, Callable[[], dict[str, Any] | None], OutputBudget | None]:
+def kernel_io() -> tuple[Publish, Callable[[], dict[str, object] | None], OutputBudget | None]:
     """(publish, the current cell's parent, the kernel's output budget) of the kernel this
     process runs (an hpckernel hub or any ipykernel kernel); outside one, output is
     printed."""
@@ -53,8 +54,8 @@ def kernel_io() -> tuple[Publish, Callable[[], dict[str, Any] | None], OutputBud
     session = kernel.session
     assert session is not None  # a running kernel has its session
 
-    def publish(msg_type: str, content: dict[str, Any], metadata: dict[str, Any],
-                parent: dict[str, Any] | None) -> None:
+    def publish(msg_type: str, content: dict[str, object], metadata: dict[str, object],
+                parent: dict[str, object] | None) -> None:
         # Thread-safe: ipykernel's IOPub socket is its IOPub thread's.
         session.send(kernel.iopub_socket, msg_type, content, parent=parent or {},
                             metadata=metadata, ident=kernel._topic(msg_type))
@@ -63,22 +64,24 @@ def kernel_io() -> tuple[Publish, Callable[[], dict[str, Any] | None], OutputBud
     return publish, lambda: kernel.get_parent("shell"), getattr(pool, "budget", None)
 
 
-def _print(msg_type: str, content: dict[str, Any], metadata: dict[str, Any],
-           parent: dict[str, Any] | None) -> None:
+def _print(msg_type: str, content: dict[str, object], metadata: dict[str, object],
+           parent: dict[str, object] | None) -> None:
     if msg_type == "stream":
         print(content["text"], end="", file=sys.stderr if content["name"] == "stderr"
               else sys.stdout)
     elif msg_type in ("display_data", "execute_result", "update_display_data"):
-        print(content.get("data", {}).get("text/plain", ""))
+        data = content.get("data", {})
+        print(data.get("text/plain", "") if isinstance(data, dict) else "")
     elif msg_type == "error":
-        print("\n".join(content.get("traceback") or []), file=sys.stderr)
+        traceback = content.get("traceback") or []
+        print("\n".join(traceback if isinstance(traceback, list) else []), file=sys.stderr)
 
 
 class LiveJob:
     """An attached live job (see ``hpckernel.attach``)."""
 
     def __init__(self, job: str, ranks: AttachedRanks, route: LoginRoute | None,
-                 parent: Callable[[], dict[str, Any] | None]) -> None:
+                 parent: Callable[[], dict[str, object] | None]) -> None:
         self.job = job
         self.pool = ranks
         self.route = route
@@ -100,6 +103,7 @@ class LiveJob:
 
     @property
     def ended(self) -> bool:
+        """Whether the job has ended (the attached ranks learnt it)."""
         return self.pool.ended.is_set()
 
     def __repr__(self) -> str:
@@ -108,14 +112,15 @@ class LiveJob:
 
     # -- the notebook's calls -------------------------------------------------------------
 
-    def where(self, targets: Any = None) -> dict[int, str]:
+    def where(self, targets: TargetSpec = None) -> dict[int, str]:
         """Each rank's Python stack now (innermost call last), as text."""
         request = self.px.ask("where", self._targets(targets), {})
         request.raise_for_errors()
         return {r: "\n".join(f"{f['file']}:{f['line']} in {f['function']}: {f['code']}"
                              for f in v["stack"]) for r, v in sorted(request.values.items())}
 
-    def peek(self, name: str, targets: Any = None, timeout: float = 10.0) -> dict[int, Any]:
+    def peek(self, name: str, targets: TargetSpec = None, timeout: float = 10.0
+             ) -> dict[int, object]:
         """A copy of ``name`` (``x`` or ``x.attr``: a variable of the program's
         ``__main__``, or of a function running on the main thread) on each rank, taken
         without stopping the program."""
@@ -123,7 +128,7 @@ class LiveJob:
         request.raise_for_errors()
         return {r: v[0] for r, v in sorted(request.values.items())}
 
-    def execute(self, code: str, targets: Any = None, timeout: float | None = None) -> None:
+    def execute(self, code: str, targets: TargetSpec = None, timeout: float | None = None) -> None:
         """Run ``code`` on the targets at their next common ``safepoint()``; blocks until
         every target ran it. The output shows in the current cell merged as ``%%px`` shows
         it; an error raises ``RemoteError`` naming the ranks (the program goes on). An
@@ -143,12 +148,12 @@ class LiveJob:
         handle.request.raise_for_errors()
 
     @property
-    def live(self) -> dict[str, dict[int, list[Any]]]:
+    def live(self) -> dict[str, dict[int, list[object]]]:
         """``{NAME: {rank: [values]}}`` the ranks published so far (pulled now)."""
         self.pool.pull([]).result(30)
         return {name: self.pool.live[name] for name in self.pool.live}
 
-    def values(self, name: str) -> dict[int, list[Any]]:
+    def values(self, name: str) -> dict[int, list[object]]:
         """``{rank: [values]}`` published as ``name`` so far (pulled now)."""
         self.pool.pull([name]).result(30)
         return self.pool.live[name]
@@ -174,7 +179,7 @@ class LiveJob:
         """Call ``callback(job)`` once the job has ended (at once if it has)."""
         self.pool.on_end(lambda _: callback(self))
 
-    def _targets(self, targets: Any) -> list[int]:
+    def _targets(self, targets: TargetSpec) -> list[int]:
         if self.ended:
             raise JobEnded(self.job, self.state, self.pool.detail)
         return self.px.resolve(targets)

@@ -30,10 +30,10 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -51,6 +51,9 @@ from ..plane.private import check_private_dir
 from ..targets import format_ranks, format_sorted, parse_ranks
 from .cellqueue import Cell, CellQueue
 from .files import LiveInfo, write_live_info
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 log = logging.getLogger("hpckernel.live.endpoint")
 _drops = DropLog(log)
@@ -113,7 +116,7 @@ class Endpoint:
         self.peers: dict[str, tuple[zmq.Socket[bytes], bytes]] = {}  # node -> socket, id
         self.node_of: dict[int, str] = {}  # rank -> the agent its requests go to
         self.dead: set[str] = set()
-        self.registrations: list[list[Any]] = []  # every nregister, for notebooks to come
+        self.registrations: list[list[zmq.Frame]] = []  # every nregister, for notebooks to come
         self.registered: set[int] = set()
         self.credits: Credits[str] = Credits(DEFAULT_WINDOW)
         self.ended: dict[int, PlaneHeader] = {}
@@ -148,6 +151,7 @@ class Endpoint:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> None:
+        """Relay until every rank's program ended, then close (``main``'s whole life)."""
         poller = zmq.Poller()
         for sock in (self.local_agents, self.agents, self.clients):
             poller.register(sock, zmq.POLLIN)
@@ -178,7 +182,7 @@ class Endpoint:
                 log.info("a notebook went silent; forgetting it and its queued cells")
                 self._forget(client)
 
-    def _to_agent(self, node: str, frames: list[Any]) -> None:
+    def _to_agent(self, node: str, frames: Sequence[zmq.Frame | Buffer]) -> None:
         sock, ident = self.peers.get(node, (None, b""))
         try:
             if sock is None:
@@ -187,17 +191,17 @@ class Endpoint:
         except zmq.ZMQError:
             self._lose_node(node)
 
-    def _to_client(self, client: bytes, frames: list[Any]) -> None:
+    def _to_client(self, client: bytes, frames: Sequence[zmq.Frame | Buffer]) -> None:
         try:
             self.clients.send_multipart([client, *frames], zmq.NOBLOCK, copy=False)
         except zmq.ZMQError:
             pass  # gone, or not reading: it loses this message, the job loses nothing
 
-    def send(self, kind: str, header: dict[str, Any], targets: list[int],
+    def send(self, kind: str, header: PlaneHeader, targets: list[int],
               client: bytes | None, done: Callable[[NodeRequest], None] | None = None
               ) -> None:
         """A request to ``targets``: to the agent of each (ranks without one are lost)."""
-        request_id = header.setdefault("id", uuid.uuid4().hex)
+        request_id = header.setdefault("id", uuid.uuid4().hex) or ""  # never None here
         request = NodeRequest(request_id, kind, targets, False)
         frames = pack(kind, {**header, "targets": format_sorted(targets)})
         nodes: set[str] = set()
@@ -315,7 +319,7 @@ class Endpoint:
                 self._to_agent(agent, pack(kinds.SHUTDOWN, {}))
             self.stopping = True
 
-    def _state(self) -> dict[str, Any]:
+    def _state(self) -> PlaneHeader:
         failed = {str(r): f"{h.get('ename')}: {h.get('evalue')}"
                   for r, h in self.ended.items() if h.get("status") != "ok"}
         return {"ended": format_ranks(sorted(self.ended)), "failed": failed,
@@ -361,8 +365,9 @@ class Endpoint:
             return []
 
     def _pass(self, client: bytes, msg: Message) -> None:
-        allowed = {k: v for k, v in msg.header.items()
-                   if k in ("id", "names", "since", "max_bytes")}
+        # Keys and values of a PlaneHeader: a PlaneHeader (cast: TypedDicts have no filter).
+        allowed = cast(PlaneHeader, {k: v for k, v in msg.header.items()
+                                     if k in ("id", "names", "since", "max_bytes")})
         self.send(msg.msg_type, allowed, self._targets(msg.header), client)
 
     def _refuse(self, client: bytes, header: PlaneHeader, kind: str) -> None:
@@ -372,7 +377,7 @@ class Endpoint:
                 f"it does not take {kind!r} (no --in/--out, push, pull or apply)")})
 
     def answer(self, client: bytes, request_id: str, targets: list[int],
-                common: dict[str, Any]) -> None:
+                common: dict[str, object]) -> None:
         """The endpoint's own answer for every target of a notebook's request."""
         request = NodeRequest(request_id, kinds.LRUN, targets, False)
         request.group(targets, common)
@@ -385,9 +390,11 @@ class Endpoint:
         self.cells.forget(client)
 
     def notice(self, client: bytes, request_id: str, text: str) -> None:
+        """A line for the output of a notebook's request (``lnotice``; the cell queue's)."""
         self._to_client(client, pack(kinds.LNOTICE, {"id": request_id, "text": text}))
 
     def pending(self, request_id: str) -> list[int]:
+        """The ranks an open request still waits for (the cell queue's hold deadline)."""
         opened = self.open.get(request_id)
         return sorted(opened.request.pending) if opened is not None else []
 
@@ -406,6 +413,8 @@ class Endpoint:
         self.cells.interrupt(client, set(msg.header.get("ids") or []))
 
     def close(self) -> None:
+        """Tell the notebooks the programs' last state, close the sockets and remove the
+        job's directories (the end of :meth:`run`)."""
         state = pack(kinds.LSTATE, self._state())
         for client in list(self.heard):
             self._to_client(client, state)
@@ -428,6 +437,7 @@ def _receive(sock: zmq.Socket[bytes]) -> list[zmq.Frame] | None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m hpckernel.live.endpoint``: rank 0 of a live job starts it (``rank.py``)."""
     parser = argparse.ArgumentParser(prog="python -m hpckernel.live.endpoint")
     parser.add_argument("directory", type=Path)
     parser.add_argument("--job", required=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from ..hub.fanin.agents import AgentFanin, NodeInfo
 from ..hub.fanin.base import FaninContext
@@ -51,19 +50,23 @@ class LiveJobFanin(AgentFanin):
             kinds.LSTATE: self._state, kinds.LWELCOME: self._state,
             kinds.LNOTICE: self._notice})
 
-    def send(self, request: Request, header: Mapping[str, Any], value: Any,
-             per_rank: dict[int, Any] | None) -> None:
+    def send(self, request: Request, header: Mapping[str, object], value: object,
+             per_rank: Mapping[int, object] | None) -> None:
+        """Send ``request`` to the endpoint once, naming its targets (a live job takes no
+        per-rank values: ``per_rank`` is not used)."""
         frames = pack(request.kind, {**header, "targets": format_sorted(request.targets)},
                       value, has_value=value is not None)
         self.ctx.inflight.add(request, kinds.is_control(request.kind))
         self.ctx.transport.send(ENDPOINT, frames)
 
     def interrupt(self, ranks: list[int] | None = None) -> None:
+        """Ask the endpoint to drop or stop this notebook's open requests (``ranks`` aside)."""
         ids = self.ctx.inflight.open_ids()
         if ids:
             self.ctx.transport.send(ENDPOINT, pack(kinds.INTERRUPT, {"ids": ids}))
 
     def heartbeat(self, now: float) -> None:
+        """Ping the endpoint; after ``SILENCE`` seconds without a word, call ``on_silence``."""
         self.ctx.transport.send(ENDPOINT, pack(kinds.LPING, {}))
         if now - self.heard > SILENCE:
             self.on_silence(now - self.heard)
@@ -78,6 +81,7 @@ class LiveJobFanin(AgentFanin):
         self.ctx.transport.send(ENDPOINT, pack(kinds.LHELLO, {}))
 
     def handle(self, peer: Peer, msg: Message) -> None:
+        """A message from the endpoint (the link's ``on_message``): to its handler."""
         self.heard = time.monotonic()
         problem = kinds.check(msg.msg_type, msg.header)
         handler = self._handlers.get(msg.msg_type)
@@ -99,4 +103,5 @@ class LiveJobFanin(AgentFanin):
             request.merger.notice(msg.header["text"])
 
     def idle(self) -> bool:
+        """Whether no request of this notebook is open."""
         return not self.ctx.inflight.busy()

@@ -63,11 +63,15 @@ def job_id() -> tuple[str, str]:
 
 
 def live_dir(job: str, step: str, root: str | None = None) -> Path:
+    """The directory of job step ``job.step``'s files (``live.json``, ``plane.json``), under
+    :func:`job_root`: rank 0 makes it, a notebook reads it."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"live-{job}.{step}")
     return job_root(root) / name
 
 
 def write_live_info(directory: Path, info: LiveInfo) -> Path:
+    """Write ``live.json`` (0600: only the job's owner can attach) for notebooks to find
+    (the endpoint, at its start)."""
     path = directory / LIVE_FILE
     write_private(path, json.dumps(asdict(info)))
     return path

@@ -12,13 +12,12 @@ import copy
 import itertools
 import time
 from collections import deque
-from typing import Any
 
 #: Values kept per name on each rank.
 DEFAULT_DEPTH = 1000
 
 
-def _snapshot(value: Any) -> Any:
+def _snapshot(value: object) -> object:
     """A copy the program may not change afterwards (numbers and strings are kept as they
     are; arrays and containers are copied)."""
     if isinstance(value, (int, float, complex, str, bytes, bool)) or value is None:
@@ -33,17 +32,19 @@ class History:
 
     def __init__(self, depth: int = DEFAULT_DEPTH) -> None:
         self.depth = depth
-        self.values: dict[str, deque[tuple[int, float, Any]]] = {}
+        self.values: dict[str, deque[tuple[int, float, object]]] = {}
         self._seq = itertools.count(1)
 
-    def add(self, name: str, value: Any) -> None:
+    def add(self, name: str, value: object) -> None:
+        """Keep a snapshot of ``value`` as ``name``'s newest (``hpckernel.publish`` on a live
+        rank, from any of the program's threads)."""
         kept = self.values.get(name)
         if kept is None:
             kept = self.values.setdefault(name, deque(maxlen=self.depth))
         kept.append((next(self._seq), time.time(), _snapshot(value)))
 
     def since(self, seq: int, names: list[str] | None = None
-              ) -> dict[str, list[tuple[int, float, Any]]]:
+              ) -> dict[str, list[tuple[int, float, object]]]:
         """Each name's values after ``seq`` (of ``names``, or all)."""
         out = {}
         for name in list(self.values) if names is None else names:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -19,6 +19,9 @@ from ..hub.transport import RECV_BATCH, OnMessage, Peer
 from ..plane import unpack
 from ..plane.droplog import DropLog
 from .files import LiveInfo
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 log = logging.getLogger(__name__)
 _drops = DropLog(log)
@@ -52,7 +55,9 @@ class EndpointLink:
         loop.add_reader(self.sock.FD, self._wake.set)
         loop.add_reader(self.monitor.FD, self._monitor)
 
-    def send(self, peer: Peer, frames: list[Any]) -> bool:
+    def send(self, peer: Peer, frames: Sequence[zmq.Frame | Buffer]) -> bool:
+        """Queue ``frames`` for the endpoint (whatever ``peer``); False if they cannot go
+        now (the fan-in's ``PeerLink``)."""
         try:
             self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.ZMQError:
@@ -62,6 +67,7 @@ class EndpointLink:
         return True
 
     def is_local(self, peer: Peer) -> bool:
+        """Never: the endpoint hands over no shared memory."""
         return False
 
     async def receive(self) -> None:
@@ -97,6 +103,7 @@ class EndpointLink:
             self.on_connection(event["event"] == zmq.EVENT_CONNECTED)
 
     def close(self) -> None:
+        """Stop watching and close the sockets (the attached job's detach)."""
         if self._loop is not None:
             self._loop.remove_reader(self.sock.FD)
             self._loop.remove_reader(self.monitor.FD)

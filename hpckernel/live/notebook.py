@@ -10,18 +10,21 @@ attached notebook runs after the cell running now, before the next.
 from __future__ import annotations
 
 import atexit
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..plane.addresses import node_name
 from .rank import start_here
 
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 
-def load_ipython_extension(ipython: Any) -> None:
+
+def load_ipython_extension(ipython: InteractiveShell) -> None:
     """Start the kernel's live machinery; a safepoint after each cell."""
     live = start_here((0, 1, node_name(), 0, 1))
     state = live.state
 
-    def between_cells(result: Any) -> None:
+    def between_cells(result: ExecutionResult) -> None:
         state.reach(state.count + 1, None)  # no caller's locals: the notebook's namespace
 
     ipython.events.register("post_run_cell", between_cells)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import queue
 import subprocess
 import sys
@@ -23,9 +24,9 @@ import threading
 import time
 import traceback
 from collections import ChainMap
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType, SimpleNamespace
-from typing import Any
 
 from ..agent.tree import FANOUT_ENV, NODES_ENV
 from ..deathsig import die_with_parent
@@ -45,6 +46,9 @@ from .cells import CellRunner
 from .history import History
 
 log = logging.getLogger("hpckernel.live")
+
+#: A message's frames, as ``pack`` makes them.
+Frames = list[bytes | pickle.PickleBuffer]
 
 #: Seconds a rank waits for its node's agent (and the agent for the endpoint) to start.
 START_TIMEOUT = 60.0
@@ -117,6 +121,8 @@ class LiveRank:
     # -- start and end ----------------------------------------------------------------------
 
     def start(self) -> None:
+        """Install the safepoints and the publish keeper, and connect in the background
+        (``start_here``)."""
         sp.install(self.state)
         publish.install_keeper(self.history.add)
         threading.Thread(target=self._connect, name="hpckernel-live-start",
@@ -214,12 +220,13 @@ class LiveRank:
 
     # -- answered by the I/O thread ---------------------------------------------------------
 
-    def _reply(self, request_id: str | None, fields: dict[str, Any], value: Any = None,
-               ) -> list[Any]:
+    def _reply(self, request_id: str | None, fields: Mapping[str, object],
+               value: object = None) -> Frames:
         return pack(kinds.REPLY, {"id": request_id, "rank": self.rank, **fields}, value,
                     has_value=value is not None, inband=True)
 
-    def _send_output(self, kind: str, header: dict[str, Any], size: int, value: Any) -> bool:
+    def _send_output(self, kind: str, header: dict[str, object], size: int, value: object
+                     ) -> bool:
         channel = self.channel
         return channel is not None and channel.send_output(kind, header, size, value,
                                                            wait=False)
@@ -227,7 +234,7 @@ class LiveRank:
     def _main_frame(self) -> FrameType | None:
         return sys._current_frames().get(self.state.main or 0)
 
-    def _peek(self, msg: Message) -> list[Any]:
+    def _peek(self, msg: Message) -> Frames:
         main = sys.modules["__main__"].__dict__
         scopes = []
         frame = self._main_frame()
@@ -239,7 +246,7 @@ class LiveRank:
         return peek(SimpleNamespace(user_ns=ChainMap(*scopes, main)),  # type: ignore[arg-type]
                     self.rank, msg)
 
-    def _where(self, msg: Message) -> tuple[str, dict[str, Any], Any]:
+    def _where(self, msg: Message) -> tuple[str, dict[str, object], dict[str, object]]:
         frame = self._main_frame()
         # The program's own frames (not Python's, installed packages' or hpckernel's).
         stack = [f for f in user_frames(traceback.extract_stack(frame))
@@ -251,7 +258,7 @@ class LiveRank:
             "state": state, "seconds": round(seconds, 1), "stack": stack,
             "safepoint": self.state.count, "cell": since is not None}
 
-    def _values(self, msg: Message) -> list[Any]:
+    def _values(self, msg: Message) -> Frames:
         since = 0
         for ranks, seq in msg.header.get("since") or []:
             if any(lo <= self.rank <= hi for lo, hi in rank_intervals(ranks)):
@@ -260,7 +267,7 @@ class LiveRank:
         return self._reply(msg.header["id"], {"status": "ok"},
                            self.history.since(since, msg.header.get("names")))
 
-    def _arm(self, msg: Message) -> list[Any]:
+    def _arm(self, msg: Message) -> Frames:
         if self.state.ended:
             return self._reply(msg.header["id"], {
                 "status": "error", "ename": "ProgramEnded",
@@ -268,7 +275,7 @@ class LiveRank:
         return self._reply(msg.header["id"], {"status": "ok",
                                               "at": self.state.arm(msg.header["cell"])})
 
-    def _decide(self, msg: Message) -> list[Any] | None:
+    def _decide(self, msg: Message) -> Frames | None:
         h = msg.header
         assert self.channel is not None  # it handles this message
         if self.channel.ledger.arrived(h["id"] or "") is not True:
@@ -280,11 +287,11 @@ class LiveRank:
         return self._reply(h["id"], {"status": "error", "ename": "ProgramEnded",
                                      "evalue": "the program ended before the cell could run"})
 
-    def _cancel(self, msg: Message) -> list[Any]:
+    def _cancel(self, msg: Message) -> Frames:
         self.state.cancel(msg.header["cell"])
         return self._reply(msg.header["id"], {"status": "ok"})
 
-    def _hold(self, msg: Message) -> list[Any] | None:
+    def _hold(self, msg: Message) -> Frames | None:
         request_id = msg.header["id"]
 
         def answer(held: str) -> None:
@@ -295,7 +302,7 @@ class LiveRank:
         return None if held is None else self._reply(request_id, {"status": "ok",
                                                                   "held": held})
 
-    def _release(self, msg: Message) -> list[Any]:
+    def _release(self, msg: Message) -> Frames:
         self.cells.release(msg.header["cell"], msg.header["stop"])
         return self._reply(msg.header["id"], {"status": "ok"})
 
@@ -307,7 +314,7 @@ class LiveRank:
             return
         ledger = channel.ledger
         if stopped or not ledger.start(cell.id):
-            fields: dict[str, Any] = {"status": "error", "ename": "KeyboardInterrupt",
+            fields: dict[str, object] = {"status": "error", "ename": "KeyboardInterrupt",
                                       "evalue": "stopped from the notebook before it started"}
         else:
             fields = self.cells.run(cell.cell, cell.id, cell.code, cell.name, frame)

@@ -159,4 +159,5 @@ class LoginRoute:
         return f"tcp://127.0.0.1:{local}"
 
     async def close(self) -> None:
+        """Close the tunnel and the SSH connection to the login node (the job's detach)."""
         await self.access.close()

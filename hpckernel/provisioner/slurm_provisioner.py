@@ -37,7 +37,7 @@ class SlurmProvisioner(KernelProvisionerBase, JobSettings):  # type: ignore[meta
     of ``JobSettings``, so that a kernelspec's provisioner config or
     ``c.SlurmProvisioner.partition`` sets them."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: object) -> None:
         # A typo in a kernelspec's provisioner config must not be silently ignored.
         unknown = sorted(set(kwargs) - set(self.class_trait_names()) - {"parent", "config"})
         if unknown:
@@ -151,13 +151,13 @@ class SlurmProvisioner(KernelProvisionerBase, JobSettings):  # type: ignore[meta
 
     # -- persistence and timing ---------------------------------------------------------
 
-    async def get_provisioner_info(self) -> dict[str, Any]:
+    async def get_provisioner_info(self) -> dict[str, object]:
         """Called by servers that persist kernels, so a restarted one can re-attach."""
-        info: dict[str, Any] = await super().get_provisioner_info()
+        info: dict[str, object] = await super().get_provisioner_info()
         info.update(self.job.info())
         return info
 
-    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+    async def load_provisioner_info(self, provisioner_info: dict[str, object]) -> None:
         """The inverse of ``get_provisioner_info``: re-attach to a running job.
 
         Called by servers that persist kernels, when they start again."""

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Coroutine, Hashable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 from . import parse, sync
 from .errors import SlurmBusyError, SlurmError, SlurmTimeoutError
@@ -70,7 +70,7 @@ def _seen(info: JobInfo | None) -> tuple[str, str | None, str] | None:
     return None if info is None else (info.state, info.reason, info.nodelist)
 
 
-async def _on_poller_loop(coro: Coroutine[Any, Any, T]) -> T:
+async def _on_poller_loop(coro: Coroutine[object, None, T]) -> T:
     """Await `coro` on the poller's loop, from that loop or any other, without blocking."""
     loop = sync.loop()
     if asyncio.get_running_loop() is loop:
@@ -231,7 +231,7 @@ class Poller:
             str(job_id), done, timeout, late, interval or self.slurm.poll_interval,
             max_interval or self.slurm.max_poll_interval))
 
-    def _later(self, fn: Callable[..., None], *args: Any) -> None:
+    def _later(self, fn: Callable[..., None], *args: object) -> None:
         sync.loop().call_soon_threadsafe(fn, *args)
 
     # ---------------------------------------------------------------- on the poller's loop

@@ -14,7 +14,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -40,7 +40,7 @@ def in_loop_thread() -> bool:
     return threading.current_thread() is _thread
 
 
-def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+def run(coro: Coroutine[object, None, T], timeout: float | None = None) -> T:
     """Run `coro` on the background loop and return its result (or raise its exception).
 
     A KeyboardInterrupt (the notebook's interrupt button) cancels the coroutine.

@@ -30,7 +30,7 @@ def number(value: Any) -> float | None:
     return result if math.isfinite(result) else None
 
 
-def _is_array(value: Any) -> bool:
+def _is_array(value: object) -> bool:
     return number(value) is None and hasattr(value, "__len__") and not isinstance(
         value, (str, bytes, Mapping))
 

@@ -10,7 +10,6 @@ ends without widgets get a static SVG of the points at display time and one line
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import anywidget
 import traitlets
@@ -52,7 +51,7 @@ class LivePlot(TextFallback, anywidget.AnyWidget):
             self._seen[rank] = first + len(values)
         return self.points.take(new)
 
-    def update(self, name: str, _series: dict[int, list[Any]]) -> None:
+    def update(self, name: str, _series: dict[int, list[object]]) -> None:
         """Send the new points; called from the plane thread."""
         change = self._take(name)
         if change:

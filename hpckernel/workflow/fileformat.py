@@ -24,7 +24,6 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -84,8 +83,8 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
-def _step_dict(step: Step, runs: list[Run]) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": step.kind}
+def _step_dict(step: Step, runs: list[Run]) -> dict[str, object]:
+    out: dict[str, object] = {"kind": step.kind}
     if step.after:
         out["after"] = list(step.after)
     for key in sorted(_BY_KIND[step.kind]):

@@ -85,7 +85,7 @@ class Run:
             return True
         return info.name == self.job_name
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The run as the workflow file keeps it (empty fields left out)."""
         return {k: v for k, v in asdict(self).items() if v is not None and v != []}
 

@@ -84,7 +84,7 @@ class Workflow:
         wf._init(fileformat.load(Path(path).resolve()), slurm, poll_interval)
         return wf
 
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    def _run(self, coro: Coroutine[object, None, T], timeout: float | None = None) -> T:
         return background.run(coro, timeout)
 
     # ---------------------------------------------------------------- properties
@@ -204,7 +204,7 @@ class Workflow:
         statuses = self._run(self.engine.wait(steps, timeout))
         return {name: st.state for name, st in statuses.items()}
 
-    def result(self, step: str, timeout: float | None = None) -> Any:
+    def result(self, step: str, timeout: float | None = None) -> object:
         """The value function step `step` returned (waiting up to `timeout` s for it)."""
         return self._run(self.engine.result(step, timeout))
 
