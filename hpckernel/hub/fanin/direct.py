@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
+
+import zmq
 
 from ...plane import Message, kinds, pack
 from ...plane.credit import Credits
@@ -19,6 +21,9 @@ from ..ranktable import RankInfo
 from ..requests import Request
 from ..transport import Peer
 from .base import Fanin, FaninContext
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 _drops = DropLog(logging.getLogger(__name__))
 
@@ -91,8 +96,8 @@ class DirectFanin(Fanin):
 
     # -- to the ranks -----------------------------------------------------------------------
 
-    def send(self, request: Request, header: Mapping[str, Any], value: Any,
-             per_rank: dict[int, Any] | None) -> None:
+    def send(self, request: Request, header: Mapping[str, object], value: object,
+             per_rank: dict[int, object] | None) -> None:
         kind = request.kind
         frames = ({r: pack(kind, header, per_rank[r], has_value=True) for r in request.targets}
                   if per_rank is not None else
@@ -152,6 +157,6 @@ class DirectFanin(Fanin):
     def idle(self) -> bool:
         return all(info.state == "idle" for info in self.ctx.table)
 
-    def _send_to(self, rank: int, frames: list[Any]) -> None:
+    def _send_to(self, rank: int, frames: list[Buffer | zmq.Frame]) -> None:
         if not self.ctx.transport.send(rank, frames):
             self.ctx.unreachable(rank)
