@@ -39,7 +39,7 @@ def msg_id(parent: Mapping[str, object] | None) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def mime_bundle(content: Mapping[str, object]) -> dict[str, object]:
-    """A copy of a display's ``data`` (its MIME bundle), to relabel; empty without one."""
+def mime_data(content: Mapping[str, object]) -> Mapping[str, object]:
+    """A display's ``data`` (its MIME bundle); empty without one."""
     data = content.get("data")
-    return dict(data) if isinstance(data, Mapping) else {}
+    return data if isinstance(data, Mapping) else {}

@@ -30,7 +30,6 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from ..sizes import format_size
 from ..targets import format_ranks, format_targets
@@ -70,7 +69,7 @@ def kept_size(output: Output) -> int:
         return (sys.getsizeof(output) + sys.getsizeof(output.get("text", ""))
                 + sys.getsizeof(output.get("name", "")) + 8)
     total = 8
-    stack: list[Any] = [output]
+    stack: list[object] = [output]
     while stack:
         obj = stack.pop()
         total += sys.getsizeof(obj)
