@@ -42,6 +42,7 @@ class CapRecords(logging.Filter):
     and the whole record to ``MAX_RECORD``, whatever a message put into it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Shorten the record's message and traceback lines (always keeps the record)."""
         message = record.getMessage()
         if len(message) > MAX_LINE:
             record.msg, record.args = _shorten(message), None

@@ -43,6 +43,8 @@ class RateLimit(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` fits the rate (a token per record); the first record let
+        through after some were dropped says how many."""
         with self._lock:
             now = time.monotonic()
             self._tokens = min(self.burst, self._tokens + (now - self._last) * self.per_s)

@@ -34,6 +34,8 @@ def _failures(request: Request, label: str) -> list[str]:
 
 
 def format_peek(request: Request, names: list[str]) -> str:
+    """``%peek``'s text: each name's value per group of ranks that hold the same, then the
+    failures."""
     lines = []
     for i, name in enumerate(names):
         shown = {r: repr(v[i]) for r, v in request.values.items()
@@ -58,6 +60,7 @@ def _stack_text(answer: WhereAnswer) -> str:
 
 
 def format_where(request: Request) -> str:
+    """``%where``'s text: each group of ranks at the same place, its stack, then the failures."""
     answers: dict[int, WhereAnswer] = {r: v for r, v in request.values.items()
                                        if request.replies.get(r, {}).get("status") == "ok"}
     # Ranks in the same place group together even if they started at different times.

@@ -19,11 +19,13 @@ MAX_DEPTH = 64
 
 
 @overload
-def safe_content(value: dict[str, object], depth: int = 0) -> dict[str, object]: ...
+def safe_content(value: dict[str, object], depth: int = 0) -> dict[str, object]:
+    """A message's content made safe is a content again."""
 
 
 @overload
-def safe_content(value: object, depth: int = 0) -> object: ...
+def safe_content(value: object, depth: int = 0) -> object:
+    """Any other value made safe (a JSON value)."""
 
 
 def safe_content(value: object, depth: int = 0) -> object:

@@ -132,6 +132,7 @@ class HubKernel(IPythonKernel, HubSettings):
 
     @property
     def banner(self) -> str:  # type: ignore[override]
+        """The front end's banner: the ranks, then IPython's."""
         return (f"hpckernel {__version__}: cells run on {self.pool.size if self.pool else '?'}"
                 " MPI ranks; %%local runs in the hub.\n" + super().banner)
 

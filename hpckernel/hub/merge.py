@@ -142,6 +142,7 @@ class OutputMerger:
     # -- input ------------------------------------------------------------------------
 
     def add_stream(self, rank: int, name: str, text: str) -> None:
+        """Text a rank printed (kept whole, merged at the next flush)."""
         if self.keep is not None:
             self.keep.add(rank, {"output_type": "stream", "name": name, "text": text})
         if not text:
@@ -158,6 +159,7 @@ class OutputMerger:
             self.flush(force=True)
 
     def add_display(self, rank: int, msg_type: str, content: Content) -> None:
+        """A rank's display or result (kept whole, merged at the next flush)."""
         if self.keep is not None:
             self.keep.add(rank, {"output_type": msg_type, **content})
         if msg_type == "execute_result":
@@ -170,6 +172,7 @@ class OutputMerger:
         self.displays.setdefault(rank, []).append((msg_type, content))
 
     def rank_done(self, rank: int) -> None:
+        """``rank`` has replied: its text waits for no more."""
         self.done.add(rank)
 
     def notice(self, text: str) -> None:
@@ -181,6 +184,8 @@ class OutputMerger:
     # -- output -----------------------------------------------------------------------
 
     def flush(self, force: bool = False, final: bool = False) -> None:
+        """Emit what is due (``force``: all there is); ``final``: the request ended, so also
+        the results and the lines on what was not shown."""
         held = self._flush_displays(force or final)
         if not held:  # text printed after a display() waits until that display is shown
             for name in sorted(self.streams):

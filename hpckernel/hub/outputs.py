@@ -116,6 +116,7 @@ class OutputStore:
         return outputs
 
     def close(self) -> None:
+        """Close the spill files and stop the writer (the kernel's shutdown)."""
         self._writer.submit(self._spill.shutdown)
         self._writer.shutdown(wait=True)
 
@@ -153,6 +154,7 @@ class OutputStore:
         self._writer.submit(self._append, outputs, rank, offset, line, size)
 
     def remove(self, name: str) -> None:
+        """Remove a cell's spill file (in the writer thread)."""
         self._writer.submit(self._spill.remove, name)
 
     def _append(self, outputs: RankOutputs, rank: int, offset: int, line: bytes,
@@ -202,6 +204,7 @@ class RankOutputs:
 
     @property
     def group_limit(self) -> int:
+        """How many groups the notebook shows (``HubKernel.output_groups``)."""
         return self.store.group_limit
 
     def how_to_see(self, ranks: Iterable[int], start: int = 0) -> str:

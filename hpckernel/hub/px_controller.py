@@ -75,6 +75,7 @@ class PxController:
 
     @reply_limit.setter
     def reply_limit(self, limit: ReplyLimit) -> None:
+        """Set by the kernel from ``HubKernel.max_reply_size`` (also on ``%config``)."""
         self.limits.reply = limit
 
     @property

@@ -80,6 +80,7 @@ class RankPool(RankPlane):
         self._thread.join(timeout)
 
     def describe(self) -> str:
+        """The launcher's line for ``%ranks``: how the ranks were started, their MPI."""
         return self.launcher.describe()
 
     # -- the plane thread: lifecycle ----------------------------------------------------

@@ -94,6 +94,7 @@ class SpillWriter:
         return self._file
 
     def remove(self, name: str) -> None:
+        """Remove the spill file ``name`` (closed first if it is the open one)."""
         if self._file is not None and self._file[0] == name:
             self.close()
         if self._dir is None:
@@ -104,11 +105,13 @@ class SpillWriter:
             pass
 
     def close(self) -> None:
+        """Close the open spill file, if any."""
         if self._file is not None:
             os.close(self._file[1])
             self._file = None
 
     def shutdown(self) -> None:
+        """Close the file and the directory (the store's close)."""
         self.close()
         if self._dir is not None:
             os.close(self._dir)

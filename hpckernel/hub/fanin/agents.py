@@ -67,6 +67,7 @@ class NodeInfo:
     load: tuple[str, bytes] = ("", b"")
 
     def where(self) -> str:
+        """The node, for messages: its host and key."""
         return f"node {self.host} ({self.key})" if self.host else f"node {self.key}"
 
 
@@ -94,6 +95,8 @@ class AgentFanin(Fanin):
 
     def send(self, request: Request, header: Mapping[str, object], value: object,
              per_rank: dict[int, object] | None) -> None:
+        """Send ``request`` once per node of its targets (a scatter: a message per rank, to its
+        node's agent), kept until it ends so that an agent that comes back gets it again."""
         header = {**header, "targets": format_sorted(request.targets)}
         if per_rank is not None:
             by_node = [(self.node_of.get(rank, ""),
@@ -111,6 +114,7 @@ class AgentFanin(Fanin):
             self._send(node, frames)
 
     def interrupt(self, ranks: list[int] | None = None) -> None:
+        """Interrupt the open requests at every agent (and the stuck ranks), or ``ranks``."""
         if ranks is not None:
             header: PlaneHeader = {"late": format_ranks(ranks)}
         else:
@@ -121,6 +125,7 @@ class AgentFanin(Fanin):
             self._send(node, frames)
 
     def shutdown(self) -> None:
+        """Ask every agent to end its node's ranks."""
         frames = pack(kinds.SHUTDOWN, {})
         for node in list(self.routes):
             self._send(node, frames)
@@ -355,6 +360,8 @@ class AgentFanin(Fanin):
                            f"within {wait:g} s, so its ranks cannot be reached")
 
     def fill(self, infos: list[RankInfo]) -> None:
+        """Mark the ranks some open request waits for busy, and add the load the agents
+        report."""
         for rank, label in self.ctx.inflight.busy().items():
             info = infos[rank]
             if info.state == "idle":

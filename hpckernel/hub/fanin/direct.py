@@ -44,6 +44,7 @@ class DirectFanin(Fanin):
     # -- from the ranks -------------------------------------------------------------------
 
     def handle(self, peer: Peer, msg: Message) -> None:
+        """A rank's message, checked against its kind, to the handler of its kind."""
         if not isinstance(peer, int):
             return  # an agent, though this launch has none: not ours
         handler = self._handlers.get(msg.msg_type)
@@ -98,6 +99,7 @@ class DirectFanin(Fanin):
 
     def send(self, request: Request, header: Mapping[str, object], value: object,
              per_rank: dict[int, object] | None) -> None:
+        """Pack ``request`` for each target, open it and queue it on each, then send."""
         kind = request.kind
         frames = ({r: pack(kind, header, per_rank[r], has_value=True) for r in request.targets}
                   if per_rank is not None else
@@ -126,6 +128,8 @@ class DirectFanin(Fanin):
         return request.label if request is not None else ""
 
     def interrupt(self, ranks: list[int] | None = None) -> None:
+        """Interrupt the busy ranks' open requests (and whatever a stuck rank runs), or all
+        that ``ranks`` run."""
         if ranks is not None:
             late = pack(kinds.INTERRUPT, {"any": True})
             for rank in ranks:
@@ -141,20 +145,24 @@ class DirectFanin(Fanin):
                 self._send_to(info.rank, stuck_frames)
 
     def heartbeat(self, now: float) -> None:
+        """Ping every rank that may still run."""
         beat = pack(kinds.HB, {})
         for info in self.ctx.table:
             if info.state in ("idle", "busy", "stuck"):
                 self._send_to(info.rank, beat)
 
     def shutdown(self) -> None:
+        """Ask every rank to leave."""
         frames = pack(kinds.SHUTDOWN, {})
         for info in self.ctx.table:
             self._send_to(info.rank, frames)
 
     def watch_exits(self) -> bool:
+        """Yes: without agents the pool learns of a death mid-cell only from exit codes."""
         return True
 
     def idle(self) -> bool:
+        """Whether every rank is idle (the table keeps the ranks' states here)."""
         return all(info.state == "idle" for info in self.ctx.table)
 
     def _send_to(self, rank: int, frames: list[Buffer | zmq.Frame]) -> None:
