@@ -14,6 +14,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Allocation:
+    """A Slurm job the hub's cells run in (the hub's own, or an attached live job's): its
+    id, nodes, partition and walltime (``%ranks``, the dashboard, the provenance record)."""
+
     job_id: str
     nodelist: str = ""
     partition: str = ""
@@ -51,9 +54,11 @@ class Allocation:
             self.limit = info.time_limit.total_seconds() if info.time_limit else None
 
     def time_left(self) -> float | None:
+        """Seconds of walltime left (None without a known end)."""
         return None if self.end is None else max(0.0, self.end - time.time())
 
     def describe(self) -> str:
+        """One line for ``%ranks``: the job, its partition, nodes and walltime left."""
         left = self.time_left()
         when = "" if left is None else f", {_clock(left)} of walltime left"
         where = f" on {self.nodelist}" if self.nodelist else ""

@@ -28,6 +28,9 @@ WALLTIME_MARKER = "walltime.warning"
 
 
 class HubApp(IPKernelApp):
+    """The hub's ``IPKernelApp``: runs ``HubKernel``, logs to the real stderr, warns of a
+    batch job's walltime (USR1) and ends the ranks on its TERM (``scancel``, walltime)."""
+
     name = "hpckernel-hub"
     # Any kernel class is accepted here so that a `c.IPKernelApp.kernel_class` meant for
     # plain IPython kernels (ipython_kernel_config.py, which the hub reads too) is ignored
@@ -59,6 +62,7 @@ class HubApp(IPKernelApp):
         return ["ipython_kernel_config.py", self.config_file_name]
 
     def init_config_files(self) -> None:
+        """Read Jupyter's config directories too, not only IPython's."""
         # Jupyter's config directories (JUPYTER_CONFIG_DIR or ~/.jupyter, then the
         # environment's and the system's), after the IPython profile's and before IPython's
         # environment and system directories (which IPython adds in this call).
@@ -66,6 +70,7 @@ class HubApp(IPKernelApp):
         super().init_config_files()
 
     def initialize(self, argv: list[str] | None = None) -> None:
+        """ipykernel's set-up, with the hub's own log kept out of cells."""
         # The hub's own log goes to the kernel's real stderr (the server's log, the batch
         # job's output), never into a cell: taken before ipykernel captures descriptor 2.
         log_stream = own_stderr()
@@ -95,6 +100,7 @@ class HubApp(IPKernelApp):
         return CheckedSession(parent=self)
 
     def init_connection_file(self) -> None:
+        """ipykernel's connection file, bound to this node's address in a batch job."""
         super().init_connection_file()
         self.ip = node_ip(self.ip)  # "auto" in a batch job: bind this node's address
 
@@ -115,6 +121,7 @@ class HubApp(IPKernelApp):
         return port
 
     def init_signal(self) -> None:
+        """ipykernel's signals, and a batch job's USR1 (walltime warning) and TERM."""
         super().init_signal()
         # In a batch job: USR1 is Slurm's walltime warning (--signal=B:USR1@...), TERM its
         # scancel / end of walltime; the batch script passes both on to the hub.
@@ -122,6 +129,7 @@ class HubApp(IPKernelApp):
         signal.signal(signal.SIGTERM, lambda *_: self._terminated())
 
     def init_kernel(self) -> None:
+        """Create the kernel; a Slurm kernel outside an allocation stops here, saying why."""
         super().init_kernel()
         kernel: HubKernel = self.kernel
         if isinstance(kernel.launcher, SrunLauncher) and not os.environ.get("SLURM_JOB_ID"):
@@ -180,4 +188,5 @@ class HubApp(IPKernelApp):
 
 
 def main() -> None:
+    """``python -m hpckernel.hub``: the kernelspec's command."""
     HubApp.launch_instance()

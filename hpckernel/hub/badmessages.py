@@ -8,8 +8,8 @@ it: one unauthenticated message with a 1 MB signature was 1 MB of log and 1 MB o
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+import zmq
 from jupyter_client.session import Session
 
 #: Longest line, and most characters in all, that one log record may write.
@@ -20,14 +20,15 @@ MAX_RECORD = 4000
 class CheckedSession(Session):
     """A ``Session`` that refuses a signature of the wrong length before anything else."""
 
-    def deserialize(self, msg_list: Any, content: bool = True, copy: bool = True
-                    ) -> dict[str, Any]:
+    def deserialize(self, msg_list: list[bytes] | list[zmq.Message], content: bool = True,
+                    copy: bool = True) -> dict[str, object]:
+        """jupyter_client's ``deserialize``, after the signature's length is checked."""
         if self.auth is not None and msg_list:
             size = len(msg_list[0])  # bytes, or a zmq.Frame with copy=False
             expected = 2 * self.auth.digest_size  # hex digits
             if size and size != expected:
                 raise ValueError(f"Invalid Signature: {size} bytes, not {expected}")
-        result: dict[str, Any] = super().deserialize(msg_list, content, copy)
+        result: dict[str, object] = super().deserialize(msg_list, content, copy)
         return result
 
 
@@ -41,6 +42,7 @@ class CapRecords(logging.Filter):
     and the whole record to ``MAX_RECORD``, whatever a message put into it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Shorten the record's message and traceback lines (always keeps the record)."""
         message = record.getMessage()
         if len(message) > MAX_LINE:
             record.msg, record.args = _shorten(message), None

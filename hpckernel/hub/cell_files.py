@@ -50,6 +50,7 @@ class HubCellCompiler(XCachingCompiler):
     cells: CellFiles | None = None  # set by the kernel once it has its job directory
 
     def get_code_name(self, raw_code: str, transformed_code: str, number: int) -> str:
+        """The file name a cell compiles under: its ``CellFiles`` path once the kernel set one."""
         if self.cells is None:
             return str(super().get_code_name(raw_code, transformed_code, number))
         return self.cells.path(raw_code)

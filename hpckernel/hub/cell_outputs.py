@@ -16,13 +16,14 @@ import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import overload
 
 from ..plane.groups import group_equal
 from ..sizes import format_size
 from ..targets import TargetError, format_ranks, parse_targets
 from .limits import ReplyLimit
-from .outputs import Output
+from .messages import Content, IOPubMessage
+from .outputs import Output, RankOutputs
 from .requests import Request
 
 #: publish(outputs, notice): show ranks' outputs in the current cell, then a notice line
@@ -67,7 +68,7 @@ class CellOutputs:
         self.finished = threading.Event()
         request.future.add_done_callback(lambda _: self.finished.set())
 
-    def _store(self) -> Any:
+    def _store(self) -> RankOutputs:
         self.finished.wait()
         if self.kept is None:
             raise ValueError(f"{self.label}: this request keeps no output")
@@ -128,7 +129,7 @@ class CellOutputs:
         if rest:
             yield rest
 
-    def display(self, spec: Any = "all", start: int = 0) -> None:
+    def display(self, spec: str | int | Sequence[int] | None = "all", start: int = 0) -> None:
         """Publish a page of the output of the ranks ``spec`` names into the current cell,
         from ``start`` in each rank's output: identical outputs collapsed, with no limit
         on groups, and a line on how to see the next page."""
@@ -204,9 +205,11 @@ class PxHandle:
 
     @property
     def targets(self) -> list[int]:
+        """The ranks the cell was sent to."""
         return self.request.targets
 
     def ready(self) -> bool:
+        """Whether every target has answered (or failed)."""
         return self.request.future.done()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -218,11 +221,11 @@ class PxHandle:
         return True
 
     @property
-    def outputs(self) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    def outputs(self) -> list[IOPubMessage]:
         """The merged IOPub messages (msg_type, content, metadata) kept so far."""
         return list(self.request.captured or [])
 
-    def result(self, timeout: float | None = None) -> list[Any]:
+    def result(self, timeout: float | None = None) -> list[object]:
         """Wait, raise RemoteError if some rank failed, else each rank's reply value."""
         self.request.future.result(timeout)
         self.request.raise_for_errors()
@@ -251,7 +254,8 @@ class PxHandle:
         for (any size of output; waits for the cell to end)."""
         return self.cell.lines(rank, name)
 
-    def display_outputs(self, ranks: Any = None, start: int = 0) -> None:
+    def display_outputs(self, ranks: str | int | Sequence[int] | None = None,
+                        start: int = 0) -> None:
         """Publish the output into the current cell: as the cell showed it (what
         ``%pxresult`` does), or with ``ranks`` (a target spec, ``'3:8'``) a page of those
         ranks' whole output from ``start``, identical outputs collapsed, with no limit on
@@ -262,7 +266,7 @@ class PxHandle:
         else:
             self.cell.display(ranks, start)
 
-    def __await__(self) -> Generator[Any, None, list[Any]]:
+    def __await__(self) -> Generator[object, None, list[object]]:
         yield from asyncio.wrap_future(self.request.future).__await__()
         self.request.raise_for_errors()
         return self.request.value_list()
@@ -274,14 +278,15 @@ class PxHandle:
         return f"<PxHandle {self.request.label} on ranks {format_ranks(self.targets)}: {state}>"
 
 
-def render_outputs(outputs: dict[int, list[Output]]
-                   ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+def render_outputs(outputs: dict[int, list[Output]]) -> list[IOPubMessage]:
     """IOPub messages (msg_type, content, metadata) showing each rank's whole output,
     ranks with identical output together, labelled as the merged output is; consecutive
     text of one stream in one message (10,000 ranks' lines are one message, not 10,000)."""
-    messages: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    messages: list[IOPubMessage] = []
+    last_ranks: list[int] = []  # the ranks in the metadata of messages[-1]
     for kept, ranks in group_equal(outputs, _output_key):
-        label, meta = format_ranks(ranks), {"hpckernel": {"ranks": ranks}}
+        label = format_ranks(ranks)
+        meta: Content = {"hpckernel": {"ranks": ranks}}
         for output in kept:
             kind = output["output_type"]
             if kind == "clear_output":
@@ -302,16 +307,20 @@ def render_outputs(outputs: dict[int, list[Output]]
                     data["text/plain"] = f"{tag} {data.get('text/plain', '')}"
                 else:
                     messages.append(("stream", {"name": "stdout", "text": tag + "\n"}, meta))
+                    last_ranks = ranks
                 content = {**content, "data": data}
                 content.pop("execution_count", None)
                 kind = "display_data"  # not a result of the cell showing it
             last = messages[-1] if messages else None
             if (kind == "stream" and last is not None and last[0] == "stream"
                     and last[1]["name"] == content["name"]):
-                messages[-1] = ("stream", {**last[1], "text": last[1]["text"] + content["text"]},
-                                {"hpckernel": {"ranks": last[2]["hpckernel"]["ranks"] + ranks}})
+                last_ranks = last_ranks + ranks
+                text = f"{last[1]['text']}{content['text']}"
+                messages[-1] = ("stream", {**last[1], "text": text},
+                                {"hpckernel": {"ranks": last_ranks}})
             else:
                 messages.append((kind, content, meta))
+                last_ranks = ranks
     return messages
 
 

@@ -103,6 +103,8 @@ PXCONFIG_PARSER = _pxconfig_parser()
 
 @dataclass
 class PxOptions:
+    """The options of a ``%%px`` cell (or ``%pxconfig`` line); None: the default."""
+
     targets: str | None = None
     block: bool | None = None
     job: str | None = None  # a live batch job's ranks, not the kernel's own
@@ -123,6 +125,8 @@ def _parse(line: str, parser: _Parser) -> argparse.Namespace:
 
 
 def parse_px_options(line: str, parser: _Parser = PX_PARSER) -> PxOptions:
+    """The options of a ``%%px`` line (``PXCONFIG_PARSER``: of ``%pxconfig``); a usage
+    error names what is wrong."""
     args = _parse(line, parser)
     options = PxOptions(targets=args.targets, block=args.block,
                         debug=getattr(args, "debug", None))

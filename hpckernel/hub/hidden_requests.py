@@ -18,9 +18,9 @@ VS Code's start-up code too, which changes each rank's state — runs as a cell.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
+from .messages import Content, ErrorContent, Parent, Publish
 from .outputs import Output, RankOutputs
 from .px_controller import PxController
 from .rank_launchers import LaunchError
@@ -36,9 +36,6 @@ JOIN_THREADS = 5.0
 #: The rank that answers them.
 RANK = 0
 
-Publish = Callable[[str, "dict[str, Any]", "dict[str, Any]", "dict[str, Any] | None"], None]
-
-
 def is_hidden(code: str, store_history: bool, silent: bool) -> bool:
     """Whether an execute request is one of VS Code's hidden queries (the rule above)."""
     return not store_history and not silent and any(m in code for m in MARKERS)
@@ -48,7 +45,7 @@ class _Unlabelled(RankOutputs):
     """Where rank 0's output of a hidden request goes as it arrives: to the front end as it
     is (the merger's labelled copy is dropped). Keeps nothing."""
 
-    def __init__(self, publish: Publish, parent: dict[str, Any] | None, count: int) -> None:
+    def __init__(self, publish: Publish, parent: Parent | None, count: int) -> None:
         self._publish = publish
         self._parent = parent
         self._count = count
@@ -68,9 +65,9 @@ class _Unlabelled(RankOutputs):
 
 
 async def run_hidden(px: PxController, publish: Publish, code: str, count: int,
-                     parent: dict[str, Any] | None) -> dict[str, Any]:
+                     parent: Parent | None) -> Content:
     """Run a hidden request on rank 0 (``HubKernel.do_execute``); its execute reply."""
-    error: dict[str, Any] | None = None
+    error: ErrorContent | None = None
     try:
         if not px.pool.ready.done():
             await asyncio.wrap_future(px.pool.ready)
@@ -87,6 +84,6 @@ async def run_hidden(px: PxController, publish: Publish, code: str, count: int,
     except (RanksUnavailable, LaunchError) as e:  # the front end logs it
         error = {"ename": type(e).__name__, "evalue": str(e), "traceback": [str(e)]}
     if error is not None:
-        publish("error", error, {}, parent)
+        publish("error", {**error}, {}, parent)
         return {"status": "error", "execution_count": count, **error}
     return {"status": "ok", "execution_count": count, "user_expressions": {}, "payload": []}

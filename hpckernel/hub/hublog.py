@@ -22,7 +22,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TextIO
 
 #: Loggers whose records are the hub's own (the package, and what runs its loops and
 #: threads: ipykernel's message handlers log their errors through tornado's)
@@ -42,6 +43,8 @@ class RateLimit(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` fits the rate (a token per record); the first record let
+        through after some were dropped says how many."""
         with self._lock:
             now = time.monotonic()
             self._tokens = min(self.burst, self._tokens + (now - self._last) * self.per_s)
@@ -66,7 +69,7 @@ def own_stderr() -> io.TextIOWrapper:
                             line_buffering=True)
 
 
-def send_hub_log_to(stream: Any) -> logging.Handler:
+def send_hub_log_to(stream: TextIO) -> logging.Handler:
     """Send the hub's records to ``stream`` (from :func:`own_stderr`), rate-limited, and the
     uncaught exceptions of its threads to its log. Called by ``HubApp.initialize``."""
     handler = logging.StreamHandler(stream)
@@ -80,7 +83,7 @@ def send_hub_log_to(stream: Any) -> logging.Handler:
     return handler
 
 
-def reroute_fd2_handlers(stream: Any, *loggers: logging.Logger) -> None:
+def reroute_fd2_handlers(stream: TextIO, *loggers: logging.Logger) -> None:
     """The handlers of ``loggers`` that write to descriptor 2 (set up by others, e.g. on
     ``tornado``, before ipykernel captured it) write to ``stream`` instead, or go where
     the logger has one of ours already. Called by ``HubApp.initialize`` once ipykernel
@@ -102,7 +105,8 @@ def reroute_fd2_handlers(stream: Any, *loggers: logging.Logger) -> None:
                 handler.setStream(stream)
 
 
-def _thread_exceptions(default: Any) -> Any:
+def _thread_exceptions(default: Callable[[threading.ExceptHookArgs], object]
+                       ) -> Callable[[threading.ExceptHookArgs], None]:
     log = logging.getLogger("hpckernel.hub")
 
     def hook(args: threading.ExceptHookArgs) -> None:

@@ -11,17 +11,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
-from typing import Any
 
 from ..plane import Message
 from ..plane.headers import PlaneHeader
+from .messages import Content, Publish
 from .ranktable import RankTable
 from .requests import Request
 
 log = logging.getLogger(__name__)
 
-#: publish(msg_type, content, metadata, parent) sends one IOPub message.
-Publish = Callable[[str, dict[str, Any], dict[str, Any], dict[str, Any] | None], None]
 #: Interrupt these ranks again, whatever they run (they are late to stop).
 Reinterrupt = Callable[[list[int]], None]
 
@@ -44,6 +42,7 @@ class InFlight:
         return len(self.requests)
 
     def get(self, request_id: str) -> Request | None:
+        """The open request of this id (None once it ended or was given up on)."""
         return self.requests.get(request_id)
 
     def add(self, request: Request, control: bool) -> None:
@@ -62,8 +61,8 @@ class InFlight:
         return [r for r in self.requests.values()
                 if any(rank not in r.replies for rank in ranks if rank in r.target_set)]
 
-    def emit(self, request: Request, msg_type: str, content: dict[str, Any],
-             metadata: dict[str, Any]) -> None:
+    def emit(self, request: Request, msg_type: str, content: Content,
+             metadata: Content) -> None:
         """Where a request's merged output goes: IOPub, or kept on it (``--noblock``)."""
         if msg_type == "execute_result" and request.execution_count is not None:
             content = {**content, "execution_count": request.execution_count}
@@ -90,7 +89,7 @@ class InFlight:
             return  # a reply after we gave up on it (stuck rank), a duplicate, or junk
         if request.merger is not None:
             request.merger.rank_done(rank)
-        request.replies[rank] = dict(header)
+        request.replies[rank] = header.copy()
         if msg.payload:
             try:
                 request.values[rank] = msg.value()
@@ -99,7 +98,7 @@ class InFlight:
                                          "ename": type(e).__name__, "evalue": str(e)}
         self.finish(request)
 
-    def node_reply(self, request_id: str, groups: list[tuple[list[int], dict[str, Any]]],
+    def node_reply(self, request_id: str, groups: list[tuple[list[int], PlaneHeader]],
                    values: dict[int, Message]) -> None:
         """A node agent's answer for its ranks: reply headers shared by rank groups, and
         values by rank. Bulk updates only: this runs once per node, not per rank."""
@@ -159,6 +158,7 @@ class InFlight:
         request.future.set_result(request)
 
     def expire(self, request: Request, reason: str) -> None:
+        """Give up on ``request``'s silent targets: each fails with ``reason``."""
         for rank in request.targets:
             request.replies.setdefault(rank, {"status": "error", "ename": "RankTimeout",
                                               "evalue": reason})
@@ -166,7 +166,7 @@ class InFlight:
         self.requests.pop(request.id, None)  # also when its waiter gave up (cancelled)
         self._control.discard(request.id)
 
-    def fail_rank(self, rank: int, error: dict[str, Any]) -> None:
+    def fail_rank(self, rank: int, error: PlaneHeader) -> None:
         """A rank is gone: ``error`` is its answer to every open request it had not answered."""
         for request in list(self.requests.values()):
             if rank in request.target_set and rank not in request.replies:
@@ -175,7 +175,7 @@ class InFlight:
                     request.merger.rank_done(rank)
                 self.finish(request)
 
-    def fail_all(self, error: dict[str, Any]) -> None:
+    def fail_all(self, error: PlaneHeader) -> None:
         """Every open request ends, ``error`` for each target that had not answered."""
         for request in list(self.requests.values()):
             for rank in request.targets:

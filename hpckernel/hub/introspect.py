@@ -3,11 +3,28 @@ answered alike, labelled like the rest of the output (``[peek:0-3]``, ``[where:1
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 from ..plane.groups import group_equal
 from ..targets import format_ranks
 from .requests import Request
+
+
+class StackFrame(TypedDict):
+    """One frame of a rank's stack, as ``where`` answers it (innermost last)."""
+
+    file: str
+    line: int
+    function: str
+    code: str
+
+
+class WhereAnswer(TypedDict):
+    """A rank's answer to ``where`` (``worker/introspect.py``)."""
+
+    state: str  # "busy" or "idle"
+    seconds: float
+    stack: list[StackFrame]
 
 
 def _failures(request: Request, label: str) -> list[str]:
@@ -17,6 +34,8 @@ def _failures(request: Request, label: str) -> list[str]:
 
 
 def format_peek(request: Request, names: list[str]) -> str:
+    """``%peek``'s text: each name's value per group of ranks that hold the same, then the
+    failures."""
     lines = []
     for i, name in enumerate(names):
         shown = {r: repr(v[i]) for r, v in request.values.items()
@@ -27,7 +46,7 @@ def format_peek(request: Request, names: list[str]) -> str:
     return "\n".join([*lines, *_failures(request, "peek")])
 
 
-def _stack_text(answer: dict[str, Any]) -> str:
+def _stack_text(answer: WhereAnswer) -> str:
     if answer["state"] != "busy":
         return "idle"
     frames = answer["stack"]
@@ -41,8 +60,9 @@ def _stack_text(answer: dict[str, Any]) -> str:
 
 
 def format_where(request: Request) -> str:
-    answers = {r: v for r, v in request.values.items()
-               if request.replies.get(r, {}).get("status") == "ok"}
+    """``%where``'s text: each group of ranks at the same place, its stack, then the failures."""
+    answers: dict[int, WhereAnswer] = {r: v for r, v in request.values.items()
+                                       if request.replies.get(r, {}).get("status") == "ok"}
     # Ranks in the same place group together even if they started at different times.
     groups = group_equal(answers, lambda a: repr((a["state"], a["stack"])))
     lines = []

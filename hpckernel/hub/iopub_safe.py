@@ -11,14 +11,24 @@ content failed to pack as it was (the common case costs nothing).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import overload
 
 #: Deeper than this, a value is shown as its repr: a rank's data cannot make the hub recurse
 #: without end.
 MAX_DEPTH = 64
 
 
-def safe_content(value: Any, depth: int = 0) -> Any:
+@overload
+def safe_content(value: dict[str, object], depth: int = 0) -> dict[str, object]:
+    """A message's content made safe is a content again."""
+
+
+@overload
+def safe_content(value: object, depth: int = 0) -> object:
+    """Any other value made safe (a JSON value)."""
+
+
+def safe_content(value: object, depth: int = 0) -> object:
     """``value`` with every part JSON can carry (see the module docstring)."""
     if isinstance(value, str):
         return _safe_text(value)

@@ -10,20 +10,18 @@ import asyncio
 import os
 import shutil
 import threading
+from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
-from traitlets import (
-    Instance,
-    Type,
-    observe,
-)
+from traitlets import Bunch, Instance, Type, observe
+from zmq.eventloop.zmqstream import ZMQStream
 
 from .. import __version__, provenance
 from ..live.magics import AttachMagics
 from ..plane import make_job_dir
+from ..plane.headers import PlaneHeader
 from ..sizes import parse_size
 from ..targets import format_sorted
 from ..widgets.magics import JobMagics, LiveMagics
@@ -37,6 +35,7 @@ from .iopub_safe import safe_content
 from .kernel_settings import HubSettings
 from .limits import ReplyLimit
 from .magics import PxMagics
+from .messages import Content, Parent, msg_id
 from .outputs import OutputStore
 from .px_controller import CellError, PxCell, PxController
 from .rank_launchers import RankLauncher
@@ -66,7 +65,7 @@ class HubKernel(IPythonKernel, HubSettings):
     compiler_class = Type(HubCellCompiler)
 
     @observe("output_groups", "output_memory", "output_history", "output_disk", "output_page")
-    def _output_settings_changed(self, change: dict[str, Any]) -> None:
+    def _output_settings_changed(self, change: Bunch) -> None:
         if getattr(self, "px", None) is not None:  # a change by %config
             self._configure_outputs()
 
@@ -78,12 +77,12 @@ class HubKernel(IPythonKernel, HubSettings):
         self.px.limits.page = parse_size(self.output_page)
 
     @observe("max_reply_size")
-    def _reply_size_changed(self, change: dict[str, Any]) -> None:
+    def _reply_size_changed(self, change: Bunch) -> None:
         if getattr(self, "px", None) is not None:  # a change by %config, after __init__
             self.px.reply_limit = ReplyLimit.parse(change["new"])
     pool = Instance(RankPool, allow_none=True)
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.launcher = self.launcher_class(parent=self)
         self.job_dir = make_job_dir(self.job_dir_parent or None)
@@ -120,24 +119,25 @@ class HubKernel(IPythonKernel, HubSettings):
         self.shell.input_transformers_cleanup.insert(0, strip_local_marker)
         self._local_running = False
         #: _context's answer, and what it was worked out from (the launch, the probe)
-        self._context_memo: tuple[tuple[object, ...], dict[str, Any]] = ((), {})
+        self._context_memo: tuple[tuple[object, ...], Content] = ((), {})
         self._notices: list[str] = []
-        self._last_parent: dict[str, Any] | None = None
+        self._last_parent: Parent | None = None
         self.allocation = self.px.allocation = Allocation.from_environment()
         self.pool.start()
         # Probed once, off the kernel's event loop (git may be slow on a network FS).
-        self._environment: Future[dict[str, Any]] = asyncio.run_coroutine_threadsafe(
+        self._environment: Future[dict[str, object]] = asyncio.run_coroutine_threadsafe(
             provenance.probe_environment(cwd), self.pool.loop)
         if self.allocation is not None:
             asyncio.run_coroutine_threadsafe(self.allocation.refresh(), self.pool.loop)
 
     @property
     def banner(self) -> str:  # type: ignore[override]
+        """The front end's banner: the ranks, then IPython's."""
         return (f"hpckernel {__version__}: cells run on {self.pool.size if self.pool else '?'}"
                 " MPI ranks; %%local runs in the hub.\n" + super().banner)
 
-    def _publish(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any],
-                 parent: dict[str, Any] | None) -> None:
+    def _publish(self, msg_type: str, content: Content, metadata: Content,
+                 parent: Parent | None) -> None:
         """Send one IOPub message; called from the plane thread as output arrives. Content
         the JSON packer refuses (lone surrogates, odd objects in metadata) is sent made
         safe (``iopub_safe.py``): a message that cannot go would stall its cell."""
@@ -169,10 +169,12 @@ class HubKernel(IPythonKernel, HubSettings):
     # -- execute -------------------------------------------------------------------------
 
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
-                         user_expressions: dict[str, Any] | None = None,
-                         allow_stdin: bool = False, *, cell_meta: Any = None,
-                         cell_id: Any = None) -> dict[str, Any]:
-        parent = self.get_parent("shell") or {}
+                         user_expressions: dict[str, str] | None = None,
+                         allow_stdin: bool = False, *, cell_meta: dict[str, object] | None = None,
+                         cell_id: str | None = None) -> Content:
+        """Run a cell where ``route_cell`` sends it (ipykernel calls this for every
+        ``execute_request``); VS Code's hidden queries go to rank 0 alone."""
+        parent: Parent = self.get_parent("shell") or {}
         if is_hidden(code, store_history, silent):  # VS Code's variables (hidden_requests.py)
             assert self.shell is not None
             return await run_hidden(self.px, self._publish, code, self.shell.execution_count,
@@ -185,14 +187,13 @@ class HubKernel(IPythonKernel, HubSettings):
         # A rank's error text may hold what JSON cannot carry: the reply must still go.
         reply = safe_content(reply) if reply.get("status") == "error" else reply
         if record is not None:
-            self.recorder.end(record, reply, parent.get("header", {}).get("msg_id", ""),
-                              request)
+            self.recorder.end(record, reply, msg_id(parent) or "", request)
         return reply
 
     async def _execute(self, code: str, silent: bool, store_history: bool,
-                       user_expressions: dict[str, Any] | None, allow_stdin: bool,
-                       cell_meta: Any, cell_id: Any, record: dict[str, Any] | None
-                       ) -> tuple[dict[str, Any], Request | None]:
+                       user_expressions: dict[str, str] | None, allow_stdin: bool,
+                       cell_meta: dict[str, object] | None, cell_id: str | None,
+                       record: dict[str, object] | None) -> tuple[Content, Request | None]:
         record = record if record is not None else {}
         try:
             route = route_cell(code, self.hub_magics)
@@ -219,8 +220,8 @@ class HubKernel(IPythonKernel, HubSettings):
                 self._local_running = False
 
     async def _execute_px(self, cell: str, body: str, options: PxOptions, silent: bool,
-                          store_history: bool, record: dict[str, Any]
-                          ) -> tuple[dict[str, Any], Request | None]:
+                          store_history: bool, record: dict[str, object]
+                          ) -> tuple[Content, Request | None]:
         assert self.shell is not None
         count = self.shell.execution_count
         if store_history and not silent:
@@ -258,16 +259,16 @@ class HubKernel(IPythonKernel, HubSettings):
                 "payload": [], "metadata": {"hpckernel": {"ranks": where}}
                 }, ran.handle.request
 
-    def finish_metadata(self, parent: dict[str, Any], metadata: dict[str, Any],
-                        reply_content: dict[str, Any]) -> dict[str, Any]:
+    def finish_metadata(self, parent: Parent, metadata: Content,
+                        reply_content: Content) -> Content:
         """Adds the cell's provenance record to the ``execute_reply`` metadata."""
         metadata = super().finish_metadata(parent, metadata, reply_content)
-        record = self.recorder.reply_metadata(parent.get("header", {}).get("msg_id", ""))
+        record = self.recorder.reply_metadata(msg_id(parent) or "")
         if record is not None:
             metadata["hpckernel"] = {"provenance": record}
         return metadata
 
-    def _context(self) -> dict[str, Any]:
+    def _context(self) -> Content:
         """Where cells run now: the provenance record's fields that are not the cell's. Read
         twice per cell: the same dict until a launch or the environment probe changes it
         (not a copy of the rank table, at thousands of ranks milliseconds, nor the rest)."""
@@ -279,7 +280,7 @@ class HubKernel(IPythonKernel, HubSettings):
             return self._context_memo[1]
         alloc = self.allocation
         hosts = sorted({i.host for i in self.pool.snapshot() if i.host})
-        context = {"size": self.pool.size, "hosts": hosts,
+        context: Content = {"size": self.pool.size, "hosts": hosts,
                    "job": {"id": alloc.job_id, "nodes": alloc.nodelist,
                            "partition": alloc.partition} if alloc else None,
                    "mpi": provenance.mpi_summary(self.pool.mpi_version),
@@ -290,8 +291,8 @@ class HubKernel(IPythonKernel, HubSettings):
         return context
 
     def _px_error(self, ename: str, evalue: str, traceback: list[str], silent: bool,
-                  count: int | None = None) -> dict[str, Any]:
-        content = {"ename": ename, "evalue": evalue, "traceback": traceback}
+                  count: int | None = None) -> Content:
+        content: Content = {"ename": ename, "evalue": evalue, "traceback": traceback}
         if not silent:
             self._publish("error", content, {}, self.get_parent("shell"))
         assert self.shell is not None
@@ -300,7 +301,8 @@ class HubKernel(IPythonKernel, HubSettings):
 
     # -- interrupt, completion, shutdown ---------------------------------------------------
 
-    async def interrupt_request(self, stream: Any, ident: Any, parent: Any) -> None:
+    async def interrupt_request(self, stream: ZMQStream, ident: list[bytes],
+                                parent: Parent) -> None:
         """Interrupt busy ranks, and the hub's own code if a %%local cell is running.
 
         Called on the control thread (the kernelspec uses ``interrupt_mode: message``,
@@ -313,8 +315,7 @@ class HubKernel(IPythonKernel, HubSettings):
         # A cell still on its way to the ranks is interrupted as soon as it is sent (named
         # first: the cell looks for it right after it is sent, and this interrupt of what is
         # open may come before that).
-        self.px.interrupted_cell = (self.get_parent("shell") or {}).get(
-            "header", {}).get("msg_id")
+        self.px.interrupted_cell = msg_id(self.get_parent("shell"))
         self.pool.interrupt()
         for attached in self.controllers.attached():  # a %%px --job cell running
             attached.pool.interrupt()
@@ -330,18 +331,19 @@ class HubKernel(IPythonKernel, HubSettings):
         """The control thread's loop, where the debugger runs (hub/debugger.py)."""
         return self.control_thread.io_loop.asyncio_loop  # type: ignore[no-any-return]
 
-    async def do_debug_request(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def do_debug_request(self, msg: dict[str, object]) -> dict[str, object]:
         """JupyterLab's and VS Code's debugger, for the debugged ranks (hub/debugger.py)."""
         return await self.hub_debugger.process(msg)
 
-    async def usage_request(self, stream: Any, ident: Any, parent: Any) -> None:
+    async def usage_request(self, stream: ZMQStream, ident: list[bytes],
+                            parent: Parent) -> None:
         """The hub's CPU and memory, and its ranks' (hub/usage.py)."""
         assert self.pool is not None and self.session is not None
         pool = self.pool
         content = await asyncio.to_thread(lambda: self.usage.content(pool.snapshot()))
         self.session.send(stream, "usage_reply", content, parent, ident)
 
-    async def _ask_rank0(self, kind: str, header: dict[str, Any]) -> dict[str, Any] | None:
+    async def _ask_rank0(self, kind: str, header: PlaneHeader) -> Content | None:
         assert self.pool is not None
         if not self.pool.ready.done() or self.pool.ready.exception():
             return None
@@ -358,7 +360,7 @@ class HubKernel(IPythonKernel, HubSettings):
         value = request.values.get(0)
         return value if isinstance(value, dict) else None
 
-    async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:
+    async def do_complete(self, code: str, cursor_pos: int | None) -> Content:
         """Completion in the namespace of rank 0 (of the hub for ``%%local`` cells)."""
         cursor_pos = len(code) if cursor_pos is None else cursor_pos
         if route_cell(code, self.hub_magics).kind == "px":
@@ -368,7 +370,9 @@ class HubKernel(IPythonKernel, HubSettings):
         return super().do_complete(code, cursor_pos)  # type: ignore[no-any-return]
 
     async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
-                         omit_sections: Any = ()) -> dict[str, Any]:
+                         omit_sections: Iterable[str] = ()) -> Content:
+        """Inspection (shift-tab) in the namespace of rank 0 (of the hub for ``%%local``
+        cells)."""
         if route_cell(code, self.hub_magics).kind == "px":
             reply = await self._ask_rank0("inspect", {"code": code, "cursor_pos": cursor_pos,
                                                       "detail_level": detail_level})
@@ -380,17 +384,22 @@ class HubKernel(IPythonKernel, HubSettings):
     def do_history(  # type: ignore[override]
             self, hist_access_type: str, output: bool, raw: bool, session: int = 0,
             start: int = 0, stop: int | None = None, n: int | None = None,
-            pattern: str | None = None, unique: bool = False) -> dict[str, Any]:
-        reply: dict[str, Any] = super().do_history(
+            pattern: str | None = None, unique: bool = False) -> Content:
+        """ipykernel's history, with the current session's number made absolute."""
+        found = super().do_history(
             hist_access_type, output, raw, session, start, stop, n, pattern, unique)
+        # (session, line, input or (input, output)) rows, as IPython's history gives them
+        rows: list[tuple[object, ...]] = found["history"]
         # IPython numbers the current session 0 in range queries, but absolutely in tail
         # and search: answer with the absolute number, so a client can chain the two.
         assert self.shell is not None
         current = self.shell.history_manager.session_number
-        reply["history"] = [(current if s == 0 else s, *rest) for s, *rest in reply["history"]]
+        found["history"] = [(current if s == 0 else s, *rest) for s, *rest in rows]
+        reply: Content = found
         return reply
 
-    def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
+    def do_shutdown(self, restart: bool) -> Content:  # type: ignore[override]
+        """End the ranks and the hub's stores, then shut ipykernel down."""
         self.stop_ranks()
         self.recorder.close()
         self.outputs.close()

@@ -5,9 +5,18 @@ in one class the kernel inherits them from."""
 from __future__ import annotations
 
 import os
-from typing import Any
 
-from traitlets import CaselessStrEnum, Float, Int, TraitError, Type, Unicode, default, validate
+from traitlets import (
+    Bunch,
+    CaselessStrEnum,
+    Float,
+    Int,
+    TraitError,
+    Type,
+    Unicode,
+    default,
+    validate,
+)
 from traitlets.config import Configurable
 
 from ..plane.addresses import node_ip
@@ -79,7 +88,7 @@ class HubSettings(Configurable):
             raise TraitError("HPCKERNEL_FANOUT must be a number of nodes (at least 2)") from None
 
     @validate("fanout")
-    def _check_fanout(self, proposal: dict[str, Any]) -> int:
+    def _check_fanout(self, proposal: Bunch) -> int:
         if proposal["value"] < 2:
             raise TraitError(f"fanout must be at least 2, not {proposal['value']}")
         return int(proposal["value"])
@@ -111,7 +120,7 @@ class HubSettings(Configurable):
     ).tag(config=True)
 
     @validate("output_memory", "output_disk", "output_page")
-    def _check_output_size(self, proposal: dict[str, Any]) -> str:
+    def _check_output_size(self, proposal: Bunch) -> str:
         try:
             parse_size(proposal["value"])
         except ValueError as e:
@@ -119,7 +128,7 @@ class HubSettings(Configurable):
         return str(proposal["value"])
 
     @validate("output_window")
-    def _check_output_window(self, proposal: dict[str, Any]) -> str:
+    def _check_output_window(self, proposal: Bunch) -> str:
         try:
             size = parse_size(proposal["value"])
         except ValueError as e:
@@ -130,14 +139,14 @@ class HubSettings(Configurable):
         return str(proposal["value"])
 
     @validate("output_groups", "output_history")
-    def _check_count(self, proposal: dict[str, Any]) -> int:
+    def _check_count(self, proposal: Bunch) -> int:
         if proposal["value"] < 0:
             raise TraitError(f"HubKernel.{proposal['trait'].name} must be 0 or more, not "
                              f"{proposal['value']}")
         return int(proposal["value"])
 
     @validate("max_reply_size")
-    def _check_reply_size(self, proposal: dict[str, Any]) -> str:
+    def _check_reply_size(self, proposal: Bunch) -> str:
         try:
             ReplyLimit.parse(proposal["value"])
         except ValueError as e:

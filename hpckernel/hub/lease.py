@@ -55,6 +55,7 @@ class ClientLease:
                                         daemon=True)
 
     def start(self) -> None:
+        """Start watching the clients' connections (a thread of its own)."""
         self._thread.start()
 
     def stop(self) -> None:

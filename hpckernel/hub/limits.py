@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from ..plane.headers import PlaneHeader
 from ..sizes import format_size, parse_size
 
 _SHARE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
@@ -51,7 +52,7 @@ class ReplyLimit:
         assert self.fraction is not None
         return int(psutil.virtual_memory().available * self.fraction)
 
-    def header(self, targets: int, copies: int = 1) -> dict[str, int | str]:
+    def header(self, targets: int, copies: int = 1) -> PlaneHeader:
         """What a request tells each of its ``targets`` ranks: its share, and a note for
         the error it gives when its reply would be larger. ``copies``: how many copies of
         the values the hub makes (2 when it concatenates them)."""

@@ -14,22 +14,21 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
-from typing import Any
 
 log = logging.getLogger(__name__)
 
 #: listener(name, {rank: [values...]}), called from the plane thread.
-Listener = Callable[[str, "dict[int, list[Any]]"], None]
+Listener = Callable[[str, "dict[int, list[object]]"], None]
 
 
-class LiveStore(Mapping[str, "dict[int, list[Any]]"]):
+class LiveStore(Mapping[str, "dict[int, list[object]]"]):
     """``store[name]`` → ``{rank: [values, oldest first]}``; thread-safe."""
 
     def __init__(self, maxlen: int = 1000, interval: float = 0.25) -> None:
         self.maxlen = maxlen
         self.interval = interval
         self._lock = threading.Lock()
-        self._series: dict[str, dict[int, deque[Any]]] = {}
+        self._series: dict[str, dict[int, deque[object]]] = {}
         # Values each rank ever published per name (never reset, so a reader that counted
         # what it took learns what is new even after the deque dropped old values).
         self._published: dict[str, dict[int, int]] = {}
@@ -37,7 +36,8 @@ class LiveStore(Mapping[str, "dict[int, list[Any]]"]):
         self._listeners: dict[str, list[Listener]] = {}
         self._last_push = 0.0
 
-    def add(self, name: str, rank: int, value: Any) -> None:
+    def add(self, name: str, rank: int, value: object) -> None:
+        """Keep ``value``, just published by ``rank`` as ``name`` (the plane thread)."""
         with self._lock:
             per_rank = self._series.setdefault(name, {})
             per_rank.setdefault(rank, deque(maxlen=self.maxlen)).append(value)
@@ -45,7 +45,7 @@ class LiveStore(Mapping[str, "dict[int, list[Any]]"]):
             counts[rank] = counts.get(rank, 0) + 1
             self._dirty.add(name)
 
-    def __getitem__(self, name: str) -> dict[int, list[Any]]:
+    def __getitem__(self, name: str) -> dict[int, list[object]]:
         with self._lock:
             if name not in self._series:
                 known = ", ".join(sorted(self._series)) or "none yet"
@@ -59,11 +59,11 @@ class LiveStore(Mapping[str, "dict[int, list[Any]]"]):
     def __len__(self) -> int:
         return len(self._series)
 
-    def since(self, name: str, seen: Mapping[int, int]) -> dict[int, tuple[int, list[Any]]]:
+    def since(self, name: str, seen: Mapping[int, int]) -> dict[int, tuple[int, list[object]]]:
         """What each rank published as ``name`` after its first ``seen[rank]`` values:
         ``{rank: (number of the first new value, [new values])}``, less any the store
         already dropped (the live plot sends only these)."""
-        new: dict[int, tuple[int, list[Any]]] = {}
+        new: dict[int, tuple[int, list[object]]] = {}
         with self._lock:
             for rank, values in self._series.get(name, {}).items():
                 total = self._published[name][rank]
@@ -73,11 +73,12 @@ class LiveStore(Mapping[str, "dict[int, list[Any]]"]):
                                                     None)))
         return new
 
-    def latest(self, name: str) -> dict[int, Any]:
+    def latest(self, name: str) -> dict[int, object]:
         """The last value of ``name`` from each rank that published it."""
         return {r: v[-1] for r, v in self[name].items() if v}
 
     def clear(self, name: str | None = None) -> None:
+        """Forget the values of ``name`` (of every name: None)."""
         with self._lock:
             if name is None:
                 self._series.clear()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
@@ -28,10 +28,12 @@ from .cell_routing import (
 )
 from .controllers import Controllers
 from .introspect import format_peek, format_where
-from .px_controller import PxController
+from .px_controller import PxController, PxHandle
 from .recorder import Recorder
 
 if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
     from .debugger import HubDebugger
 
 
@@ -39,8 +41,8 @@ if TYPE_CHECKING:
 class PxMagics(Magics):
     """``%%px``, ``%peek``, ``%where`` and the hub's other magics of the ranks."""
 
-    def __init__(self, shell: Any, controllers: Controllers, recorder: Recorder | None,
-                 debugger: HubDebugger | None = None) -> None:
+    def __init__(self, shell: InteractiveShell | None, controllers: Controllers,
+                 recorder: Recorder | None, debugger: HubDebugger | None = None) -> None:
         super().__init__(shell)
         self.controllers = controllers
         self.recorder = recorder
@@ -52,22 +54,22 @@ class PxMagics(Magics):
         return self.controllers.get(None)
 
     @property
-    def _ns(self) -> dict[str, Any]:
+    def _ns(self) -> dict[str, object]:
         assert self.shell is not None
         return self.shell.user_ns  # type: ignore[no-any-return]
 
     @line_magic("px")  # type: ignore[arg-type]
-    def px_line(self, line: str) -> Any:
+    def px_line(self, line: str) -> PxHandle | None:
         """%px CODE: run one line of code on the default target ranks."""
         return self._run(line, PxOptions())
 
     @cell_magic("px")  # type: ignore[arg-type]
-    def px_cell(self, line: str, cell: str) -> Any:
+    def px_cell(self, line: str, cell: str) -> PxHandle | None:
         """%%px [--targets SPEC] [--noblock] [--in NAME [--scatter]] [--out NAME [--concat]]:
         run the cell on ranks; with --job JOBID, in that live batch job."""
         return self._run(cell, parse_px_options(line))
 
-    def _run(self, code: str, options: PxOptions) -> Any:
+    def _run(self, code: str, options: PxOptions) -> PxHandle | None:
         """The handle of a --noblock cell, else None; CellError if it failed. Interrupted
         (a plain kernel's interrupt, or %%local code's), it interrupts the ranks and waits
         for the cell's end."""

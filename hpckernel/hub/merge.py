@@ -18,17 +18,18 @@ import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ..plane.groups import group_equal
 from ..sizes import format_size
 from ..targets import format_ranks
+from .messages import Content, mime_data
 from .outputs import RankOutputs
 
 T = TypeVar("T")
 
 #: emit(msg_type, content, metadata) publishes one IOPub message for the cell.
-Emit = Callable[[str, dict[str, Any], dict[str, Any]], None]
+Emit = Callable[[str, Content, Content], None]
 
 #: A group's text up to this long waits for the next flush when the budget has no room for
 #: it now, rather than being cut: what a quiet rank prints beside a flood is kept whole.
@@ -123,8 +124,8 @@ class OutputMerger:
         self.done: set[int] = set()
         self.streams: dict[str, dict[int, _Pending]] = {}
         self._held: dict[str, int] = {}  # bytes of each stream's text not shown yet
-        self.results: dict[int, dict[str, Any]] = {}
-        self.displays: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        self.results: dict[int, Content] = {}
+        self.displays: dict[int, list[tuple[str, Content]]] = {}
         self._display_since = 0.0
         self._shown_msgs = self._shown_bytes = 0  # what this cell has shown so far
         #: what the rate limit cut since the last notice: bytes per rank, and messages
@@ -141,6 +142,7 @@ class OutputMerger:
     # -- input ------------------------------------------------------------------------
 
     def add_stream(self, rank: int, name: str, text: str) -> None:
+        """Text a rank printed (kept whole, merged at the next flush)."""
         if self.keep is not None:
             self.keep.add(rank, {"output_type": "stream", "name": name, "text": text})
         if not text:
@@ -156,7 +158,8 @@ class OutputMerger:
             # what the hub took in between two flushes.
             self.flush(force=True)
 
-    def add_display(self, rank: int, msg_type: str, content: dict[str, Any]) -> None:
+    def add_display(self, rank: int, msg_type: str, content: Content) -> None:
+        """A rank's display or result (kept whole, merged at the next flush)."""
         if self.keep is not None:
             self.keep.add(rank, {"output_type": msg_type, **content})
         if msg_type == "execute_result":
@@ -169,6 +172,7 @@ class OutputMerger:
         self.displays.setdefault(rank, []).append((msg_type, content))
 
     def rank_done(self, rank: int) -> None:
+        """``rank`` has replied: its text waits for no more."""
         self.done.add(rank)
 
     def notice(self, text: str) -> None:
@@ -180,6 +184,8 @@ class OutputMerger:
     # -- output -----------------------------------------------------------------------
 
     def flush(self, force: bool = False, final: bool = False) -> None:
+        """Emit what is due (``force``: all there is); ``final``: the request ended, so also
+        the results and the lines on what was not shown."""
         held = self._flush_displays(force or final)
         if not held:  # text printed after a display() waits until that display is shown
             for name in sorted(self.streams):
@@ -296,9 +302,9 @@ class OutputMerger:
         self.hidden_groups = 0
         self.hidden_ranks.clear()
 
-    def _send_rich(self, msg_type: str, content: dict[str, Any], ranks: list[int],
+    def _send_rich(self, msg_type: str, content: Content, ranks: list[int],
                    label: str) -> None:
-        data = dict(content.get("data", {}))
+        data = dict(mime_data(content))
         tag = f"[{label}:{format_ranks(ranks)}]"
         if set(data) <= {"text/plain"}:
             data["text/plain"] = f"{tag} {data.get('text/plain', '')}"
@@ -306,10 +312,11 @@ class OutputMerger:
             self._send("stream", {"name": "stdout", "text": tag + "\n"}, ranks)
         self._send(msg_type, {**content, "data": data}, ranks)
 
-    def _send(self, msg_type: str, content: dict[str, Any], ranks: list[int]) -> None:
+    def _send(self, msg_type: str, content: Content, ranks: list[int]) -> None:
         """One message, whole or dropped (a display is not cut)."""
-        size = len(content.get("text", "")) or sum(
-            len(str(v)) for v in content.get("data", {}).values())
+        text = content.get("text", "")
+        size = (len(text) if isinstance(text, str) else 0) or sum(
+            len(str(v)) for v in mime_data(content).values())
         granted = self.budget.take(size, self._little_shown())
         if granted is None or granted < size:
             self.dropped_msgs += 1
@@ -438,11 +445,11 @@ def _nth_newline(text: str, n: int) -> int:
     return pos
 
 
-def _json_key(item: Any) -> str:
+def _json_key(item: object) -> str:
     return json.dumps(item, sort_keys=True, default=_value_key)
 
 
-def _value_key(value: Any) -> str:
+def _value_key(value: object) -> str:
     """What makes two values that JSON cannot carry equal: their pickles (as a node agent
     compares displays), not their repr, which names an address per process."""
     try:

@@ -30,7 +30,6 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from ..sizes import format_size
 from ..targets import format_ranks, format_targets
@@ -70,7 +69,7 @@ def kept_size(output: Output) -> int:
         return (sys.getsizeof(output) + sys.getsizeof(output.get("text", ""))
                 + sys.getsizeof(output.get("name", "")) + 8)
     total = 8
-    stack: list[Any] = [output]
+    stack: list[object] = [output]
     while stack:
         obj = stack.pop()
         total += sys.getsizeof(obj)
@@ -117,6 +116,7 @@ class OutputStore:
         return outputs
 
     def close(self) -> None:
+        """Close the spill files and stop the writer (the kernel's shutdown)."""
         self._writer.submit(self._spill.shutdown)
         self._writer.shutdown(wait=True)
 
@@ -154,6 +154,7 @@ class OutputStore:
         self._writer.submit(self._append, outputs, rank, offset, line, size)
 
     def remove(self, name: str) -> None:
+        """Remove a cell's spill file (in the writer thread)."""
         self._writer.submit(self._spill.remove, name)
 
     def _append(self, outputs: RankOutputs, rank: int, offset: int, line: bytes,
@@ -203,6 +204,7 @@ class RankOutputs:
 
     @property
     def group_limit(self) -> int:
+        """How many groups the notebook shows (``HubKernel.output_groups``)."""
         return self.store.group_limit
 
     def how_to_see(self, ranks: Iterable[int], start: int = 0) -> str:

@@ -11,9 +11,9 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from .. import provenance
 from ..targets import TargetError, format_sorted, parse_targets
@@ -23,6 +23,7 @@ from .cell_outputs import CellOutputs, PxHandle, ReadLimits, render_outputs
 from .cell_routing import PxOptions
 from .errors import HubError
 from .limits import ReplyLimit
+from .messages import ErrorContent, Parent, Publish, msg_id
 from .outputs import Output, OutputStore, output_size
 from .rank_launchers import LaunchError
 from .rank_plane import RankPlane
@@ -38,16 +39,14 @@ _NO_VALUE_KINDS = frozenset({"execute", "push"})
 OutputMode = Literal["live", "capture", "none"]
 
 #: the IOPub parent of the cell that is running now (from the kernel)
-ParentGetter = Callable[[], "dict[str, Any] | None"]
+ParentGetter = Callable[[], "Parent | None"]
 
 
 class PxController:
     """Default targets, the last non-blocking cell, and the calls both faces share."""
 
     def __init__(self, pool: RankPlane, parent: ParentGetter,
-                 publish: Callable[[str, dict[str, Any], dict[str, Any],
-                                    dict[str, Any] | None], None],
-                 outputs: OutputStore) -> None:
+                 publish: Publish, outputs: OutputStore) -> None:
         self.pool = pool
         self.parent = parent
         self.publish = publish
@@ -67,7 +66,7 @@ class PxController:
         self.interrupted_cell: str | None = None
         #: provenance fields of its cells that differ from the kernel's own (an attached
         #: live job's ranks, hosts and job: ``live/client.py``)
-        self.context: dict[str, Any] = {}
+        self.context: dict[str, object] = {}
 
     @property
     def reply_limit(self) -> ReplyLimit:
@@ -76,20 +75,23 @@ class PxController:
 
     @reply_limit.setter
     def reply_limit(self, limit: ReplyLimit) -> None:
+        """Set by the kernel from ``HubKernel.max_reply_size`` (also on ``%config``)."""
         self.limits.reply = limit
 
     @property
     def size(self) -> int:
+        """How many ranks there are (the plane's)."""
         return self.pool.size
 
-    def resolve(self, spec: Any) -> list[int]:
+    def resolve(self, spec: str | int | slice | Sequence[int] | None) -> list[int]:
+        """The ranks a target spec names; None: the default targets (``%pxconfig``)."""
         return parse_targets(self.targets if spec is None else spec, self.size)
 
-    def submit(self, kind: str, targets: list[int], header: dict[str, Any] | None = None,
-               value: Any = None, *, block: bool = True, label: str = "",
+    def submit(self, kind: str, targets: list[int], header: Mapping[str, object] | None = None,
+               value: object = None, *, block: bool = True, label: str = "",
                execution_count: int | None = None, output: OutputMode | None = None,
-               per_rank: dict[int, Any] | None = None, hint: str = "",
-               parent: dict[str, Any] | None = None) -> PxHandle:
+               per_rank: dict[int, object] | None = None, hint: str = "",
+               parent: Parent | None = None) -> PxHandle:
         """Send one request to ``targets`` (the plane does the rest) and return its handle.
 
         ``output``: ``live`` publishes the merged output into the current cell (default when
@@ -141,10 +143,10 @@ class PxController:
 
     # -- one %%px cell -----------------------------------------------------------------
 
-    async def run_cell(self, code: str, options: PxOptions, ns: dict[str, Any], *,
+    async def run_cell(self, code: str, options: PxOptions, ns: dict[str, object], *,
                        count: int | None = None, silent: bool = False,
-                       parent: dict[str, Any] | None = None, cell: PxCell | None = None,
-                       extra: dict[str, Any] | None = None) -> PxCell:
+                       parent: Parent | None = None, cell: PxCell | None = None,
+                       extra: Mapping[str, object] | None = None) -> PxCell:
         """Run a ``%%px`` cell: resolve its targets, wait for the ranks, send ``--in``
         values, run it, then gather ``--out`` values into ``ns`` (the hub's namespace);
         ``extra`` goes into the ``execute`` request's header.
@@ -184,8 +186,7 @@ class PxController:
         cell.handle = handle = self.submit("execute", cell.targets, header, block=cell.block,
                                            label=label, execution_count=count, hint=hint,
                                            parent=parent)
-        if self.interrupted_cell is not None and self.interrupted_cell == (
-                parent or {}).get("header", {}).get("msg_id"):
+        if self.interrupted_cell is not None and self.interrupted_cell == msg_id(parent):
             self.pool.interrupt()  # the interrupt came before the cell reached the ranks
         self._remember(handle, count)
         ns["_px"] = handle
@@ -232,7 +233,7 @@ class PxController:
                               f"longer kept (kept: {known}; HubKernel.output_history)")
         return kept
 
-    async def ready(self, parent: dict[str, Any] | None) -> None:
+    async def ready(self, parent: Parent | None) -> None:
         """Wait for the ranks to register; while they start, the cell shows a line that
         turns into the start time once they are up (a display, updated in place)."""
         if self.pool.ready.done():
@@ -252,10 +253,11 @@ class PxController:
              "update_display_data")
 
     def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the ranks are up (raises why they could not start)."""
         self.pool.ready.result(timeout)
 
-    def run(self, kind: str, targets: list[int], header: dict[str, Any] | None = None,
-            value: Any = None) -> list[Any]:
+    def run(self, kind: str, targets: list[int], header: Mapping[str, object] | None = None,
+            value: object = None) -> list[object]:
         """Synchronous round trip for the ``ranks`` API; raises RemoteError on failure."""
         self.wait_ready()
         handle = self.submit(kind, targets, header, value)
@@ -263,15 +265,15 @@ class PxController:
 
     # -- data in and out (transfer.py says how) ----------------------------------------
 
-    def push(self, targets: list[int], values: dict[str, Any], scatter: bool = False,
-             parent: dict[str, Any] | None = None) -> PxHandle:
+    def push(self, targets: list[int], values: dict[str, object], scatter: bool = False,
+             parent: Parent | None = None) -> PxHandle:
         """Assign ``values`` on ``targets``: the same everywhere, or split with ``scatter``."""
         pieces = transfer.per_rank(values, targets, scatter)
         return self.submit("push", targets, value=None if pieces else values,
                            per_rank=pieces, output="none", label="push", parent=parent)
 
     def pull(self, targets: list[int], names: list[str], concat: bool = False,
-             parent: dict[str, Any] | None = None) -> PxHandle:
+             parent: Parent | None = None) -> PxHandle:
         """Read ``names`` on ``targets``; ``transfer.collect`` turns the reply into lists.
         With ``concat`` the hub briefly holds the parts and their concatenation: each rank
         may send half as much."""
@@ -280,7 +282,7 @@ class PxController:
                            label="pull", parent=parent)
 
     def gather(self, targets: list[int], names: list[str], concat: bool = False
-               ) -> dict[str, Any]:
+               ) -> dict[str, object]:
         """Synchronous pull: each name's values (a list, or one array with ``concat``)."""
         self.wait_ready()
         handle = self.pull(targets, names, concat)
@@ -296,7 +298,7 @@ class PxController:
         live = [r for r in targets if infos[r].state not in ("dead", "starting")]
         return live, describe_unavailable(gone) if gone else ""
 
-    def ask(self, kind: str, targets: list[int], header: dict[str, Any],
+    def ask(self, kind: str, targets: list[int], header: Mapping[str, object],
             timeout: float = 10.0) -> Request:
         """A request the ranks' I/O threads answer while the ranks run (``peek``,
         ``where``); a rank silent for ``timeout`` s counts as failed."""
@@ -328,7 +330,8 @@ class CellError(HubError):
         super().__init__(evalue)
         self.ename, self.evalue, self.traceback = ename, evalue, traceback
 
-    def content(self) -> dict[str, Any]:
+    def content(self) -> ErrorContent:
+        """The ``error`` message's content for the notebook."""
         return {"ename": self.ename, "evalue": self.evalue, "traceback": self.traceback}
 
     def _render_traceback_(self) -> list[str]:
@@ -336,7 +339,7 @@ class CellError(HubError):
         return [*self.traceback, f"{self.ename}: {self.evalue}"]
 
 
-def finish_gather(request: Request, names: list[str], concat: bool) -> dict[str, Any]:
+def finish_gather(request: Request, names: list[str], concat: bool) -> dict[str, object]:
     """The gathered values of a finished pull: lists, or arrays with ``concat``."""
     values = transfer.collect(request, names)
     return {n: transfer.concat(n, v) if concat else v for n, v in values.items()}

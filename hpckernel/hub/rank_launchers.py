@@ -113,9 +113,11 @@ class RankLauncher(LoggingConfigurable):
         return min(self.nodes, self.ranks) if self.nodes else 1
 
     def command(self, job_dir: Path, plane_file: Path) -> list[str]:
+        """The command that starts the ranks (``worker_command`` under the launcher)."""
         raise NotImplementedError
 
     def worker_command(self, job_dir: Path, plane_file: Path) -> list[str]:
+        """What each rank runs: ``launcher/rank.sh`` around ``python -m hpckernel.worker``."""
         rank_sh = str(template_dir("launcher") / "rank.sh")
         return ["bash", rank_sh, str(job_dir), sys.executable, "-m", "hpckernel.worker",
                 str(plane_file)]
@@ -244,14 +246,17 @@ class LocalLauncher(RankLauncher):
                         ).tag(config=True)
 
     def starter_name(self) -> str:
+        """The ``mpiexec`` that starts the ranks."""
         return Path(self.mpiexec).name if self.mpiexec else "mpiexec"
 
     def session_env(self, job_dir: Path) -> dict[str, str]:
+        """Open MPI's session files in the job directory (removed at shutdown)."""
         # Open MPI's session directory in the kernel's own (local, 0700) job directory,
         # which the hub removes at shutdown: nothing of it stays in /tmp whatever happens.
         return {PRTE_TMPDIR: str(job_dir)} if self.family.key == "openmpi" else {}
 
     def command(self, job_dir: Path, plane_file: Path) -> list[str]:
+        """``mpiexec -n RANKS ... rank.sh``; ``LaunchError`` if there is no ``mpiexec``."""
         if not self.mpiexec or not shutil.which(self.mpiexec):
             raise LaunchError(
                 "mpiexec not found: install an MPI (pip install 'hpckernel[mpich]' or "
@@ -263,6 +268,8 @@ class LocalLauncher(RankLauncher):
                 *self.worker_command(job_dir, plane_file)]
 
     async def resolve(self, env: dict[str, str]) -> None:
+        """Also check that ``mpiexec`` is of the MPI family mpi4py's library is (Open MPI
+        or not); a ``LaunchError`` says which setting to change if not."""
         await super().resolve(env)
         theirs = await launcher_family(self.mpiexec, env) if self.mpiexec else None
         ours = self.family
@@ -309,6 +316,8 @@ class SrunLauncher(RankLauncher):
 
     @property
     def stop_signals(self) -> tuple[signal.Signals, ...]:
+        """TERM then KILL for ``mpirun``; for ``srun``, USR2 first (``rank.sh`` outlives it
+        and records how its rank ended)."""
         if self.chosen == "mpirun":
             # Open MPI's launcher answers TERM by killing every rank and cleaning up.
             return (signal.SIGTERM, signal.SIGKILL)
@@ -317,10 +326,12 @@ class SrunLauncher(RankLauncher):
         return (signal.SIGUSR2, signal.SIGTERM, signal.SIGKILL)
 
     def starter_name(self) -> str:
+        """``srun --mpi=PLUGIN``, or the ``mpirun`` used inside the allocation."""
         return (f"{Path(self.mpirun).name} in the allocation" if self.chosen == "mpirun"
                 else f"srun --mpi={self.plugin}")
 
     async def resolve(self, env: dict[str, str]) -> None:
+        """Also choose ``srun``'s MPI plugin and the starter (``srun`` or ``mpirun``)."""
         await super().resolve(env)
         family = self.family
         self.plugin = family.srun_mpi if self.mpi == "auto" else self.mpi
@@ -352,6 +363,7 @@ class SrunLauncher(RankLauncher):
                               f"SrunLauncher.mpirun to your MPI's ({family.name}) mpirun")
 
     def command(self, job_dir: Path, plane_file: Path) -> list[str]:
+        """The ``srun`` (or ``mpirun``) command for the ranks, in the allocation."""
         if self.chosen == "mpirun":
             flags = (self.mpirun_args if self.mpirun_args is not None
                      else launch_flags(self.family, oversubscribe=False))
@@ -371,6 +383,7 @@ class SrunLauncher(RankLauncher):
                 *placement, "-n", str(self.ranks), *self.worker_command(job_dir, plane_file)]
 
     def node_count(self) -> int:
+        """The allocation's nodes, at most one per rank (the pretended number, if set)."""
         if self.nodes:
             return super().node_count()
         nodes = os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or "1"
@@ -380,6 +393,8 @@ class SrunLauncher(RankLauncher):
             return 1
 
     def environment(self) -> dict[str, str]:
+        """The environment, without a job step's ``SLURM_*`` variables that would confine
+        ``srun`` to that step."""
         env = super().environment()
         if _in_step():
             # A step's SLURM_* variables would confine srun to that step's one task.

@@ -20,7 +20,6 @@ from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from ..plane import kinds
 from ..plane.credit import DEFAULT_WINDOW
@@ -29,6 +28,7 @@ from .fanin import Fanin
 from .inflight import InFlight, Publish
 from .live import LiveStore
 from .merge import OutputBudget, OutputMerger
+from .messages import Parent
 from .outputs import RankOutputs
 from .ranktable import RankInfo, RankTable, describe_unavailable
 from .requests import Request
@@ -74,7 +74,7 @@ class RankPlane:
         self.loop = asyncio.new_event_loop()
         self.ready: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, name="hpckernel-plane", daemon=True)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._failed_steps: dict[str, float] = {}
         #: the tick's steps, each run even when another fails (``_tick``)
         self._steps: list[tuple[str, Callable[[float], None]]] = [
@@ -86,9 +86,9 @@ class RankPlane:
 
     # -- thread-safe API --------------------------------------------------------------
 
-    def submit(self, kind: str, targets: list[int], header: Mapping[str, Any] | None = None,
-               value: Any = None, parent: dict[str, Any] | None = None, output: str = "live",
-               label: str = "", per_rank: dict[int, Any] | None = None,
+    def submit(self, kind: str, targets: list[int], header: Mapping[str, object] | None = None,
+               value: object = None, parent: Parent | None = None, output: str = "live",
+               label: str = "", per_rank: dict[int, object] | None = None,
                keep: RankOutputs | None = None) -> Request:
         """Send a request to ``targets``. ``output``: ``live`` publishes merged output to
         IOPub under ``parent``, ``capture`` keeps it on the request, ``none`` drops it.
@@ -147,7 +147,7 @@ class RankPlane:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _spawn(self, coro: Coroutine[object, None, None]) -> None:
         task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -180,8 +180,8 @@ class RankPlane:
             if self.fanin is not None:
                 self.fanin.heartbeat(now)
 
-    def _send_request(self, request: Request, header: Mapping[str, Any], value: Any,
-                      per_rank: dict[int, Any] | None = None) -> None:
+    def _send_request(self, request: Request, header: Mapping[str, object], value: object,
+                      per_rank: dict[int, object] | None = None) -> None:
         unavailable = self.table.unavailable(request.targets, kinds.is_control(request.kind))
         if unavailable:
             request.future.set_exception(RanksUnavailable(describe_unavailable(unavailable)))

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import zmq.asyncio
 
@@ -49,7 +48,7 @@ class RankPool(RankPlane):
         super().__init__(launcher.ranks, job_dir, publish, settings)
         self.launcher = launcher
         #: where debugged ranks' DAP events go (rank, event): hub/debugger.py, set by the kernel
-        self.dap_events: Callable[[int, dict[str, Any]], None] | None = None
+        self.dap_events: Callable[[int, dict[str, object]], None] | None = None
         self.mpi_version = ""
         self.launches = 0  # the current launch's number (plane/identity.py)
         self._launch_task: asyncio.Task[None] | None = None
@@ -81,6 +80,7 @@ class RankPool(RankPlane):
         self._thread.join(timeout)
 
     def describe(self) -> str:
+        """The launcher's line for ``%ranks``: how the ranks were started, their MPI."""
         return self.launcher.describe()
 
     # -- the plane thread: lifecycle ----------------------------------------------------
@@ -242,7 +242,7 @@ class RankPool(RankPlane):
     def _rank_died(self, rank: int, reason: str) -> None:
         self.inflight.fail_rank(rank, self.table.mark_dead(rank, reason))
 
-    def _dap_event(self, rank: int, event: dict[str, Any]) -> None:
+    def _dap_event(self, rank: int, event: dict[str, object]) -> None:
         if self.dap_events is not None:
             self.dap_events(rank, event)
 

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import cast
 
 from ..targets import format_ranks
 from .live import LiveStore
@@ -33,6 +33,7 @@ class RankView:
 
     @property
     def targets(self) -> list[int]:
+        """The ranks of this view (all of the kernel's when not narrowed)."""
         return self._targets if self._targets is not None else list(range(self._px.size))
 
     def __getitem__(self, key: int | slice | str | list[int]) -> RankView:
@@ -45,7 +46,7 @@ class RankView:
     def __repr__(self) -> str:
         return f"<ranks {format_ranks(self.targets)} of {self._px.size}>"
 
-    def _result(self, values: list[Any]) -> Any:
+    def _result(self, values: list[object]) -> object:
         return values[0] if self._single else values
 
     @property
@@ -65,44 +66,47 @@ class RankView:
             handle.result()
         return handle
 
-    def apply(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def apply(self, f: Callable[..., object], *args: object, **kwargs: object) -> object:
         """Call ``f(*args, **kwargs)`` on each rank; the return values."""
         return self._result(self._px.run("apply", self.targets, value=(f, args, kwargs)))
 
-    def push(self, namespace: dict[str, Any]) -> None:
+    def push(self, namespace: dict[str, object]) -> None:
         """Assign each name in ``namespace`` on every rank."""
         if not isinstance(namespace, dict):
             raise TypeError("push takes a dict of names to values, e.g. ranks.push({'x': 1})")
         self._px.run("push", self.targets, value=namespace)
 
-    def pull(self, names: str | list[str]) -> Any:
+    def pull(self, names: str | list[str]) -> object:
         """The value of ``names`` (a name or a list of names) on each rank."""
         many = not isinstance(names, str)
         wanted = list(names) if many else [names]
-        values = [v if many else v[0] for v in
+        # A pull's reply value is the list of the names' values (worker/runner.py).
+        values = [v if many else cast("list[object]", v)[0] for v in
                   self._px.run("pull", self.targets, {"names": wanted})]
         return self._result(values)
 
-    def scatter(self, name: str, array: Any) -> None:
+    def scatter(self, name: str, array: object) -> None:
         """Split ``array`` along its first axis (``numpy.array_split``) and assign piece i
         to ``name`` on the i-th of these ranks."""
         self._px.wait_ready()
         self._px.push(self.targets, {name: array}, scatter=True).result()
 
-    def gather(self, name: str) -> Any:
+    def gather(self, name: str) -> object:
         """``name`` from each rank, concatenated along the first axis in rank order."""
         return self._px.gather(self.targets, [name], concat=True)[name]
 
-    def peek(self, names: str | list[str], timeout: float = 10.0) -> Any:
+    def peek(self, names: str | list[str], timeout: float = 10.0) -> object:
         """The current value of ``names`` (``x`` or ``x.attr``; a name or a list) on each
         rank, read while the ranks keep running their cell."""
         many = not isinstance(names, str)
         wanted = list(names) if many else [names]
         request = self._px.ask("peek", self.targets, {"names": wanted}, timeout)
         request.raise_for_errors()
-        return self._result([v if many else v[0] for v in request.value_list()])
+        # A peek's reply value is the list of the names' values, as a pull's.
+        return self._result([v if many else cast("list[object]", v)[0]
+                             for v in request.value_list()])
 
-    def where(self, timeout: float = 10.0) -> Any:
+    def where(self, timeout: float = 10.0) -> object:
         """What each rank runs now: ``{"state": "busy"|"idle", "seconds", "stack": [{file,
         line, function, code}, ...]}`` (innermost frame last)."""
         request = self._px.ask("where", self.targets, {}, timeout)

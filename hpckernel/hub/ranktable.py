@@ -9,9 +9,8 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ..plane.headers import RankState
+from ..plane.headers import PlaneHeader, RankState
 from ..sizes import format_memory
 from ..targets import format_ranks
 from .rank_launchers import describe_exit, exit_codes, log_tail
@@ -82,7 +81,7 @@ class RankTable:
                 if self.infos[r].state in ("dead", "starting")
                 or (self.infos[r].state == "stuck" and not control)]
 
-    def mark_dead(self, rank: int, reason: str, tail: bool = True) -> dict[str, Any]:
+    def mark_dead(self, rank: int, reason: str, tail: bool = True) -> PlaneHeader:
         """Record the death; returns the error that the rank's open requests get (with the
         rank's last log lines if ``tail``)."""
         info = self.infos[rank]

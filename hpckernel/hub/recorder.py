@@ -14,10 +14,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, cast
 
 from .. import provenance
 from ..targets import format_sorted
@@ -27,28 +27,33 @@ from .requests import Request
 log = logging.getLogger(__name__)
 
 #: Fields that describe where a cell ran, filled in when it ends (see HubKernel._context).
-Context = Callable[[], "dict[str, Any]"]
+Context = Callable[[], "dict[str, object]"]
+#: a provenance record: the fields ``provenance`` describes, and ``_t0`` (not logged)
+Record = dict[str, object]
 
 
 class Recorder:
+    """Keeps and logs the provenance records of the cells (``HubKernel.recorder``;
+    ``%provenance`` shows them)."""
+
     def __init__(self, log_file: Path, context: Context, notebook: Path | None) -> None:
         self.log_file = log_file
         self.context = context
         self.notebook = notebook
-        self.records: list[dict[str, Any]] = []
-        self._replies: dict[str, dict[str, Any]] = {}  # parent msg_id -> record
+        self.records: list[Record] = []
+        self._replies: dict[str, Record] = {}  # parent msg_id -> record
         self._lock = threading.Lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="hpckernel-provenance")
         self._file: IO[str] | None = None  # the log, open in the writer thread
         #: records waiting for the writer, and whether it has been asked to write them
-        self._unwritten: list[dict[str, Any]] = []
+        self._unwritten: list[Record] = []
         self._write_due = False
         self._warned = False
 
-    def begin(self, code: str, cell_id: str | None) -> dict[str, Any]:
+    def begin(self, code: str, cell_id: str | None) -> Record:
         """A new record for a cell that starts now; ``kind`` and ``targets`` are set by the
         kernel once it knows where the cell runs."""
-        record = {"id": uuid.uuid4().hex, "cell_id": cell_id, "execution_count": None,
+        record: Record = {"id": uuid.uuid4().hex, "cell_id": cell_id, "execution_count": None,
                   "kind": "px", "code": code, "targets": None, "start": now(),
                   "end": None, "seconds": None, "status": "running", "error": None,
                   "ranks": {}, "notebook": str(self.notebook) if self.notebook else None,
@@ -57,7 +62,7 @@ class Recorder:
             self.records.append(record)  # %provenance shows it running
         return record
 
-    def end(self, record: dict[str, Any], reply: dict[str, Any], msg_id: str,
+    def end(self, record: Record, reply: Mapping[str, object], msg_id: str,
             request: Request | None = None) -> None:
         """The cell's reply is ready: finish the record (unless its ranks still run),
         keep it for the reply's metadata, log it."""
@@ -76,7 +81,7 @@ class Recorder:
             self._replies[msg_id] = record
         self._log(record)
 
-    def ranks_done(self, record: dict[str, Any], request: Request) -> None:
+    def ranks_done(self, record: Record, request: Request) -> None:
         """A ``--noblock`` cell's ranks finished (called on the plane thread)."""
         record["ranks"] = _states(request)
         failed = request.error_content()
@@ -85,30 +90,34 @@ class Recorder:
         self._close(record, "error" if failed else "ok")
         self._log(record)
 
-    def reply_metadata(self, msg_id: str) -> dict[str, Any] | None:
+    def reply_metadata(self, msg_id: str) -> Record | None:
         """The record for the ``execute_reply`` of ``msg_id`` (asked once)."""
         with self._lock:
             record = self._replies.pop(msg_id, None)
         return None if record is None else _public(record)
 
     def show(self, last: int | None = None, as_json: bool = False) -> str:
+        """The last ``last`` records (all: None) as a table, or as JSON lines (``%provenance``)."""
         records = [_public(r) for r in self.records[-last if last else None:]]
         if as_json:
             return "\n".join(json.dumps(r) for r in records)
         return f"{provenance.format_table(records)}\nlog: {self.log_file}"
 
     def close(self) -> None:
+        """Write what waits and close the log (the kernel's shutdown)."""
         self._writer.submit(self._close_file)
         self._writer.shutdown(wait=True)
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _close(self, record: dict[str, Any], status: str) -> None:
+    def _close(self, record: Record, status: str) -> None:
+        t0 = record["_t0"]
+        assert isinstance(t0, float)  # set by begin
         record["status"] = status
         record["end"] = now()
-        record["seconds"] = round(time.monotonic() - record["_t0"], 3)
+        record["seconds"] = round(time.monotonic() - t0, 3)
 
-    def _log(self, record: dict[str, Any]) -> None:
+    def _log(self, record: Record) -> None:
         # A copy now (the record may change later), encoded by the writer thread: off the
         # cell's way to its reply. The writer is woken once for what waits, not per record.
         with self._lock:
@@ -142,7 +151,7 @@ class Recorder:
                         "HubKernel.provenance_log to a writable file)", self.log_file, error)
 
 
-def _error_text(content: dict[str, Any]) -> str:
+def _error_text(content: Mapping[str, object]) -> str:
     """``ZeroDivisionError: division by zero``; a px error's value names its ranks and
     error already (``rank 1: ZeroDivisionError: ...``)."""
     ename, evalue = str(content.get("ename")), str(content.get("evalue"))
@@ -150,8 +159,10 @@ def _error_text(content: dict[str, Any]) -> str:
 
 
 def _states(request: Request) -> dict[str, str]:
-    return provenance.rank_states(request.targets, request.replies)
+    # The reply headers as provenance reads them (its signature predates PlaneHeader).
+    return provenance.rank_states(request.targets,
+                                  cast("Mapping[int, dict[str, object]]", request.replies))
 
 
-def _public(record: dict[str, Any]) -> dict[str, Any]:
+def _public(record: Record) -> Record:
     return {k: v for k, v in record.items() if not k.startswith("_")}

@@ -7,13 +7,20 @@ import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import zmq
 
 from ..plane.groups import group_equal
+from ..plane.headers import PlaneHeader
 from ..targets import format_ranks
 from .errors import HubError
 from .merge import OutputMerger
+from .messages import ErrorContent, IOPubMessage, Parent
 from .outputs import RankOutputs
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 
 class RemoteError(HubError, RuntimeError):
@@ -22,7 +29,7 @@ class RemoteError(HubError, RuntimeError):
     ``errors`` maps each failed rank to its ``ename``/``evalue``/``traceback``.
     """
 
-    def __init__(self, message: str, errors: dict[int, dict[str, Any]],
+    def __init__(self, message: str, errors: dict[int, PlaneHeader],
                  traceback: list[str] | None = None) -> None:
         super().__init__(message)
         self.errors = errors
@@ -40,7 +47,7 @@ class Request:
 
     kind: str
     targets: list[int]
-    parent: dict[str, Any] | None = None
+    parent: Parent | None = None
     label: str = ""
     execution_count: int | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -48,8 +55,10 @@ class Request:
     #: every rank's whole output, kept by the hub; also how many error groups to show
     outputs: RankOutputs | None = None
     #: IOPub messages kept for later display instead of being published (``--noblock``)
-    captured: list[tuple[str, dict[str, Any], dict[str, Any]]] | None = None
-    replies: dict[int, dict[str, Any]] = field(default_factory=dict)
+    captured: list[IOPubMessage] | None = None
+    replies: dict[int, PlaneHeader] = field(default_factory=dict)
+    #: each rank's reply value, unpickled: whatever the request's kind answers (a pull's
+    #: list of values, an apply's result); readers of every kind index into it
     values: dict[int, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     finished: float | None = None
@@ -57,25 +66,28 @@ class Request:
     reinterrupted: bool = False  # interrupted again, being late to stop (inflight.py)
     #: what was sent, per node agent, while the request is open (a node whose agent comes
     #: back gets it again: fanin/agents.py)
-    sent: list[tuple[str, list[Any]]] = field(default_factory=list)
+    sent: list[tuple[str, list[Buffer | zmq.Frame]]] = field(default_factory=list)
     #: why the request's output could not all be shown (it still ended)
     output_error: str | None = None
     future: Future[Request] = field(default_factory=Future)
 
     @cached_property
     def target_set(self) -> frozenset[int]:
+        """``targets`` as a set, for the per-reply membership tests."""
         return frozenset(self.targets)
 
     @property
     def done(self) -> bool:
+        """Whether every target has an answer (a reply, or an error in its place)."""
         return len(self.replies) >= len(self.targets)
 
     @property
-    def errors(self) -> dict[int, dict[str, Any]]:
+    def errors(self) -> dict[int, PlaneHeader]:
+        """The reply headers of the ranks that failed, by rank."""
         # Filter, then sort: at thousands of ranks nearly all replies are "ok".
         return dict(sorted((r, h) for r, h in self.replies.items() if h.get("status") != "ok"))
 
-    def error_content(self) -> dict[str, Any] | None:
+    def error_content(self) -> ErrorContent | None:
         """One error for the notebook naming the failed ranks, identical tracebacks
         collapsed, the first ``HubKernel.output_groups`` kinds of error in full and a line
         on the others; None when every rank succeeded."""
@@ -116,9 +128,11 @@ class Request:
         return {"ename": str(ename), "evalue": summary, "traceback": traceback}
 
     def raise_for_errors(self) -> None:
+        """Raise ``RemoteError`` (``error_content``'s text) if some rank failed."""
         content = self.error_content()
         if content is not None:
             raise RemoteError(content["evalue"], self.errors, content["traceback"])
 
-    def value_list(self) -> list[Any]:
+    def value_list(self) -> list[object]:
+        """Each target's reply value, in target order (None for a rank without one)."""
         return [self.values.get(r) for r in self.targets]

@@ -23,10 +23,11 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from .output_pages import Output
 
 #: one record as read back: (rank, offset in the rank's output, the output)
-Record = tuple[int, int, dict[str, Any]]
+Record = tuple[int, int, Output]
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -36,7 +37,7 @@ class SpillError(OSError):
     """A spill file that cannot be read as this user's own regular file."""
 
 
-def encode(rank: int, offset: int, output: dict[str, Any]) -> bytes:
+def encode(rank: int, offset: int, output: Output) -> bytes:
     """One record's line."""
     return f"{rank}\t{offset}\t{json.dumps(output, default=repr)}\n".encode("ascii")
 
@@ -93,6 +94,7 @@ class SpillWriter:
         return self._file
 
     def remove(self, name: str) -> None:
+        """Remove the spill file ``name`` (closed first if it is the open one)."""
         if self._file is not None and self._file[0] == name:
             self.close()
         if self._dir is None:
@@ -103,11 +105,13 @@ class SpillWriter:
             pass
 
     def close(self) -> None:
+        """Close the open spill file, if any."""
         if self._file is not None:
             os.close(self._file[1])
             self._file = None
 
     def shutdown(self) -> None:
+        """Close the file and the directory (the store's close)."""
         self.close()
         if self._dir is not None:
             os.close(self._dir)

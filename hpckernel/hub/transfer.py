@@ -9,7 +9,8 @@ axis, in target order) and ``concat`` joins what the ranks hold the same way bac
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from types import ModuleType
 
 from ..targets import format_ranks
 from .errors import HubError
@@ -23,7 +24,7 @@ class TransferError(HubError, ValueError):
         return [f"TransferError: {self}"]  # IPython shows this, not the hub's own stack
 
 
-def hub_values(namespace: dict[str, Any], names: list[str]) -> dict[str, Any]:
+def hub_values(namespace: Mapping[str, object], names: list[str]) -> dict[str, object]:
     """The hub's values of ``names``."""
     missing = [n for n in names if n not in namespace]
     if missing:
@@ -32,7 +33,7 @@ def hub_values(namespace: dict[str, Any], names: list[str]) -> dict[str, Any]:
     return {n: namespace[n] for n in names}
 
 
-def _numpy(what: str) -> Any:
+def _numpy(what: str) -> ModuleType:
     try:
         import numpy
     except ImportError:
@@ -40,7 +41,7 @@ def _numpy(what: str) -> Any:
     return numpy
 
 
-def split(name: str, value: Any, parts: int) -> list[Any]:
+def split(name: str, value: object, parts: int) -> list[object]:
     """``value`` cut into ``parts`` nearly equal pieces along its first axis."""
     np = _numpy("scatter")
     if np.ndim(value) == 0:
@@ -49,9 +50,10 @@ def split(name: str, value: Any, parts: int) -> list[Any]:
     return list(np.array_split(value, parts))
 
 
-def per_rank(values: dict[str, Any], targets: list[int], scatter: bool
-             ) -> dict[int, dict[str, Any]] | None:
-    """Each target's namespace update for a scatter; None for a broadcast."""
+def per_rank(values: dict[str, object], targets: list[int], scatter: bool
+             ) -> dict[int, object] | None:
+    """Each target's namespace update (a dict of names) for a scatter; None for a
+    broadcast."""
     if not scatter:
         return None
     pieces = {name: split(name, value, len(targets)) for name, value in values.items()}
@@ -59,7 +61,7 @@ def per_rank(values: dict[str, Any], targets: list[int], scatter: bool
             for i, rank in enumerate(targets)}
 
 
-def collect(request: Request, names: list[str]) -> dict[str, list[Any]]:
+def collect(request: Request, names: list[str]) -> dict[str, list[object]]:
     """Each name's values in target order, from a finished ``pull`` request.
 
     A name that some ranks lack is one error naming them; nothing is half assigned."""
@@ -80,7 +82,7 @@ def collect(request: Request, names: list[str]) -> dict[str, list[Any]]:
             for i, name in enumerate(names)}
 
 
-def concat(name: str, values: list[Any]) -> Any:
+def concat(name: str, values: list[object]) -> object:
     """The ranks' arrays joined along their first axis, in rank order."""
     np = _numpy("concat")
     types = ", ".join(sorted({type(v).__name__ for v in values}))

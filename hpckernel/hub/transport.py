@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, cast
 
 import zmq
 import zmq.asyncio
@@ -31,6 +31,9 @@ from ..plane.addresses import node_name
 from ..plane.credentials import KeyCheck
 from ..plane.guard import ConnectionGuard
 from ..plane.identity import agent_identity, parse_identity, rank_identity
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +146,7 @@ class Transport:
         self._routes.clear()
         self._identities.clear()
 
-    def send(self, peer: Peer, frames: list[Any]) -> bool:
+    def send(self, peer: Peer, frames: Sequence[Buffer | zmq.Frame]) -> bool:
         """Queue ``frames`` for ``peer`` without waiting (zero-copy for large frames). False
         when the peer cannot be reached: it never spoke, it is gone (``EHOSTUNREACH``, from
         ``ROUTER_MANDATORY``), or the frames cannot be sent."""

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from typing import TypedDict
 
 import psutil
 
 from ..targets import format_ranks
 from .ranktable import RankInfo
+
+
+class _Node(TypedDict):
+    """What the ranks of one host use together."""
+
+    ranks: list[int]
+    cpu: float
+    memory: int
 
 
 class Usage:
@@ -27,12 +35,12 @@ class Usage:
         self.process.cpu_percent(None)
         psutil.cpu_percent(None)
 
-    def content(self, ranks: list[RankInfo]) -> dict[str, Any]:
+    def content(self, ranks: list[RankInfo]) -> dict[str, object]:
         """The ``usage_reply`` content, with ``ranks`` (a snapshot of the rank table)."""
         with self.process.oneshot():
             hub_cpu = self.process.cpu_percent(None)
             hub_memory = self.process.memory_info().rss
-        nodes: dict[str, dict[str, Any]] = {}
+        nodes: dict[str, _Node] = {}
         reporting = [r for r in ranks if r.rss]  # ranks that answered a heartbeat
         for info in reporting:
             node = nodes.setdefault(info.host or "?", {"ranks": [], "cpu": 0.0, "memory": 0})
@@ -41,7 +49,7 @@ class Usage:
             node["memory"] += info.rss
         ranks_cpu = round(sum(r.cpu for r in reporting), 1)
         ranks_memory = sum(r.rss for r in reporting)
-        content: dict[str, Any] = {
+        content: dict[str, object] = {
             "hostname": socket.gethostname(), "pid": os.getpid(),
             "kernel_cpu": round(hub_cpu + ranks_cpu, 1),
             "kernel_memory": hub_memory + ranks_memory,

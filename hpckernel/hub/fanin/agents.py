@@ -23,7 +23,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+import zmq
 
 from ...plane import Message, kinds, pack, shm
 from ...plane.credit import Credits
@@ -35,6 +37,9 @@ from ..ranktable import RankInfo
 from ..requests import Request
 from ..transport import Peer
 from .base import Fanin, FaninContext
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 log = logging.getLogger(__name__)
 _drops = DropLog(log)
@@ -62,6 +67,7 @@ class NodeInfo:
     load: tuple[str, bytes] = ("", b"")
 
     def where(self) -> str:
+        """The node, for messages: its host and key."""
         return f"node {self.host} ({self.key})" if self.host else f"node {self.key}"
 
 
@@ -87,8 +93,10 @@ class AgentFanin(Fanin):
 
     # -- to the agents --------------------------------------------------------------------
 
-    def send(self, request: Request, header: Mapping[str, Any], value: Any,
-             per_rank: dict[int, Any] | None) -> None:
+    def send(self, request: Request, header: Mapping[str, object], value: object,
+             per_rank: dict[int, object] | None) -> None:
+        """Send ``request`` once per node of its targets (a scatter: a message per rank, to its
+        node's agent), kept until it ends so that an agent that comes back gets it again."""
         header = {**header, "targets": format_sorted(request.targets)}
         if per_rank is not None:
             by_node = [(self.node_of.get(rank, ""),
@@ -106,6 +114,7 @@ class AgentFanin(Fanin):
             self._send(node, frames)
 
     def interrupt(self, ranks: list[int] | None = None) -> None:
+        """Interrupt the open requests at every agent (and the stuck ranks), or ``ranks``."""
         if ranks is not None:
             header: PlaneHeader = {"late": format_ranks(ranks)}
         else:
@@ -116,6 +125,7 @@ class AgentFanin(Fanin):
             self._send(node, frames)
 
     def shutdown(self) -> None:
+        """Ask every agent to end its node's ranks."""
         frames = pack(kinds.SHUTDOWN, {})
         for node in list(self.routes):
             self._send(node, frames)
@@ -140,7 +150,7 @@ class AgentFanin(Fanin):
             elif info.unreachable_since is not None and now - info.unreachable_since >= 1.0:
                 self._lost(info, "its process ended")
 
-    def _send(self, node: str, frames: list[Any]) -> None:
+    def _send(self, node: str, frames: list[Buffer | zmq.Frame]) -> None:
         info = self.nodes.get(node)
         if info is None or info.dead or info.lost_since is not None:
             return  # a lost agent gets the open requests again when it is back
@@ -255,7 +265,7 @@ class AgentFanin(Fanin):
             for rank in ranks:
                 add(rank, name, text)
 
-    def _part(self, part: Any) -> tuple[list[int], str]:
+    def _part(self, part: list[str]) -> tuple[list[int], str]:
         """A ``[ranks, text]`` entry of an ``nstream`` (nothing if malformed)."""
         try:
             ranks, text = part
@@ -276,7 +286,7 @@ class AgentFanin(Fanin):
             for rank in ranks:
                 request.merger.add_display(rank, msg.header["msg_type"], content)
 
-    def _ranks(self, text: Any) -> list[int]:
+    def _ranks(self, text: str | None) -> list[int]:
         try:
             return parse_ranks(text, self.ctx.size) if isinstance(text, str) else []
         except ValueError:
@@ -294,9 +304,9 @@ class AgentFanin(Fanin):
             self.ctx.dap_event(rank, msg.header["event"])
 
     def _reply(self, info: NodeInfo, msg: Message) -> None:
-        header: PlaneHeader = msg.header  # type: ignore[assignment]
+        header = msg.header
         request_id = header.get("id") or ""
-        groups = []
+        groups: list[tuple[list[int], PlaneHeader]] = []
         for entry in header.get("groups", []):
             if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], dict):
                 groups.append((self._ranks(entry[0]), {**entry[1], "id": request_id}))
@@ -350,6 +360,8 @@ class AgentFanin(Fanin):
                            f"within {wait:g} s, so its ranks cannot be reached")
 
     def fill(self, infos: list[RankInfo]) -> None:
+        """Mark the ranks some open request waits for busy, and add the load the agents
+        report."""
         for rank, label in self.ctx.inflight.busy().items():
             info = infos[rank]
             if info.state == "idle":

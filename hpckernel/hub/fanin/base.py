@@ -16,7 +16,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+import zmq
 
 from ...plane import Message
 from ...plane.headers import PlaneHeader
@@ -25,6 +27,9 @@ from ..live import LiveStore
 from ..ranktable import RankInfo, RankTable
 from ..requests import Request
 from ..transport import Peer
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 
 @dataclass
@@ -40,7 +45,7 @@ class FaninSettings:
 class PeerLink(Protocol):
     """How a fan-in sends: the hub's ``Transport``, or a live job's ``EndpointLink``."""
 
-    def send(self, peer: Peer, frames: list[Any]) -> bool:
+    def send(self, peer: Peer, frames: list[Buffer | zmq.Frame]) -> bool:
         """Queue ``frames`` for ``peer`` without waiting; False if it cannot be reached."""
 
     def is_local(self, peer: Peer) -> bool:
@@ -68,7 +73,7 @@ class FaninContext:
     #: every rank (an MPI job cannot go on without some of its ranks), saying why
     end_ranks: Callable[[list[int], str], None]
     #: a debugged rank's DAP event (``dapevent``: rank, event), for hub/debugger.py
-    dap_event: Callable[[int, dict[str, Any]], None]
+    dap_event: Callable[[int, dict[str, object]], None]
 
 
 class Fanin(ABC):
@@ -85,8 +90,8 @@ class Fanin(ABC):
         """A message from ``peer`` (a rank, or a node agent) of this launch."""
 
     @abstractmethod
-    def send(self, request: Request, header: Mapping[str, Any], value: Any,
-             per_rank: dict[int, Any] | None) -> None:
+    def send(self, request: Request, header: Mapping[str, object], value: object,
+             per_rank: dict[int, object] | None) -> None:
         """Open ``request`` (in ``ctx.inflight``) and send it to its targets: ``value`` to
         each, or ``per_rank[rank]`` to each rank. Raises (``TypeError``, pickling errors)
         before anything is sent or opened if a value cannot be serialised."""

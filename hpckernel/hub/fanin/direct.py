@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
+
+import zmq
 
 from ...plane import Message, kinds, pack
 from ...plane.credit import Credits
@@ -19,6 +21,9 @@ from ..ranktable import RankInfo
 from ..requests import Request
 from ..transport import Peer
 from .base import Fanin, FaninContext
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 _drops = DropLog(logging.getLogger(__name__))
 
@@ -39,6 +44,7 @@ class DirectFanin(Fanin):
     # -- from the ranks -------------------------------------------------------------------
 
     def handle(self, peer: Peer, msg: Message) -> None:
+        """A rank's message, checked against its kind, to the handler of its kind."""
         if not isinstance(peer, int):
             return  # an agent, though this launch has none: not ours
         handler = self._handlers.get(msg.msg_type)
@@ -91,8 +97,9 @@ class DirectFanin(Fanin):
 
     # -- to the ranks -----------------------------------------------------------------------
 
-    def send(self, request: Request, header: Mapping[str, Any], value: Any,
-             per_rank: dict[int, Any] | None) -> None:
+    def send(self, request: Request, header: Mapping[str, object], value: object,
+             per_rank: dict[int, object] | None) -> None:
+        """Pack ``request`` for each target, open it and queue it on each, then send."""
         kind = request.kind
         frames = ({r: pack(kind, header, per_rank[r], has_value=True) for r in request.targets}
                   if per_rank is not None else
@@ -121,6 +128,8 @@ class DirectFanin(Fanin):
         return request.label if request is not None else ""
 
     def interrupt(self, ranks: list[int] | None = None) -> None:
+        """Interrupt the busy ranks' open requests (and whatever a stuck rank runs), or all
+        that ``ranks`` run."""
         if ranks is not None:
             late = pack(kinds.INTERRUPT, {"any": True})
             for rank in ranks:
@@ -136,22 +145,26 @@ class DirectFanin(Fanin):
                 self._send_to(info.rank, stuck_frames)
 
     def heartbeat(self, now: float) -> None:
+        """Ping every rank that may still run."""
         beat = pack(kinds.HB, {})
         for info in self.ctx.table:
             if info.state in ("idle", "busy", "stuck"):
                 self._send_to(info.rank, beat)
 
     def shutdown(self) -> None:
+        """Ask every rank to leave."""
         frames = pack(kinds.SHUTDOWN, {})
         for info in self.ctx.table:
             self._send_to(info.rank, frames)
 
     def watch_exits(self) -> bool:
+        """Yes: without agents the pool learns of a death mid-cell only from exit codes."""
         return True
 
     def idle(self) -> bool:
+        """Whether every rank is idle (the table keeps the ranks' states here)."""
         return all(info.state == "idle" for info in self.ctx.table)
 
-    def _send_to(self, rank: int, frames: list[Any]) -> None:
+    def _send_to(self, rank: int, frames: list[Buffer | zmq.Frame]) -> None:
         if not self.ctx.transport.send(rank, frames):
             self.ctx.unreachable(rank)
