@@ -99,8 +99,8 @@ class NodeAgent:
         self.window = SendWindow(hub.window)  # output up, to the hub or the parent agent
         self.credits: Credits[Sender] = Credits(hub.window)  # output of ranks, agents below
         self.output = NodeOutput(max(self.window.window // 4, 64 * 1024))
-        self.registered: list[dict[str, Any]] = []  # not yet sent up
-        self.headers: dict[int, dict[str, Any]] = {}  # every registration, for a new parent
+        self.registered: list[PlaneHeader] = []  # not yet sent up
+        self.headers: dict[int, PlaneHeader] = {}  # every registration, for a new parent
         self.gone: set[int] = set()
         self.stopping = False
         self._heard = time.monotonic()
@@ -127,7 +127,7 @@ class NodeAgent:
             kinds.DAPEVENT: self._pass_up, kinds.LEND: self._pass_up}
         self._to_hub(self._first_register())
 
-    def _first_register(self, ranks: list[dict[str, Any]] | None = None) -> list[Any]:
+    def _first_register(self, ranks: list[PlaneHeader] | None = None) -> list[Any]:
         first: PlaneHeader = {"node": self.node, "host": node_name(), "pid": os.getpid(),
                               "registered": ranks or []}
         if self.pass_shm:
@@ -386,7 +386,7 @@ class NodeAgent:
             insort(self.ranks, rank)
             insort(self.subtree, rank)
         self.gone.discard(rank)
-        header = dict(msg.header)
+        header = msg.header.copy()
         self.headers[rank] = header
         self.registered.append(header)
 
