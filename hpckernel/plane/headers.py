@@ -82,6 +82,7 @@ class PlaneHeader(TypedDict, total=False):
     lost: str  # nreply: ranks the agent stopped waiting for (dead, unreachable)
     values: list[list[Any]]  # nreply: [rank, frame count(, shared-memory segments)] per value
     shm_prefix: str  # nregister: an agent on the hub's node passes its ranks' segments on
+    shm: list[ShmSegment]  # reply: its buffers in shared memory (wire.to_shm)
     # -- a live batch job (hpckernel/live, kinds.LIVE_REQUESTS and the l* kinds)
     cell: str  # the endpoint's id of a notebook's cell (larm, lrun, lcancel, lpark, lunpark)
     at: int  # lrun: the safepoint the cell runs at; larm's reply: the count reached
