@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # main() imports IPython once the rank has registered with th
     from .shell import RankShell
 
 #: A request's handler on the main thread: its reply's status fields, and its value.
-RequestHandler = Callable[[Message], "tuple[PlaneHeader, object]"]
+RequestHandler = Callable[[Message], tuple[PlaneHeader, object]]
 
 log = logging.getLogger("hpckernel.worker")
 
