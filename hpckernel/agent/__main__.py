@@ -17,6 +17,7 @@ from .tree import place
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run this node's agent until the hub says ``shutdown`` or falls silent."""
     parser = argparse.ArgumentParser(prog="python -m hpckernel.agent")
     parser.add_argument("job_dir", type=Path, help="the kernel's job directory")
     parser.add_argument("node", help="this node's key (rank.sh: HPCKERNEL_NODE)")

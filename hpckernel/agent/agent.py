@@ -11,10 +11,8 @@ In a tree (``HubKernel.fanout``), an agent with agents below it answers for its 
 subtree: their registrations, summaries and output pass through it (registrations marked
 ``via`` it, so the hub sends their requests here), their node replies merge into its own.
 
-Output goes up under the agent's window of credits (``plane/credit.py``): the agent tells
-a rank (or an agent below) that its output is taken in only once it has sent it up, so ranks
-that print faster than the hub takes their output in wait in ``print``, and the agent holds
-at most a window per rank. Summaries, registrations and interrupts never wait on credits.
+Output and replies go up under the agent's window of credits (``flow.py``); summaries,
+registrations and interrupts never wait on credits.
 
 An agent killed while its ranks run is started again by ``rank.sh``: it binds the same
 sockets (``link.py``), the ranks and the agents below register with it again when they
@@ -28,21 +26,22 @@ import logging
 import os
 import time
 from bisect import insort
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import zmq
 
 from ..plane import Message, PlaneInfo, kinds, pack, unpack
 from ..plane.addresses import node_name
-from ..plane.credit import Credits, SendWindow, credit_frames, stamp_of
+from ..plane.credit import credit_frames
 from ..plane.droplog import DropLog
 from ..plane.headers import PlaneHeader
 from ..plane.identity import current_launch, parse_identity, rank_identity
+from ..plane.wire import OutFrame
 from ..targets import format_ranks, parse_ranks, rank_intervals
+from .flow import UpFlow
 from .link import Link
-from .output import NodeOutput, Outgoing, Sender
+from .output import Sender
 from .replies import NodeRequest, local_targets
 
 log = logging.getLogger("hpckernel.agent")
@@ -55,7 +54,7 @@ MAX_RANKS = 1 << 24
 
 
 def summary_frames(node: str, ranks: list[int], load: dict[int, list[float]],
-                   below: list[list[str]] | None = None) -> list[Any]:
+                   below: list[list[str]] | None = None) -> list[OutFrame]:
     """An ``nsummary``: the node's ranks that have answered a heartbeat, and their [cpu,
     rss] as JSON in the payload frame, which the hub decodes only when ``%ranks`` asks;
     with ``below``, the summaries of the agents below since the last one ([node, ranks,
@@ -96,11 +95,10 @@ class NodeAgent:
         self.load: dict[int, list[float]] = {}  # rank -> [cpu, rss]
         self.below: dict[str, list[str]] = {}  # summaries of agents below, since our last
         self.requests: dict[str, NodeRequest] = {}
-        self.window = SendWindow(hub.window)  # output up, to the hub or the parent agent
-        self.credits: Credits[Sender] = Credits(hub.window)  # output of ranks, agents below
-        self.output = NodeOutput(max(self.window.window // 4, 64 * 1024))
-        self.registered: list[dict[str, Any]] = []  # not yet sent up
-        self.headers: dict[int, dict[str, Any]] = {}  # every registration, for a new parent
+        self.flow = UpFlow(hub.window, self._to_hub, self._tell)
+        self.output = self.flow.output  # what the node has to send up, batched per tick
+        self.registered: list[PlaneHeader] = []  # not yet sent up
+        self.headers: dict[int, PlaneHeader] = {}  # every registration, for a new parent
         self.gone: set[int] = set()
         self.stopping = False
         self._heard = time.monotonic()
@@ -127,19 +125,20 @@ class NodeAgent:
             kinds.DAPEVENT: self._pass_up, kinds.LEND: self._pass_up}
         self._to_hub(self._first_register())
 
-    def _first_register(self, ranks: list[dict[str, Any]] | None = None) -> list[Any]:
+    def _first_register(self, ranks: list[PlaneHeader] | None = None) -> list[OutFrame]:
         first: PlaneHeader = {"node": self.node, "host": node_name(), "pid": os.getpid(),
                               "registered": ranks or []}
         if self.pass_shm:
             first["shm_prefix"] = self.link.shm_prefix
         return pack(kinds.NREGISTER, dict(first))
 
-    def _to_hub(self, frames: list[Any]) -> None:
+    def _to_hub(self, frames: Sequence[OutFrame]) -> None:
         self.link.to_hub(frames)
 
     # -- the loop -----------------------------------------------------------------------
 
     def run(self) -> None:
+        """Serve until the hub says ``shutdown`` or falls silent (``__main__``)."""
         poller = zmq.Poller()
         poller.register(self.link.up, zmq.POLLIN)
         poller.register(self.link.up_monitor, zmq.POLLIN)
@@ -186,12 +185,12 @@ class NodeAgent:
                                                 "registered": self.registered}))
             self.registered = []
         self.output.take()
-        self._pump()
+        self.flow.pump()
         if self.requests:
             self._check_exits()
         for request in list(self.requests.values()):
             if request.interrupted:
-                self._send_reply(request)  # what the ranks that stopped said, so far
+                self.flow.reply(request)  # what the ranks that stopped said, so far
 
     def _reconnected(self) -> None:
         """The link up (re)connected; after the first time, to a parent agent started again:
@@ -224,10 +223,9 @@ class NodeAgent:
 
     def _credit(self, header: PlaneHeader, frames: list[zmq.Frame]) -> None:
         """Room for more output, from the hub or the parent agent."""
-        if self.window.credit(stamp_of(header)):
-            self._pump()
+        self.flow.credit(header)
 
-    def _to_kids(self, frames: list[Any]) -> None:
+    def _to_kids(self, frames: Sequence[OutFrame]) -> None:
         for kid in list(self.kids.values()):
             self._to_kid(kid, frames)
 
@@ -299,13 +297,13 @@ class NodeAgent:
             self._to_kid(kid, frames)
         self._maybe_done(request)
 
-    def _to_rank(self, rank: int, frames: list[Any]) -> bool:
+    def _to_rank(self, rank: int, frames: Sequence[OutFrame]) -> bool:
         if self.link.send(self.link.down, rank_identity(self.launch, rank), frames):
             return True
         self._lost([rank])
         return False
 
-    def _to_kid(self, kid: AgentBelow, frames: list[Any]) -> None:
+    def _to_kid(self, kid: AgentBelow, frames: Sequence[OutFrame]) -> None:
         if self.link.send(kid.sock, kid.ident, frames):
             return
         # The agent below is gone: the hub hears it from here, so it names its node. Its
@@ -348,7 +346,7 @@ class NodeAgent:
         if kid_handler is not None:
             kid_handler(kid, msg, got[1:])
 
-    def _pass_up(self, peer: Any, msg: Message, frames: list[zmq.Frame]) -> None:
+    def _pass_up(self, peer: int | AgentBelow, msg: Message, frames: list[zmq.Frame]) -> None:
         """Live values, debugger events (and a lower agent's ``ndead``) go up as they are."""
         self._to_hub(frames)
 
@@ -362,21 +360,21 @@ class NodeAgent:
                                   False)
         request.reply(rank, msg.header, [msg.payload, *msg.buffers])
         if request.id not in self.requests:
-            self._send_reply(request)
+            self.flow.reply(request)
         self._maybe_done(request)
 
     def _rank_stream(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
         header = msg.header
         self.output.add_stream(rank, header.get("id") or "", header["name"], header["text"],
-                               self._arrived(rank, header))
+                               self.flow.arrived(rank, header))
 
     def _rank_display(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
         self.output.add_display(rank, msg.header.get("id") or "", msg.header["msg_type"],
-                                frames[2:], self._arrived(rank, msg.header))
-        self._pump()
+                                frames[2:], self.flow.arrived(rank, msg.header))
+        self.flow.pump()
 
     def _rank_more(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
-        self._asked(rank, msg.header)
+        self.flow.asked(rank, msg.header)
 
     def _rank_load(self, rank: int, msg: Message, frames: list[zmq.Frame]) -> None:
         self.load[rank] = [msg.header.get("cpu", 0.0), msg.header.get("rss", 0)]
@@ -386,7 +384,7 @@ class NodeAgent:
             insort(self.ranks, rank)
             insort(self.subtree, rank)
         self.gone.discard(rank)
-        header = dict(msg.header)
+        header = msg.header.copy()
         self.headers[rank] = header
         self.registered.append(header)
 
@@ -417,70 +415,22 @@ class NodeAgent:
         self.below[node] = [node, msg.header.get("ranks") or "", bytes(msg.payload).decode()]
 
     def _kid_more(self, kid: AgentBelow, msg: Message, frames: list[zmq.Frame]) -> None:
-        self._asked(kid.ident, msg.header)
+        self.flow.asked(kid.ident, msg.header)
 
     def _kid_output(self, kid: AgentBelow, msg: Message, frames: list[zmq.Frame]) -> None:
-        """Output passes through, in order with ours, under this agent's window; its size
-        is what the agent below counted (the step between its stamps)."""
-        stamp = stamp_of(msg.header)
-        if stamp is None:
-            return
-        size = max(stamp - self.credits.last_arrived(kid.ident), 0)
-        self.credits.arrived(kid.ident, stamp)
-        up = dict(msg.header)
-        del up["sent"]
-        self.output.ready.append(Outgoing([frames[0], b"", *frames[2:]], up, size,
-                                          {kid.ident: stamp}))
-        self._pump()
+        self.flow.passed(kid.ident, msg, frames)
 
     def _maybe_done(self, request: NodeRequest) -> None:
         if request.done and request.id in self.requests:
-            self._send_reply(request)
+            self.flow.reply(request)
             del self.requests[request.id]
 
-    def _send_reply(self, request: NodeRequest) -> None:
-        self.output.take(request.id)  # output before the reply that ends it
-        reply = request.take()
-        if reply is not None:
-            self.output.ready.append(Outgoing(reply))
-        self._pump()
+    # -- credits to the senders below (flow.py) ------------------------------------------
 
-    # -- flow control (plane/credit.py) ---------------------------------------------------
-
-    def _pump(self) -> None:
-        """Send up what is ready, in order, while the window has room; then tell the ranks
-        (and agents below) whose output went up."""
-        ready = self.output.ready
-        window = self.window
-        while ready:
-            out = ready[0]
-            if out.size and not window.fits(out.size):
-                more = window.ask()
-                if more is not None:
-                    self._to_hub(more)
-                return
-            ready.popleft()
-            self._to_hub(out.encode(window.take(out.size) if out.size else None))
-            for sender, stamp in out.credits.items():
-                self._tell(sender, self.credits.taken(sender, stamp))
-
-    def _arrived(self, sender: Sender, header: PlaneHeader) -> int | None:
-        stamp = stamp_of(header)
-        if stamp is not None:
-            self.credits.arrived(sender, stamp)
-        return stamp
-
-    def _asked(self, sender: Sender, header: PlaneHeader) -> None:
-        """``sender`` waits for credit (``more``): told at once if all it sent went up."""
-        stamp = stamp_of(header)
-        if stamp is not None:
-            self._tell(sender, self.credits.asked(sender, stamp))
-
-    def _tell(self, sender: Sender, stamp: int | None) -> None:
-        if stamp is None:
-            return
+    def _tell(self, sender: Sender, stamp: int) -> None:
+        """``sender`` (a rank, or an agent below) may send output up to ``stamp``."""
         # Not _to_rank/_to_kid: a peer found gone here would end requests from inside
-        # _pump; its death is noticed on the request's, or the heartbeat's, next send.
+        # UpFlow.pump; its death is noticed on the request's, or the heartbeat's, next send.
         if isinstance(sender, int):
             if sender not in self.gone:
                 self.link.send(self.link.down, rank_identity(self.launch, sender),

@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -29,6 +29,7 @@ from ..plane.identity import agent_identity, current_launch
 from ..plane.nodes import agent_plane_file
 from ..plane.private import UnsafeDirectoryError, check_private_dir
 from ..plane.shm import prefix_for, remove_leftovers
+from ..plane.wire import OutFrame
 
 
 class Link:
@@ -117,13 +118,16 @@ class Link:
 
     @property
     def downs(self) -> list[zmq.Socket[bytes]]:
+        """The sockets below: to the node's ranks, and to the agents below if any."""
         return [self.down] if self.kids is None else [self.down, self.kids]
 
-    def to_hub(self, frames: list[Any]) -> None:
+    def to_hub(self, frames: Sequence[OutFrame]) -> None:
+        """Send a message up (to the hub, or the parent agent)."""
         self.up.send_multipart(frames, copy=False)
 
-    def send(self, sock: zmq.Socket[bytes], ident: bytes, frames: list[Any]) -> bool:
-        """False when the peer is gone (or never connected)."""
+    def send(self, sock: zmq.Socket[bytes], ident: bytes, frames: Sequence[OutFrame]) -> bool:
+        """Send a message to the peer ``ident`` below (on ``sock``, one of ``downs``); False
+        when the peer is gone (or never connected)."""
         try:
             sock.send_multipart([ident, *frames], copy=False)
         except zmq.ZMQError:
@@ -131,6 +135,7 @@ class Link:
         return True
 
     def from_hub(self) -> list[zmq.Frame] | None:
+        """The next message from above, None when none waits."""
         try:
             return self.up.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
@@ -144,6 +149,8 @@ class Link:
             return None
 
     def close(self) -> None:
+        """Close the sockets; remove the plane file, the socket directory and the
+        shared-memory segments left (the agent's last act)."""
         try:
             self.plane_file.unlink()
         except OSError:

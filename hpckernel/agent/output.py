@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+
+import zmq
 
 from ..plane import kinds
 from ..plane.groups import group_equal
 from ..plane.headers import PlaneHeader
+from ..plane.wire import OutFrame
 from ..targets import format_ranks
 
 #: A sender of output to this agent: a rank, or an agent below (its identity).
@@ -32,12 +34,13 @@ class Outgoing:
     """One message for the hub."""
 
     #: its frames; with ``header``, the header frame is made when it is sent (stamped)
-    frames: list[Any]
-    header: dict[str, Any] | None = None
+    frames: list[OutFrame]
+    header: PlaneHeader | None = None
     size: int = 0  # bytes counted against the window (0: not output, such as a reply)
     credits: dict[Sender, int] = field(default_factory=dict)  # sender -> stamp it takes
 
-    def encode(self, stamp: int | None) -> list[Any]:
+    def encode(self, stamp: int | None) -> list[OutFrame]:
+        """Its frames to send, with ``stamp`` as the header's ``sent`` (output only)."""
         if self.header is None:
             return self.frames
         header = self.header if stamp is None else {**self.header, "sent": stamp}
@@ -53,16 +56,19 @@ class NodeOutput:
         # sent: adding each piece to a string copied all of a flood's text again for
         # every piece
         self._streams: dict[tuple[str, str], dict[int, list[tuple[str, int | None]]]] = {}
-        self._displays: dict[tuple[str, str, bytes], tuple[list[Any], dict[int, int | None]]] = {}
+        self._displays: dict[tuple[str, str, bytes],
+                             tuple[list[zmq.Frame], dict[int, int | None]]] = {}
         self.ready: deque[Outgoing] = deque()
 
     def add_stream(self, rank: int, request_id: str, name: str, text: str,
                    stamp: int | None) -> None:
+        """Queue text ``rank`` printed (its ``stream`` message), batched at the next
+        ``take``."""
         self._streams.setdefault((request_id, name), {}).setdefault(rank, []).append(
             (text, stamp))
 
-    def add_display(self, rank: int, request_id: str, msg_type: str, frames: list[Any],
-                    stamp: int | None) -> None:
+    def add_display(self, rank: int, request_id: str, msg_type: str,
+                    frames: list[zmq.Frame], stamp: int | None) -> None:
         """Queue a display. What ``rank`` sent of ``request_id`` before it is made ready
         first: its displays still pending (with the other ranks' copies), then its text."""
         for key in [k for k, (_, ranks) in self._displays.items()
@@ -72,7 +78,7 @@ class NodeOutput:
             pieces = self._streams[(request, name)].pop(rank, None)
             if pieces:
                 self._batch(request, name, {rank: pieces})
-        key = (request_id, msg_type, b"".join(bytes(f) for f in frames))
+        key = (request_id, msg_type, b"".join(f.bytes for f in frames))
         self._displays.setdefault(key, (frames, {}))[1][rank] = stamp
 
     def take(self, request_id: str | None = None) -> None:
@@ -86,7 +92,7 @@ class NodeOutput:
     def _ready_display(self, key: tuple[str, str, bytes]) -> None:
         frames, ranks = self._displays.pop(key)
         header: PlaneHeader = {"id": key[0], "msg_type": key[1], "ranks": format_ranks(ranks)}
-        self.ready.append(Outgoing([kinds.DISPLAY.encode(), b"", *frames], dict(header),
+        self.ready.append(Outgoing([kinds.DISPLAY.encode(), b"", *frames], header,
                                    sum(len(f) for f in frames),
                                    {r: s for r, s in ranks.items() if s is not None}))
 
@@ -114,4 +120,4 @@ class NodeOutput:
         header: PlaneHeader = {"id": request, "name": name,
                                "parts": [[format_ranks(ranks), text]
                                          for text, ranks in group_equal(joined)]}
-        self.ready.append(Outgoing([kinds.NSTREAM.encode(), b"", b""], dict(header), size, credits))
+        self.ready.append(Outgoing([kinds.NSTREAM.encode(), b"", b""], header, size, credits))

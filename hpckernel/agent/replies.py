@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 from ..plane import Message, kinds
 from ..plane.headers import PlaneHeader
+from ..plane.wire import OutFrame
 from ..targets import format_ranks, parse_ranks
 
-#: Fields that differ between ranks' replies without making them different answers.
-_PER_RANK = ("id", "rank", "shm")
+#: A rank's value as it arrived: its reply's [payload, *buffers], unopened.
+ValueFrames = Sequence[bytes | memoryview]
 
 
 def local_targets(intervals: list[tuple[int, int]], ranks: list[int]) -> list[int]:
@@ -42,9 +43,12 @@ class NodeRequest:
         self.targets = targets
         self.control = control
         self.pending = set(targets)
-        self.groups: dict[str, tuple[dict[str, Any], list[int]]] = {}  # replies not sent up
-        self.values: dict[int, list[Any]] = {}
-        self.segments: dict[int, Any] = {}  # rank -> its reply's shared-memory segments
+        #: replies not sent up: JSON of the reply header -> (that header, its ranks); a
+        #: header a live job's endpoint makes itself is a plain dict (``live/endpoint.py``)
+        self.groups: dict[str, tuple[PlaneHeader | dict[str, Any], list[int]]] = {}
+        self.values: dict[int, ValueFrames] = {}
+        #: rank -> its reply's shared-memory segments (the header's ``shm``, passed on)
+        self.segments: dict[int, object] = {}
         self.lost: list[int] = []
         self.interrupted = False
 
@@ -58,20 +62,26 @@ class NodeRequest:
 
     @property
     def done(self) -> bool:
+        """Whether every target rank answered or was lost."""
         return not self.pending
 
-    def reply(self, rank: int, header: Mapping[str, Any], frames: list[Any]) -> None:
+    def reply(self, rank: int, header: PlaneHeader, frames: ValueFrames) -> None:
         """A rank's reply: its header and its [payload, *buffers] frames."""
         if rank not in self.pending:
             return  # a duplicate, or a rank already given up on
-        common = {k: v for k, v in header.items() if k not in _PER_RANK}
+        # Without the fields that differ between ranks' replies without making them
+        # different answers.
+        common = header.copy()
+        common.pop("id", None)
+        common.pop("rank", None)
+        common.pop("shm", None)
         self.group([rank], common)
         if len(frames) > 1 or (frames and len(frames[0])):
             self.values[rank] = frames
             if header.get("shm"):
                 self.segments[rank] = header["shm"]
 
-    def group(self, ranks: list[int], common: dict[str, Any]) -> None:
+    def group(self, ranks: list[int], common: PlaneHeader | dict[str, Any]) -> None:
         """Ranks that answered alike (a rank's reply, or a group of a lower agent's)."""
         ranks = [r for r in ranks if r in self.pending]
         if not ranks:
@@ -98,17 +108,18 @@ class NodeRequest:
             self.lose(rank)
 
     def lose(self, rank: int) -> None:
+        """Stop waiting for ``rank`` (dead, unreachable): the reply names it ``lost``."""
         if rank in self.pending:
             self.pending.discard(rank)
             self.lost.append(rank)
 
-    def take(self) -> list[Any] | None:
+    def take(self) -> list[OutFrame] | None:
         """The frames of one ``nreply`` with what arrived since the last one (None if
         nothing did)."""
         if not self.groups and not self.lost:
             return None
-        frames: list[Any] = []
-        values: list[list[Any]] = []
+        frames: list[OutFrame] = []
+        values: list[list[object]] = []
         for rank in sorted(self.values):
             parts = self.values[rank]
             segments = self.segments.get(rank)

@@ -11,6 +11,8 @@ import socket
 
 
 def node_name() -> str:
+    """This node's name: Slurm's for it, else the host name (compared with a plane file's
+    ``node`` to choose IPC over TCP)."""
     return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 

@@ -46,6 +46,7 @@ class KeyCheck:
         self.public = public
 
     def callback(self, domain: str, key: bytes | str) -> bool:
+        """Whether ``key`` may connect (called by pyzmq's ``ThreadAuthenticator``)."""
         return (key.decode() if isinstance(key, bytes) else key) == self.public
 
 
@@ -62,11 +63,14 @@ def make_job_dir(parent: str | os.PathLike[str] | None = None) -> Path:
 
 
 def write_plane_info(job_dir: Path, info: PlaneInfo) -> Path:
+    """Write ``info`` as the 0600 plane file of ``job_dir`` (the hub, before it starts the
+    ranks); its path."""
     path = job_dir / PLANE_FILE
     write_private(path, json.dumps(asdict(info)))
     return path
 
 
 def read_plane_info(path: str | os.PathLike[str]) -> PlaneInfo:
+    """The plane file at ``path`` (a rank, an agent, a live job's endpoint at its start)."""
     with open(path) as f:
         return PlaneInfo(**json.load(f))

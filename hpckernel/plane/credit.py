@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from . import kinds
 from .credentials import DEFAULT_WINDOW
-from .wire import pack
+from .wire import OutFrame, pack
 
 K = TypeVar("K", bound=Hashable)
 #: The most messages a full window holds (each counts at least window / MESSAGES bytes).
@@ -38,20 +38,21 @@ __all__ = ["DEFAULT_WINDOW", "Credits", "SendWindow", "WaitingWindow", "credit_f
            "display_size", "more_frames", "stamp_of"]
 
 
-def credit_frames(stamp: int) -> list[Any]:
+def credit_frames(stamp: int) -> list[OutFrame]:
     """The receiver's word that the output up to ``stamp`` is taken in."""
     return pack(kinds.CREDIT, {"sent": stamp})
 
 
-def more_frames(stamp: int) -> list[Any]:
+def more_frames(stamp: int) -> list[OutFrame]:
     """The sender's word that it waits for credit, having sent up to ``stamp``."""
     return pack(kinds.MORE, {"sent": stamp})
 
 
-def display_size(content: dict[str, Any]) -> int:
+def display_size(content: Mapping[str, object]) -> int:
     """What a ``display`` counts against the window: its data's size, roughly (the values'
     text: mostly str already, base64 for images), and a little for the rest."""
-    return 100 + sum(len(str(v)) for v in content.get("data", {}).values())
+    data = content.get("data")
+    return 100 + (sum(len(str(v)) for v in data.values()) if isinstance(data, dict) else 0)
 
 
 def stamp_of(header: Mapping[str, object]) -> int | None:
@@ -88,15 +89,15 @@ class SendWindow:
         self.sent += self.cost(size)
         return self.sent
 
-    def ask(self) -> list[Any] | None:
+    def ask(self) -> list[OutFrame] | None:
         """The ``more`` message to send when a message does not fit, unless one is out."""
         if self.asked:
             return None
         self.asked = True
         return more_frames(self.sent)
 
-    def credit(self, stamp: Any) -> bool:
-        """A ``credit`` arrived; True if it gave room."""
+    def credit(self, stamp: int | None) -> bool:
+        """A ``credit`` arrived (its stamp, ``stamp_of``); True if it gave room."""
         if type(stamp) is not int or stamp <= self.acked:
             return False
         self.acked = min(stamp, self.sent)
@@ -128,6 +129,7 @@ class Credits(Generic[K]):
         self._arrived[sender] = stamp
 
     def last_arrived(self, sender: K) -> int:
+        """How far ``sender``'s output has arrived (0: nothing yet)."""
         return self._arrived.get(sender, 0)
 
     def taken(self, sender: K, stamp: int) -> int | None:
@@ -144,7 +146,7 @@ class Credits(Generic[K]):
         return None
 
     def answer(self, sender: K, msg_type: str, header: Mapping[str, object]
-               ) -> list[Any] | None:
+               ) -> list[OutFrame] | None:
         """The ``credit`` message owed to ``sender`` for its output message now taken in,
         or for its ``more`` (None: none now, or the message carries no stamp)."""
         stamp = stamp_of(header)
@@ -172,7 +174,8 @@ class WaitingWindow(SendWindow):
         super().__init__(window)
         self.cond = threading.Condition()
 
-    def credit(self, stamp: Any) -> bool:
+    def credit(self, stamp: int | None) -> bool:
+        """A ``credit`` arrived (on the I/O thread): wake the threads waiting for room."""
         with self.cond:
             if not super().credit(stamp):
                 return False

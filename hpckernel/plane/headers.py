@@ -8,9 +8,16 @@ from typing import Any, Literal, TypedDict
 
 #: What the hub knows a rank to be doing (``%ranks`` shows it).
 RankState = Literal["starting", "idle", "busy", "stuck", "dead"]
+#: A buffer of a reply carried in shared memory: [buffer index, segment name, size]
+#: (``wire.to_shm``; checked entry by entry by ``wire.attach_segments``).
+ShmSegment = list[int | str]
+#: A JSON object passed through unread (a DAP request, response or event).
+JsonObject = dict[str, object]
 
 
 class PlaneHeader(TypedDict, total=False):
+    """The header of any plane message; ``kinds.KINDS`` says which fields a kind must have."""
+
     # -- every request and its reply
     id: str | None  # the request's id; output carries it too
     rank: int  # the rank that sent this
@@ -32,8 +39,8 @@ class PlaneHeader(TypedDict, total=False):
     join_threads: float  # execute: wait this long for threads the code starts
     debug_path: str  # execute on a debugged rank: the cell's file name (hub/debugger.py)
     debug_offset: int  # execute on a debugged rank: lines the hub took off the cell
-    dap: dict[str, Any]  # dap: the DAP request; its reply: the DAP response
-    event: dict[str, Any]  # dapevent: a DAP event of a debugged rank
+    dap: JsonObject  # dap: the DAP request; its reply: the DAP response
+    event: JsonObject  # dapevent: a DAP event of a debugged rank
     # -- output
     name: str  # stream name
     text: str
@@ -58,14 +65,14 @@ class PlaneHeader(TypedDict, total=False):
     # -- a rank registering again with a new node agent: the replies it sent last (their
     # headers), which may have been lost with the old agent
     rejoin: bool
-    recent: list[dict[str, Any]]
+    recent: list[PlaneHeader]
     # -- hub -> agent: whose request this is, compactly (targets.format_ranks)
     targets: str
     only: int  # a value for this one rank (scatter): the agent passes it to that rank only
     interval: float  # hb: the hub's heartbeat interval
     # -- agent -> hub
     node: str  # the agent's node key
-    registered: list[dict[str, Any]]  # nregister: the register headers of the node's ranks
+    registered: list[PlaneHeader]  # nregister: the register headers of the node's ranks
     summaries: list[list[str]]  # nsummary of a tree's agent: [node, ranks, load JSON] below
     via: str  # nregister passed up a tree: the agent that talks to the hub for this node
     ranks: str  # nsummary, display: the ranks it covers (nsummary: their [cpu, rss] pairs
@@ -75,6 +82,7 @@ class PlaneHeader(TypedDict, total=False):
     lost: str  # nreply: ranks the agent stopped waiting for (dead, unreachable)
     values: list[list[Any]]  # nreply: [rank, frame count(, shared-memory segments)] per value
     shm_prefix: str  # nregister: an agent on the hub's node passes its ranks' segments on
+    shm: list[ShmSegment]  # reply: its buffers in shared memory (wire.to_shm)
     # -- a live batch job (hpckernel/live, kinds.LIVE_REQUESTS and the l* kinds)
     cell: str  # the endpoint's id of a notebook's cell (larm, lrun, lcancel, lpark, lunpark)
     at: int  # lrun: the safepoint the cell runs at; larm's reply: the count reached

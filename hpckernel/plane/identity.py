@@ -30,10 +30,12 @@ def current_launch() -> int:
 
 
 def rank_identity(launch: int, rank: int) -> bytes:
+    """The ZMQ identity of ``rank`` of ``launch`` (set by the rank, routed to by its agent)."""
     return f"{launch}.{rank}".encode()
 
 
 def agent_identity(launch: int, node: str) -> bytes:
+    """The ZMQ identity of the agent of ``node`` in ``launch`` (``agent/link.py`` sets it)."""
     return AGENT_PREFIX + f"{launch}.{node}".encode()
 
 

@@ -19,6 +19,8 @@ NODE_ENV = "HPCKERNEL_NODE"
 
 
 def agent_plane_file(job_dir: Path, node: str) -> Path:
+    """The plane file the agent of ``node`` writes in ``job_dir`` (its ranks, and the agents
+    below it in a tree, read it)."""
     return job_dir / f"agent-{re.sub(r'[^A-Za-z0-9_.-]', '_', node)}.json"
 
 

@@ -29,9 +29,12 @@ import cloudpickle
 import zmq
 
 from . import shm
-from .headers import PlaneHeader
+from .headers import PlaneHeader, ShmSegment
 
 NO_PAYLOAD = b""
+#: One frame of a message to send: what ``send_multipart(copy=False)`` takes (a received
+#: ``zmq.Frame`` passed on, a pickle's out-of-band buffer, bytes or a view of them).
+OutFrame = bytes | memoryview | pickle.PickleBuffer | zmq.Frame
 #: Header field of a message whose buffers are (partly) in shared memory: a list of
 #: ``[buffer index, segment name, size]``; the other buffers are the frames, in order.
 SHM = "shm"
@@ -48,14 +51,14 @@ class Message:
     payload: bytes | memoryview = NO_PAYLOAD
     buffers: list[memoryview] = field(default_factory=list)
 
-    def value(self) -> Any:
+    def value(self) -> Any:  # whatever the sender pickled: its receiver knows its shape
         """Unpickle the payload; buffers are used in place (zero copy)."""
         if not self.payload:
             return None
         return pickle.loads(self.payload, buffers=self.buffers)
 
 
-def dumps(value: Any, inband: bool = False) -> list[bytes | pickle.PickleBuffer]:
+def dumps(value: object, inband: bool = False) -> list[bytes | pickle.PickleBuffer]:
     """Serialise ``value`` into [pickle, *out-of-band buffers] (just [pickle] if ``inband``)."""
     if inband:
         return [cloudpickle.dumps(value, protocol=5)]
@@ -64,10 +67,10 @@ def dumps(value: Any, inband: bool = False) -> list[bytes | pickle.PickleBuffer]
     return [data, *buffers]
 
 
-def pack(msg_type: str, header: Mapping[str, Any], value: Any = None, *, has_value: bool = False,
-         inband: bool = False) -> list[Any]:
+def pack(msg_type: str, header: Mapping[str, object], value: object = None, *,
+         has_value: bool = False, inband: bool = False) -> list[OutFrame]:
     """Frames for one message; ``value`` is pickled when given (or ``has_value`` is set)."""
-    frames: list[Any] = [msg_type.encode(), json.dumps(header).encode()]
+    frames: list[OutFrame] = [msg_type.encode(), json.dumps(header).encode()]
     if value is not None or has_value:
         frames.extend(dumps(value, inband))
     else:
@@ -75,15 +78,15 @@ def pack(msg_type: str, header: Mapping[str, Any], value: Any = None, *, has_val
     return frames
 
 
-def to_shm(frames: list[Any], prefix: str) -> list[Any]:
+def to_shm(frames: list[OutFrame], prefix: str) -> list[OutFrame]:
     """The message ``frames`` (of :func:`pack`) for a hub on this node: each out-of-band
     buffer of at least ``shm.MIN_SIZE`` bytes is copied into a shared-memory segment under
     ``prefix`` and named in the header instead of sent. A buffer whose segment cannot be made
     stays a frame. Moved buffers are copies: their owner may change them once this returns."""
     if len(frames) <= 3:
         return frames
-    segments: list[list[Any]] = []
-    rest: list[Any] = []
+    segments: list[ShmSegment] = []
+    rest: list[OutFrame] = []
     for index, buf in enumerate(frames[3:]):
         name = None
         if isinstance(buf, pickle.PickleBuffer) and len(segments) < MAX_SEGMENTS:
@@ -99,12 +102,14 @@ def to_shm(frames: list[Any], prefix: str) -> list[Any]:
             segments.append([index, name, flat.nbytes])
     if not segments:
         return frames
-    header = json.loads(frames[1])
+    head = frames[1]
+    assert isinstance(head, bytes)  # pack made it
+    header = json.loads(head)
     header[SHM] = segments
     return [frames[0], json.dumps(header).encode(), frames[2], *rest]
 
 
-def attach_segments(msg_type: str, segments: Any, frames: list[memoryview],
+def attach_segments(msg_type: str, segments: object, frames: list[memoryview],
                     prefix: str | None) -> list[memoryview]:
     """``frames`` with the header's shared-memory segments mapped in at their indices."""
     named = ([e[1] for e in segments if isinstance(e, list) and len(e) == 3

@@ -11,8 +11,7 @@ from __future__ import annotations
 import io
 import threading
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
@@ -25,7 +24,8 @@ FLUSH_BYTES = 64 * 1024
 
 #: send(name, text, wait) queues one message; False when the window is full and not ``wait``
 SendStream = Callable[[str, str, bool], bool]
-SendDisplay = Callable[[str, dict[str, Any]], None]
+#: send(msg_type, content) queues one display message (``RankRunner.send_display``)
+SendDisplay = Callable[[str, Mapping[str, object]], None]
 
 
 class OutStream(io.TextIOBase):
@@ -46,24 +46,30 @@ class OutStream(io.TextIOBase):
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
+        """Always UTF-8 (what the hub decodes)."""
         return "utf-8"
 
     @property
     def name(self) -> str:
+        """``<stdout>`` or ``<stderr>``, as Python names its own."""
         return f"<{self.name_}>"
 
     def writable(self) -> bool:
+        """Always writable."""
         return True
 
     def isatty(self) -> bool:
+        """Never: the notebook is not a terminal."""
         return False
 
     def fileno(self) -> int:
-        # Libraries that write to the file descriptor (faulthandler, subprocess) get the
-        # original one, whose output ends up in the launcher log.
+        """The original descriptor: libraries that write to it (faulthandler, subprocess)
+        end up in the launcher log."""
         return self._fileno
 
     def write(self, text: str) -> int:  # type: ignore[override]
+        """Buffer ``text``; flushed when ``FLUSH_BYTES`` wait, or by the I/O thread while a
+        request runs."""
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         if not text:
@@ -80,7 +86,7 @@ class OutStream(io.TextIOBase):
         return len(text)
 
     def close(self) -> None:
-        # The notebook's stream cannot be closed by a cell: flush, and stay usable.
+        """Flush, and stay usable: a cell cannot close the notebook's stream."""
         self.flush()
 
     def flush(self) -> None:
@@ -131,9 +137,11 @@ class RankDisplayHook(DisplayHook):
     send: SendDisplay | None = None
 
     def write_output_prompt(self) -> None:
-        pass
+        """Nothing: the front end shows the prompt."""
 
-    def write_format_data(self, format_dict: dict[str, Any], md_dict: Any = None) -> None:
+    def write_format_data(self, format_dict: dict[str, object],
+                          md_dict: dict[str, object] | None = None) -> None:
+        """Send the result's mime bundle (called by IPython's ``DisplayHook.__call__``)."""
         if self.send is not None:
             content = {"data": format_dict, "metadata": md_dict or {},
                        "execution_count": self.prompt_count}
@@ -147,19 +155,22 @@ class RankDisplayPublisher(DisplayPublisher):
 
     def publish(  # type: ignore[override]
         self,
-        data: dict[str, Any],
-        metadata: dict[str, Any] | None = None,
-        source: Any = None,
+        data: dict[str, object],
+        metadata: dict[str, object] | None = None,
+        source: object = None,
         *,
-        transient: dict[str, Any] | None = None,
+        transient: dict[str, object] | None = None,
         update: bool = False,
-        **kwargs: Any,
+        **kwargs: object,
     ) -> None:
+        """Send one ``display_data`` (or ``update_display_data``); called by IPython's
+        ``display()``."""
         if self.send is None:
             return
         content = {"data": data, "metadata": metadata or {}, "transient": transient or {}}
         self.send("update_display_data" if update else "display_data", content)
 
     def clear_output(self, wait: bool = False) -> None:
+        """Send ``clear_output`` (IPython's ``clear_output()``)."""
         if self.send is not None:
             self.send("clear_output", {"wait": wait})

@@ -25,9 +25,8 @@ import select
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import Any
 
 import zmq
 
@@ -36,9 +35,10 @@ from ..plane import Message, PlaneInfo, kinds, pack, unpack
 from ..plane.addresses import node_name
 from ..plane.credit import WaitingWindow, stamp_of
 from ..plane.droplog import DropLog
+from ..plane.headers import PlaneHeader
 from ..plane.identity import current_launch, rank_identity
 from ..plane.shm import prefix_for
-from ..plane.wire import to_shm
+from ..plane.wire import OutFrame, to_shm
 from . import interrupts
 from .ledger import RequestLedger
 from .limit import ReplyTooLarge, over_limit
@@ -46,9 +46,13 @@ from .limit import ReplyTooLarge, over_limit
 log = logging.getLogger(__name__)
 _drops = DropLog(log)
 
-#: Requests the I/O thread answers itself; a handler returns (msg_type, header, value), or
-#: the packed frames when it serialises the answer itself.
-ControlHandler = Callable[[Message], "tuple[str, dict[str, Any], Any] | list[Any] | None"]
+#: What a control handler answers: (msg_type, header, value), or the packed frames when it
+#: serialises the answer itself, or None when the answer goes later (``dap``).
+ControlAnswer = tuple[str, Mapping[str, object], object] | list[OutFrame] | None
+#: Requests the I/O thread answers itself.
+ControlHandler = Callable[[Message], ControlAnswer]
+#: A message waiting for the socket, and the future of its tracker (``send(track=True)``).
+_Queued = tuple[list[OutFrame], Future[zmq.MessageTracker] | None]
 #: Messages waiting for the socket at most (beyond, published values are dropped: the
 #: rest is bounded by the output window and by the requests themselves).
 MAX_PENDING = 4096
@@ -78,10 +82,9 @@ class HubChannel:
         self.shm_prefix = prefix_for(info) if info.node == node_name() else None
         self.control: dict[str, ControlHandler] = {}
         self.ledger = RequestLedger()
-        self.register: dict[str, Any] | None = None  # sent again after a reconnect
-        self._outbox: queue.SimpleQueue[tuple[list[Any], Future[zmq.MessageTracker] | None]] = (
-            queue.SimpleQueue())
-        self._pending: deque[tuple[list[Any], Future[zmq.MessageTracker] | None]] = deque()
+        self.register: PlaneHeader | None = None  # sent again after a reconnect
+        self._outbox: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
+        self._pending: deque[_Queued] = deque()
         #: held while the socket is used, never while another lock is taken (a leaf)
         self._sock_lock = threading.Lock()
         self._pid = os.getpid()  # a child forked by a cell must not touch the socket
@@ -119,6 +122,7 @@ class HubChannel:
     # -- used by any thread -------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the I/O thread (the rank's ``main()``, once its control handlers are set)."""
         self._thread.start()
 
     @property
@@ -131,7 +135,8 @@ class HubChannel:
         """Monotonic time the request the main thread runs began (None: it runs none)."""
         return self.ledger.running_since
 
-    def send(self, frames: list[Any], track: bool = False) -> Future[zmq.MessageTracker] | None:
+    def send(self, frames: list[OutFrame], track: bool = False
+             ) -> Future[zmq.MessageTracker] | None:
         """Queue frames for the hub. With ``track``, the future gives the ZMQ tracker that
         says when the buffers (user arrays sent without copying) may change again."""
         if self.shm_prefix is not None and frames and frames[0] == b"reply":
@@ -141,7 +146,7 @@ class HubChannel:
         self._queue(frames, done)
         return done
 
-    def _queue(self, frames: list[Any], done: Future[zmq.MessageTracker] | None = None
+    def _queue(self, frames: list[OutFrame], done: Future[zmq.MessageTracker] | None = None
                ) -> None:
         io_thread = threading.get_ident() == self._thread.ident
         if not io_thread and frames and os.getpid() == self._pid and self._send_now(
@@ -151,7 +156,7 @@ class HubChannel:
         if not io_thread:  # the I/O thread sends its own before it waits again
             self._wake()
 
-    def _send_now(self, frames: list[Any], done: Future[zmq.MessageTracker] | None) -> bool:
+    def _send_now(self, frames: list[OutFrame], done: Future[zmq.MessageTracker] | None) -> bool:
         """Send ``frames`` from this (not the I/O) thread if nothing is queued before them;
         False if they must queue. An interrupt cannot cut the message in two (held)."""
         with interrupts.held(), self._sock_lock:
@@ -178,8 +183,8 @@ class HubChannel:
         except BlockingIOError:
             pass  # the pipe is full of wake-ups already
 
-    def send_output(self, kind: str, header: dict[str, Any], size: int, value: Any = None,
-                    wait: bool = True) -> bool:
+    def send_output(self, kind: str, header: Mapping[str, object], size: int,
+                    value: object = None, wait: bool = True) -> bool:
         """Queue one output message (``stream``, ``display``) counting ``size`` bytes against
         the window; while the window is full, wait for credit (interruptible: the hub's
         interrupt raises ``KeyboardInterrupt`` here), or return False without ``wait``."""
@@ -201,6 +206,7 @@ class HubChannel:
         return True
 
     def stop(self) -> None:
+        """End the I/O thread once it has sent what is queued (the rank's last act)."""
         self._stopping.set()
         self.send([])
         self._thread.join(timeout=5)

@@ -14,17 +14,36 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import hpckernel
 
 from ..plane import Message, pack
+from ..plane.headers import PlaneHeader
+from ..plane.wire import OutFrame
 
 if TYPE_CHECKING:  # the rank imports IPython after it has registered with the hub
     from .channel import HubChannel
     from .shell import RankShell
 
 _CELL = re.compile(r"<ipython-input-(\d+)-[0-9a-f]+>")
+
+
+class StackFrame(TypedDict):
+    """One frame of a ``where`` answer (``%where`` shows it)."""
+
+    file: str  # ``In[7]`` for a cell
+    line: int | None
+    function: str
+    code: str
+
+
+class Where(TypedDict):
+    """The value of a ``where`` reply: what the main thread runs, and for how long."""
+
+    state: Literal["idle", "busy"]
+    seconds: float
+    stack: list[StackFrame]
 
 
 @functools.cache
@@ -43,7 +62,7 @@ class PeekError(RuntimeError):
     """A peeked value that cannot be sent to the hub."""
 
 
-def _lookup(shell: RankShell, dotted: str) -> Any:
+def _lookup(shell: RankShell, dotted: str) -> object:
     head, *attrs = dotted.split(".")
     try:
         value = shell.user_ns[head]
@@ -54,14 +73,14 @@ def _lookup(shell: RankShell, dotted: str) -> Any:
     return value
 
 
-def peek(shell: RankShell, rank: int, msg: Message) -> list[Any]:
+def peek(shell: RankShell, rank: int, msg: Message) -> list[OutFrame]:
     """The current values of ``names`` (``x`` or ``x.attr``) in the rank's namespace.
 
     The reply is pickled in band, here, in one go: arrays are copied while the main thread
     may keep changing them, so the hub gets a snapshot, not memory that is still moving."""
     names: list[str] = msg.header["names"]
     values = [_lookup(shell, name) for name in names]
-    header = {"id": msg.header["id"], "rank": rank, "status": "ok"}
+    header: PlaneHeader = {"id": msg.header["id"], "rank": rank, "status": "ok"}
     for attempt in range(3):
         try:
             return pack("reply", header, values, has_value=True, inband=True)
@@ -78,7 +97,7 @@ def peek(shell: RankShell, rank: int, msg: Message) -> list[Any]:
     raise AssertionError("unreachable")
 
 
-def _picklable(value: Any) -> bool:
+def _picklable(value: object) -> bool:
     try:
         pack("x", {}, value, has_value=True, inband=True)
     except Exception:
@@ -86,10 +105,10 @@ def _picklable(value: Any) -> bool:
     return True
 
 
-def where(channel: HubChannel, rank: int, msg: Message) -> tuple[str, dict[str, Any], Any]:
+def where(channel: HubChannel, rank: int, msg: Message) -> tuple[str, PlaneHeader, Where]:
     """The main thread's Python stack if it runs a request (user frames only)."""
     since = channel.busy_since
-    header = {"id": msg.header["id"], "rank": rank, "status": "ok"}
+    header: PlaneHeader = {"id": msg.header["id"], "rank": rank, "status": "ok"}
     main = threading.main_thread().ident
     frame = sys._current_frames().get(main) if main is not None else None
     if since is None or frame is None:
@@ -98,13 +117,13 @@ def where(channel: HubChannel, rank: int, msg: Message) -> tuple[str, dict[str, 
                              "stack": user_frames(traceback.extract_stack(frame))}
 
 
-def user_frames(stack: traceback.StackSummary) -> list[dict[str, Any]]:
+def user_frames(stack: traceback.StackSummary) -> list[StackFrame]:
     """From the first frame of the cell on (or, outside cells, without the rank's own
     machinery), with cell file names shown as ``In[7]``."""
     cells = [i for i, f in enumerate(stack) if _CELL.fullmatch(f.filename)]
     frames = list(stack)[cells[0]:] if cells else [
         f for f in stack if not f.filename.startswith(_machinery())]
-    out = []
+    out: list[StackFrame] = []
     for f in frames:
         cell = _CELL.fullmatch(f.filename)
         out.append({"file": f"In[{cell[1]}]" if cell else f.filename, "line": f.lineno,

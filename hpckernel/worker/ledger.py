@@ -15,13 +15,14 @@ import signal
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TypeVar
 
 from ..plane import kinds
 from ..plane.headers import PlaneHeader
 
 #: Stopped ids and answered replies kept (a few cells' worth: requests come one at a time).
 KEEP = 256
+_V = TypeVar("_V")
 
 
 class RequestLedger:
@@ -38,6 +39,7 @@ class RequestLedger:
 
     @property
     def running(self) -> str | None:
+        """The id of the request the main thread runs (None: none; the I/O thread asks)."""
         return self._running
 
     # -- the I/O thread ----------------------------------------------------------------
@@ -99,7 +101,7 @@ class RequestLedger:
             _keep(self._answered, request_id, header)
 
 
-def _keep(table: OrderedDict[str, Any], key: str, value: Any) -> None:
+def _keep(table: OrderedDict[str, _V], key: str, value: _V) -> None:
     table[key] = value
     while len(table) > KEEP:
         table.popitem(last=False)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Sequence
 
+from ..plane.headers import PlaneHeader
+from ..plane.wire import OutFrame
 from ..sizes import format_size
 
 
@@ -13,7 +14,7 @@ class ReplyTooLarge(ValueError):
     """A reply over the rank's share of ``HubKernel.max_reply_size``."""
 
 
-def over_limit(frames: list[Any], request: Mapping[str, Any]) -> str | None:
+def over_limit(frames: Sequence[OutFrame], request: PlaneHeader) -> str | None:
     """Why a reply may not go to the hub (hub/limits.py), or None if it fits its share."""
     limit = request.get("max_bytes")
     if not limit:

@@ -14,30 +14,31 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 from ..plane import kinds, pack
+from ..plane.wire import OutFrame
 
-#: Installed by the rank's ``main()``: sends packed frames to the hub.
-_send: Callable[[list[Any]], Any] | None = None
+#: Installed by the rank's ``main()``: sends packed frames to the hub (what it returns is
+#: not used).
+_send: Callable[[list[OutFrame]], object] | None = None
 _rank: int = -1
 #: Installed by the live runner: keeps (name, value) on the rank.
-_keep: Callable[[str, Any], None] | None = None
+_keep: Callable[[str, object], None] | None = None
 
 
-def install(send: Callable[[list[Any]], Any], rank: int) -> None:
+def install(send: Callable[[list[OutFrame]], object], rank: int) -> None:
     """Called once by the rank's ``main()`` with its channel's ``send``."""
     global _send, _rank
     _send, _rank = send, rank
 
 
-def install_keeper(keep: Callable[[str, Any], None]) -> None:
+def install_keeper(keep: Callable[[str, object], None]) -> None:
     """Called once by the live runner (``hpckernel.live.rank``) with its history's ``add``."""
     global _keep
     _keep = keep
 
 
-def publish(name: str, value: Any) -> None:
+def publish(name: str, value: object) -> None:
     """Send ``value`` (a number, a small array, a dict of numbers) to the hub as the latest
     value of ``name`` from this rank; ``%liveplot name`` plots them as they arrive."""
     if not isinstance(name, str) or not name:

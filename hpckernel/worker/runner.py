@@ -13,15 +13,16 @@ import threading
 import time
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..deathsig import die_with_parent
 from ..live.files import LIVE_ENV
 from ..plane import Message, kinds, pack, read_plane_info
 from ..plane.addresses import node_name
 from ..plane.credit import display_size
+from ..plane.headers import PlaneHeader
 from ..plane.nodes import agent_plane_file, rank_node, wait_for_plane_info
 from . import interrupts, mpi_files, publish
 from .channel import HubChannel
@@ -30,8 +31,13 @@ from .introspect import peek, where
 from .limit import ReplyTooLarge, over_limit
 
 if TYPE_CHECKING:  # main() imports IPython once the rank has registered with the hub
+    import psutil
+
     from .capture import OutStream
     from .shell import RankShell
+
+#: A request's handler on the main thread: its reply's status fields, and its value.
+RequestHandler = Callable[[Message], tuple[PlaneHeader, object]]
 
 log = logging.getLogger("hpckernel.worker")
 
@@ -70,7 +76,7 @@ class RankRunner:
         #: called on the main thread after each request (a kernel rank run live: its
         #: safepoints, ``live/kernel_ranks.py``)
         self.after: Callable[[Message], None] | None = None
-        self.handlers: dict[str, Callable[[Message], tuple[dict[str, Any], Any]]] = {
+        self.handlers: dict[str, RequestHandler] = {
             kinds.EXECUTE: self.execute,
             kinds.APPLY: self.apply,
             kinds.PUSH: self.push,
@@ -80,10 +86,13 @@ class RankRunner:
     # -- output, tagged with the request that produced it ----------------------------
 
     def send_stream(self, name: str, text: str, wait: bool = True) -> bool:
+        """Send text the request printed (the ``OutStream``'s ``send``); False if the window
+        is full and not ``wait``."""
         header = {"id": self.request_id, "rank": self.rank, "name": name, "text": text}
         return self.channel.send_output("stream", header, len(text), wait=wait)
 
-    def send_display(self, msg_type: str, content: dict[str, Any]) -> None:
+    def send_display(self, msg_type: str, content: Mapping[str, object]) -> None:
+        """Send a display message (the shell's display hook and publisher call it)."""
         # Text printed before a display() call must reach the notebook before it.
         sys.stdout.flush()
         sys.stderr.flush()
@@ -92,7 +101,8 @@ class RankRunner:
 
     # -- request handlers: each returns (status header fields, value) ------------------
 
-    def execute(self, msg: Message) -> tuple[dict[str, Any], Any]:
+    def execute(self, msg: Message) -> tuple[PlaneHeader, object]:
+        """Run ``code`` as a cell; its error (if any) goes in the reply's fields."""
         self.shell.last_error = None
         count = msg.header.get("execution_count")
         if count is not None:
@@ -113,11 +123,13 @@ class RankRunner:
             _join_new_threads(threads, float(msg.header["join_threads"]))
         if result.success:
             return {"status": "ok"}, None
-        err = self.shell.last_error or {"ename": "Error", "evalue": str(result.error_in_exec
-                                        or result.error_before_exec), "traceback": []}
+        err: PlaneHeader = self.shell.last_error or {
+            "ename": "Error", "evalue": str(result.error_in_exec or result.error_before_exec),
+            "traceback": []}
         return {"status": "error", **err}, None
 
-    def apply(self, msg: Message) -> tuple[dict[str, Any], Any]:
+    def apply(self, msg: Message) -> tuple[PlaneHeader, object]:
+        """Call the pickled ``(f, args, kwargs)``; the reply's value is what it returns."""
         f, args, kwargs = msg.value()
         if isinstance(f, types.FunctionType) and f.__module__ == "__main__":
             # A function typed in the notebook sees the rank's namespace (rank, size, the
@@ -127,11 +139,13 @@ class RankRunner:
                                    f.__closure__)
         return {"status": "ok"}, f(*args, **kwargs)
 
-    def push(self, msg: Message) -> tuple[dict[str, Any], Any]:
+    def push(self, msg: Message) -> tuple[PlaneHeader, object]:
+        """Assign the pickled dict's values in the rank's namespace."""
         self.shell.user_ns.update(msg.value())
         return {"status": "ok"}, None
 
-    def pull(self, msg: Message) -> tuple[dict[str, Any], Any]:
+    def pull(self, msg: Message) -> tuple[PlaneHeader, object]:
+        """The values of the header's ``names`` in the rank's namespace, as a list."""
         names: list[str] = msg.header["names"]
         missing = [n for n in names if n not in self.shell.user_ns]
         if missing:
@@ -141,6 +155,8 @@ class RankRunner:
     # -- the loop -------------------------------------------------------------------------
 
     def serve(self, inbox: queue.SimpleQueue[Message]) -> None:
+        """Run the requests the I/O thread queues, until ``shutdown`` (the rank's main loop,
+        from ``main()``)."""
         while True:
             try:
                 msg = inbox.get()
@@ -172,7 +188,7 @@ class RankRunner:
                 sys.stdout, sys.stderr = self.streams  # type: ignore[assignment]
             handler = self.handlers.get(msg.msg_type)
             self.request_id = request_id
-            value: Any = None
+            value: object = None
             try:
                 with interrupts.allowed():
                     if not self.channel.ledger.start(request_id):
@@ -190,8 +206,8 @@ class RankRunner:
                 os._exit(0)
             self._reply(msg, request_id, fields, value)
 
-    def _reply(self, msg: Message, request_id: str | None, fields: dict[str, Any],
-               value: Any) -> None:
+    def _reply(self, msg: Message, request_id: str | None, fields: PlaneHeader,
+               value: object) -> None:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -204,7 +220,7 @@ class RankRunner:
                 value = None
                 fields = {"status": "error", "ename": "KeyboardInterrupt", "evalue": "",
                           "traceback": []}
-        header: dict[str, Any] = {"id": request_id, "rank": self.rank,
+        header: PlaneHeader = {"id": request_id, "rank": self.rank,
                                   "request": msg.msg_type, **fields}
         try:
             frames = pack(kinds.REPLY, header, value, has_value=value is not None)
@@ -232,7 +248,7 @@ def _join_new_threads(before: set[threading.Thread], timeout: float) -> None:
         thread.join(max(0.0, deadline - time.monotonic()))
 
 
-def _complete(shell: RankShell, msg: Message) -> tuple[str, dict[str, Any], Any]:
+def _complete(shell: RankShell, msg: Message) -> tuple[str, PlaneHeader, dict[str, object]]:
     code, pos = msg.header["code"], msg.header["cursor_pos"]
     line_start = code.rfind("\n", 0, pos) + 1
     line = code[line_start:code.find("\n", pos) if "\n" in code[pos:] else len(code)]
@@ -242,11 +258,11 @@ def _complete(shell: RankShell, msg: Message) -> tuple[str, dict[str, Any], Any]
     return "reply", {"id": msg.header["id"], "status": "ok"}, content
 
 
-def _inspect(shell: RankShell, msg: Message) -> tuple[str, dict[str, Any], Any]:
+def _inspect(shell: RankShell, msg: Message) -> tuple[str, PlaneHeader, dict[str, object]]:
     from IPython.utils.tokenutil import token_at_cursor
 
     name = token_at_cursor(msg.header["code"], msg.header["cursor_pos"])
-    content: dict[str, Any] = {"status": "ok", "data": {}, "metadata": {}, "found": False}
+    content: dict[str, object] = {"status": "ok", "data": {}, "metadata": {}, "found": False}
     try:
         bundle = shell.object_inspect_mime(name, detail_level=msg.header.get("detail_level", 0))
         bundle.pop("text/html", None)
@@ -265,7 +281,7 @@ class _Heartbeat:
 
     def __init__(self, rank: int) -> None:
         self.rank = rank
-        self.proc: Any = None  # a psutil.Process where /proc is missing
+        self.proc: psutil.Process | None = None  # where /proc is missing
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         self._last = self._cpu()  # the first heartbeat reports the CPU use since now
 
@@ -274,7 +290,7 @@ class _Heartbeat:
         t = os.times()  # this process, all its threads
         return time.monotonic(), t.user + t.system
 
-    def _stats(self) -> dict[str, Any]:
+    def _stats(self) -> PlaneHeader:
         if self.proc is None:
             try:
                 with open("/proc/self/statm", "rb") as f:
@@ -292,11 +308,13 @@ class _Heartbeat:
         with self.proc.oneshot():
             return {"cpu": self.proc.cpu_percent(None), "rss": self.proc.memory_info().rss}
 
-    def __call__(self, msg: Message) -> tuple[str, dict[str, Any], Any]:
+    def __call__(self, msg: Message) -> tuple[str, PlaneHeader, None]:
+        """The ``hb`` answer (the I/O thread's control handler)."""
         return "hb", {"rank": self.rank, **self._stats()}, None
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m hpckernel.worker PLANE_FILE``: one rank, started by the launcher."""
     # No cyclic garbage collection during the start: MPI, IPython's imports and the shell
     # make ≈10,000 long-lived objects, and collecting them as they appear is ≈10 ms of each
     # rank's CPU. They are frozen (kept out of later collections) once the shell is ready.
@@ -331,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
             stream.try_flush()
 
     channel = HubChannel(info, rank, inbox, flush=flush_streams, hub_timeout=args.hub_timeout)
-    register = {"rank": rank, "size": size, "pid": os.getpid(), "host": node_name(),
+    register: PlaneHeader = {"rank": rank, "size": size, "pid": os.getpid(), "host": node_name(),
                 "python": sys.version.split()[0], "mpi": mpi_version, "error": error}
     channel.register = register  # sent again to a node agent started again
     channel.send(pack(kinds.REGISTER, register))

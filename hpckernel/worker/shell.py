@@ -7,14 +7,22 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 from IPython.core.compilerop import CachingCompiler
 from IPython.core.inputtransformer2 import TransformerManager
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Instance, Type, default
+from traitlets.config import Configurable
 
+from ..plane.headers import PlaneHeader
 from .capture import RankDisplayHook, RankDisplayPublisher
+
+if TYPE_CHECKING:  # ≈10 ms of a rank's start: imported when first completing (Completer)
+    from IPython.core.completer import IPCompleter
+
+#: An error as ``sys.exc_info()`` gives it, as IPython's ``showtraceback`` takes it.
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 # The file name IPython gives the code of cell In[7].
 _CELL = re.compile(r"<ipython-input-(\d+)-[0-9a-f]+>")
@@ -27,16 +35,23 @@ class CellCompiler(CachingCompiler):
     next_name: str | None = None
 
     def get_code_name(self, raw_code: str, transformed_code: str, number: int) -> str:
+        """The cell's file name: ``next_name`` once, else IPython's ``<ipython-input-…>``."""
         name, self.next_name = self.next_name, None
         return name or super().get_code_name(raw_code, transformed_code, number)
-class _Unkept(dict):  # type: ignore[type-arg]
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Unkept(dict[_K, _V]):
     """A mapping that keeps nothing: what is stored in it, or appended to what it gives,
     is dropped at once."""
 
-    def __missing__(self, key: Any) -> list[Any]:
+    def __missing__(self, key: _K) -> list[object]:
         return []
 
-    def __setitem__(self, key: Any, value: Any) -> None:
+    def __setitem__(self, key: _K, value: _V) -> None:
         pass
 
 
@@ -53,6 +68,7 @@ class CellTransformer(TransformerManager):
     a manager whose transforms were changed, takes IPython's way, and so gets its error."""
 
     def do_token_transforms(self, lines: list[str]) -> list[str]:
+        """``lines`` as they are if plain Python, else IPython's transforms of them."""
         if self.token_transformers == _TOKEN_TRANSFORMERS and _plain_python(lines):
             return lines
         result: list[str] = super().do_token_transforms(lines)
@@ -99,7 +115,8 @@ class RankShell(InteractiveShell):
     compiler_class = Type(CellCompiler)
     compile: CellCompiler
 
-    last_error: dict[str, Any] | None = None
+    #: the last error of a cell (``ename``, ``evalue``, ``traceback``), for its reply
+    last_error: PlaneHeader | None = None
 
     input_transformer_manager = Instance(TransformerManager)
 
@@ -109,17 +126,18 @@ class RankShell(InteractiveShell):
 
     # Built at first use: IPython's completer module is ≈10 ms of CPU of every rank's start,
     # and most ranks never complete anything.
-    _completer: Any = None
+    _completer: IPCompleter | None = None
     _ready = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self._ready = True
 
     def init_io(self) -> None:
-        pass  # sys.stdout/sys.stderr are the rank's OutStreams, set up by the runner
+        """Nothing: sys.stdout/sys.stderr are the rank's OutStreams, set up by the runner."""
 
     def init_history(self) -> None:
+        """IPython's history manager, keeping no outputs or exceptions (see the class)."""
         super().init_history()
         history = self.history_manager
         assert history is not None
@@ -133,36 +151,42 @@ class RankShell(InteractiveShell):
         yield
 
     def init_completer(self) -> None:
-        pass  # the Completer property builds it when first asked for
+        """Nothing yet: the ``Completer`` property builds it when first asked for."""
 
     @property  # type: ignore[override]
-    def Completer(self) -> Any:
-        if self._completer is None:
+    def Completer(self) -> IPCompleter:
+        """IPython's completer, built at the first completion (or ``%config``)."""
+        completer = self._completer
+        if completer is None:
             super().init_completer()  # sets self.Completer, then adds it to configurables
-            completer: Any = self._completer
+            completer = self._completer
+            assert completer is not None  # stored by the setter
             # Jedi finds nothing in a shell without a frontend; the namespace completer does.
             completer.use_jedi = False
-        return self._completer
+        return completer
 
     @Completer.setter
-    def Completer(self, value: Any) -> None:
+    def Completer(self, value: IPCompleter) -> None:
+        """Set by IPython's ``init_completer`` (called from the getter above)."""
         self._completer = value
 
     @property  # type: ignore[override]
-    def configurables(self) -> list[Any]:
-        # %config lists and sets these: the completer is one of them once the shell is up.
+    def configurables(self) -> list[Configurable]:
+        """What ``%config`` lists and sets: the completer is one of them once the shell is
+        up."""
         if self._ready and self._completer is None:
             self.Completer  # noqa: B018 (builds it)
         return self._configurables
 
     @configurables.setter
-    def configurables(self, value: list[Any]) -> None:
+    def configurables(self, value: list[Configurable]) -> None:
+        """Set by ``InteractiveShell.__init__``."""
         self._configurables = value
 
     def should_run_async(self, raw_cell: str, *, transformed_cell: str | None = None,
-                         preprocessing_exc_tuple: Any = None) -> bool:
-        # IPython compiles the cell an extra time to see whether it awaits at top level; a
-        # cell can only if it holds the keyword `await` or `async` (for, with, comprehension).
+                         preprocessing_exc_tuple: ExcInfo | None = None) -> bool:
+        """Whether the cell awaits at top level. IPython compiles the cell an extra time to
+        find out; a cell can only if it holds the keyword ``await`` or ``async``."""
         if (transformed_cell is not None and "await" not in transformed_cell
                 and "async" not in transformed_cell):
             return False
@@ -172,12 +196,13 @@ class RankShell(InteractiveShell):
         return result
 
     def enable_gui(self, gui: str | None = None) -> None:
-        pass  # ranks have no GUI event loop; matplotlib's inline backend still works
+        """Nothing: ranks have no GUI event loop (matplotlib's inline backend still works)."""
 
-    def showtraceback(self, exc_tuple: Any = None, filename: str | None = None,
+    def showtraceback(self, exc_tuple: ExcInfo | None = None, filename: str | None = None,
                       tb_offset: int | None = None, exception_only: bool = False,
                       running_compiled_code: bool = False) -> None:
-        # The user interrupted and knows where: a KeyboardInterrupt gets a short traceback,
+        """Record the error for the reply (``_showtraceback``); a KeyboardInterrupt with a
+        short traceback: the user interrupted and knows where."""
         # <1 ms of CPU on every rank instead of IPython's verbose formatter (run twice, see
         # below: ≈20-35 ms per interrupt, ≈110-170 ms the first time, which sets up pygments).
         try:
@@ -192,8 +217,8 @@ class RankShell(InteractiveShell):
         super().showtraceback(exc_tuple, filename, tb_offset, exception_only,
                               running_compiled_code)
 
-    def _format_exception_for_storage(self, exception: Any, *args: Any, **kwargs: Any
-                                      ) -> dict[str, Any]:
+    def _format_exception_for_storage(self, exception: BaseException, *args: object,
+                                      **kwargs: object) -> dict[str, object]:
         # IPython ≥ 9 formats each error a second time (≈20-35 ms of every rank) for its
         # in-memory history, which keeps nothing here (``init_history``).
         return {}
@@ -231,7 +256,8 @@ class RankShell(InteractiveShell):
         stb.append(f"{red}{name}{end}: {value}")
         return stb
 
-    def _showtraceback(self, etype: Any, evalue: Any, stb: list[str]) -> None:
+    def _showtraceback(self, etype: type[BaseException] | None, evalue: BaseException | None,
+                       stb: list[str]) -> None:
         # Called by IPython for every error in a cell: keep it for the reply.
         self.last_error = {"ename": getattr(etype, "__name__", str(etype)),
                            "evalue": str(evalue), "traceback": list(stb)}
