@@ -20,6 +20,8 @@ from .messages import ErrorContent, IOPubMessage, Parent
 from .outputs import RankOutputs
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from typing_extensions import Buffer
 
 
@@ -66,7 +68,7 @@ class Request:
     reinterrupted: bool = False  # interrupted again, being late to stop (inflight.py)
     #: what was sent, per node agent, while the request is open (a node whose agent comes
     #: back gets it again: fanin/agents.py)
-    sent: list[tuple[str, list[Buffer | zmq.Frame]]] = field(default_factory=list)
+    sent: Sequence[tuple[str, Sequence[Buffer | zmq.Frame]]] = field(default_factory=list)
     #: why the request's output could not all be shown (it still ended)
     output_error: str | None = None
     future: Future[Request] = field(default_factory=Future)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import queue
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from ..plane.addresses import node_name
 from ..plane.credentials import PLANE_FILE
 from ..plane.nodes import NODE_ENV, agent_plane_file, wait_for_plane_info
 from ..plane.private import make_private_dir
+from ..plane.wire import OutFrame
 from ..targets import rank_intervals
 from ..worker import publish
 from ..worker.channel import HubChannel
@@ -48,7 +48,7 @@ from .history import History
 log = logging.getLogger("hpckernel.live")
 
 #: A message's frames, as ``pack`` makes them.
-Frames = list[bytes | pickle.PickleBuffer]
+Frames = list[OutFrame]
 
 #: Seconds a rank waits for its node's agent (and the agent for the endpoint) to start.
 START_TIMEOUT = 60.0

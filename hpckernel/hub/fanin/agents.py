@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -150,7 +150,7 @@ class AgentFanin(Fanin):
             elif info.unreachable_since is not None and now - info.unreachable_since >= 1.0:
                 self._lost(info, "its process ended")
 
-    def _send(self, node: str, frames: list[Buffer | zmq.Frame]) -> None:
+    def _send(self, node: str, frames: Sequence[Buffer | zmq.Frame]) -> None:
         info = self.nodes.get(node)
         if info is None or info.dead or info.lost_since is not None:
             return  # a lost agent gets the open requests again when it is back

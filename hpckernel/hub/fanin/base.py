@@ -14,7 +14,7 @@ Every method runs on the plane thread.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -45,7 +45,7 @@ class FaninSettings:
 class PeerLink(Protocol):
     """How a fan-in sends: the hub's ``Transport``, or a live job's ``EndpointLink``."""
 
-    def send(self, peer: Peer, frames: list[Buffer | zmq.Frame]) -> bool:
+    def send(self, peer: Peer, frames: Sequence[Buffer | zmq.Frame]) -> bool:
         """Queue ``frames`` for ``peer`` without waiting; False if it cannot be reached."""
 
     def is_local(self, peer: Peer) -> bool:

@@ -9,7 +9,7 @@ more than one node.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import zmq
@@ -165,6 +165,6 @@ class DirectFanin(Fanin):
         """Whether every rank is idle (the table keeps the ranks' states here)."""
         return all(info.state == "idle" for info in self.ctx.table)
 
-    def _send_to(self, rank: int, frames: list[Buffer | zmq.Frame]) -> None:
+    def _send_to(self, rank: int, frames: Sequence[Buffer | zmq.Frame]) -> None:
         if not self.ctx.transport.send(rank, frames):
             self.ctx.unreachable(rank)
