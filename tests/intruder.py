@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,23 +24,24 @@ def intruder() -> str:
 
 
 @pytest.fixture(scope="module")
-def intruder_site(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """pyzmq copied where the other user can read it (our venv may sit in a 0700 dir)."""
+def intruder_site() -> Iterator[str]:
+    """pyzmq copied where the other user can read it (our venv may sit in a 0700 dir). Not
+    in pytest's temporary directory: another pytest session on the machine removes a
+    session's directory once three newer ones exist."""
     import zmq
 
-    site = tmp_path_factory.mktemp("intruder_site")
-    src = Path(zmq.__file__).parent
-    shutil.copytree(src, site / "zmq")
-    libs = src.parent / "pyzmq.libs"
-    if libs.exists():
-        shutil.copytree(libs, site / "pyzmq.libs")
-    for path in [site, *site.rglob("*")]:
-        path.chmod(0o755)
-    for parent in site.parents:
-        if str(parent) in ("/", "/tmp"):
-            break
-        parent.chmod(parent.stat().st_mode | 0o755)
-    return str(site)
+    site = Path(tempfile.mkdtemp(prefix="hpck-intruder-site-"))
+    try:
+        src = Path(zmq.__file__).parent
+        shutil.copytree(src, site / "zmq")
+        libs = src.parent / "pyzmq.libs"
+        if libs.exists():
+            shutil.copytree(libs, site / "pyzmq.libs")
+        for path in [site, *site.rglob("*")]:
+            path.chmod(0o755)
+        yield str(site)
+    finally:
+        shutil.rmtree(site, ignore_errors=True)
 
 
 def as_intruder(user: str, code: str, site: str, timeout: float = 60
