@@ -38,9 +38,9 @@ from ..plane.wire import OutFrame
 from ..targets import rank_intervals
 from ..worker import publish
 from ..worker.channel import HubChannel
+from ..worker.heartbeat import Heartbeat
 from ..worker.introspect import peek, user_frames
 from ..worker.mpi_files import mapped_files
-from ..worker.runner import _Heartbeat
 from . import safepoints as sp
 from .cells import CellRunner
 from .history import History
@@ -153,7 +153,7 @@ class LiveRank:
                                  hub_timeout=FOREVER)
             channel.fatal = False
             channel.control.update({
-                kinds.HB: _Heartbeat(self.rank), kinds.PEEK: self._peek,
+                kinds.HB: Heartbeat(self.rank), kinds.PEEK: self._peek,
                 kinds.WHERE: self._where, kinds.LVALS: self._values, kinds.LARM: self._arm,
                 kinds.LRUN: self._decide, kinds.LCANCEL: self._cancel,
                 kinds.LPARK: self._hold, kinds.LUNPARK: self._release})

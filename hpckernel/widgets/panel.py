@@ -21,9 +21,9 @@ import ipywidgets as w
 import traitlets
 
 from ..slurm import Poller, Snapshot, Watch
-from . import jobviews
 from .fallback import TextFallback
 from .sacct import sacct_text
+from .slurm_answers import show_async, trouble_html
 
 if TYPE_CHECKING:
     from ..hub.px_controller import PxController
@@ -103,7 +103,7 @@ class Dashboard(TextFallback, w.VBox):
                               f"{html.escape(alloc.partition or '?')} · nodes "
                               f"{html.escape(alloc.nodelist or '?')} · "
                               f"{html.escape(self._job_state)} · {mpi}"
-                              + (f" · {jobviews.trouble_html(self._trouble)}"
+                              + (f" · {trouble_html(self._trouble)}"
                                  if self._trouble else ""))
             left, limit = alloc.time_left(), alloc.limit
             if left is not None:
@@ -142,7 +142,7 @@ class Dashboard(TextFallback, w.VBox):
         if alloc is None:
             self.details.value = "<i>not in a Slurm job: no accounting</i>"
             return
-        jobviews.show_async(self.details, sacct_text(alloc.job_id))
+        show_async(self.details, sacct_text(alloc.job_id))
 
     def close(self) -> None:
         """Stop the refreshing and following, and close the widget."""

@@ -27,11 +27,11 @@ from ..plane.nodes import agent_plane_file, rank_node, wait_for_plane_info
 from . import interrupts, mpi_files, publish
 from .channel import HubChannel
 from .debugger import RankDebugger
+from .heartbeat import Heartbeat
 from .introspect import peek, where
 from .limit import ReplyTooLarge, over_limit
 
 if TYPE_CHECKING:  # main() imports IPython once the rank has registered with the hub
-    import psutil
 
     from .capture import OutStream
     from .shell import RankShell
@@ -272,47 +272,6 @@ def _inspect(shell: RankShell, msg: Message) -> tuple[str, PlaneHeader, dict[str
     return "reply", {"id": msg.header["id"], "status": "ok"}, content
 
 
-class _Heartbeat:
-    """Answers the hub's heartbeat with this rank's CPU and memory use.
-
-    What psutil's ``cpu_percent``/``memory_info().rss`` give, read from ``os.times()`` and
-    ``/proc/self/statm``: importing psutil would be ≈20 ms of every rank's start. Without
-    ``/proc`` (not Linux), psutil is imported at the first heartbeat."""
-
-    def __init__(self, rank: int) -> None:
-        self.rank = rank
-        self.proc: psutil.Process | None = None  # where /proc is missing
-        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-        self._last = self._cpu()  # the first heartbeat reports the CPU use since now
-
-    @staticmethod
-    def _cpu() -> tuple[float, float]:
-        t = os.times()  # this process, all its threads
-        return time.monotonic(), t.user + t.system
-
-    def _stats(self) -> PlaneHeader:
-        if self.proc is None:
-            try:
-                with open("/proc/self/statm", "rb") as f:
-                    rss = int(f.read().split()[1]) * self._page
-            except (OSError, IndexError, ValueError):
-                import psutil
-
-                self.proc = psutil.Process()
-                self.proc.cpu_percent(None)
-            else:
-                (then, before), self._last = self._last, self._cpu()
-                wall = self._last[0] - then
-                cpu = round((self._last[1] - before) / wall * 100, 1) if wall > 0 else 0.0
-                return {"cpu": cpu, "rss": rss}
-        with self.proc.oneshot():
-            return {"cpu": self.proc.cpu_percent(None), "rss": self.proc.memory_info().rss}
-
-    def __call__(self, msg: Message) -> tuple[str, PlaneHeader, None]:
-        """The ``hb`` answer (the I/O thread's control handler)."""
-        return "hb", {"rank": self.rank, **self._stats()}, None
-
-
 def main(argv: list[str] | None = None) -> None:
     """``python -m hpckernel.worker PLANE_FILE``: one rank, started by the launcher."""
     # No cyclic garbage collection during the start: MPI, IPython's imports and the shell
@@ -355,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     channel.send(pack(kinds.REGISTER, register))
     publish.install(channel.send, rank)
     # Heartbeats are answered by the I/O thread from the start, while the shell is built.
-    channel.control[kinds.HB] = _Heartbeat(rank)
+    channel.control[kinds.HB] = Heartbeat(rank)
     # The hub's debugger requests (worker/debugger.py), which may come as soon as the rank
     # registers; nothing is started until one does.
     debugger = RankDebugger(channel, rank)
