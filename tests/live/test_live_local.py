@@ -56,14 +56,19 @@ def test_magics_and_an_interrupted_cell_in_a_plain_kernel(live_run: LiveRun) -> 
         assert "[1]" in text or "rank 1" in text or ":1]" in text, text
         # A cell that would never end, interrupted from the notebook: every rank holds it
         # at a line of Python, so it is stopped on both, and the program goes on.
-        msg_id = kc.execute(f"%%px --job {job}\nwhile True:\n    pass")
-        time.sleep(2)
+        msg_id = kc.execute(f"%%px --job {job}\nprint('go', flush=True)\nwhile True:\n    pass")
+        deadline = time.monotonic() + 60
+        while True:  # the cell runs on the ranks once their 'go' comes
+            msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream"
+                    and "go" in msg["content"]["text"]):
+                break
         km.interrupt_kernel()
         reply = kc.get_shell_msg(timeout=30)
         assert reply["parent_header"]["msg_id"] == msg_id
         assert reply["content"]["status"] == "error"
         content, text = _run(kc, f"%%px --job {job}\nprint('after', comm.allreduce(1))")
-        assert text == "[stdout:0-1] after 2\n", text
+        assert content["status"] == "ok" and text == "[stdout:0-1] after 2\n", (content, text)
         assert live_run.result() == plain_result(live_run.steps)
         content, text = _run(kc, "assert job.pool.ended.wait(20)\nprint(job.state)")
         assert text == "ENDED\n", text
