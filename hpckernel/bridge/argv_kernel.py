@@ -53,6 +53,9 @@ class Bridge:
         self.stopped = asyncio.Event()
         self.watchdog: asyncio.subprocess.Process | None = None
         self._interrupts: zmq.Socket[bytes] | None = None
+        #: the hub is known (its job runs): SIGINT interrupts it from then on, never cancels
+        self._hub_known = False
+        self._interrupt_pending = False  # SIGINT came before the tunnels were up
         self._parent = os.getppid()
 
     def stop(self, why: str) -> None:
@@ -90,6 +93,7 @@ class Bridge:
         hub_info, public, secret = self._hub_connection()
         hub = await self.job.start(hub_info, uuid.uuid4().hex, os.getcwd(),
                                    submitted=self._arm_watchdog)
+        self._hub_known = True
         if self.relay is not None:
             self.relay.connect(hub, public, secret)
             control = f"tcp://{hub['ip']}:{hub['control_port']}"
@@ -100,6 +104,8 @@ class Bridge:
             control = f"tcp://127.0.0.1:{self.connection['control_port']}"
         self._interrupts = self._control_socket(control, public, secret)
         log.info("Slurm job %s: the kernel is connected", self.job.job_id)
+        if self._interrupt_pending:
+            self.interrupt()
         while not self.stopped.is_set():
             code = await self.job.poll()
             if code is not None:
@@ -134,8 +140,15 @@ class Bridge:
     def interrupt(self) -> None:
         """SIGINT: an interrupt_request to the hub, which interrupts every busy rank."""
         if self._interrupts is None:
-            self.stop("SIGINT while the job is not running yet")
+            if not self._hub_known:
+                self.stop("SIGINT while the job is not running yet")
+            else:
+                # The front end may already reach the hub through a tunnel that is up while
+                # the others are still being made: interrupt once they all are.
+                self._interrupt_pending = True
+                log.info("SIGINT: interrupting the ranks once the tunnels are up")
             return
+        self._interrupt_pending = False
         session = Session(key=key_bytes(self.connection.get("key")),
                           signature_scheme=self.connection.get("signature_scheme",
                                                                "hmac-sha256"))

@@ -179,22 +179,32 @@ class LiveRank:
         cancelled or crashes leaves nothing in ``/dev/shm``. MPI_Init attaches every rank of
         the node to them before any returns; the mappings stay valid."""
         while not self._done.wait(0.2):
-            mpi = sys.modules.get("mpi4py.MPI")
-            initialized = getattr(mpi, "Is_initialized", None)
-            if initialized is not None and initialized():
-                if self.local == 0:
-                    for path in mapped_files():
-                        if Path(path).name.startswith("hpckernel-"):
-                            continue  # hpckernel's own segments (replies), not MPI's
-                        try:
-                            os.unlink(path)
-                        except OSError:
-                            pass  # not ours to remove, or gone already
+            if self._unlink_mpi_files():
                 return
+
+    def _unlink_mpi_files(self) -> bool:
+        """Whether the program's MPI is initialised; if so, on the node's first rank, its
+        shared-memory files are unlinked (again: a second time finds none)."""
+        mpi = sys.modules.get("mpi4py.MPI")
+        initialized = getattr(mpi, "Is_initialized", None)
+        if initialized is None or not initialized():
+            return False
+        if self.local == 0:
+            for path in mapped_files():
+                if Path(path).name.startswith("hpckernel-"):
+                    continue  # hpckernel's own segments (replies), not MPI's
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass  # not ours to remove, or gone already
+        return True
 
     def end(self, error: BaseException | None) -> None:
         """The program returned (or raised ``error``): say so, then wait a little for the
         processes this rank started (the node's other ranks still use its agent)."""
+        # A program that ends within the poll's 0.2 s of MPI_Init (a step that fails at
+        # once, then MPI_Abort) would leave MPI's files: unlinked here too, before the exit.
+        self._unlink_mpi_files()
         unrun = self.state.end()
         sp.install(None)
         self._ready.wait(START_TIMEOUT)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import zmq
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
@@ -114,6 +115,12 @@ class Kernel:
                     raise
                 self.kc.stop_channels()
                 self.km.cleanup_resources()
+                # cleanup_resources closes the manager's ZMQ context and keeps the ports
+                # it picked: a fresh context, and new ports at the next start.
+                self.km.context = zmq.Context()
+                for port in ("shell_port", "iopub_port", "stdin_port", "control_port",
+                             "hb_port"):
+                    setattr(self.km, port, 0)
         self.ranks = ranks
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._iopub_stash: dict[str | None, list[dict[str, Any]]] = {}
