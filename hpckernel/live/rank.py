@@ -40,7 +40,7 @@ from ..worker import publish
 from ..worker.channel import HubChannel
 from ..worker.heartbeat import Heartbeat
 from ..worker.introspect import peek, user_frames
-from ..worker.mpi_files import mapped_files
+from ..worker.mpi_files import release_when_shared
 from . import safepoints as sp
 from .cells import CellRunner
 from .history import History
@@ -175,35 +175,39 @@ class LiveRank:
 
     def _release_mpi_files(self) -> None:
         """Once the program's MPI is initialised, the node's first rank unlinks MPI's
-        shared-memory files (as a kernel's ranks do, ``worker/mpi_files.py``): a job that is
-        cancelled or crashes leaves nothing in ``/dev/shm``. MPI_Init attaches every rank of
-        the node to them before any returns; the mappings stay valid."""
-        while not self._done.wait(0.2):
-            if self._unlink_mpi_files():
+        shared-memory files as soon as every rank of the node maps them (``worker/mpi_files.py``):
+        a job that is cancelled or crashes leaves nothing in ``/dev/shm``. MPICH makes them
+        at a communicator's first use, so it keeps looking: every 0.2 s until some are
+        unlinked, then every second (a read of its own ``/proc/self/maps``); backing off to
+        10 s while a rank of the node has not mapped them yet."""
+        interval, released = 0.2, False
+        while not self._done.wait(interval):
+            if not self._mpi_initialized():
+                continue
+            if self.local != 0:
                 return
+            unlinked, left = self._unlink_mpi_files()
+            released = released or unlinked > 0
+            interval = min(interval * 2, 10.0) if left else 1.0 if released else 0.2
 
-    def _unlink_mpi_files(self) -> bool:
-        """Whether the program's MPI is initialised; if so, on the node's first rank, its
-        shared-memory files are unlinked (again: a second time finds none)."""
+    @staticmethod
+    def _mpi_initialized() -> bool:
         mpi = sys.modules.get("mpi4py.MPI")
         initialized = getattr(mpi, "Is_initialized", None)
-        if initialized is None or not initialized():
-            return False
-        if self.local == 0:
-            for path in mapped_files():
-                if Path(path).name.startswith("hpckernel-"):
-                    continue  # hpckernel's own segments (replies), not MPI's
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass  # not ours to remove, or gone already
-        return True
+        return initialized is not None and bool(initialized())
+
+    def _unlink_mpi_files(self) -> tuple[int, int]:
+        """On the node's first rank, once MPI is initialised: unlink MPI's files that every
+        rank of the node maps (how many, and how many are left for later)."""
+        if self.local != 0 or not self._mpi_initialized():
+            return 0, 0
+        return release_when_shared()
 
     def end(self, error: BaseException | None) -> None:
         """The program returned (or raised ``error``): say so, then wait a little for the
         processes this rank started (the node's other ranks still use its agent)."""
-        # A program that ends within the poll's 0.2 s of MPI_Init (a step that fails at
-        # once, then MPI_Abort) would leave MPI's files: unlinked here too, before the exit.
+        # A program that ends between two polls (a step that fails at once, then
+        # MPI_Abort) would leave MPI's files: unlinked here too, before the exit.
         self._unlink_mpi_files()
         unrun = self.state.end()
         sp.install(None)

@@ -1,7 +1,7 @@
 """Live jobs without Slurm (``mpiexec -n 2 python -m hpckernel.live halo.py``), attached
 from a plain IPython kernel (``%load_ext hpckernel.widgets``): the magics, output merged as
 ``%%px`` merges it, a cell interrupted from the notebook (the program goes on to its
-result), the job's end told."""
+result), the job's end told; MPI's files unlinked while it runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import re
 import time
 from typing import Any
 
+import pytest
 from jupyter_client.manager import start_new_kernel
+
+import hpckernel
 
 from .conftest import HALO, LiveRun, plain_result
 
@@ -77,3 +80,19 @@ def test_magics_and_an_interrupted_cell_in_a_plain_kernel(live_run: LiveRun) -> 
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_mpis_files_are_unlinked_while_the_job_runs(live_run: LiveRun,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """MPICH makes its node's segment at the first exchange; the node's first rank unlinks it
+    once Hydra's other rank maps it too: killed, the job leaves nothing in /dev/shm."""
+    job = hpckernel.attach(live_run.job, job_root=str(live_run.root))
+    try:
+        for _ in range(200):  # each a round trip to the program's next safepoint
+            job.execute("from hpckernel.worker.mpi_files import mpi_segments\n"
+                        "len(mpi_segments())")
+            if capsys.readouterr().out == "[out:0-1] 0\n":
+                return
+        pytest.fail("MPI's shared-memory files were not unlinked")
+    finally:
+        job.detach()
