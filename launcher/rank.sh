@@ -10,9 +10,10 @@ if [ "${1:-}" = --agent ]; then
     # rank.sh --agent JOB_DIR NODE PYTHON: the node's agent, started again if something
     # kills it while the ranks run: it binds the same socket, the node's ranks reconnect
     # and register again, and the hub sends it what is open on them. It ends on its own
-    # (the hub's shutdown, or the hub gone); it dies with this shell (PR_SET_PDEATHSIG).
+    # (the hub's shutdown, or the hub gone); it dies with this shell (PR_SET_PDEATHSIG, and
+    # HPCKERNEL_PARENT_PID if this shell died before the agent could ask).
     for attempt in 1 2 3 4 5; do
-        "$4" -m hpckernel.agent "$2" "$3"
+        HPCKERNEL_PARENT_PID=$$ "$4" -m hpckernel.agent "$2" "$3"
         rc=$?
         [ "$rc" -gt 128 ] || exit "$rc"
         echo "hpckernel: the agent of node $3 was killed (signal $((rc - 128))); starting it again" >&2
@@ -68,7 +69,9 @@ fi
 # answers TERM with SIGKILL) ends the rank; this shell outlives it to record how it ended (a
 # trap, unlike an ignored signal, is not inherited).
 trap ':' TERM USR2
-"${tie[@]}" "$@"
+# The rank's PR_SET_PDEATHSIG comes once Python has started; if this shell is gone by then,
+# HPCKERNEL_PARENT_PID tells it so (hpckernel/deathsig.py).
+HPCKERNEL_PARENT_PID=$$ "${tie[@]}" "$@"
 rc=$?
 printf '%s\n' "$rc" > "$job_dir/exit.$launch.$rank.tmp" && mv "$job_dir/exit.$launch.$rank.tmp" "$job_dir/exit.$launch.$rank"
 if [ -n "$agent" ]; then

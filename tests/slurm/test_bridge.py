@@ -170,7 +170,8 @@ def test_killed_launcher_cancels_the_job(tmp_path: Path, login: bool) -> None:
     launcher = kernel.launcher
     children = launcher.children(recursive=True)
     launcher.kill()
-    wait_until(lambda: not queued(job_id), 30, "the job to be cancelled")
+    wait_until(lambda: not queued(job_id), 30, "the job to be cancelled",
+               lambda: f"queue:\n{_queue()}launcher's stderr:\n{kernel.stderr()}")
     kernel.kc.stop_channels()
     kernel.km.cleanup_resources()
     # Nothing of it is left: the SSH master and its tunnels end with the job.
