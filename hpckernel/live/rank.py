@@ -180,15 +180,16 @@ class LiveRank:
         at a communicator's first use, so it keeps looking: every 0.2 s until some are
         unlinked, then every second (a read of its own ``/proc/self/maps``); backing off to
         10 s while a rank of the node has not mapped them yet."""
+        if self.local != 0:
+            return
         interval, released = 0.2, False
         while not self._done.wait(interval):
-            if not self._mpi_initialized():
-                continue
-            if self.local != 0:
-                return
             unlinked, left = self._unlink_mpi_files()
             released = released or unlinked > 0
-            interval = min(interval * 2, 10.0) if left else 1.0 if released else 0.2
+            if left:
+                interval = min(interval * 2, 10.0)
+            else:
+                interval = 1.0 if released else 0.2
 
     @staticmethod
     def _mpi_initialized() -> bool:

@@ -16,6 +16,7 @@ from jupyter_client.manager import start_new_kernel
 import hpckernel
 
 from .conftest import HALO, LiveRun, plain_result
+from .shm import until_mpi_files_unlinked
 
 
 def _run(kc: Any, code: str, timeout: float = 60) -> tuple[dict[str, Any], str]:
@@ -88,11 +89,6 @@ def test_mpis_files_are_unlinked_while_the_job_runs(live_run: LiveRun,
     once Hydra's other rank maps it too: killed, the job leaves nothing in /dev/shm."""
     job = hpckernel.attach(live_run.job, job_root=str(live_run.root))
     try:
-        for _ in range(200):  # each a round trip to the program's next safepoint
-            job.execute("from hpckernel.worker.mpi_files import mpi_segments\n"
-                        "len(mpi_segments())")
-            if capsys.readouterr().out == "[out:0-1] 0\n":
-                return
-        pytest.fail("MPI's shared-memory files were not unlinked")
+        until_mpi_files_unlinked(job, capsys, "0-1")
     finally:
         job.detach()

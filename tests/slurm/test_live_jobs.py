@@ -28,6 +28,7 @@ from hpckernel.live.errors import JobEnded
 from tests.dashboard.widgets import Comms
 from tests.intruder import as_intruder
 from tests.kernel.harness import Kernel
+from tests.live.shm import until_mpi_files_unlinked
 
 from .test_login import ssh_config
 from .test_provisioner import queued, settings
@@ -215,22 +216,12 @@ def test_a_killed_notebook_kernel_leaves_the_job_and_its_queued_cells_are_droppe
     assert run.result() == plain_result(tmp_path, 500)
 
 
-#: How many of MPI's shared-memory files a rank maps that still have a name in /dev/shm.
-NAMED_MPI_FILES = "from hpckernel.worker.mpi_files import mpi_segments\nlen(mpi_segments())"
-
-
 def test_end_told_at_once_scancel_then_attach_says_ended(
         sim: LiveSim, capsys: pytest.CaptureFixture[str]) -> None:
     job = sim.attach()
     # MPICH makes its node's segment at the first exchange; the node's first rank unlinks
     # it once every rank there maps it: cancelled, the job leaves nothing in /dev/shm.
-    deadline = time.monotonic() + 10
-    while True:
-        capsys.readouterr()
-        job.execute(NAMED_MPI_FILES)
-        if capsys.readouterr().out == "[out:0-3] 0\n":
-            break
-        assert time.monotonic() < deadline, "MPI's shared-memory files were not unlinked"
+    until_mpi_files_unlinked(job, capsys, "0-3")
     sim.cancel()
     assert job.pool.ended.wait(15), "the end of the job did not reach the notebook"
     assert job.state == "CANCELLED", job.state
