@@ -221,6 +221,16 @@ class Kernel:
             self.km.shutdown_kernel(now=False)
 
 
+def ended(process: psutil.Process | int) -> bool:
+    """Exited: gone, or a zombie whose parent has not reaped it yet. Safe against a process
+    that ends while it is looked at."""
+    try:
+        proc = process if isinstance(process, psutil.Process) else psutil.Process(process)
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def wait_gone(pids: list[int], timeout: float = 15) -> list[int]:
     """Wait for processes to end (ranks, hubs); the pids still alive after ``timeout``."""
     procs = []
@@ -230,7 +240,7 @@ def wait_gone(pids: list[int], timeout: float = 15) -> list[int]:
         except psutil.NoSuchProcess:
             continue
     _, alive = psutil.wait_procs(procs, timeout=timeout)
-    return [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    return [p.pid for p in alive if not ended(p)]
 
 
 #: MPI's shared-memory files in /dev/shm: MPICH's, Open MPI's (btl/sm)

@@ -27,7 +27,7 @@ from jupyter_client.manager import KernelManager
 
 from hpckernel.kernelspec import write_kernel_spec
 from tests.cluster.fixtures import testbed_env
-from tests.kernel.harness import Kernel
+from tests.kernel.harness import Kernel, ended
 from tests.slurm.test_login import ssh_config
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"),
@@ -150,8 +150,7 @@ def test_argv_kernel_runs_on_the_allocation(argv_kernel: ArgvKernel) -> None:
         assert "KeyboardInterrupt" in json.dumps(result.content), how
     # The loopback listeners are the launcher's (relay) or its SSH master's (tunnels).
     info = argv_kernel.km.get_connection_info()
-    listeners = [c for p in [argv_kernel.launcher, *argv_kernel.launcher.children(True)]
-                 for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+    listeners = _listeners([argv_kernel.launcher, *argv_kernel.launcher.children(True)])
     assert {c.laddr.ip for c in listeners} == {"127.0.0.1"}
     assert {info[p] for p in ("shell_port", "iopub_port", "stdin_port", "control_port",
                               "hb_port")} <= {c.laddr.port for c in listeners}
@@ -161,6 +160,18 @@ def test_argv_kernel_runs_on_the_allocation(argv_kernel: ArgvKernel) -> None:
     assert argv_kernel.job_id() != job_id
     wait_until(lambda: not queued(job_id), 30, "the first job to end after the restart")
     assert argv_kernel.ok("print(rank)").text() == "[stdout:0] 0\n[stdout:1] 1\n"
+
+
+def _listeners(procs: list[psutil.Process]) -> list[Any]:
+    """TCP listeners of `procs`; a short-lived child (an ssh that runs one Slurm command
+    through the login node) may exit between the listing and the look."""
+    found = []
+    for proc in procs:
+        try:
+            found += [c for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 @pytest.mark.parametrize("login", [False, True], ids=["relay", "login"])
@@ -175,8 +186,7 @@ def test_killed_launcher_cancels_the_job(tmp_path: Path, login: bool) -> None:
     kernel.kc.stop_channels()
     kernel.km.cleanup_resources()
     # Nothing of it is left: the SSH master and its tunnels end with the job.
-    wait_until(lambda: not [p for p in children if p.is_running()
-                            and p.status() != psutil.STATUS_ZOMBIE], 15, "the children")
+    wait_until(lambda: all(ended(p) for p in children), 15, "the children")
 
 
 def test_external_scancel_ends_the_launcher_with_slurms_reason(tmp_path: Path) -> None:
@@ -224,14 +234,6 @@ def test_a_bare_slurm_hub_outside_an_allocation_refuses(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "there is no Slurm allocation here" in done.stderr
     assert "mpiexec" not in done.stderr
-
-
-def ended(process: psutil.Process) -> bool:
-    """Exited (a zombie whose parent has not reaped it counts)."""
-    try:
-        return process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def _launcher_argv(tmp: Path, *options: str) -> list[str]:

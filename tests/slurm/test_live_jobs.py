@@ -27,7 +27,7 @@ from hpckernel.live.client import LiveJob
 from hpckernel.live.errors import JobEnded
 from tests.dashboard.widgets import Comms
 from tests.intruder import as_intruder
-from tests.kernel.harness import Kernel
+from tests.kernel.harness import Kernel, ended
 from tests.live.shm import until_mpi_files_unlinked
 
 from .test_login import ssh_config
@@ -334,5 +334,4 @@ def test_through_the_login_node(sim: LiveSim, tmp_path: Path, cluster_env: dict[
     master = job.route.access.ssh.master  # type: ignore[union-attr]
     assert master is not None and psutil.pid_exists(master.pid)
     job.detach()
-    assert not psutil.pid_exists(master.pid) or psutil.Process(master.pid).status() == \
-        psutil.STATUS_ZOMBIE, "the SSH master outlived the detach"
+    assert ended(master.pid), "the SSH master outlived the detach"

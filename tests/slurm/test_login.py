@@ -19,7 +19,7 @@ import pytest
 from hpckernel.provisioner import LoginError
 from tests.cluster.fixtures import testbed_env
 from tests.intruder import as_intruder
-from tests.kernel.harness import Kernel
+from tests.kernel.harness import Kernel, ended
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
 
@@ -92,8 +92,7 @@ def login_kernel(tmp_path: Path, login_env: dict[str, str]) -> Iterator[Kernel]:
     kernel.shutdown()
     assert not queued(job_id, login_env), "the job outlived the kernel"
     assert provisioner.ssh is None, "the SSH connection was not closed"
-    assert not psutil.pid_exists(master.pid) or (
-        psutil.Process(master.pid).status() == psutil.STATUS_ZOMBIE), "the SSH master lives on"
+    assert ended(master.pid), "the SSH master lives on"
 
 
 def test_kernel_through_the_login_node(login_kernel: Kernel, login_env: dict[str, str]
