@@ -161,6 +161,7 @@ class HubApp(IPKernelApp):
             monitor.close(linger=0)
 
     def _walltime_warning(self) -> None:
+        self.log.warning("Slurm's walltime warning (USR1): telling the notebook")
         allocation = self.kernel.allocation
         left = allocation.time_left() if allocation is not None else None
         when = f"in {left / 60:.0f} min" if left is not None else "soon"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -219,6 +220,20 @@ class Kernel:
         self.kc.stop_channels()
         if self.km.has_kernel:
             self.km.shutdown_kernel(now=False)
+
+
+def provenance_log(path: Path, ids: list[str], timeout: float = 30) -> list[dict[str, Any]]:
+    """The records of a provenance log once it holds those of ``ids``: the hub's writer
+    thread appends a cell's record a moment after its reply (``hub/recorder.py``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = ([json.loads(line) for line in path.read_text().splitlines()]
+                   if path.exists() else [])
+        missing = set(ids) - {r["id"] for r in records}
+        if not missing:
+            return records
+        assert time.monotonic() < deadline, f"not in {path} after {timeout} s: {missing}"
+        time.sleep(0.05)
 
 
 def ended(process: psutil.Process | int) -> bool:

@@ -23,7 +23,7 @@ from hpckernel.hub.mpi_library import probe
 from hpckernel.kernelspec import write_kernel_spec
 from hpckernel.provenance import keep_in_cell
 
-from .harness import Kernel, Result
+from .harness import Kernel, Result, provenance_log
 
 #: The MPI library the ranks run on, as mpi4py reports it here: "MPICH Version", "Open MPI"
 LIBRARY = " ".join(asyncio.run(probe(os.environ)).summary.split()[:2])
@@ -48,10 +48,6 @@ def _git_repo(path: Path) -> str:
 
 def _record(result: Result) -> dict[str, Any]:
     return dict(result.reply["metadata"]["hpckernel"]["provenance"])
-
-
-def _log(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +94,10 @@ def test_every_cell_has_a_record_in_its_reply_and_the_log(
     usage = _record(kernel.run("%%px --targets 7\nx"))
     assert usage["status"] == "error" and "rank 7 does not exist" in usage["error"]
 
-    log = _log(project / "analysis.provenance.jsonl")
+    records = (px, local, magic, record, mixed, usage)
+    log = provenance_log(project / "analysis.provenance.jsonl", [r["id"] for r in records])
     by_id = {r["id"]: r for r in log}
-    for rec in (px, local, magic, record, mixed, usage):
+    for rec in records:
         assert by_id[rec["id"]] == rec
 
 
@@ -125,7 +122,7 @@ def test_noblock_cells_are_logged_again_when_their_ranks_finish(
     assert kernel.ok("%%local\nprint(_px.wait(60))").text() == "True\n"
 
     def lines() -> list[dict[str, Any]]:
-        return [r for r in _log(project / "analysis.provenance.jsonl")
+        return [r for r in provenance_log(project / "analysis.provenance.jsonl", [started["id"]])
                 if r["id"] == started["id"]]
 
     deadline = time.monotonic() + 60  # the log's writer thread appends a moment later
@@ -159,8 +156,8 @@ def test_without_a_notebook_the_log_is_in_the_working_directory(tmp_path: Path) 
     try:
         record = _record(kernel.ok("print(1)"))
         assert record["notebook"] is None and record["environment"]["git"] is None
-        assert [r["id"] for r in _log(tmp_path / "hpckernel-provenance.jsonl")][-1] == (
-            record["id"])
+        logged = provenance_log(tmp_path / "hpckernel-provenance.jsonl", [record["id"]])
+        assert [r["id"] for r in logged][-1] == record["id"]
     finally:
         kernel.shutdown()
 

@@ -3,14 +3,13 @@ Jupyter server's tokens; and what Jupyter tells the kernel (the notebook) still 
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from hpckernel.slurm import submit
-from tests.kernel.harness import Kernel
+from tests.kernel.harness import Kernel, provenance_log
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"),
               pytest.mark.usefixtures("cluster_env")]
@@ -41,8 +40,7 @@ def test_the_kernels_job_gets_the_allow_list_and_the_notebook(
         assert hub.text() == "[] asked for\n"
         record = hub.reply["metadata"]["hpckernel"]["provenance"]
         assert record["notebook"] == str(notebook)
-        log = work / "analysis.provenance.jsonl"
-        assert record["id"] in [json.loads(line)["id"] for line in log.read_text().splitlines()]
+        provenance_log(work / "analysis.provenance.jsonl", [record["id"]])
     finally:
         kernel.shutdown()
     queued = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i"], capture_output=True,
