@@ -222,13 +222,17 @@ class Kernel:
             self.km.shutdown_kernel(now=False)
 
 
+def read_provenance_log(path: Path) -> list[dict[str, Any]]:
+    """The records in a provenance log now (none before its first)."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def provenance_log(path: Path, ids: list[str], timeout: float = 30) -> list[dict[str, Any]]:
     """The records of a provenance log once it holds those of ``ids``: the hub's writer
     thread appends a cell's record a moment after its reply (``hub/recorder.py``)."""
     deadline = time.monotonic() + timeout
     while True:
-        records = ([json.loads(line) for line in path.read_text().splitlines()]
-                   if path.exists() else [])
+        records = read_provenance_log(path)
         missing = set(ids) - {r["id"] for r in records}
         if not missing:
             return records

@@ -23,7 +23,7 @@ from hpckernel.hub.mpi_library import probe
 from hpckernel.kernelspec import write_kernel_spec
 from hpckernel.provenance import keep_in_cell
 
-from .harness import Kernel, Result, provenance_log
+from .harness import Kernel, Result, provenance_log, read_provenance_log
 
 #: The MPI library the ranks run on, as mpi4py reports it here: "MPICH Version", "Open MPI"
 LIBRARY = " ".join(asyncio.run(probe(os.environ)).summary.split()[:2])
@@ -122,7 +122,7 @@ def test_noblock_cells_are_logged_again_when_their_ranks_finish(
     assert kernel.ok("%%local\nprint(_px.wait(60))").text() == "True\n"
 
     def lines() -> list[dict[str, Any]]:
-        return [r for r in provenance_log(project / "analysis.provenance.jsonl", [started["id"]])
+        return [r for r in read_provenance_log(project / "analysis.provenance.jsonl")
                 if r["id"] == started["id"]]
 
     deadline = time.monotonic() + 60  # the log's writer thread appends a moment later
