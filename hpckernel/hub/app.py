@@ -56,6 +56,11 @@ class HubApp(IPKernelApp):
                          getattr(value, "__qualname__", value))
         return HubKernel
 
+    @default("outstream_class")
+    def _hub_outstream(self) -> str:
+        # Flushes only when something waits (outstream.py): most cells print in the ranks.
+        return "hpckernel.hub.outstream.HubOutStream"
+
     @default("config_files")
     def _both_config_files(self) -> list[str]:
         # The hub is an ipykernel: settings users put where ipykernel reads them count too.

@@ -132,6 +132,18 @@ def test_local_runs_in_the_hub(kernel: Kernel) -> None:
     assert missing.status == "error" and missing.content["ename"] == "NameError"
 
 
+def test_hub_output_written_without_newline_comes_with_its_cell(kernel: Kernel) -> None:
+    # The hub's streams skip ipykernel's flush only when nothing waits (hub/outstream.py):
+    # text still buffered at the cell's end (no newline, no flush) must come before idle,
+    # not with ipykernel's timed flush 0.2 s later.
+    for n in range(3):
+        result = kernel.ok(f"%%local\nimport sys\n_ = sys.stdout.write('out{n}')\n"
+                           f"_ = sys.stderr.write('err{n}')")
+        assert (result.text("stdout"), result.text("stderr")) == (f"out{n}", f"err{n}")
+        # and a cell on the ranks right after (nothing buffered in the hub) loses nothing
+        assert kernel.ok("print(rank)").per_rank() == {r: [str(r)] for r in range(4)}
+
+
 def test_ranks_api_push_pull_apply(kernel: Kernel) -> None:
     result = kernel.ok(
         "%%local\nimport numpy as np\n"
