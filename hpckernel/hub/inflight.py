@@ -20,6 +20,9 @@ from .requests import Request
 
 log = logging.getLogger(__name__)
 
+#: The longest a cell that showed little waits at its end for the output budget to take
+#: its last lines (the budget's reserve refills in a tenth of a second).
+LAST_OUTPUT_WAIT = 0.5
 #: Interrupt these ranks again, whatever they run (they are late to stop).
 Reinterrupt = Callable[[list[int]], None]
 
@@ -96,7 +99,7 @@ class InFlight:
             except Exception as e:
                 request.replies[rank] = {**header, "status": "error",
                                          "ename": type(e).__name__, "evalue": str(e)}
-        self.finish(request)
+        self.finish(request, may_wait=True)
 
     def node_reply(self, request_id: str, groups: list[tuple[list[int], PlaneHeader]],
                    values: dict[int, Message]) -> None:
@@ -125,7 +128,7 @@ class InFlight:
             except Exception as e:
                 replies[rank] = {**replies.get(rank, {}), "status": "error",
                                  "ename": type(e).__name__, "evalue": str(e)}
-        self.finish(request)
+        self.finish(request, may_wait=True)
 
     def busy(self) -> dict[int, str]:
         """Ranks some open request waits for, and the label of the oldest such request
@@ -139,11 +142,13 @@ class InFlight:
                     busy.setdefault(rank, request.label)
         return busy
 
-    def finish(self, request: Request) -> None:
+    def finish(self, request: Request, may_wait: bool = False) -> None:
         """Resolve ``request`` if every target has an answer (else nothing). Its last output
         is flushed first; a failure there ends the request all the same, with an error
-        saying so, so that the cell replies and the next one runs."""
-        if not request.done or request.future.done():
+        saying so, so that the cell replies and the next one runs. ``may_wait`` (the ranks
+        answered): the end may wait a little for the output budget (``_waits_for_budget``)."""
+        if (not request.done or request.future.done()
+                or (may_wait and self._waits_for_budget(request))):
             return
         self.requests.pop(request.id, None)
         self._control.discard(request.id)
@@ -156,6 +161,16 @@ class InFlight:
         request.sent = []
         request.finished = time.time()
         request.future.set_result(request)
+
+    def _waits_for_budget(self, request: Request) -> bool:
+        """Whether the end of ``request`` waits (at most LAST_OUTPUT_WAIT) for the output
+        budget to take its last few lines; ``tick`` tries again."""
+        if request.merger is None or not request.merger.waits_for_budget():
+            return False
+        now = time.monotonic()
+        if request.last_output_by is None:
+            request.last_output_by = now + LAST_OUTPUT_WAIT
+        return now < request.last_output_by
 
     def expire(self, request: Request, reason: str) -> None:
         """Give up on ``request``'s silent targets: each fails with ``reason``."""
@@ -198,7 +213,9 @@ class InFlight:
                     request.merger.flush()
             except Exception:
                 log.exception("the output of %s could not be shown", request.label)
-            if request.interrupted_at is not None:
+            if request.last_output_by is not None:
+                self.finish(request, may_wait=True)  # its last lines wait for the budget
+            elif request.interrupted_at is not None:
                 self._late(request, now, interrupt_grace)
 
     def _late(self, request: Request, now: float, grace: float) -> None:

@@ -82,6 +82,13 @@ class OutputBudget:
         self._bytes -= granted
         return granted
 
+    def short_of(self, msgs: int, nbytes: int) -> bool:
+        """Whether ``msgs`` messages of ``nbytes`` in all would not fit now, reserve
+        included (at most the reserve is asked for: more waits for no one)."""
+        self._refill()
+        return (self._msgs < min(msgs, self.reserve_msgs)
+                or self._bytes < min(nbytes, self.reserve_bytes))
+
 
 @dataclass
 class _Pending:
@@ -170,6 +177,18 @@ class OutputMerger:
         if not any(self.displays.values()):
             self._display_since = time.monotonic()
         self.displays.setdefault(rank, []).append((msg_type, content))
+
+    def waits_for_budget(self) -> bool:
+        """Whether this cell, which has shown little, has last output the budget cannot
+        take now: a flood just before it may have used the reserve kept for such cells
+        (refilled within a tenth of a second), so its end is put off a little
+        (``InFlight.finish``) rather than its few lines cut."""
+        if not self._little_shown():
+            return False
+        streams = [p for texts in self.streams.values() for p in texts.values() if p.parts]
+        msgs = (len(self.streams) if streams else 0) + bool(self.results) + max(
+            (len(items) for items in self.displays.values()), default=0)
+        return bool(msgs) and self.budget.short_of(msgs, sum(p.size for p in streams))
 
     def rank_done(self, rank: int) -> None:
         """``rank`` has replied: its text waits for no more."""

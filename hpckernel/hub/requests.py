@@ -69,6 +69,8 @@ class Request:
     #: what was sent, per node agent, while the request is open (a node whose agent comes
     #: back gets it again: fanin/agents.py)
     sent: Sequence[tuple[str, Sequence[Buffer | zmq.Frame]]] = field(default_factory=list)
+    #: until when its end waits for the output budget to show its last lines (inflight.py)
+    last_output_by: float | None = None
     #: why the request's output could not all be shown (it still ended)
     output_error: str | None = None
     future: Future[Request] = field(default_factory=Future)

@@ -53,8 +53,9 @@ def test_small_displays_are_counted_in_what_they_really_take(tmp_path: Path) -> 
              timeout=300)
         grown = hub.memory_info().rss - before
         # 100,000 displays: kept whole they take ≈100 MB; counted by their text (as the
-        # store did), 16 MB of count kept ≈78 MB.
-        assert grown < 45 * MB, f"the hub kept {grown / MB:.0f} MB"
+        # store did), 16 MB of count kept ≈78 MB. Counted by what they take: 34-37 MB on
+        # an idle machine, up to 45 MB beside the rest of the suite on 2 busy cores.
+        assert grown < 55 * MB, f"the hub kept {grown / MB:.0f} MB"
         shown = k.ok("%pxoutput 3")  # a page: 200 displays, and how to see the next
         assert shown.plain() == [f"[display:3] {i}" for i in range(200)]
         assert re.search(r"the next page: %pxoutput 3 --cell \d+ --from \d+$",
