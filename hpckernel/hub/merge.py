@@ -185,10 +185,13 @@ class OutputMerger:
         (``InFlight.finish``) rather than its few lines cut."""
         if not self._little_shown():
             return False
-        streams = [p for texts in self.streams.values() for p in texts.values() if p.parts]
-        msgs = (len(self.streams) if streams else 0) + bool(self.results) + max(
+        # One message per stream that has text waiting, one for the results, and a display
+        # row per display of the rank that has most.
+        waiting = [[p for p in texts.values() if p.parts] for texts in self.streams.values()]
+        msgs = sum(1 for pending in waiting if pending) + bool(self.results) + max(
             (len(items) for items in self.displays.values()), default=0)
-        return bool(msgs) and self.budget.short_of(msgs, sum(p.size for p in streams))
+        nbytes = sum(p.size for pending in waiting for p in pending)
+        return bool(msgs) and self.budget.short_of(msgs, nbytes)
 
     def rank_done(self, rank: int) -> None:
         """``rank`` has replied: its text waits for no more."""
