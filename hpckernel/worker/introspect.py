@@ -21,6 +21,7 @@ import hpckernel
 from ..plane import Message, pack
 from ..plane.headers import PlaneHeader
 from ..plane.wire import OutFrame
+from .limit import ReplyTooLarge, over_limit
 
 if TYPE_CHECKING:  # the rank imports IPython after it has registered with the hub
     from .channel import HubChannel
@@ -83,10 +84,17 @@ def peek(shell: RankShell, rank: int, msg: Message) -> list[OutFrame]:
     header: PlaneHeader = {"id": msg.header["id"], "rank": rank, "status": "ok"}
     for attempt in range(3):
         try:
+            # Measured out of band first (arrays are not copied): copying a value over the
+            # limit in band only to refuse it could take longer than the hub waits.
+            too_large = over_limit(pack("reply", header, values, has_value=True), msg.header)
+            if too_large:
+                raise ReplyTooLarge(too_large)
             return pack("reply", header, values, has_value=True, inband=True)
         except RuntimeError as e:  # "dictionary changed size during iteration"
             if "changed size" not in str(e) or attempt == 2:
                 raise
+        except ReplyTooLarge:
+            raise
         except Exception as e:
             name, value = next(((n, v) for n, v in zip(names, values, strict=True)
                                 if not _picklable(v)), (names[0], values[0]))
