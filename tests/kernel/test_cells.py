@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 
@@ -205,3 +206,16 @@ def test_history_records_px_cells(kernel: Kernel) -> None:
     kernel.ok("history_marker = 'px cell'")
     reply = kernel.kc.history(hist_access_type="tail", n=5, reply=True, timeout=10)
     assert "history_marker = 'px cell'" in [h[2] for h in reply["content"]["history"]]
+
+
+def test_history_written_in_batches_is_found_by_search_and_in_the_file(kernel: Kernel) -> None:
+    # The hub writes its history file every 10 cells (hub/app.py); a search writes it out
+    # first, and so does %history -g (both read the file, shared with earlier sessions).
+    marker = f"history_marker_{uuid.uuid4().hex}"
+    kernel.ok(f"{marker} = 'searched'")
+    reply = kernel.kc.history(hist_access_type="search", pattern=f"{marker}*",
+                              reply=True, timeout=10)
+    assert [h[2] for h in reply["content"]["history"]] == [f"{marker} = 'searched'"]
+    assert f"{marker} = 'searched'" in kernel.ok(f"%%local\n%history -g {marker}").text()
+    size = kernel.ok("%%local\nprint(get_ipython().history_manager.db_cache_size)").text()
+    assert size.strip() == "10"
