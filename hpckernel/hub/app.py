@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -200,6 +201,11 @@ class HubApp(IPKernelApp):
 
     def _lease_expired(self) -> None:
         self.kernel.stop_ranks()
+        history = self.shell.history_manager if self.shell is not None else None
+        if history is not None:
+            # os._exit skips IPython's own write-out at exit (HISTORY_BATCH).
+            with contextlib.suppress(Exception):
+                history.writeout_cache()
         os._exit(0)
 
 

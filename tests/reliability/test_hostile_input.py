@@ -3,10 +3,12 @@ kernel keeps serving. Cells that misbehave on the ranks: the kernel survives or 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -285,3 +287,24 @@ def test_malformed_slurm_kernelspecs_fail_before_submission(tmp_path: Path,
         KernelProvisionerFactory.instance().create_provisioner_instance(
             "k", kernel_spec, parent=None)
     assert sys.executable  # nothing was submitted: no Slurm command ran before the error
+
+
+def test_a_hub_whose_lease_expires_writes_out_its_history(tmp_path: Path) -> None:
+    # The hub writes its history every 10 cells (hub/app.py); ending on an expired lease
+    # skips IPython's write-out at exit, so the hub writes it out itself.
+    kernel = Kernel(tmp_path, ranks=1, extra=["--HubKernel.client_timeout=3"])
+    hub = psutil.Process(kernel.hub_pid)
+    try:
+        marker = f"lease_marker_{uuid.uuid4().hex}"
+        kernel.ok(f"{marker} = 1")
+        hist_file = kernel.ok("%%local\nprint(get_ipython().history_manager.hist_file)"
+                              ).text().strip()
+        kernel.kc.stop_channels()
+        kernel.km._close_control_socket()
+        hub.wait(30)
+    finally:
+        kernel.km.shutdown_kernel(now=True)
+    with contextlib.closing(sqlite3.connect(hist_file)) as db:
+        rows = db.execute("SELECT source_raw FROM history WHERE source_raw = ?",
+                          (f"{marker} = 1",)).fetchall()
+    assert rows == [(f"{marker} = 1",)]
