@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT_EVERY = 1 << 20
 #: the least time between two notices of one cell about output not kept
 NOTICE_EVERY = 2.0
+#: most bytes of spilled output handed to the writer thread and not written yet; beyond it
+#: output is not kept (LATE) rather than held in memory
+WRITE_BACKLOG = 64 * 10**6
 
 LATE = "the job directory ({directory}) could not take it in time"
 OVER_DISK = "over HubKernel.output_disk ({cap}), the disk the hub may use for kept output"
@@ -96,7 +99,7 @@ class OutputStore:
         self.on_disk = 0  # bytes of the kept cells' spill files, written or on their way
         #: bytes handed to the writer thread and not written yet, and their bound
         self.pending = 0
-        self.backlog = 64 * 10**6
+        self.backlog = WRITE_BACKLOG
         self.lock = threading.Lock()
         self.memory_told = False  # the notice that memory is full went out
         #: cells that lost output after their end, for the notices of the next cell
